@@ -1,0 +1,132 @@
+"""The ``ds.hmm`` Dataset accessor: resolve inputs, call the engine, wrap results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .config import Config
+from .engine.loop import run_engine
+from .inputs import TIME, resolve_inputs
+from .results import build_result, map_variables, result_coords
+
+__all__ = ["HMMAccessor"]
+
+
+@xr.register_dataset_accessor("hmm")
+class HMMAccessor:
+    """HMM filtering and smoothing of ``log_likelihood`` (time × state_bins).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xhmm
+    >>> ll = np.log(np.full((4, 3), 1 / 3))
+    >>> ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)})
+    >>> A = np.full((3, 3), 1 / 3)
+    >>> res = ds.hmm.smooth(transition=A, initial=np.full(3, 1 / 3), progress=False)
+    >>> res.acausal_posterior.sizes["state_bins"]
+    3
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def _run(self, transition, initial, config, lazy, overrides, *, smooth, **engine_kw):
+        if lazy is not None:
+            overrides["lazy_expand"] = lazy
+        cfg = Config.resolve(config, overrides)
+        inputs = resolve_inputs(self._ds, transition, initial)
+        engine = run_engine(
+            inputs.log_likelihood.data,
+            inputs.transition,
+            inputs.initial,
+            cfg,
+            smooth=smooth,
+            columns=inputs.columns,
+            state_onehot=inputs.state_onehot,
+            **engine_kw,
+        )
+        return inputs, cfg, engine
+
+    def smooth(
+        self,
+        transition: Any = None,
+        initial: Any = None,
+        *,
+        config: Config | None = None,
+        lazy: bool | None = None,
+        **overrides: Any,
+    ) -> xr.Dataset:
+        """Forward filter then backward smoother over the whole recording.
+
+        Parameters
+        ----------
+        transition : (n, n) array-like, optional
+            Row-stochastic (row = from, column = to) over all ``state_bins`` or
+            over the interior bins only. Defaults to ``ds["transition"]``.
+        initial : (n,) array-like, optional
+            Distribution of the first time step, before its likelihood.
+            Defaults to ``ds["initial"]``.
+        config : xhmm.Config, optional
+        lazy : bool, optional
+            Shorthand for ``lazy_expand``.
+        **overrides
+            Any :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
+
+        Returns
+        -------
+        xr.Dataset
+            ``causal_posterior`` (unless ``persist_causal=False``),
+            ``acausal_posterior``, ``marginal_log_likelihood`` and the
+            requested summaries, with the input's coordinates.
+        """
+        inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
+                                        smooth=True)
+        return build_result(self._ds, inputs, engine, cfg)
+
+    def filter(
+        self,
+        transition: Any = None,
+        initial: Any = None,
+        *,
+        config: Config | None = None,
+        lazy: bool | None = None,
+        **overrides: Any,
+    ) -> xr.Dataset:
+        """Forward filter only (causal posterior). Parameters as :meth:`smooth`."""
+        inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
+                                        smooth=False)
+        return build_result(self._ds, inputs, engine, cfg)
+
+    def map_estimate(
+        self,
+        transition: Any = None,
+        initial: Any = None,
+        *,
+        config: Config | None = None,
+        **overrides: Any,
+    ) -> xr.Dataset:
+        """Most probable state bin of the smoothed posterior at each time.
+
+        Runs the smoother keeping no full posterior (only the per-chunk MAP),
+        so memory stays at one chunk whatever the length of the recording.
+
+        Returns
+        -------
+        xr.Dataset
+            ``map_state_bin`` (index into ``state_bins``), ``map_<coord>`` for
+            each numeric coordinate of ``state_bins``, and
+            ``marginal_log_likelihood``.
+        """
+        overrides.update(emit_map=True, persist_causal=False)
+        inputs, cfg, engine = self._run(transition, initial, config, None, overrides,
+                                        smooth=True, store_acausal=False)
+        data = map_variables(self._ds, inputs, engine.summaries["map_index"])
+        data["marginal_log_likelihood"] = xr.DataArray(
+            np.float64(engine.marginal_log_likelihood)
+        )
+        coords = result_coords(self._ds)
+        time_coords = {n: c for n, c in coords.items() if set(c.dims) <= {TIME}}
+        return xr.Dataset(data, coords=time_coords, attrs={"xhmm_config": cfg.to_json()})

@@ -1,0 +1,36 @@
+"""The ``xhmm`` command line.
+
+Each sub-command lives in its own module and exposes ``add_arguments(parser)``
+and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from .errors import XHMMError
+
+__all__ = ["main"]
+
+_COMMANDS = {
+    "demo": ("xhmm.demo", "simulate a decoding problem, smooth it, save and plot"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="xhmm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (module_name, help_text) in _COMMANDS.items():
+        module = import_module(module_name)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except XHMMError as exc:
+        print(f"xhmm: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,207 @@
+"""The single configuration object of xhmm."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES"]
+
+POSTERIOR_DTYPES = ("float32", "float16", "uint16")
+COMPUTE_DTYPES = ("float32", "float64")
+OUT_DTYPES = ("float32", "float64")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one filter/smoother run.
+
+    Every field can also be passed as a keyword to ``ds.hmm.smooth``,
+    ``ds.hmm.filter`` and ``ds.hmm.map_estimate``. Values are validated on
+    construction; a bad value raises :class:`xhmm.ConfigError` naming the
+    field.
+
+    Parameters
+    ----------
+    chunk_size : int, default 5000
+        Time steps per engine chunk. Device memory and host working memory
+        scale with ``chunk_size * n_interior_bins``. Every chunk has this
+        shape (the last one is padded), so each kernel compiles once.
+    use_memmap : bool, default False
+        Store the full posteriors as ``np.memmap`` files instead of RAM.
+    memmap_dir : str or Path, optional
+        Folder for the memmap files (``{memmap_dir}/{name}.dat``). Created if
+        missing. When ``use_memmap`` is on and this is None, a new temporary
+        folder is made and its path recorded in the result attributes.
+    posterior_dtype : {"float32", "float16", "uint16"}, default "float32"
+        Storage dtype of the posteriors; the cast happens only on write.
+        ``uint16`` stores ``round(p * 65534)`` (65535 marks NaN): absolute
+        error at most ``0.5 / 65534``.
+    quantize_posteriors : bool, default False
+        Shorthand for ``posterior_dtype="uint16"``.
+    lazy_expand : bool, default True
+        Return dask-backed posteriors expanded to all ``state_bins`` block by
+        block. False returns NumPy-backed posteriors with the same values.
+    time_chunks : int, default 25000
+        Rows per block of the lazy result arrays.
+    posterior_out_dtype : {"float32", "float64"}, default "float32"
+        Dtype of the posteriors as the result Dataset presents them.
+    persist_causal : bool, default True
+        Keep the full causal (filtered) posterior. When False only the
+        forward state at chunk boundaries is kept and the smoother recomputes
+        each chunk's filtered rows from it; ``causal_posterior`` is omitted.
+    emit_map : bool, default False
+        Add ``map_state_bin`` (and ``map_<coord>`` for numeric coordinates of
+        ``state_bins``), computed chunk by chunk.
+    emit_entropy : bool, default False
+        Add ``entropy`` (nats, over interior bins), computed chunk by chunk.
+    emit_state_aggregates : bool, default True
+        Add ``causal_state_probabilities`` / ``acausal_state_probabilities``
+        when a ``state`` coordinate labels the bins.
+    progress : bool, optional
+        Show progress bars. None (default) shows them when attached to a
+        terminal or notebook and hides them otherwise (e.g. in CI).
+    resume : bool, default False
+        Continue an interrupted memmap run found in ``memmap_dir``.
+    overwrite : bool, default False
+        Allow a new run to replace earlier results in ``memmap_dir``.
+    compute_dtype : {"float32", "float64"}, default "float32"
+        Floating point type of the device computation. ``float64`` enables
+        JAX 64-bit mode for that computation only.
+    """
+
+    chunk_size: int = 5_000
+    use_memmap: bool = False
+    memmap_dir: str | os.PathLike | None = None
+    posterior_dtype: str = "float32"
+    quantize_posteriors: bool = False
+    lazy_expand: bool = True
+    time_chunks: int = 25_000
+    posterior_out_dtype: str = "float32"
+    persist_causal: bool = True
+    emit_map: bool = False
+    emit_entropy: bool = False
+    emit_state_aggregates: bool = True
+    progress: bool | None = None
+    resume: bool = False
+    overwrite: bool = False
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_size", "time_chunks"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(
+                    f"Config.{name} must be a positive int, got {value!r}"
+                )
+        for name in (
+            "use_memmap",
+            "quantize_posteriors",
+            "lazy_expand",
+            "persist_causal",
+            "emit_map",
+            "emit_entropy",
+            "emit_state_aggregates",
+            "resume",
+            "overwrite",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"Config.{name} must be True or False, got {value!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ConfigError(
+                f"Config.progress must be True, False or None, got {self.progress!r}"
+            )
+        self._check_choice("posterior_dtype", POSTERIOR_DTYPES)
+        self._check_choice("posterior_out_dtype", OUT_DTYPES)
+        self._check_choice("compute_dtype", COMPUTE_DTYPES)
+        if self.quantize_posteriors and self.posterior_dtype not in ("float32", "uint16"):
+            raise ConfigError(
+                "Config.quantize_posteriors=True means posterior_dtype='uint16', "
+                f"but posterior_dtype={self.posterior_dtype!r} was also given"
+            )
+        if self.memmap_dir is not None:
+            if not isinstance(self.memmap_dir, (str, os.PathLike)):
+                raise ConfigError(
+                    f"Config.memmap_dir must be a path, got {self.memmap_dir!r}"
+                )
+            path = Path(self.memmap_dir)
+            if path.exists() and not path.is_dir():
+                raise ConfigError(
+                    f"Config.memmap_dir={str(path)!r} exists and is not a directory"
+                )
+        if self.resume and not self.use_memmap:
+            raise ConfigError("Config.resume=True needs use_memmap=True and a memmap_dir")
+        if self.resume and self.memmap_dir is None:
+            raise ConfigError("Config.resume=True needs memmap_dir (the folder of the run)")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        try:
+            normalised = np.dtype(value).name
+        except TypeError:
+            normalised = None
+        if normalised not in choices:
+            raise ConfigError(
+                f"Config.{name} must be one of {', '.join(choices)}; got {value!r}"
+            )
+        object.__setattr__(self, name, normalised)
+
+    @property
+    def storage_dtype(self) -> str:
+        """The dtype the posteriors are stored in (after ``quantize_posteriors``)."""
+        return "uint16" if self.quantize_posteriors else self.posterior_dtype
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of the public fields, in declaration order."""
+        return tuple(f.name for f in fields(cls) if not f.name.startswith("_"))
+
+    def replace(self, **changes: Any) -> "Config":
+        """Return a copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown Config field(s) {', '.join(unknown)}; "
+                f"known fields: {', '.join(self.field_names())}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public fields as a JSON-serialisable dict."""
+        out: dict[str, Any] = {}
+        for name in self.field_names():
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            out[name] = value
+        return out
+
+    def to_json(self) -> str:
+        """The public fields as a JSON string (stored in result attributes)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        """Rebuild a Config from :meth:`to_json` output."""
+        return cls(**json.loads(text))
+
+    @classmethod
+    def resolve(cls, config: "Config | None", overrides: dict[str, Any]) -> "Config":
+        """Combine ``config=`` with keyword overrides of its fields."""
+        if config is not None and not isinstance(config, Config):
+            raise ConfigError(f"config must be an xhmm.Config, got {type(config).__name__}")
+        base = config if config is not None else cls()
+        return base.replace(**overrides) if overrides else base

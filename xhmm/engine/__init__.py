@@ -1,0 +1,1 @@
+"""Host-side chunk loop: output allocation, forward and backward passes."""

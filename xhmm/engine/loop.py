@@ -1,0 +1,278 @@
+"""The chunked forward filter and reverse-order backward smoother.
+
+Data never lives on the device for more than one chunk: each chunk's
+log-likelihood rows go to the device, the jitted kernel runs, its rows are
+copied into preallocated host buffers (RAM or memmap) in the storage dtype,
+and the device arrays are dropped. The next chunk is read from the input while
+the device works (JAX dispatch is asynchronous).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ..config import Config
+from ..errors import LikelihoodError, NumericalError
+from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from .progress import progress_bar, progress_enabled
+from .reader import Chunk, LikelihoodReader
+from .storage import _alloc_out, prepare_memmap_dir, write_rows
+
+__all__ = ["EngineResult", "run_engine"]
+
+
+@dataclass
+class EngineResult:
+    """What one engine run produced (interior bins only).
+
+    Attributes
+    ----------
+    causal : (T, K) ndarray or None
+        Filtered posterior in the storage dtype (None if not persisted).
+    acausal : (T, K) ndarray or None
+        Smoothed posterior in the storage dtype (None for a filter run or
+        when not stored).
+    log_normalizers : (T,) float64 ndarray
+        Per-step log p(y_t | y_<t).
+    marginal_log_likelihood : float
+        ``math.fsum(log_normalizers)``.
+    summaries : dict of str to ndarray
+        Any of ``causal_state_probabilities``, ``acausal_state_probabilities``
+        (T, S), ``map_index`` (T,) index into the interior bins, ``entropy``.
+    memmap_dir : Path or None
+        Folder of the memmap files.
+    """
+
+    causal: np.ndarray | None
+    acausal: np.ndarray | None
+    log_normalizers: np.ndarray
+    marginal_log_likelihood: float
+    summaries: dict[str, np.ndarray] = field(default_factory=dict)
+    memmap_dir: Path | None = None
+
+
+def _precision(compute_dtype: str):
+    """JAX 64-bit mode for a float64 computation only (thread-local)."""
+    return jax.enable_x64(True) if compute_dtype == "float64" else nullcontext()
+
+
+class _Run:
+    """State of one engine run (buffers, device constants, flags)."""
+
+    def __init__(self, reader, transition, initial, config, smooth, state_onehot,
+                 store_acausal):
+        self.reader = reader
+        self.config = config
+        self.smooth = smooth
+        self.compute = np.dtype(config.compute_dtype)
+        self.n_time, self.n_bins = reader.n_time, reader.n_bins
+        self.transition = jax.device_put(np.asarray(transition, dtype=self.compute))
+        self.initial = jax.device_put(np.asarray(initial, dtype=self.compute))
+        self.want_states = state_onehot is not None and config.emit_state_aggregates
+        n_states = 0 if state_onehot is None else state_onehot.shape[1]
+        self.onehot = jax.device_put(
+            np.zeros((self.n_bins, 0), self.compute) if state_onehot is None
+            else np.asarray(state_onehot, dtype=self.compute)
+        )
+        self.memmap_dir = None
+        if config.use_memmap:
+            folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
+            self.memmap_dir = prepare_memmap_dir(folder, overwrite=config.overwrite)
+        alloc = self._alloc
+        storage = config.storage_dtype
+        T, K = self.n_time, self.n_bins
+        self.causal = alloc((T, K), storage, "causal_posterior") if config.persist_causal else None
+        self.acausal = alloc((T, K), storage, "acausal_posterior") if smooth and store_acausal else None
+        self.log_norm = alloc((T,), np.float64, "log_normalizer")
+        # The filtered distribution just before each chunk: the smoother
+        # recomputes a chunk's filtered rows from it when they are not stored
+        # exactly.
+        self.checkpoints = alloc((reader.n_chunks, K), self.compute, "checkpoints")
+        self.summaries: dict[str, np.ndarray] = {}
+        if self.want_states:
+            self.summaries["causal_state_probabilities"] = alloc(
+                (T, n_states), np.float32, "causal_state_probabilities")
+            if smooth:
+                self.summaries["acausal_state_probabilities"] = alloc(
+                    (T, n_states), np.float32, "acausal_state_probabilities")
+        if config.emit_map:
+            self.summaries["map_index"] = alloc((T,), np.int32, "map_index")
+        if config.emit_entropy:
+            self.summaries["entropy"] = alloc((T,), np.float32, "entropy")
+        self.filtered_exact = (
+            self.causal is not None and np.dtype(storage) == self.compute
+        )
+        self.progress = progress_enabled(config.progress)
+
+    def _alloc(self, shape, dtype, name):
+        return _alloc_out(shape, dtype, name, self.memmap_dir)
+
+    # -- forward -----------------------------------------------------------
+    def forward(self) -> None:
+        reader = self.reader
+        prev = jax.device_put(np.zeros(self.n_bins, self.compute))
+        final = not self.smooth
+        with progress_bar(self.progress, self.n_time, "xhmm forward") as bar:
+            chunk = reader.read(0)
+            for index in range(reader.n_chunks):
+                self.checkpoints[index] = np.asarray(prev)
+                out = forward_chunk(prev, index == 0, chunk.log_lik, chunk.n_valid,
+                                    self.transition, self.initial)
+                if index + 1 < reader.n_chunks:
+                    next_chunk = reader.read(index + 1)  # overlaps device work
+                filtered, log_norm, prev = jax.block_until_ready(out)
+                self._check_forward(chunk, np.asarray(log_norm))
+                n = chunk.n_valid
+                if self.causal is not None:
+                    write_rows(self.causal, chunk.start, np.asarray(filtered)[:n])
+                self._summarize(filtered, chunk.start, chunk.stop, "causal", final)
+                del filtered, log_norm, out
+                self._flush()
+                bar.update(n)
+                if index + 1 < reader.n_chunks:
+                    chunk = next_chunk
+        del prev
+
+    def _check_forward(self, chunk: Chunk, log_norm: np.ndarray) -> None:
+        n = chunk.n_valid
+        values = chunk.shift + log_norm[:n].astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            t = chunk.start + int(np.argmax(bad))
+            if self.compute == np.float32:
+                raise NumericalError(
+                    f"no state bin has non-zero probability at time index {t}: the "
+                    "likelihood is zero wherever the prediction is non-zero, or "
+                    "float32 underflowed; retry with compute_dtype='float64'"
+                )
+            raise LikelihoodError(
+                f"no state bin is possible at time index {t}: the likelihood is "
+                "zero (-inf) wherever the model's prediction is non-zero"
+            )
+        self.log_norm[chunk.start:chunk.stop] = values
+
+    # -- backward ----------------------------------------------------------
+    def backward(self) -> None:
+        reader = self.reader
+        carry = jax.device_put(np.zeros(self.n_bins, self.compute))
+        with progress_bar(self.progress, self.n_time, "xhmm backward") as bar:
+            for index in reversed(range(reader.n_chunks)):
+                start, stop = reader.bounds(index)
+                filtered = self._filtered(index)
+                smoothed, carry = jax.block_until_ready(
+                    backward_chunk(carry, index + 1 < reader.n_chunks, filtered,
+                                   stop - start, self.transition)
+                )
+                rows = np.asarray(smoothed)[: stop - start]
+                if not np.isfinite(rows).all():
+                    t = start + int(np.argmax(~np.isfinite(rows).all(axis=1)))
+                    raise NumericalError(
+                        f"the smoothed posterior at time index {t} is not finite "
+                        f"({self.compute.name} underflow); retry with "
+                        "compute_dtype='float64'"
+                    )
+                if self.acausal is not None:
+                    write_rows(self.acausal, start, rows)
+                self._summarize(smoothed, start, stop, "acausal", True)
+                del smoothed, filtered, rows
+                self._flush()
+                bar.update(stop - start)
+        del carry
+
+    def _filtered(self, index: int):
+        """Filtered rows of chunk ``index`` on the device, in the compute dtype."""
+        start, stop = self.reader.bounds(index)
+        if self.filtered_exact:
+            rows = np.zeros((self.reader.chunk_size, self.n_bins), self.compute)
+            rows[: stop - start] = self.causal[start:stop]
+            return jax.device_put(rows)
+        chunk = self.reader.read(index)
+        prev = jax.device_put(self.checkpoints[index])
+        filtered, _, _ = forward_chunk(prev, index == 0, chunk.log_lik, chunk.n_valid,
+                                       self.transition, self.initial)
+        return filtered
+
+    # -- summaries ---------------------------------------------------------
+    def _summarize(self, posterior, start: int, stop: int, kind: str, final: bool) -> None:
+        want_final = final and (self.config.emit_map or self.config.emit_entropy)
+        if not (self.want_states or want_final):
+            return
+        argmax, entropy, states = summarize_chunk(posterior, self.onehot)
+        sl = slice(start, stop)
+        n = stop - start
+        if self.want_states:
+            self.summaries[f"{kind}_state_probabilities"][sl] = np.asarray(states)[:n]
+        if final and self.config.emit_map:
+            self.summaries["map_index"][sl] = np.asarray(argmax)[:n]
+        if final and self.config.emit_entropy:
+            self.summaries["entropy"][sl] = np.asarray(entropy)[:n]
+
+    def _flush(self) -> None:
+        if self.memmap_dir is None:
+            return
+        for buffer in (self.causal, self.acausal, self.log_norm, self.checkpoints,
+                       *self.summaries.values()):
+            if isinstance(buffer, np.memmap):
+                buffer.flush()
+
+
+def run_engine(
+    log_likelihood,
+    transition: np.ndarray,
+    initial: np.ndarray,
+    config: Config,
+    *,
+    smooth: bool,
+    columns: np.ndarray | None = None,
+    state_onehot: np.ndarray | None = None,
+    store_acausal: bool = True,
+) -> EngineResult:
+    """Run the chunked filter (and smoother) over a (T, N) log-likelihood.
+
+    Parameters
+    ----------
+    log_likelihood : (T, N) NumPy, memmap or dask array
+        Time on axis 0; read one chunk of rows at a time.
+    transition : (K, K) ndarray
+        Row-stochastic transition over the interior bins.
+    initial : (K,) ndarray
+        Distribution of the first step over the interior bins.
+    config : Config
+    smooth : bool
+        Run the backward pass too.
+    columns : (K,) int ndarray, optional
+        Interior bins among the N; None means all.
+    state_onehot : (K, S) ndarray, optional
+        Membership of each interior bin in each discrete state, for the
+        per-state probabilities.
+    store_acausal : bool, default True
+        Keep the full smoothed posterior (False keeps only summaries).
+
+    Returns
+    -------
+    EngineResult
+    """
+    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
+                              config.compute_dtype)
+    with _precision(config.compute_dtype):
+        run = _Run(reader, transition, initial, config, smooth, state_onehot,
+                   store_acausal)
+        run.forward()
+        if smooth:
+            run.backward()
+    log_norm = np.asarray(run.log_norm)
+    return EngineResult(
+        causal=run.causal,
+        acausal=run.acausal,
+        log_normalizers=log_norm,
+        marginal_log_likelihood=math.fsum(log_norm),
+        summaries=run.summaries,
+        memmap_dir=run.memmap_dir,
+    )

@@ -1,0 +1,135 @@
+"""Read, check and shift one time chunk of the log-likelihood at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import LikelihoodError
+
+__all__ = ["LikelihoodReader", "Chunk"]
+
+
+@dataclass
+class Chunk:
+    """One engine chunk of log-likelihood rows, ready for the device.
+
+    Attributes
+    ----------
+    index : int
+        Chunk number.
+    start, stop : int
+        Time indices covered (``stop - start`` real rows).
+    log_lik : (chunk_size, K) ndarray
+        Interior-bin log-likelihood minus each row's maximum, in the compute
+        dtype; rows past ``stop - start`` are zero padding.
+    shift : (stop - start,) float64 ndarray
+        The subtracted row maxima, added back to the log normalisers.
+    """
+
+    index: int
+    start: int
+    stop: int
+    log_lik: np.ndarray
+    shift: np.ndarray
+
+    @property
+    def n_valid(self) -> int:
+        """Number of real (unpadded) rows."""
+        return self.stop - self.start
+
+
+class LikelihoodReader:
+    """Pull fixed-size time chunks out of a NumPy or dask log-likelihood.
+
+    Parameters
+    ----------
+    log_likelihood : (T, N) array-like
+        NumPy array, ``np.memmap`` or dask array with time on axis 0. Only
+        the rows of the requested chunk are read (dask computes just them).
+    columns : (K,) int64 ndarray or None
+        Interior bins; None means all N bins.
+    chunk_size : int
+    dtype : dtype
+        Compute dtype of the returned rows.
+    """
+
+    def __init__(
+        self,
+        log_likelihood,
+        columns: np.ndarray | None,
+        chunk_size: int,
+        dtype: np.dtype | str,
+    ) -> None:
+        self.source = log_likelihood
+        self.n_time = int(log_likelihood.shape[0])
+        n_total = int(log_likelihood.shape[1])
+        self.columns = (
+            None
+            if columns is None or len(columns) == n_total
+            else np.asarray(columns, dtype=np.int64)
+        )
+        self.n_bins = n_total if self.columns is None else len(self.columns)
+        self.chunk_size = int(chunk_size)
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks covering the time axis."""
+        return -(-self.n_time // self.chunk_size)
+
+    def bounds(self, index: int) -> tuple[int, int]:
+        """Time indices ``(start, stop)`` of chunk ``index``."""
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_time)
+
+    def read(self, index: int) -> Chunk:
+        """Read, validate and shift chunk ``index``.
+
+        Raises
+        ------
+        LikelihoodError
+            On NaN or +inf in an interior bin, or a step whose interior bins
+            are all -inf, naming the time index.
+        """
+        start, stop = self.bounds(index)
+        block = self.source[start:stop]
+        if hasattr(block, "compute"):
+            block = block.compute()
+        block = np.asarray(block)
+        if self.columns is not None:
+            block = block[:, self.columns]
+        if not np.issubdtype(block.dtype, np.floating):
+            block = block.astype(np.float64)
+        shift = block.max(axis=1)
+        finite_shift = np.isfinite(shift)
+        if not finite_shift.all():
+            self._raise_bad_row(block, start, int(np.argmin(finite_shift)))
+        padded = np.zeros((self.chunk_size, self.n_bins), dtype=self.dtype)
+        np.subtract(block, shift[:, None], out=padded[: stop - start], casting="unsafe")
+        return Chunk(index, start, stop, padded, shift.astype(np.float64))
+
+    def _raise_bad_row(self, block: np.ndarray, start: int, row: int) -> None:
+        values = block[row]
+        t = start + row
+        where = "" if self.columns is None else " (interior bins only)"
+        if np.isnan(values).any():
+            k = int(np.argmax(np.isnan(values)))
+            raise LikelihoodError(
+                f"log_likelihood is NaN at time index {t}, bin {self._bin(k)}; "
+                "use -inf for impossible bins and mark unused bins with is_interior"
+            )
+        if np.isposinf(values).any():
+            k = int(np.argmax(np.isposinf(values)))
+            raise LikelihoodError(
+                f"log_likelihood is +inf at time index {t}, bin {self._bin(k)}; "
+                "log-likelihoods must be finite or -inf"
+            )
+        raise LikelihoodError(
+            f"every bin{where} of log_likelihood is -inf at time index {t}: "
+            "no state is possible at that step"
+        )
+
+    def _bin(self, k: int) -> int:
+        return int(k if self.columns is None else self.columns[k])

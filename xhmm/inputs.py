@@ -1,0 +1,221 @@
+"""Resolve and validate the inputs of a run before any heavy work.
+
+Everything here is cheap: dims, shapes, dtypes and the (small) transition and
+initial arrays. The (large) log-likelihood is checked chunk by chunk as the
+engine reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import DimensionError, InitialError, InputError, TransitionError
+
+__all__ = ["ResolvedInputs", "resolve_inputs", "STOCHASTIC_ATOL", "TIME", "BINS", "STATES"]
+
+TIME = "time"
+BINS = "state_bins"
+STATES = "states"
+#: Largest accepted |row sum - 1| of ``transition`` and |sum - 1| of ``initial``.
+STOCHASTIC_ATOL = 1e-4
+
+
+@dataclass
+class ResolvedInputs:
+    """Validated inputs of one run.
+
+    Attributes
+    ----------
+    log_likelihood : DataArray
+        ``(time, state_bins)``, NumPy- or dask-backed, not loaded.
+    columns : (K,) int64 ndarray
+        Interior bins.
+    mask : (N,) bool ndarray
+        ``is_interior``.
+    transition : (K, K) float64 ndarray
+        Over the interior bins, rows renormalised (within STOCHASTIC_ATOL).
+    initial : (K,) float64 ndarray
+    state_labels : ndarray or None
+        Unique labels of the ``state`` coordinate, in order of appearance.
+    state_onehot : (K, S) ndarray or None
+    """
+
+    log_likelihood: xr.DataArray
+    columns: np.ndarray
+    mask: np.ndarray
+    transition: np.ndarray
+    initial: np.ndarray
+    state_labels: np.ndarray | None
+    state_onehot: np.ndarray | None
+
+    @property
+    def n_bins(self) -> int:
+        """Number of state bins, interior or not."""
+        return int(self.mask.size)
+
+
+def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
+    """Find and check ``log_likelihood``, ``is_interior``, transition, initial.
+
+    ``transition`` / ``initial`` default to the Dataset variables of those
+    names.
+
+    Raises
+    ------
+    InputError, DimensionError, TransitionError, InitialError
+    """
+    if "log_likelihood" not in ds.variables:
+        raise InputError(
+            "the Dataset has no variable 'log_likelihood' (dims time, state_bins); "
+            f"found: {', '.join(map(str, ds.data_vars)) or 'no data variables'}"
+        )
+    ll = ds["log_likelihood"]
+    dims = set(ll.dims)
+    missing = [d for d in (TIME, BINS) if d not in dims]
+    if missing:
+        raise DimensionError(
+            f"log_likelihood must have dims ('time', 'state_bins'); missing "
+            f"{', '.join(repr(d) for d in missing)} (dims found: {ll.dims})"
+        )
+    extra = sorted(str(d) for d in dims - {TIME, BINS})
+    if extra:
+        raise DimensionError(
+            f"log_likelihood has unsupported extra dim(s) {', '.join(map(repr, extra))}; "
+            "only ('time', 'state_bins') are supported: select or loop over them"
+        )
+    ll = ll.transpose(TIME, BINS)
+    if ll.sizes[TIME] == 0:
+        raise DimensionError("log_likelihood has an empty 'time' dimension (size 0)")
+    if ll.sizes[BINS] == 0:
+        raise DimensionError("log_likelihood has an empty 'state_bins' dimension (size 0)")
+    if not (np.issubdtype(ll.dtype, np.floating) or np.issubdtype(ll.dtype, np.integer)):
+        raise InputError(f"log_likelihood must be a real-valued array, got dtype {ll.dtype}")
+    n_bins = ll.sizes[BINS]
+    mask = _interior(ds, n_bins)
+    columns = np.flatnonzero(mask).astype(np.int64)
+    A = _transition(ds, transition, mask)
+    p0 = _initial(ds, initial, mask)
+    labels, onehot = _states(ds, columns)
+    return ResolvedInputs(ll, columns, mask, A, p0, labels, onehot)
+
+
+def _interior(ds: xr.Dataset, n_bins: int) -> np.ndarray:
+    if "is_interior" not in ds.variables:
+        return np.ones(n_bins, dtype=bool)
+    var = ds["is_interior"]
+    if var.dims != (BINS,):
+        raise DimensionError(f"is_interior must have dims ('state_bins',), got {var.dims}")
+    if var.dtype != bool:
+        raise InputError(
+            f"is_interior must be boolean (True for bins in use), got dtype {var.dtype}"
+        )
+    mask = np.asarray(var.values, dtype=bool)
+    if not mask.any():
+        raise InputError("is_interior is False everywhere: there is no interior bin")
+    return mask
+
+
+def _lookup(ds: xr.Dataset, value, name: str):
+    if value is not None:
+        return value
+    if name in ds.variables:
+        return ds[name].values
+    raise InputError(
+        f"no {name!r} given: pass {name}=... or add a variable {name!r} to the Dataset"
+    )
+
+
+def _as_float_array(value, name: str, error: type) -> np.ndarray:
+    if isinstance(value, xr.DataArray):
+        value = value.values
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise error(f"{name} must be a numeric array: {exc}") from exc
+    return array
+
+
+def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
+    A = _as_float_array(_lookup(ds, value, "transition"), "transition", TransitionError)
+    n_bins, n_int = mask.size, int(mask.sum())
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise TransitionError(f"transition must be a square 2-D matrix, got shape {A.shape}")
+    if A.shape[0] not in (n_bins, n_int):
+        raise TransitionError(
+            f"transition has shape {A.shape}; expected ({n_bins}, {n_bins}) over all "
+            f"state_bins or ({n_int}, {n_int}) over the interior bins"
+        )
+    if not np.isfinite(A).all():
+        i, j = np.argwhere(~np.isfinite(A))[0]
+        raise TransitionError(f"transition[{i}, {j}] is {A[i, j]}; entries must be finite")
+    if (A < 0).any():
+        i, j = np.argwhere(A < 0)[0]
+        raise TransitionError(f"transition[{i}, {j}] = {A[i, j]:.6g} is negative")
+    full = A.shape[0] == n_bins and n_int != n_bins
+    rows = np.flatnonzero(mask) if full else np.arange(A.shape[0])
+    sums = A[rows].sum(axis=1)
+    bad = np.abs(sums - 1) > STOCHASTIC_ATOL
+    if bad.any():
+        i = int(rows[np.argmax(bad)])
+        raise TransitionError(
+            f"transition row {i} sums to {sums[np.argmax(bad)]:.9g}; rows (from) must sum "
+            f"to 1 within {STOCHASTIC_ATOL:g}"
+        )
+    if full:
+        A = A[np.ix_(rows, rows)]
+        kept = A.sum(axis=1)
+        lost = 1 - kept
+        if (lost > STOCHASTIC_ATOL).any():
+            i = int(rows[np.argmax(lost)])
+            raise TransitionError(
+                f"transition row {i} moves probability {lost.max():.6g} to exterior bins "
+                "(is_interior False); exterior bins must be unreachable"
+            )
+    return A / A.sum(axis=1, keepdims=True)
+
+
+def _initial(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
+    p0 = _as_float_array(_lookup(ds, value, "initial"), "initial", InitialError)
+    n_bins, n_int = mask.size, int(mask.sum())
+    if p0.ndim != 1 or p0.size not in (n_bins, n_int):
+        raise InitialError(
+            f"initial has shape {p0.shape}; expected ({n_bins},) over all state_bins or "
+            f"({n_int},) over the interior bins"
+        )
+    if not np.isfinite(p0).all():
+        i = int(np.argmax(~np.isfinite(p0)))
+        raise InitialError(f"initial[{i}] is {p0[i]}; entries must be finite")
+    if (p0 < 0).any():
+        i = int(np.argmax(p0 < 0))
+        raise InitialError(f"initial[{i}] = {p0[i]:.6g} is negative")
+    if p0.size == n_bins and n_int != n_bins:
+        outside = p0[~mask].sum()
+        if outside > STOCHASTIC_ATOL:
+            raise InitialError(
+                f"initial puts probability {outside:.6g} on exterior bins (is_interior False)"
+            )
+        p0 = p0[mask]
+    total = p0.sum()
+    if total == 0:
+        raise InitialError("initial is zero everywhere on the interior bins")
+    if abs(total - 1) > STOCHASTIC_ATOL:
+        raise InitialError(
+            f"initial sums to {total:.9g}; it must sum to 1 within {STOCHASTIC_ATOL:g}"
+        )
+    return p0 / total
+
+
+def _states(ds: xr.Dataset, columns: np.ndarray):
+    if "state" not in ds.coords:
+        return None, None
+    coord = ds.coords["state"]
+    if coord.dims != (BINS,):
+        return None, None
+    all_values = np.asarray(coord.values)
+    labels = np.asarray(pd.unique(pd.Series(all_values)))
+    onehot = (all_values[columns][:, None] == labels[None, :]).astype(np.float64)
+    return labels, onehot

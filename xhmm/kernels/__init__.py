@@ -1,0 +1,1 @@
+"""Pure array kernels: JAX scans for the HMM and numba storage codecs."""
