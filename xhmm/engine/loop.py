@@ -5,13 +5,17 @@ log-likelihood rows go to the device, the jitted kernel runs, its rows are
 copied into preallocated host buffers (RAM or memmap) in the storage dtype,
 and the device arrays are dropped. The next chunk is read from the input while
 the device works (JAX dispatch is asynchronous).
+
+Memmap runs keep a manifest (:mod:`xhmm.engine.manifest`) updated after each
+chunk's data are flushed, so ``resume=True`` continues a killed run from its
+last completed chunk with bit-identical results.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +23,12 @@ import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import LikelihoodError, NumericalError
+from ..errors import LikelihoodError, NumericalError, ResumeError, StorageError, XHMMError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
-from .storage import _alloc_out, prepare_memmap_dir, write_rows
+from .storage import _alloc_out, prepare_memmap_dir, sync_rows, write_rows
 
 __all__ = ["EngineResult", "run_engine"]
 
@@ -64,10 +69,10 @@ def _precision(compute_dtype: str):
 
 
 class _Run:
-    """State of one engine run (buffers, device constants, flags)."""
+    """State of one engine run: buffers, device constants, manifest."""
 
-    def __init__(self, reader, transition, initial, config, smooth, state_onehot,
-                 store_acausal):
+    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
+                 smooth: bool, state_onehot, store_acausal: bool, columns):
         self.reader = reader
         self.config = config
         self.smooth = smooth
@@ -76,68 +81,150 @@ class _Run:
         self.transition = jax.device_put(np.asarray(transition, dtype=self.compute))
         self.initial = jax.device_put(np.asarray(initial, dtype=self.compute))
         self.want_states = state_onehot is not None and config.emit_state_aggregates
-        n_states = 0 if state_onehot is None else state_onehot.shape[1]
         self.onehot = jax.device_put(
             np.zeros((self.n_bins, 0), self.compute) if state_onehot is None
             else np.asarray(state_onehot, dtype=self.compute)
         )
-        self.memmap_dir = None
+        self.progress = progress_enabled(config.progress)
+        self.memmap_dir: Path | None = None
+        self.manifest: Manifest | None = None
+        mode = "w+"
         if config.use_memmap:
-            folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
-            self.memmap_dir = prepare_memmap_dir(folder, overwrite=config.overwrite)
-        alloc = self._alloc
-        storage = config.storage_dtype
+            inputs = fingerprint(reader.source, transition, initial, columns, state_onehot,
+                                 smooth=smooth, store_acausal=store_acausal)
+            if config.resume:
+                self.memmap_dir = Path(config.memmap_dir)
+                self.manifest = load_manifest(self.memmap_dir)
+                self.manifest.check_matches(config, inputs)
+                mode = "r+"
+            else:
+                folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
+                self.memmap_dir = prepare_memmap_dir(folder, overwrite=config.overwrite)
+                # An earlier run's manifest must not vouch for files being replaced.
+                (self.memmap_dir / MANIFEST).unlink(missing_ok=True)
+        self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
+                       store_acausal)
+        if config.use_memmap and not config.resume:
+            self.manifest = Manifest.new(self.memmap_dir, config, inputs,
+                                         self._buffers(), reader.n_chunks)
+        self.filtered_exact = (
+            self.causal is not None and np.dtype(config.storage_dtype) == self.compute
+        )
+
+    def _allocate(self, mode: str, n_states: int, store_acausal: bool) -> None:
         T, K = self.n_time, self.n_bins
-        self.causal = alloc((T, K), storage, "causal_posterior") if config.persist_causal else None
-        self.acausal = alloc((T, K), storage, "acausal_posterior") if smooth and store_acausal else None
+        storage = self.config.storage_dtype
+
+        def alloc(shape, dtype, name):
+            return _alloc_out(shape, dtype, name, self.memmap_dir, mode)
+
+        self.causal = (alloc((T, K), storage, "causal_posterior")
+                       if self.config.persist_causal else None)
+        self.acausal = (alloc((T, K), storage, "acausal_posterior")
+                        if self.smooth and store_acausal else None)
         self.log_norm = alloc((T,), np.float64, "log_normalizer")
-        # The filtered distribution just before each chunk: the smoother
-        # recomputes a chunk's filtered rows from it when they are not stored
-        # exactly.
-        self.checkpoints = alloc((reader.n_chunks, K), self.compute, "checkpoints")
+        n_chunks = self.reader.n_chunks
+        # Filtered distribution before each chunk (the forward carry) and the
+        # smoothed distribution of each chunk's first row (the backward carry).
+        self.checkpoints = alloc((n_chunks, K), self.compute, "checkpoints")
+        self.smooth_checkpoints = (alloc((n_chunks, K), self.compute, "smooth_checkpoints")
+                                   if self.smooth else None)
         self.summaries: dict[str, np.ndarray] = {}
         if self.want_states:
             self.summaries["causal_state_probabilities"] = alloc(
                 (T, n_states), np.float32, "causal_state_probabilities")
-            if smooth:
+            if self.smooth:
                 self.summaries["acausal_state_probabilities"] = alloc(
                     (T, n_states), np.float32, "acausal_state_probabilities")
-        if config.emit_map:
+        if self.config.emit_map:
             self.summaries["map_index"] = alloc((T,), np.int32, "map_index")
-        if config.emit_entropy:
+        if self.config.emit_entropy:
             self.summaries["entropy"] = alloc((T,), np.float32, "entropy")
-        self.filtered_exact = (
-            self.causal is not None and np.dtype(storage) == self.compute
-        )
-        self.progress = progress_enabled(config.progress)
 
-    def _alloc(self, shape, dtype, name):
-        return _alloc_out(shape, dtype, name, self.memmap_dir)
+    def _buffers(self) -> dict[str, np.ndarray]:
+        named = {
+            "causal_posterior": self.causal,
+            "acausal_posterior": self.acausal,
+            "log_normalizer": self.log_norm,
+            "checkpoints": self.checkpoints,
+            "smooth_checkpoints": self.smooth_checkpoints,
+            **self.summaries,
+        }
+        return {name: buf for name, buf in named.items() if buf is not None}
+
+    def _done(self, key: str) -> int:
+        return 0 if self.manifest is None else int(self.manifest.data[key])
+
+    def _verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
+        row = np.array(buffer[index])
+        stored = self.manifest.data[f"{kind}_checkpoint_crc"].get(str(index))
+        if stored is not None and stored != crc(row):
+            raise ResumeError(
+                f"{kind} checkpoint {index} in {str(self.memmap_dir)!r} is corrupt "
+                "(CRC mismatch); start the run again with overwrite=True"
+            )
+        return row
+
+    def _commit(self, start: int, stop: int, buffers, **manifest_changes) -> None:
+        """Flush the rows just written, then record progress in the manifest."""
+        if self.manifest is None:
+            return
+        for buffer in buffers:
+            if buffer is not None:
+                sync_rows(buffer, start, stop)
+        self.manifest.update(**manifest_changes)
+
+    def _row_buffers(self, kind: str) -> list:
+        rows = [self.causal if kind == "causal" else self.acausal]
+        if kind == "causal":
+            rows.append(self.log_norm)
+        rows += [buf for name, buf in self.summaries.items()
+                 if name.startswith(kind) or (name in ("map_index", "entropy")
+                                              and (kind == "acausal") == self.smooth)]
+        return rows
 
     # -- forward -----------------------------------------------------------
     def forward(self) -> None:
         reader = self.reader
-        prev = jax.device_put(np.zeros(self.n_bins, self.compute))
+        first = self._done("forward_done")
+        if first >= reader.n_chunks:
+            return
+        if first == 0:
+            prev = np.zeros(self.n_bins, self.compute)
+        else:
+            prev = self._verified_checkpoint(self.checkpoints, first, "forward")
+        prev = jax.device_put(prev)
         final = not self.smooth
+        crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
         with progress_bar(self.progress, self.n_time, "xhmm forward") as bar:
-            chunk = reader.read(0)
-            for index in range(reader.n_chunks):
-                self.checkpoints[index] = np.asarray(prev)
+            bar.update(reader.bounds(first)[0])
+            chunk = reader.read(first)
+            for index in range(first, reader.n_chunks):
                 out = forward_chunk(prev, index == 0, chunk.log_lik, chunk.n_valid,
                                     self.transition, self.initial)
+                next_chunk, pending = None, None
                 if index + 1 < reader.n_chunks:
-                    next_chunk = reader.read(index + 1)  # overlaps device work
+                    try:
+                        next_chunk = reader.read(index + 1)  # overlaps device work
+                    except XHMMError as exc:  # raised once this chunk is committed
+                        pending = exc
                 filtered, log_norm, prev = jax.block_until_ready(out)
                 self._check_forward(chunk, np.asarray(log_norm))
                 n = chunk.n_valid
                 if self.causal is not None:
                     write_rows(self.causal, chunk.start, np.asarray(filtered)[:n])
                 self._summarize(filtered, chunk.start, chunk.stop, "causal", final)
-                del filtered, log_norm, out
-                self._flush()
-                bar.update(n)
                 if index + 1 < reader.n_chunks:
-                    chunk = next_chunk
+                    self.checkpoints[index + 1] = np.asarray(prev)
+                    crcs[str(index + 1)] = crc(self.checkpoints[index + 1])
+                    sync_rows(self.checkpoints, index + 1, index + 2)
+                del filtered, log_norm, out
+                self._commit(chunk.start, chunk.stop, self._row_buffers("causal"),
+                             forward_done=index + 1, forward_checkpoint_crc=crcs)
+                bar.update(n)
+                if pending is not None:
+                    raise pending
+                chunk = next_chunk
         del prev
 
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray) -> None:
@@ -161,9 +248,19 @@ class _Run:
     # -- backward ----------------------------------------------------------
     def backward(self) -> None:
         reader = self.reader
-        carry = jax.device_put(np.zeros(self.n_bins, self.compute))
+        done = self._done("backward_done")
+        last = reader.n_chunks - 1 - done
+        if last < 0:
+            return
+        if done == 0:
+            carry = np.zeros(self.n_bins, self.compute)
+        else:
+            carry = self._verified_checkpoint(self.smooth_checkpoints, last + 1, "backward")
+        carry = jax.device_put(carry)
+        crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
         with progress_bar(self.progress, self.n_time, "xhmm backward") as bar:
-            for index in reversed(range(reader.n_chunks)):
+            bar.update(self.n_time - reader.bounds(last)[1])
+            for index in range(last, -1, -1):
                 start, stop = reader.bounds(index)
                 filtered = self._filtered(index)
                 smoothed, carry = jax.block_until_ready(
@@ -181,8 +278,15 @@ class _Run:
                 if self.acausal is not None:
                     write_rows(self.acausal, start, rows)
                 self._summarize(smoothed, start, stop, "acausal", True)
+                self.smooth_checkpoints[index] = np.asarray(carry)
+                crcs[str(index)] = crc(self.smooth_checkpoints[index])
+                sync_rows(self.smooth_checkpoints, index, index + 1)
                 del smoothed, filtered, rows
-                self._flush()
+                self._commit(start, stop, self._row_buffers("acausal"),
+                             backward_done=reader.n_chunks - index,
+                             backward_checkpoint_crc=crcs)
+                if self.filtered_exact:
+                    sync_rows(self.causal, start, stop)
                 bar.update(stop - start)
         del carry
 
@@ -214,13 +318,17 @@ class _Run:
         if final and self.config.emit_entropy:
             self.summaries["entropy"][sl] = np.asarray(entropy)[:n]
 
-    def _flush(self) -> None:
-        if self.memmap_dir is None:
-            return
-        for buffer in (self.causal, self.acausal, self.log_norm, self.checkpoints,
-                       *self.summaries.values()):
-            if isinstance(buffer, np.memmap):
-                buffer.flush()
+    def finish(self) -> None:
+        """Mark a memmap run complete."""
+        if self.manifest is not None:
+            self.manifest.update(status="complete", error=None)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record in the manifest that the run stopped with ``exc``."""
+        if self.manifest is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            with suppress(StorageError):  # keep the original error in view
+                self.manifest.update(status=status, error=f"{type(exc).__name__}: {exc}")
 
 
 def run_engine(
@@ -263,10 +371,15 @@ def run_engine(
                               config.compute_dtype)
     with _precision(config.compute_dtype):
         run = _Run(reader, transition, initial, config, smooth, state_onehot,
-                   store_acausal)
-        run.forward()
-        if smooth:
-            run.backward()
+                   store_acausal, columns)
+        try:
+            run.forward()
+            if smooth:
+                run.backward()
+        except BaseException as exc:
+            run.fail(exc)
+            raise
+        run.finish()
     log_norm = np.asarray(run.log_norm)
     return EngineResult(
         causal=run.causal,

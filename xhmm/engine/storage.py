@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from ..errors import StorageError
 from ..kernels.codec import to_uint16
 
-__all__ = ["_alloc_out", "write_rows", "prepare_memmap_dir"]
+__all__ = ["_alloc_out", "write_rows", "prepare_memmap_dir", "sync_rows"]
 
 
 def _alloc_out(
@@ -124,3 +125,29 @@ def prepare_memmap_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
             "another folder"
         )
     return folder
+
+
+def sync_rows(buffer: np.ndarray, start: int, stop: int) -> None:
+    """Flush rows ``start:stop`` of a memmap to disk and drop them from RSS.
+
+    After ``msync`` the pages are clean copies of the file, so
+    ``MADV_DONTNEED`` only unmaps them from this process: host memory stays at
+    about one chunk however long the recording. RAM buffers are left alone.
+    """
+    mm = getattr(buffer, "_mmap", None)
+    if mm is None or stop <= start:
+        return
+    row_bytes = int(np.prod(buffer.shape[1:], dtype=np.int64)) * buffer.dtype.itemsize
+    base = buffer.offset - buffer.offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+    first = base + start * row_bytes
+    aligned = first - first % mmap.PAGESIZE
+    length = base + stop * row_bytes - aligned
+    try:
+        mm.flush(aligned, length)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {length:,} bytes to {getattr(buffer, 'filename', '?')!r}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    if hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED, aligned, length)

@@ -1,0 +1,170 @@
+"""Memmap runs: files on disk, manifest, kill -9 and resume, refusal to clobber."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import xhmm
+from xhmm.engine.storage import _alloc_out
+
+from conftest import make_dataset, random_model
+
+T, K, CHUNK = 240, 9, 16
+
+
+def _model():
+    return random_model(np.random.default_rng(42), T, K)
+
+
+# The child process builds the same model, reads the likelihood through a dask
+# graph, and SIGKILLs itself the n-th time it reads block 10 (rows 160-175,
+# which the manifest's fingerprint does not sample): a run killed mid-flight.
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import dask.array as da
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import xhmm
+    from conftest import make_dataset, random_model
+
+    ll, A, p0 = random_model(np.random.default_rng(42), {T}, {K})
+    reads = [0]
+
+    def read(block, block_info=None):
+        if block_info[None]["chunk-location"] == (10, 0):
+            reads[0] += 1
+            if reads[0] == {kill_at}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return block
+
+    src = da.from_array(ll, chunks=({CHUNK}, 3)).map_blocks(read, dtype=ll.dtype)
+    ds = make_dataset(np.zeros_like(ll))
+    ds["log_likelihood"] = (("time", "state_bins"), src)
+    ds.hmm.smooth(transition=A, initial=p0, chunk_size={CHUNK}, use_memmap=True,
+                  memmap_dir={folder!r}, persist_causal={persist}, progress=False)
+    """
+)
+
+
+def _run_child(tmp_path, folder, kill_at, persist):
+    script = CHILD.format(tests=os.path.dirname(__file__), T=T, K=K, CHUNK=CHUNK,
+                          kill_at=kill_at, folder=str(folder), persist=persist)
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "kill_at, persist",
+    [(1, True),    # first read of block 10: during the forward pass
+     (2, False)],  # second read: the backward pass re-reads the input
+)
+def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist):
+    folder = tmp_path / "run"
+    proc = _run_child(tmp_path, folder, kill_at, persist)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    n_chunks = -(-T // CHUNK)
+    done = manifest["forward_done"] + manifest["backward_done"]
+    assert 0 < done < 2 * n_chunks
+
+    ll, A, p0 = _model()
+    ds = make_dataset(ll)
+    resumed = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, use_memmap=True,
+                            memmap_dir=folder, resume=True, persist_causal=persist)
+    fresh = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
+                          persist_causal=persist)
+    np.testing.assert_array_equal(resumed.acausal_posterior.values,
+                                  fresh.acausal_posterior.values)
+    assert float(resumed.marginal_log_likelihood) == float(fresh.marginal_log_likelihood)
+    if persist:
+        np.testing.assert_array_equal(resumed.causal_posterior.values,
+                                      fresh.causal_posterior.values)
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_resume_with_other_settings_says_what_differs(tmp_path):
+    ll, A, p0 = _model()
+    ds = make_dataset(ll)
+    folder = tmp_path / "run"
+    ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, use_memmap=True,
+                  memmap_dir=folder)
+    with pytest.raises(xhmm.ResumeError, match="chunk_size"):
+        ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK * 2, use_memmap=True,
+                      memmap_dir=folder, resume=True)
+    A2 = A[::-1].copy()
+    with pytest.raises(xhmm.ResumeError, match="transition"):
+        ds.hmm.smooth(transition=A2, initial=p0, chunk_size=CHUNK, use_memmap=True,
+                      memmap_dir=folder, resume=True)
+    ll2 = ll.copy()
+    ll2[0, 0] += 1.0
+    with pytest.raises(xhmm.ResumeError, match="log_likelihood_sample"):
+        make_dataset(ll2).hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
+                                     use_memmap=True, memmap_dir=folder, resume=True)
+
+
+def test_resume_without_manifest_is_an_error(tmp_path):
+    ll, A, p0 = _model()
+    with pytest.raises(xhmm.ResumeError, match="manifest.json is missing"):
+        make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
+                                    memmap_dir=tmp_path, resume=True)
+
+
+def test_non_empty_dir_is_not_clobbered(tmp_path):
+    ll, A, p0 = _model()
+    keep = tmp_path / "precious.txt"
+    keep.write_text("earlier results")
+    with pytest.raises(xhmm.StorageError, match="not empty"):
+        make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
+                                    memmap_dir=tmp_path)
+    assert keep.read_text() == "earlier results"
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
+                                      memmap_dir=tmp_path, overwrite=True)
+    assert np.isfinite(res.acausal_posterior.values).all()
+
+
+def test_memmap_files_hold_the_results(tmp_path):
+    ll, A, p0 = _model()
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
+                                      use_memmap=True, memmap_dir=tmp_path / "m")
+    on_disk = np.memmap(tmp_path / "m" / "acausal_posterior.dat", dtype=np.float32,
+                        mode="r", shape=(T, K))
+    np.testing.assert_array_equal(np.asarray(on_disk), res.acausal_posterior.values)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["outputs"]["acausal_posterior"] == {
+        "file": "acausal_posterior.dat", "shape": [T, K], "dtype": "float32"}
+    assert res.attrs["xhmm_memmap_dir"] == str(tmp_path / "m")
+
+
+def test_failed_run_is_marked_failed(tmp_path):
+    ll, A, p0 = _model()
+    ll[100] = -np.inf
+    with pytest.raises(xhmm.LikelihoodError, match="time index 100"):
+        make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
+                                    use_memmap=True, memmap_dir=tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert "time index 100" in manifest["error"]
+    assert manifest["forward_done"] == 100 // CHUNK
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint16"])
+def test_alloc_out_memmap_reopens(tmp_path, dtype):
+    out = _alloc_out((7, 5), dtype, "thing", tmp_path)
+    assert isinstance(out, np.memmap) and out.shape == (7, 5) and out.dtype == dtype
+    out[3] = 1
+    out.flush()
+    back = _alloc_out((7, 5), dtype, "thing", tmp_path, mode="r")
+    assert (tmp_path / "thing.dat").stat().st_size == 7 * 5 * np.dtype(dtype).itemsize
+    np.testing.assert_array_equal(np.asarray(back[3]), np.ones(5, dtype))
+    ram = _alloc_out((7, 5), dtype, "thing")
+    assert not isinstance(ram, np.memmap) and ram.shape == (7, 5) and ram.dtype == dtype

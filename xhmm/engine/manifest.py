@@ -1,0 +1,231 @@
+"""The ``manifest.json`` of a memmap run: what it is, how far it got.
+
+A memmap run records in ``{memmap_dir}/manifest.json`` the shapes and dtypes
+of its outputs, the Config fields that shape its results, a fingerprint of
+its inputs and how many forward and backward chunks are complete. The forward
+carry at each completed chunk boundary lives in ``checkpoints.dat`` (and the
+backward carry in ``smooth_checkpoints.dat``); the manifest holds a CRC-32 of
+each, so a torn write is detected on resume. The manifest is rewritten
+atomically (temporary file, fsync, ``os.replace``, fsync of the folder) and
+only after the chunk's data have been flushed, so a run killed at any moment
+resumes from its last completed chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..errors import IncompleteResultError, ResumeError, StorageError
+
+__all__ = [
+    "MANIFEST",
+    "RESULT_FIELDS",
+    "Manifest",
+    "fingerprint",
+    "array_digest",
+    "crc",
+    "load_manifest",
+    "result_config",
+]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+#: Config fields that change what a run writes (the rest only change how it
+#: is presented or reported).
+RESULT_FIELDS = (
+    "chunk_size",
+    "storage_dtype",
+    "persist_causal",
+    "emit_map",
+    "emit_entropy",
+    "emit_state_aggregates",
+    "compute_dtype",
+)
+_SAMPLE_ROWS = 64
+
+
+def array_digest(array: np.ndarray | None) -> str | None:
+    """A short content hash of a (small) array: dtype, shape and bytes."""
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def crc(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (checkpoint integrity)."""
+    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+def _sample_rows(log_likelihood, n_time: int) -> np.ndarray:
+    starts = sorted({0, max(0, n_time // 2 - _SAMPLE_ROWS // 2), max(0, n_time - _SAMPLE_ROWS)})
+    blocks = []
+    for start in starts:
+        block = log_likelihood[start:start + _SAMPLE_ROWS]
+        blocks.append(np.asarray(block.compute() if hasattr(block, "compute") else block))
+    return np.concatenate(blocks, axis=0)
+
+
+def fingerprint(log_likelihood, transition, initial, columns, state_onehot,
+                *, smooth: bool, store_acausal: bool) -> dict[str, Any]:
+    """Identify the inputs of a run cheaply.
+
+    Shapes and dtypes, hashes of transition/initial/interior bins/state
+    membership, and a hash of three sampled blocks of log-likelihood rows
+    (start, middle, end).
+    """
+    n_time = int(log_likelihood.shape[0])
+    return {
+        "log_likelihood_shape": [int(s) for s in log_likelihood.shape],
+        "log_likelihood_dtype": str(np.dtype(log_likelihood.dtype)),
+        "log_likelihood_sample": array_digest(_sample_rows(log_likelihood, n_time)),
+        "transition": array_digest(np.asarray(transition, dtype=np.float64)),
+        "initial": array_digest(np.asarray(initial, dtype=np.float64)),
+        "interior_bins": array_digest(None if columns is None else np.asarray(columns, np.int64)),
+        "state_membership": array_digest(state_onehot),
+        "smooth": bool(smooth),
+        "store_acausal": bool(store_acausal),
+    }
+
+
+def result_config(config: Config) -> dict[str, Any]:
+    """The Config values that shape a run's stored results."""
+    return {name: getattr(config, name) for name in RESULT_FIELDS}
+
+
+class Manifest:
+    """Read and atomically rewrite ``manifest.json`` of one memmap run.
+
+    Parameters
+    ----------
+    folder : Path
+    data : dict
+        The manifest content.
+    """
+
+    def __init__(self, folder: Path, data: dict[str, Any]) -> None:
+        self.folder = Path(folder)
+        self.data = data
+
+    @property
+    def path(self) -> Path:
+        """Location of ``manifest.json``."""
+        return self.folder / MANIFEST
+
+    @classmethod
+    def new(cls, folder: Path, config: Config, inputs: dict[str, Any],
+            outputs: dict[str, np.ndarray], n_chunks: int) -> "Manifest":
+        """Start the manifest of a fresh run (status ``running``)."""
+        manifest = cls(folder, {
+            "format_version": FORMAT_VERSION,
+            "status": "running",
+            "error": None,
+            "n_chunks": int(n_chunks),
+            "forward_done": 0,
+            "backward_done": 0,
+            "forward_checkpoint_crc": {},
+            "backward_checkpoint_crc": {},
+            "result_config": result_config(config),
+            "config": config.to_dict(),
+            "inputs": inputs,
+            "outputs": {
+                name: {"file": f"{name}.dat", "shape": list(buf.shape),
+                       "dtype": str(buf.dtype)}
+                for name, buf in outputs.items()
+            },
+        })
+        manifest.write()
+        return manifest
+
+    def check_matches(self, config: Config, inputs: dict[str, Any]) -> None:
+        """Raise ResumeError naming every difference from the requested run."""
+        diffs = []
+        stored = self.data.get("result_config", {})
+        for name, value in result_config(config).items():
+            if stored.get(name) != value:
+                diffs.append(f"Config.{name}: {stored.get(name)!r} in the manifest, "
+                             f"{value!r} now")
+        stored_inputs = self.data.get("inputs", {})
+        for name, value in inputs.items():
+            if stored_inputs.get(name) != value:
+                diffs.append(f"input {name} differs ({stored_inputs.get(name)!r} in the "
+                             f"manifest, {value!r} now)")
+        if diffs:
+            raise ResumeError(
+                f"cannot resume the run in {str(self.folder)!r}: it was started with "
+                "different settings or inputs:\n  " + "\n  ".join(diffs)
+            )
+
+    def update(self, **changes: Any) -> None:
+        """Change fields and rewrite the file atomically."""
+        self.data.update(changes)
+        self.write()
+
+    def write(self) -> None:
+        """Write to a temporary file, fsync, ``os.replace``, fsync the folder."""
+        tmp = self.folder / f".{MANIFEST}.tmp"
+        text = json.dumps(self.data, indent=1, sort_keys=True)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the run manifest {str(self.path)!r} "
+                f"({len(text):,} bytes): {exc.strerror or exc}"
+            ) from exc
+
+    def require_complete(self) -> None:
+        """Raise IncompleteResultError unless the run finished."""
+        status = self.data.get("status")
+        if status != "complete":
+            n = self.data.get("n_chunks")
+            raise IncompleteResultError(
+                f"the run in {str(self.folder)!r} is not complete (status {status!r}; "
+                f"forward {self.data.get('forward_done')}/{n} chunks, backward "
+                f"{self.data.get('backward_done')}/{n}); rerun with resume=True"
+                + (f"; it failed with: {self.data['error']}" if self.data.get("error") else "")
+            )
+
+
+def load_manifest(folder: str | os.PathLike) -> Manifest:
+    """Read ``{folder}/manifest.json``.
+
+    Raises
+    ------
+    ResumeError
+        If there is no readable manifest.
+    """
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResumeError(
+            f"no run to resume in {str(folder)!r}: {MANIFEST} is missing"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResumeError(f"cannot read {str(path)!r}: {exc}") from exc
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ResumeError(
+            f"{str(path)!r} has format_version {data.get('format_version')!r}; "
+            f"this xhmm writes {FORMAT_VERSION}"
+        )
+    return Manifest(Path(folder), data)
