@@ -72,8 +72,8 @@ def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None) -> dict:
 def _prepare(results: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
     ds = results
     multi = {
-        dim: list(index.index.names)
-        for dim, index in ds.xindexes.items()
+        index.dim: list(index.index.names)
+        for index in ds.xindexes.get_unique()
         if isinstance(index, xr.indexes.PandasMultiIndex)
     }
     if multi:

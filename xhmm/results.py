@@ -93,7 +93,7 @@ def build_result(
             np.asarray(engine.summaries["entropy"]), dims=(TIME,),
             attrs={"long_name": "posterior entropy over interior bins", "units": "nats"},
         )
-    attrs = {"xhmm_config": config.to_json()}
+    attrs = {**ds.attrs, "xhmm_config": config.to_json()}
     if engine.memmap_dir is not None:
         attrs["xhmm_memmap_dir"] = str(engine.memmap_dir)
     return xr.Dataset(data, coords=result_coords(ds), attrs=attrs)
