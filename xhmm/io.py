@@ -21,6 +21,7 @@ import xarray as xr
 
 from .errors import StorageError
 from .kernels.codec import UINT16_NAN, UINT16_SCALE
+from .progress import dask_progress
 
 __all__ = ["save_results", "open_results", "MULTIINDEX_ATTR"]
 
@@ -94,6 +95,7 @@ def save_results(
     time_chunk: int | None = None,
     compute: bool = True,
     overwrite: bool = False,
+    progress: bool | None = None,
 ):
     """Write results to a chunked, compressed NetCDF file, block by block.
 
@@ -115,6 +117,10 @@ def save_results(
         when computed.
     overwrite : bool, default False
         Replace an existing file at ``path``.
+    progress : bool, optional
+        Show a progress bar over the write (when ``compute=True``). None
+        (default) shows it when attached to a terminal or notebook, as
+        ``Config.progress`` does.
 
     Returns
     -------
@@ -127,6 +133,7 @@ def save_results(
         raise StorageError(f"complevel must be an int from 0 to 9, got {complevel!r}")
     if time_chunk is not None and (not isinstance(time_chunk, int) or time_chunk <= 0):
         raise StorageError(f"time_chunk must be a positive int, got {time_chunk!r}")
+    bar = dask_progress(progress, f"xhmm save {path.name}")
     if path.exists() and not overwrite:
         raise StorageError(f"{str(path)!r} exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
@@ -147,7 +154,12 @@ def save_results(
     finalize = dask.delayed(_finalize)(write, tmp, path)
     if not compute:
         return finalize
-    return finalize.compute()
+    try:
+        with bar:
+            return finalize.compute()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _finalize(_written, tmp: Path, path: Path) -> Path:
