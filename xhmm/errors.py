@@ -21,6 +21,7 @@ __all__ = [
     "ResumeError",
     "IncompleteResultError",
     "NotImplementedFeatureError",
+    "NumericalWarning",
 ]
 
 
@@ -70,3 +71,7 @@ class IncompleteResultError(StorageError):
 
 class NotImplementedFeatureError(XHMMError, NotImplementedError):
     """A Config option was turned on whose feature is not available yet."""
+
+
+class NumericalWarning(UserWarning):
+    """The computation may have lost precision (e.g. float32 near underflow)."""

@@ -157,6 +157,12 @@ def save_results(
     try:
         with bar:
             return finalize.compute()
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot write {str(path)!r} (up to {ds.nbytes:,} bytes before "
+            f"compression): {exc.strerror or exc}; nothing was written under that name"
+        ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

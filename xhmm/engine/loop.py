@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,14 @@ import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import LikelihoodError, NumericalError, ResumeError, StorageError, XHMMError
+from ..errors import (
+    LikelihoodError,
+    NumericalError,
+    NumericalWarning,
+    ResumeError,
+    StorageError,
+    XHMMError,
+)
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
 from .progress import progress_bar, progress_enabled
@@ -63,6 +71,12 @@ class EngineResult:
     memmap_dir: Path | None = None
 
 
+#: Log normalisers (relative to the row maximum) below these mean the
+#: prediction was near the dtype's smallest normal number where the
+#: likelihood is high, so some bins may have underflowed to zero.
+_UNDERFLOW_LOG = {"float32": -80.0, "float64": -700.0}
+
+
 def _precision(compute_dtype: str):
     """JAX 64-bit mode for a float64 computation only (thread-local)."""
     return jax.enable_x64(True) if compute_dtype == "float64" else nullcontext()
@@ -86,6 +100,7 @@ class _Run:
             else np.asarray(state_onehot, dtype=self.compute)
         )
         self.progress = progress_enabled(config.progress)
+        self.warned = False
         self.memmap_dir: Path | None = None
         self.manifest: Manifest | None = None
         mode = "w+"
@@ -244,6 +259,17 @@ class _Run:
                 "zero (-inf) wherever the model's prediction is non-zero"
             )
         self.log_norm[chunk.start:chunk.stop] = values
+        surprise = log_norm[:n] < _UNDERFLOW_LOG[self.compute.name]
+        if surprise.any() and not self.warned:
+            self.warned = True
+            t = chunk.start + int(np.argmax(surprise))
+            warnings.warn(
+                f"at time index {t} the model gave the observed likelihood a "
+                f"prediction of about exp({float(log_norm[:n][surprise][0]):.0f}), near "
+                f"the {self.compute.name} underflow limit: posteriors may have lost "
+                "precision; use compute_dtype='float64' to be sure",
+                NumericalWarning, stacklevel=4,
+            )
 
     # -- backward ----------------------------------------------------------
     def backward(self) -> None:
