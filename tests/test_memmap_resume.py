@@ -168,3 +168,33 @@ def test_alloc_out_memmap_reopens(tmp_path, dtype):
     np.testing.assert_array_equal(np.asarray(back[3]), np.ones(5, dtype))
     ram = _alloc_out((7, 5), dtype, "thing")
     assert not isinstance(ram, np.memmap) and ram.shape == (7, 5) and ram.dtype == dtype
+
+
+def test_open_run_reopens_a_finished_run(tmp_path):
+    ll, A, p0 = _model()
+    mask = np.ones(K, bool)
+    mask[[0, 4]] = False
+    state = np.array(["a"] * 4 + ["b"] * 5)
+    ds = make_dataset(ll, mask, state=("state_bins", state))
+    A_int = A[np.ix_(mask, mask)]
+    A_int /= A_int.sum(axis=1, keepdims=True)
+    p_int = p0[mask] / p0[mask].sum()
+    res = ds.hmm.smooth(transition=A_int, initial=p_int, chunk_size=CHUNK, use_memmap=True,
+                        memmap_dir=tmp_path / "m", quantize_posteriors=True, emit_map=True)
+    back = xhmm.open_run(tmp_path / "m")
+    np.testing.assert_array_equal(back.acausal_posterior.values,
+                                  res.acausal_posterior.values)
+    np.testing.assert_array_equal(back.is_interior.values, mask)
+    np.testing.assert_array_equal(back.map_state_bin.values, res.map_state_bin.values)
+    np.testing.assert_array_equal(back.acausal_state_probabilities.values,
+                                  res.acausal_state_probabilities.values)
+    assert list(back.states.values) == ["a", "b"]
+    assert float(back.marginal_log_likelihood) == float(res.marginal_log_likelihood)
+
+
+def test_open_run_refuses_an_unfinished_run(tmp_path):
+    folder = tmp_path / "run"
+    proc = _run_child(tmp_path, folder, 1, True)
+    assert proc.returncode == -signal.SIGKILL
+    with pytest.raises(xhmm.IncompleteResultError, match="not complete.*resume=True"):
+        xhmm.open_run(folder)

@@ -1,9 +1,18 @@
 """xhmm: out-of-core HMM filtering and smoothing for xarray.
 
 Importing the package registers the ``ds.hmm`` Dataset accessor.
+
+On GPUs JAX by default reserves 75 % of device memory when its backend starts.
+xhmm keeps one chunk on the device at a time, so unless you set it yourself,
+importing xhmm sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (allocate on
+demand) before JAX starts; see ``docs/gpu.md``.
 """
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.hmm)
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from . import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
 from .config import Config
 from .errors import (
     ConfigError,
@@ -21,6 +30,7 @@ from .errors import (
     XHMMError,
 )
 from .io import open_results, save_results
+from .runs import open_run
 from .kernels.codec import from_uint16, to_uint16
 
 __version__ = "0.1.0"
@@ -29,6 +39,7 @@ __all__ = [
     "Config",
     "save_results",
     "open_results",
+    "open_run",
     "to_uint16",
     "from_uint16",
     "XHMMError",

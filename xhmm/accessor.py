@@ -11,6 +11,7 @@ from .config import Config
 from .engine.loop import run_engine
 from .inputs import TIME, resolve_inputs
 from .results import build_result, map_variables, result_coords
+from .runs import run_metadata
 
 __all__ = ["HMMAccessor"]
 
@@ -46,6 +47,7 @@ class HMMAccessor:
             smooth=smooth,
             columns=inputs.columns,
             state_onehot=inputs.state_onehot,
+            metadata=run_metadata(inputs),
             **engine_kw,
         )
         return inputs, cfg, engine

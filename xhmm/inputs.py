@@ -139,6 +139,15 @@ def _as_float_array(value, name: str, error: type) -> np.ndarray:
     return array
 
 
+def _expected(n_bins: int, n_int: int, ndim: int) -> str:
+    def shape(n: int) -> str:
+        return str((n,) * ndim)
+
+    if n_bins == n_int:
+        return f"{shape(n_bins)} (one entry per state bin)"
+    return f"{shape(n_bins)} over all state_bins or {shape(n_int)} over the interior bins"
+
+
 def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
     A = _as_float_array(_lookup(ds, value, "transition"), "transition", TransitionError)
     n_bins, n_int = mask.size, int(mask.sum())
@@ -146,8 +155,7 @@ def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
         raise TransitionError(f"transition must be a square 2-D matrix, got shape {A.shape}")
     if A.shape[0] not in (n_bins, n_int):
         raise TransitionError(
-            f"transition has shape {A.shape}; expected ({n_bins}, {n_bins}) over all "
-            f"state_bins or ({n_int}, {n_int}) over the interior bins"
+            f"transition has shape {A.shape}; expected {_expected(n_bins, n_int, 2)}"
         )
     if not np.isfinite(A).all():
         i, j = np.argwhere(~np.isfinite(A))[0]
@@ -183,8 +191,7 @@ def _initial(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
     n_bins, n_int = mask.size, int(mask.sum())
     if p0.ndim != 1 or p0.size not in (n_bins, n_int):
         raise InitialError(
-            f"initial has shape {p0.shape}; expected ({n_bins},) over all state_bins or "
-            f"({n_int},) over the interior bins"
+            f"initial has shape {p0.shape}; expected {_expected(n_bins, n_int, 1)}"
         )
     if not np.isfinite(p0).all():
         i = int(np.argmax(~np.isfinite(p0)))

@@ -86,7 +86,7 @@ class _Run:
     """State of one engine run: buffers, device constants, manifest."""
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 smooth: bool, state_onehot, store_acausal: bool, columns):
+                 smooth: bool, state_onehot, store_acausal: bool, columns, metadata):
         self.reader = reader
         self.config = config
         self.smooth = smooth
@@ -121,7 +121,7 @@ class _Run:
                        store_acausal)
         if config.use_memmap and not config.resume:
             self.manifest = Manifest.new(self.memmap_dir, config, inputs,
-                                         self._buffers(), reader.n_chunks)
+                                         self._buffers(), reader.n_chunks, metadata)
         self.filtered_exact = (
             self.causal is not None and np.dtype(config.storage_dtype) == self.compute
         )
@@ -367,6 +367,7 @@ def run_engine(
     columns: np.ndarray | None = None,
     state_onehot: np.ndarray | None = None,
     store_acausal: bool = True,
+    metadata: dict | None = None,
 ) -> EngineResult:
     """Run the chunked filter (and smoother) over a (T, N) log-likelihood.
 
@@ -388,6 +389,8 @@ def run_engine(
         per-state probabilities.
     store_acausal : bool, default True
         Keep the full smoothed posterior (False keeps only summaries).
+    metadata : dict, optional
+        JSON-serialisable description stored in a memmap run's manifest.
 
     Returns
     -------
@@ -397,7 +400,7 @@ def run_engine(
                               config.compute_dtype)
     with _precision(config.compute_dtype):
         run = _Run(reader, transition, initial, config, smooth, state_onehot,
-                   store_acausal, columns)
+                   store_acausal, columns, metadata)
         try:
             run.forward()
             if smooth:

@@ -125,8 +125,13 @@ class Manifest:
 
     @classmethod
     def new(cls, folder: Path, config: Config, inputs: dict[str, Any],
-            outputs: dict[str, np.ndarray], n_chunks: int) -> "Manifest":
-        """Start the manifest of a fresh run (status ``running``)."""
+            outputs: dict[str, np.ndarray], n_chunks: int,
+            metadata: dict[str, Any] | None = None) -> "Manifest":
+        """Start the manifest of a fresh run (status ``running``).
+
+        ``metadata`` is stored as given (JSON-serialisable), for the layer
+        above to reopen the run (e.g. bin layout and state labels).
+        """
         manifest = cls(folder, {
             "format_version": FORMAT_VERSION,
             "status": "running",
@@ -139,6 +144,7 @@ class Manifest:
             "result_config": result_config(config),
             "config": config.to_dict(),
             "inputs": inputs,
+            "metadata": metadata or {},
             "outputs": {
                 name: {"file": f"{name}.dat", "shape": list(buf.shape),
                        "dtype": str(buf.dtype)}
