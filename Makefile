@@ -14,8 +14,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# CI matrix: the whole suite with the default Config (RAM outputs, lazy
+# results), then the numerics and xarray-layer tests again with memmap outputs,
+# with eager results, and with both (flags defined in tests/conftest.py).
+MATRIX_TESTS := tests/test_smoke.py tests/test_xarray_layer.py tests/test_netcdf.py \
+	$(wildcard tests/test_golden.py tests/test_chunking.py)
+
 test: $(STAMP)
+	@echo "=== matrix cell 1/4: use_memmap=False lazy_expand=True (whole suite) ==="
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "=== matrix cell 2/4: use_memmap=True lazy_expand=True ==="
+	$(PY) -m pytest -q $(MATRIX_TESTS) --xhmm-memmap
+	@echo "=== matrix cell 3/4: use_memmap=False lazy_expand=False ==="
+	$(PY) -m pytest -q $(MATRIX_TESTS) --xhmm-eager
+	@echo "=== matrix cell 4/4: use_memmap=True lazy_expand=False ==="
+	$(PY) -m pytest -q $(MATRIX_TESTS) --xhmm-memmap --xhmm-eager
 
 demo: $(STAMP)
 	$(PY) -m xhmm demo $(DEMO_ARGS)

@@ -39,6 +39,46 @@ def reference_forward_backward(log_lik, transition, initial):
     return filtered, smoothed, total
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("xhmm", "xhmm test matrix")
+    group.addoption("--xhmm-memmap", action="store_true",
+                    help="run accessor calls with use_memmap=True unless a test sets it")
+    group.addoption("--xhmm-eager", action="store_true",
+                    help="run accessor calls with lazy_expand=False unless a test sets it")
+
+
+def pytest_report_header(config):
+    memmap = config.getoption("--xhmm-memmap")
+    eager = config.getoption("--xhmm-eager")
+    return f"xhmm matrix cell: use_memmap={memmap}, lazy_expand={not eager}"
+
+
+@pytest.fixture(autouse=True)
+def _matrix_defaults(request, monkeypatch, tmp_path_factory):
+    """Flip the Config defaults of accessor calls for the CI matrix cells.
+
+    Only keywords a test does not set itself are changed, so tests of
+    specific settings keep them.
+    """
+    memmap = request.config.getoption("--xhmm-memmap")
+    eager = request.config.getoption("--xhmm-eager")
+    if not (memmap or eager):
+        return
+    original = xhmm.Config.resolve.__func__
+
+    def resolve(cls, config, overrides):
+        overrides = dict(overrides)
+        if config is None:
+            if memmap and "use_memmap" not in overrides and "resume" not in overrides:
+                overrides["use_memmap"] = True
+                overrides.setdefault("memmap_dir", tmp_path_factory.mktemp("matrix"))
+            if eager:
+                overrides.setdefault("lazy_expand", False)
+        return original(cls, config, overrides)
+
+    monkeypatch.setattr(xhmm.Config, "resolve", classmethod(resolve))
+
+
 @pytest.fixture
 def reference():
     return reference_forward_backward

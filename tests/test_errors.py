@@ -219,7 +219,7 @@ def test_disk_full_allocating_memmap(model, tmp_path, monkeypatch):
 
 def test_disk_full_saving_netcdf(model, tmp_path):
     ds, A, p0 = model
-    res = ds.hmm.smooth(transition=A, initial=p0, time_chunks=10)
+    res = ds.hmm.smooth(transition=A, initial=p0, time_chunks=10, lazy=True)
 
     def full(block, block_info=None):
         if block_info[None]["chunk-location"][0] == 2:

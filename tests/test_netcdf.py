@@ -96,7 +96,7 @@ def test_float16_kept_as_float16(tmp_path, decoding):
 
 def test_hdf5_chunks_tile_dask_blocks(tmp_path):
     ll, A, p0 = random_model(np.random.default_rng(0), 300, 6)
-    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, time_chunks=120)
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, time_chunks=120, lazy=True)
     path = xhmm.save_results(res, tmp_path / "c.nc")
     with h5py.File(path) as f:
         rows = f["acausal_posterior"].chunks[0]
@@ -120,7 +120,7 @@ def test_compute_false_returns_delayed(tmp_path):
 
 def test_failed_save_leaves_nothing(tmp_path):
     ll, A, p0 = random_model(np.random.default_rng(2), 60, 4)
-    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, time_chunks=20)
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, time_chunks=20, lazy=True)
 
     def boom(block, block_info=None):
         if block_info[None]["chunk-location"][0] == 2:
