@@ -1,4 +1,4 @@
-"""The ``xhmm`` command line.
+"""xhmm: out-of-core HMM filtering and smoothing, from the command line.
 
 Each sub-command lives in its own module and exposes ``add_arguments(parser)``
 and ``run(args) -> int``.
@@ -16,6 +16,10 @@ __all__ = ["main"]
 
 _COMMANDS = {
     "demo": ("xhmm.demo", "simulate a decoding problem, smooth it, save and plot"),
+    "bench": ("xhmm.bench", "benchmark smooth against a NumPy loop and peers"),
+    "smooth": ("xhmm.cli_decode", "filter and smooth a log-likelihood file into results.nc"),
+    "filter": ("xhmm.cli_decode", "filter (causal only) a log-likelihood file into results.nc"),
+    "info": ("xhmm.cli_info", "describe a results file: sizes, dtypes, Config, completeness"),
 }
 
 

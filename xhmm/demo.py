@@ -1,4 +1,11 @@
-"""``xhmm demo``: smooth a small synthetic decoding problem, save and plot it."""
+"""``xhmm demo``: decode position from simulated place cells, save and plot.
+
+Simulates an animal running back and forth on a track with gaps, with place
+cells firing Poisson spikes and occasional "fragmented" epochs in which the
+spikes report random positions (:mod:`xhmm.synthetic`); smooths the two-state
+model with memmap outputs and lazy results; saves the results to compressed
+NetCDF; reopens them lazily and draws the posterior and state probabilities.
+"""
 
 from __future__ import annotations
 
@@ -7,64 +14,128 @@ import time
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
+
+from .errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
+
+#: Duration in seconds of ``--long``: a 40-minute recording.
+LONG_DURATION = 2_400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``xhmm demo``."""
-    parser.add_argument("--out", default="demo-output", help="output folder")
-    parser.add_argument("--n-time", type=int, default=4_000, help="time steps")
-    parser.add_argument("--n-bins", type=int, default=100, help="position bins")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="demo-output", help="output folder "
+                        "(default: demo-output)")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of recording to simulate (default: 60)")
+    parser.add_argument("--long", action="store_true",
+                        help=f"recording scale: {LONG_DURATION / 60:.0f} minutes at 2 ms "
+                        "bins (overrides --duration), uint16 posteriors, no stored "
+                        "causal posterior, progress bars")
+    parser.add_argument("--n-cells", type=int, default=40, help="place cells (default: 40)")
+    parser.add_argument("--chunk-size", type=int, default=5_000,
+                        help="time steps per engine chunk (default: 5000)")
+    parser.add_argument("--window", type=float, default=15.0,
+                        help="seconds drawn in the figure, from the middle of the "
+                        "recording (default: 15)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
-def _random_walk(n_bins: int, width: float) -> np.ndarray:
-    x = np.arange(n_bins)
-    A = np.exp(-0.5 * ((x[:, None] - x[None, :]) / width) ** 2)
-    return A / A.sum(axis=1, keepdims=True)
+def _size(path: Path) -> str:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return f"{sum(p.stat().st_size for p in files) / 1e6:,.1f} MB"
+
+
+class _Clock:
+    """Prints one line per stage with its wall time."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, stage: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        print(f"  {stage:<9}{now - self.last:7.1f} s  {detail}".rstrip(), flush=True)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def run(args: argparse.Namespace) -> int:
-    """Simulate, smooth with memmap + lazy results, save NetCDF and a PNG."""
+    """Simulate, smooth (memmap + lazy), save NetCDF, reopen and plot.
+
+    Returns
+    -------
+    int
+        0 on success.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import save_results
+    from . import open_results, save_results
+    from .plot import plot_decoding
+    from .synthetic import simulate_decoding
 
-    rng = np.random.default_rng(args.seed)
-    T, K = args.n_time, args.n_bins
-    A = _random_walk(K, 2.0)
-    true = np.empty(T, dtype=np.int64)
-    true[0] = K // 2
-    for t in range(1, T):
-        true[t] = rng.choice(K, p=A[true[t - 1]])
-    bins = np.arange(K)
-    ll = -0.5 * ((bins[None, :] - (true[:, None] + rng.normal(0, 6, (T, 1)))) / 6.0) ** 2
-    ds = xr.Dataset(
-        {"log_likelihood": (("time", "state_bins"), ll)},
-        coords={"time": np.arange(T) * 0.002, "position": ("state_bins", bins * 2.0)},
-    ).chunk(time=1_000)
+    for flag, value in (("--chunk-size", args.chunk_size), ("--window", args.window),
+                        ("--n-cells", args.n_cells)):
+        if not value > 0:
+            raise ConfigError(f"{flag} must be positive, got {value!r}")
+    duration = LONG_DURATION if args.long else args.duration
+    options = {"chunk_size": args.chunk_size}
+    if args.long:
+        options.update(quantize_posteriors=True, persist_causal=False, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    res = ds.hmm.smooth(transition=A, initial=np.full(K, 1 / K), chunk_size=1_000,
-                        emit_map=True, use_memmap=True,
-                        memmap_dir=out / "memmap", overwrite=True)
-    nc = save_results(res, out / "demo_results.nc", overwrite=True)
-    elapsed = time.perf_counter() - start
-    error = np.median(np.abs(res.map_position.values - true * 2.0))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    res.acausal_posterior.T.plot.imshow(ax=ax, x="time", cmap="bone_r", add_colorbar=False)
-    ax.plot(res.time, true, color="tab:red", lw=0.8, label="true position bin")
-    ax.legend(loc="upper right")
-    png = out / "demo_posterior.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
+    clock = _Clock()
+
+    ds = simulate_decoding(duration, n_cells=args.n_cells, seed=args.seed,
+                           time_chunk=args.chunk_size)
+    n_time = ds.sizes["time"]
+    interior = int(ds.is_interior.sum())
+    print(f"xhmm demo: {duration:g} s at {ds.attrs['dt_s'] * 1e3:g} ms bins = {n_time:,} steps; "
+          f"{ds.sizes['state_bins']} state bins ({interior} on the track: 2 states x "
+          f"{interior // 2} positions); {ds.sizes['cell']} place cells")
+    clock.lap("simulate", "(likelihood computed lazily, chunk by chunk)")
+
+    memmap_dir = out / "memmap"
+    res = ds.hmm.smooth(use_memmap=True, memmap_dir=memmap_dir, overwrite=True,
+                        emit_map=True, **options)
+    clock.lap("smooth", f"memmap outputs: {memmap_dir}/ ({_size(memmap_dir)}, "
+              f"{res.acausal_posterior.attrs['xhmm_storage_dtype']})")
+
+    nc = save_results(res, out / "demo_results.nc", overwrite=True,
+                      progress=options.get("progress"))
+    clock.lap("save", f"{nc} ({_size(nc)}, gzip)")
+
+    truth = ds.true_position.values
+    error = np.abs(res.map_position.values - truth)
+    fragmented = ds.true_state.values == "fragmented"
+    detected = res.acausal_state_probabilities.sel(states="fragmented").values > 0.5
+
+    middle = 0.5 * duration
+    half = 0.5 * min(args.window, duration)
+    window = slice(middle - half, middle + half)
+    with open_results(nc) as back:
+        fig = plot_decoding(
+            back.sel(time=window),
+            true_position=ds.true_position.sel(time=window),
+            true_state=ds.true_state.sel(time=window),
+            title="xhmm: position decoded from simulated place cells "
+            f"({window.start:g}–{window.stop:g} s of {duration:g} s)",
+        )
+    png = out / "demo.png"
+    fig.savefig(png, dpi=120)
     plt.close(fig)
-    print(f"smoothed T={T} steps x {K} bins in {elapsed:.2f} s")
-    print(f"median |MAP - true position| = {error:.2f}")
-    print(f"results: {nc}\nfigure:  {png}")
+    clock.lap("plot", f"{png} (from the reopened NetCDF)")
+
+    print(f"decoding error: median |MAP - true position| = {np.median(error):.1f} cm "
+          f"(track {ds.attrs['track_length_cm']:g} cm, bins {ds.attrs['bin_size_cm']:g} cm)")
+    if fragmented.any():
+        print(f"fragmented epochs: {detected[fragmented].mean():.0%} of their steps "
+              f"detected (P > 0.5), {detected[~fragmented].mean():.1%} false alarms")
+    print(f"marginal log-likelihood: {float(res.marginal_log_likelihood):,.1f}")
+    print(f"total time: {clock.total():.1f} s")
     return 0

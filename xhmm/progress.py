@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
-from .engine.progress import progress_enabled
+from .engine.progress import progress_enabled, tqdm_class
 from .errors import ConfigError
 
 __all__ = ["dask_progress"]
@@ -41,7 +41,6 @@ def dask_progress(progress: bool | None, desc: str) -> AbstractContextManager:
         raise ConfigError(f"progress must be True, False or None, got {progress!r}")
     if not progress_enabled(progress):
         return nullcontext()
-    from tqdm.auto import tqdm
     from tqdm.dask import TqdmCallback
 
-    return TqdmCallback(tqdm_class=tqdm, desc=desc, unit="task", leave=False)
+    return TqdmCallback(tqdm_class=tqdm_class(), desc=desc, unit="task", leave=False)

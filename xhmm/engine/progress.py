@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import nullcontext
 
-__all__ = ["progress_enabled", "progress_bar"]
+__all__ = ["progress_enabled", "progress_bar", "tqdm_class"]
 
 
 def _in_notebook() -> bool:
@@ -24,13 +24,22 @@ def progress_enabled(setting: bool | None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) or _in_notebook()
 
 
+def tqdm_class() -> type:
+    """tqdm's notebook widget bar where ipywidgets is installed, else the text bar."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
+
+
 def progress_bar(enabled: bool, total: int, desc: str, unit: str = "step"):
-    """A tqdm bar (auto: notebook or terminal) or a do-nothing stand-in."""
+    """A tqdm bar (notebook or terminal) or a do-nothing stand-in."""
     if not enabled:
         return nullcontext(_Silent())
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False)
+    return tqdm_class()(total=total, desc=desc, unit=unit, unit_scale=True, leave=False)
 
 
 class _Silent:

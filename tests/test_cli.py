@@ -1,0 +1,209 @@
+"""The command line end to end: smooth, filter and info on small NetCDF files."""
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5netcdf
+import numpy as np
+import pytest
+import xarray as xr
+
+import xhmm
+from xhmm.cli import main
+from xhmm.cli_decode import config_field_docs
+from xhmm.synthetic import simulate_decoding
+
+HAS_ZARR = importlib.util.find_spec("zarr") is not None
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A likelihood file holding its model, one without, and the model as .npy/.nc."""
+    folder = tmp_path_factory.mktemp("cli")
+    ds = simulate_decoding(2.0, seed=4)
+    ds.to_netcdf(folder / "full.nc", engine="h5netcdf")
+    ds[["log_likelihood"]].to_netcdf(folder / "likelihood.nc", engine="h5netcdf")
+    np.save(folder / "transition.npy", ds.transition.values)
+    np.save(folder / "initial.npy", ds.initial.values)
+    ds[["transition"]].to_netcdf(folder / "transition.nc", engine="h5netcdf")
+    return folder, ds
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("xhmm: error: ")
+    return err[0]
+
+
+def test_smooth_end_to_end(files, tmp_path, capsys):
+    folder, ds = files
+    out = tmp_path / "results.nc"
+    rc = main(["smooth", str(folder / "full.nc"), "--out", str(out), "--chunk-size", "300",
+               "--emit-map", "--quantize-posteriors", "--no-progress"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "xhmm smooth: 1,000 time steps x 220 state bins" in stdout
+    expected = ds.hmm.smooth(chunk_size=300, progress=False)
+    with xr.open_dataset(out) as back:  # plain xarray decodes the uint16 storage
+        assert back.acausal_posterior.dtype == np.float32
+        # uint16 storage: absolute error at most half a step of 1/65534
+        np.testing.assert_allclose(back.acausal_posterior.values,
+                                   expected.acausal_posterior.values, atol=0.5 / 65534 + 1e-7)
+        assert float(back.marginal_log_likelihood) == pytest.approx(
+            float(expected.marginal_log_likelihood), rel=1e-12)
+        assert "map_position" in back
+        config = json.loads(back.attrs["xhmm_config"])
+    assert config["chunk_size"] == 300 and config["quantize_posteriors"] is True
+    assert config["emit_map"] is True and config["progress"] is False
+
+
+def test_filter_with_npy_model(files, tmp_path, capsys):
+    folder, ds = files
+    out = tmp_path / "filtered.nc"
+    rc = main(["filter", str(folder / "likelihood.nc"), "--transition",
+               str(folder / "transition.npy"), "--initial", str(folder / "initial.npy"),
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    with xr.open_dataset(out) as back:
+        assert "causal_posterior" in back and "acausal_posterior" not in back
+    assert capsys.readouterr().out.startswith("xhmm filter:")
+
+
+def test_transition_from_netcdf_and_memmap(files, tmp_path):
+    folder, _ = files
+    out = tmp_path / "r.nc"
+    rc = main(["smooth", str(folder / "likelihood.nc"), "--transition",
+               str(folder / "transition.nc"), "--initial", str(folder / "full.nc"),
+               "--out", str(out), "--use-memmap", "--memmap-dir", str(tmp_path / "mm"),
+               "--no-persist-causal", "--no-progress"])
+    assert rc == 0
+    assert (tmp_path / "mm" / "acausal_posterior.dat").is_file()
+    with xr.open_dataset(out) as back:
+        assert "causal_posterior" not in back
+
+
+def test_every_config_field_is_a_documented_flag(capsys):
+    docs = config_field_docs()
+    assert set(docs) == {f.name for f in dataclasses.fields(xhmm.Config)}
+    assert all(spec and text for spec, text in docs.values())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["smooth", "--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    for name in docs:
+        assert "--" + name.replace("_", "-") in usage
+
+
+def test_info_reports_a_complete_file(files, tmp_path, capsys):
+    folder, _ = files
+    out = tmp_path / "results.nc"
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(out),
+                 "--posterior-dtype", "uint16", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "complete: yes" in text
+    assert "dimensions: time 1,000, state_bins 220, states 2" in text
+    assert "acausal_posterior" in text and "uint16 -> float32" in text
+    assert "posterior_dtype       = 'uint16'" in text
+    assert "marginal log-likelihood:" in text
+
+
+def test_info_reports_missing_chunks(tmp_path, capsys):
+    path = tmp_path / "partial.nc"
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"time": 100, "state_bins": 4}
+        var = f.create_variable("acausal_posterior", ("time", "state_bins"), "f4",
+                                chunks=(10, 4))
+        var[:30] = 0.25  # 3 of 10 chunks written, as by a save that died
+    assert main(["info", str(path)]) == 1
+    text = capsys.readouterr().out
+    assert "complete: NO (acausal_posterior: 3 of 10 chunks written)" in text
+    assert "config: not recorded" in text
+
+
+def test_info_reports_an_unfinished_save(files, tmp_path, capsys):
+    folder, _ = files
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "r.nc"),
+                 "--no-progress"]) == 0
+    temporary = tmp_path / ".r.nc.0123abcd.tmp"  # the name save_results writes to
+    (tmp_path / "r.nc").rename(temporary)
+    capsys.readouterr()
+    assert main(["info", str(temporary)]) == 1
+    assert "complete: NO (a temporary file of a save that did not finish)" in \
+        capsys.readouterr().out
+
+
+def test_console_script(files, tmp_path):
+    script = Path(sys.executable).with_name("xhmm")
+    assert script.is_file(), "pip install -e . should install the xhmm console script"
+    proc = subprocess.run([str(script), "info", str(tmp_path / "missing.nc")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"xhmm: error: no results file at '{tmp_path / 'missing.nc'}'"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["smooth", "{tmp}/nothing.nc", "--out", "{tmp}/o.nc"],
+         "no such file or directory: '{tmp}/nothing.nc'"),
+        (["smooth", "{data}/likelihood.nc", "--out", "{tmp}/o.nc"],
+         "no transition given: pass --transition FILE"),
+        (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
+         "Config.posterior_dtype must be one of float32, float16, uint16; got 'int8'"),
+        (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
+         "Config.chunk_size must be a positive int, got 0"),
+        (["smooth", "{data}/full.nc", "--out", "{data}/full.nc"],
+         "exists; pass --force to replace it"),
+        (["smooth", "{data}/full.nc", "--out", "{tmp}/no/such/dir/o.nc"],
+         "folder '{tmp}/no/such/dir' of --out does not exist"),
+        (["filter", "{data}/likelihood.nc", "--transition", "{data}/initial.npy",
+          "--initial", "{data}/initial.npy", "--out", "{tmp}/o.nc"],
+         "transition must be a square 2-D matrix"),
+        (["filter", "{data}/likelihood.nc", "--transition", "{data}/missing.npy",
+          "--out", "{tmp}/o.nc"], "no such file: '{data}/missing.npy' (--transition)"),
+        (["filter", "{data}/likelihood.nc", "--transition", "{tmp}/bad.nc",
+          "--out", "{tmp}/o.nc"], "cannot read '{tmp}/bad.nc' as NetCDF or Zarr"),
+        (["filter", "{data}/likelihood.nc", "--transition", "{data}/full.nc",
+          "--initial", "{data}/transition.nc", "--out", "{tmp}/o.nc"],
+         "'{data}/transition.nc' (--initial) has no variable 'initial'; found: "
+         "transition"),
+        (["info", "{tmp}/bad.nc"], "cannot open '{tmp}/bad.nc' as NetCDF"),
+    ],
+)
+def test_errors_are_one_line(files, tmp_path, capsys, argv, message):
+    folder, _ = files
+    (tmp_path / "bad.nc").write_text("not a netcdf file")
+    fill = {"tmp": tmp_path, "data": folder}
+    rc = main([a.format(**fill) for a in argv])
+    assert rc == 2
+    assert message.format(**fill) in one_error_line(capsys)
+    assert not (tmp_path / "o.nc").exists()
+
+
+@pytest.mark.skipif(HAS_ZARR, reason="zarr is installed")
+def test_zarr_without_zarr_package_is_a_clear_error(tmp_path, capsys):
+    store = tmp_path / "likelihood.zarr"
+    store.mkdir()
+    rc = main(["smooth", str(store), "--out", str(tmp_path / "o.nc")])
+    assert rc == 2
+    assert "reading Zarr needs the zarr package: pip install zarr" in one_error_line(capsys)
+
+
+@pytest.mark.skipif(not HAS_ZARR, reason="zarr is not installed")
+def test_smooth_from_zarr(files, tmp_path):
+    _, ds = files
+    store = tmp_path / "likelihood.zarr"
+    ds.chunk({"time": 250}).to_zarr(store)
+    out = tmp_path / "r.nc"
+    assert main(["smooth", str(store), "--out", str(out), "--no-progress"]) == 0
+    expected = ds.hmm.smooth(progress=False)
+    with xr.open_dataset(out) as back:
+        np.testing.assert_allclose(back.acausal_posterior.values,
+                                   expected.acausal_posterior.values, atol=1e-6)

@@ -1,0 +1,211 @@
+"""``xhmm smooth`` and ``xhmm filter``: decode a likelihood file into a results file.
+
+The log-likelihood is read lazily (dask, one engine chunk of rows at a time)
+from NetCDF or Zarr; the results are streamed to compressed NetCDF with
+:func:`xhmm.save_results`. Every :class:`xhmm.Config` field is a flag, built
+from the dataclass fields and documented from its docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .config import Config
+from .errors import InputError, StorageError
+
+__all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
+
+_ZARR_HINT = "reading Zarr needs the zarr package: pip install zarr"
+
+
+def config_field_docs() -> dict[str, tuple[str, str]]:
+    """Type and description of each :class:`xhmm.Config` field, from its docstring.
+
+    Returns
+    -------
+    dict of str to (str, str)
+        Field name to ``(type spec, description)``, e.g.
+        ``"chunk_size": ("int, default 5000", "Time steps per engine chunk. ...")``.
+    """
+    text = inspect.cleandoc(Config.__doc__ or "")
+    _, _, section = text.partition("Parameters\n----------\n")
+    docs: dict[str, tuple[str, list[str]]] = {}
+    current = None
+    for line in section.splitlines():
+        if line and not line[0].isspace():
+            name, sep, spec = line.partition(" : ")
+            if not sep:
+                break  # the next section starts
+            current = name.strip()
+            docs[current] = (spec.strip(), [])
+        elif current is not None and line.strip():
+            docs[current][1].append(line.strip())
+    return {name: (spec, " ".join(words)) for name, (spec, words) in docs.items()}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "run settings (xhmm.Config fields; unset flags keep the Config default)"
+    )
+    docs = config_field_docs()
+    for field in dataclasses.fields(Config):
+        spec, description = docs.get(field.name, ("", ""))
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{description} [{spec}]".replace("``", "").replace("%", "%%")
+        options = {"dest": f"config_{field.name}", "default": argparse.SUPPRESS,
+                   "help": help_text}
+        kind = str(field.type)
+        if kind.startswith("bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        elif kind == "int":
+            group.add_argument(flag, type=int, metavar="N", **options)
+        else:
+            group.add_argument(flag, metavar="VALUE", **options)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``xhmm smooth`` and ``xhmm filter``."""
+    parser.add_argument(
+        "likelihood", type=Path, metavar="LIKELIHOOD",
+        help="NetCDF file or Zarr store with 'log_likelihood' (time x state_bins) and, "
+        "optionally, coordinates is_interior / state and variables transition / initial",
+    )
+    parser.add_argument(
+        "--transition", type=Path, metavar="FILE",
+        help="transition matrix (rows = from): .npy, or NetCDF/Zarr with a "
+        "'transition' variable; default: the 'transition' variable of LIKELIHOOD",
+    )
+    parser.add_argument(
+        "--initial", type=Path, metavar="FILE",
+        help="initial distribution: .npy, or NetCDF/Zarr with an 'initial' variable; "
+        "default: the 'initial' variable of LIKELIHOOD",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="RESULTS.nc",
+                        help="results file to write (compressed NetCDF)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace RESULTS.nc if it exists")
+    parser.add_argument("--complevel", type=int, default=4, metavar="0-9",
+                        help="gzip level of the results file (default: 4)")
+    _add_config_flags(parser)
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix == ".zarr" or path.is_dir()
+
+
+def open_input(path: Path, chunk_size: int | None = None) -> xr.Dataset:
+    """Open a NetCDF file or Zarr store lazily.
+
+    Parameters
+    ----------
+    path : Path
+    chunk_size : int, optional
+        Rows per dask block along ``time``: each block reads only its rows
+        from disk, whatever the file's own chunking.
+
+    Returns
+    -------
+    xr.Dataset
+
+    Raises
+    ------
+    xhmm.InputError
+        If the path does not exist, is not a readable NetCDF/Zarr, or is a
+        Zarr store while the ``zarr`` package is missing.
+    """
+    if not path.exists():
+        raise InputError(f"no such file or directory: {str(path)!r}")
+    if _is_zarr(path):
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise InputError(f"{str(path)!r} looks like a Zarr store; {_ZARR_HINT}") from None
+        engine = "zarr"
+    else:
+        engine = None
+    try:
+        ds = xr.open_dataset(path, engine=engine, chunks=None)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {str(path)!r} as NetCDF or Zarr: {first}") from exc
+    if chunk_size is not None and "time" in ds.dims:
+        ds = ds.chunk({"time": chunk_size})
+    return ds
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    """``name`` from a .npy file, or the variable ``name`` of a NetCDF/Zarr file."""
+    if path.suffix == ".npy":
+        if not path.is_file():
+            raise InputError(f"no such file: {str(path)!r} (--{name})")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {str(path)!r} (--{name}) as .npy: {exc}") from exc
+    ds = open_input(path)
+    if name in ds.data_vars:
+        return ds[name].values
+    found = ", ".join(map(str, ds.data_vars)) or "no data variables"
+    raise InputError(f"{str(path)!r} (--{name}) has no variable {name!r}; found: {found}")
+
+
+def _model_array(ds: xr.Dataset, path: Path | None, name: str, source: Path):
+    if path is not None:
+        return _load_array(path, name)
+    if name in ds.data_vars:
+        return ds[name].values
+    raise InputError(
+        f"no {name} given: pass --{name} FILE (.npy, NetCDF or Zarr) or store a "
+        f"variable {name!r} in {str(source)!r}"
+    )
+
+
+def _config_overrides(args: argparse.Namespace) -> dict:
+    prefix = "config_"
+    return {key[len(prefix):]: value for key, value in vars(args).items()
+            if key.startswith(prefix)}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Decode LIKELIHOOD with the chosen command and save the results.
+
+    Returns
+    -------
+    int
+        0 on success.
+    """
+    from .io import save_results
+
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise StorageError(f"{str(out)!r} exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise StorageError(f"folder {str(out.parent)!r} of --out does not exist")
+    config = Config.resolve(None, _config_overrides(args))
+    ds = open_input(args.likelihood, config.chunk_size)
+    transition = _model_array(ds, args.transition, "transition", args.likelihood)
+    initial = _model_array(ds, args.initial, "initial", args.likelihood)
+
+    start = time.perf_counter()
+    method = ds.hmm.smooth if args.command == "smooth" else ds.hmm.filter
+    results = method(transition=transition, initial=initial, config=config)
+    decoded = time.perf_counter() - start
+    save_results(results, out, complevel=args.complevel, overwrite=args.force,
+                 progress=config.progress)
+    saved = time.perf_counter() - start - decoded
+
+    n_time, n_bins = ds.sizes["time"], ds.sizes["state_bins"]
+    size = out.stat().st_size / 1e6
+    print(f"xhmm {args.command}: {n_time:,} time steps x {n_bins:,} state bins "
+          f"in {decoded:.1f} s; saved {out} ({size:,.1f} MB) in {saved:.1f} s")
+    print(f"marginal log-likelihood: {float(results.marginal_log_likelihood):,.3f}")
+    if "xhmm_memmap_dir" in results.attrs:
+        print(f"memmap outputs: {results.attrs['xhmm_memmap_dir']}")
+    return 0

@@ -1,0 +1,158 @@
+"""``xhmm info``: what a results file holds, how it was made, whether it is whole."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+
+from .config import Config
+from .errors import ConfigError, StorageError
+
+__all__ = ["add_arguments", "run", "describe", "Completeness"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``xhmm info``."""
+    parser.add_argument("results", type=Path, metavar="RESULTS.nc",
+                        help="a results file written by xhmm (xhmm.save_results or "
+                        "xhmm smooth/filter)")
+
+
+@dataclass
+class Completeness:
+    """Whether every chunk of every HDF5 variable of a file was written.
+
+    Attributes
+    ----------
+    complete : bool or None
+        None when the file is not HDF5 (e.g. NetCDF-3) and cannot be checked.
+    detail : str
+        One line saying why.
+    storage : dict of str to int
+        Bytes each variable takes on disk (HDF5 files only).
+    """
+
+    complete: bool | None
+    detail: str
+    storage: dict[str, int]
+
+
+def _completeness(path: Path) -> Completeness:
+    import h5py
+
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        return Completeness(False, "a temporary file of a save that did not finish", {})
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        return Completeness(None, "not an HDF5 file: chunks cannot be checked", {})
+    storage: dict[str, int] = {}
+    missing: list[str] = []
+    with handle:
+        datasets: list[h5py.Dataset] = []
+        handle.visititems(
+            lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None
+        )
+        for dset in datasets:
+            name = dset.name.lstrip("/")
+            storage[name] = dset.id.get_storage_size()
+            if dset.chunks is None or dset.size == 0:
+                continue
+            expected = math.prod(-(-n // c) for n, c in zip(dset.shape, dset.chunks, strict=True))
+            written = dset.id.get_num_chunks()
+            if written < expected:
+                missing.append(f"{name}: {written} of {expected} chunks written")
+    if missing:
+        return Completeness(False, "; ".join(missing), storage)
+    return Completeness(True, "every chunk of every variable is written", storage)
+
+
+def _bytes(n: float) -> str:
+    units = ("B", "kB", "MB", "GB", "TB")
+    step = 0
+    while n >= 1000 and step < len(units) - 1:
+        n /= 1000
+        step += 1
+    return f"{n:,.0f} B" if step == 0 else f"{n:,.1f} {units[step]}"
+
+
+def _config_lines(ds: xr.Dataset) -> list[str]:
+    text = ds.attrs.get("xhmm_config")
+    if text is None:
+        return ["config: not recorded (no 'xhmm_config' attribute; not written by xhmm?)"]
+    try:
+        config = Config.from_json(text)
+    except (ConfigError, TypeError, json.JSONDecodeError) as exc:
+        return [f"config: unreadable 'xhmm_config' attribute ({exc})"]
+    values = config.to_dict()
+    width = max(map(len, values))
+    return ["config used (xhmm_config):"] + [
+        f"  {name:<{width}} = {value!r}" for name, value in values.items()
+    ]
+
+
+def describe(path: Path) -> tuple[list[str], bool | None]:
+    """The lines ``xhmm info`` prints for ``path``, and whether it is complete.
+
+    Returns
+    -------
+    lines : list of str
+    complete : bool or None
+        See :class:`Completeness`.
+
+    Raises
+    ------
+    xhmm.StorageError
+        If there is no file at ``path`` or it cannot be opened as NetCDF.
+    """
+    if not path.is_file():
+        raise StorageError(f"no results file at {str(path)!r}")
+    check = _completeness(path)
+    try:
+        ds = xr.open_dataset(path, chunks=None)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StorageError(f"cannot open {str(path)!r} as NetCDF: {first}") from exc
+    with ds:
+        state = {True: "yes", False: "NO", None: "unknown"}[check.complete]
+        lines = [
+            f"{path}: {_bytes(path.stat().st_size)}",
+            f"complete: {state} ({check.detail})",
+            "dimensions: " + ", ".join(f"{d} {n:,}" for d, n in ds.sizes.items()),
+        ]
+        rows = []
+        for name, var in {**ds.data_vars, **ds.coords}.items():
+            stored = var.encoding.get("dtype", var.dtype)
+            raw = var.size * var.dtype.itemsize
+            on_disk = check.storage.get(str(name))
+            rows.append((
+                str(name), " x ".join(map(str, var.dims)) or "scalar",
+                "x".join(map(str, var.shape)) or "()",
+                f"{stored} -> {var.dtype}" if str(stored) != str(var.dtype) else str(var.dtype),
+                _bytes(raw),
+                "-" if on_disk is None else _bytes(on_disk),
+            ))
+        header = ("variable", "dims", "shape", "dtype (stored -> read)", "in memory", "on disk")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines += [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]
+        ]
+        if "marginal_log_likelihood" in ds.data_vars:
+            lines.append(
+                f"marginal log-likelihood: {float(ds.marginal_log_likelihood):,.3f}"
+            )
+        lines += _config_lines(ds)
+    return lines, check.complete
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the description; exit status 1 when the file is incomplete."""
+    lines, complete = describe(args.results)
+    print("\n".join(lines))
+    return 1 if complete is False else 0
