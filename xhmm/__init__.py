@@ -31,6 +31,7 @@ from .errors import (
 )
 from .io import open_results, save_results
 from .runs import open_run
+from .sequences import smooth_sequences
 from .kernels.codec import from_uint16, to_uint16
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "save_results",
     "open_results",
     "open_run",
+    "smooth_sequences",
     "to_uint16",
     "from_uint16",
     "XHMMError",

@@ -9,9 +9,11 @@ import xarray as xr
 
 from .config import Config
 from .engine.loop import run_engine
+from .errors import DimensionError
 from .inputs import TIME, resolve_inputs
 from .results import build_result, map_variables, result_coords
 from .runs import run_metadata
+from .sequences import SEQUENCE, smooth_sequences
 
 __all__ = ["HMMAccessor"]
 
@@ -33,6 +35,16 @@ class HMMAccessor:
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
+
+    def _has_sequences(self) -> bool:
+        ll = self._ds.variables.get("log_likelihood")
+        return ll is not None and SEQUENCE in ll.dims
+
+    def _sequences(self, transition, initial, config, lazy, overrides, *, smooth):
+        if lazy is not None:
+            overrides["lazy_expand"] = lazy
+        return smooth_sequences(self._ds, transition, initial, config, smooth=smooth,
+                                **overrides)
 
     def _run(self, transition, initial, config, lazy, overrides, *, smooth, **engine_kw):
         if lazy is not None:
@@ -63,6 +75,10 @@ class HMMAccessor:
     ) -> xr.Dataset:
         """Forward filter then backward smoother over the whole recording.
 
+        A ``log_likelihood`` with dims ``(sequence, time, state_bins)`` is
+        smoothed sequence by sequence in device batches (see
+        :func:`xhmm.smooth_sequences`, which also takes ``client=``).
+
         Parameters
         ----------
         transition : (n, n) array-like, optional
@@ -84,6 +100,8 @@ class HMMAccessor:
             ``acausal_posterior``, ``marginal_log_likelihood`` and the
             requested summaries, with the input's coordinates.
         """
+        if self._has_sequences():
+            return self._sequences(transition, initial, config, lazy, overrides, smooth=True)
         inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
                                         smooth=True)
         return build_result(self._ds, inputs, engine, cfg)
@@ -98,6 +116,8 @@ class HMMAccessor:
         **overrides: Any,
     ) -> xr.Dataset:
         """Forward filter only (causal posterior). Parameters as :meth:`smooth`."""
+        if self._has_sequences():
+            return self._sequences(transition, initial, config, lazy, overrides, smooth=False)
         inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
                                         smooth=False)
         return build_result(self._ds, inputs, engine, cfg)
@@ -122,6 +142,12 @@ class HMMAccessor:
             each numeric coordinate of ``state_bins``, and
             ``marginal_log_likelihood``.
         """
+        if self._has_sequences():
+            raise DimensionError(
+                "map_estimate takes one sequence; with a 'sequence' dim use "
+                "ds.hmm.smooth(..., emit_map=True) or "
+                "ds.isel(sequence=i).hmm.map_estimate(...)"
+            )
         overrides.update(emit_map=True, persist_causal=False)
         inputs, cfg, engine = self._run(transition, initial, config, None, overrides,
                                         smooth=True, store_acausal=False)

@@ -85,7 +85,8 @@ def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
     if extra:
         raise DimensionError(
             f"log_likelihood has unsupported extra dim(s) {', '.join(map(repr, extra))}; "
-            "only ('time', 'state_bins') are supported: select or loop over them"
+            "expected ('time', 'state_bins'), or ('sequence', 'time', 'state_bins') for "
+            "many recordings"
         )
     ll = ll.transpose(TIME, BINS)
     if ll.sizes[TIME] == 0:

@@ -19,10 +19,10 @@ the one holding row ``lengths[b] - 1``; that is where its smoother starts
 (``has_next[b]`` False). Buffer rows past ``lengths[b]`` are left unwritten
 (``log_normalizers`` holds NaN there).
 
-Lengths are either given (rows past a sequence's length are never read or
+Lengths are either given (rows past a sequence's length are ignored, never
 checked, they may hold anything) or inferred while reading: a sequence ends at
 its first row that is NaN in every interior bin, and every later row must be
-all-NaN too (this is how ``xr.concat`` pads shorter sequences). An all-NaN row
+all-NaN too (this is how an outer ``xr.concat`` pads shorter sequences). An all-NaN row
 followed by data is an error, not a silent truncation.
 
 Memory budget
@@ -404,7 +404,7 @@ class _BatchRun:
                 f"exp({float(log_norm[b, row]):.0f}), near the {self.compute.name} "
                 "underflow limit: posteriors may have lost precision; use "
                 "compute_dtype='float64' to be sure",
-                NumericalWarning, stacklevel=5,
+                NumericalWarning, stacklevel=4,
             )
 
     # -- backward ----------------------------------------------------------
