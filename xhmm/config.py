@@ -149,10 +149,12 @@ class Config:
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
-        try:
-            normalised = np.dtype(value).name
-        except TypeError:
-            normalised = None
+        normalised = None
+        if isinstance(value, (str, np.dtype, type)):
+            try:
+                normalised = np.dtype(value).name
+            except (TypeError, ValueError):
+                pass
         if normalised not in choices:
             raise ConfigError(
                 f"Config.{name} must be one of {', '.join(choices)}; got {value!r}"

@@ -138,7 +138,7 @@ class BatchReader:
             else np.asarray(columns, dtype=np.int64)
         )
         self.n_bins = n_total if self.columns is None else len(self.columns)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = min(int(chunk_size), self.n_time)
         self.dtype = np.dtype(dtype)
         self.scheduler = scheduler
         self.sequence_ids = (

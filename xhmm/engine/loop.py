@@ -14,6 +14,7 @@ last completed chunk with bit-identical results.
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import warnings
 from contextlib import nullcontext, suppress
@@ -32,7 +33,7 @@ from ..errors import (
     StorageError,
     XHMMError,
 )
-from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from ..kernels.hmm import backward_chunk, forward_chunk_t, summarize_chunk
 from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
@@ -77,6 +78,15 @@ class EngineResult:
 _UNDERFLOW_LOG = {"float32": -80.0, "float64": -700.0}
 
 
+def _caller_stacklevel() -> int:
+    """Stack level of the first frame outside xhmm (where a warning belongs)."""
+    package = Path(__file__).resolve().parents[1]
+    frame, level = sys._getframe(1), 1
+    while frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _precision(compute_dtype: str):
     """JAX 64-bit mode for a float64 computation only (thread-local)."""
     return jax.enable_x64(True) if compute_dtype == "float64" else nullcontext()
@@ -93,6 +103,10 @@ class _Run:
         self.compute = np.dtype(config.compute_dtype)
         self.n_time, self.n_bins = reader.n_time, reader.n_bins
         self.transition = jax.device_put(np.asarray(transition, dtype=self.compute))
+        # The filter reads the matrix transposed, along contiguous rows
+        # (see forward_chunk_t); the smoother reads it as it is. Transposed on
+        # the device: no host temporary of K*K values.
+        self.transition_t = jax.numpy.transpose(self.transition)
         self.initial = jax.device_put(np.asarray(initial, dtype=self.compute))
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.onehot = jax.device_put(
@@ -214,9 +228,9 @@ class _Run:
         with progress_bar(self.progress, self.n_time, "xhmm forward") as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
+            out = forward_chunk_t(prev, first == 0, chunk.log_lik, chunk.n_valid,
+                                  self.transition_t, self.initial)
             for index in range(first, reader.n_chunks):
-                out = forward_chunk(prev, index == 0, chunk.log_lik, chunk.n_valid,
-                                    self.transition, self.initial)
                 next_chunk, pending = None, None
                 if index + 1 < reader.n_chunks:
                     try:
@@ -224,16 +238,22 @@ class _Run:
                     except XHMMError as exc:  # raised once this chunk is committed
                         pending = exc
                 filtered, log_norm, prev = jax.block_until_ready(out)
+                # The device runs computations in order: summaries first, then
+                # the next chunk, whose device work overlaps the host work below.
+                self._summarize(filtered, chunk.start, chunk.stop, "causal", final)
+                if next_chunk is not None:
+                    out = forward_chunk_t(prev, False, next_chunk.log_lik,
+                                          next_chunk.n_valid, self.transition_t,
+                                          self.initial)
                 self._check_forward(chunk, np.asarray(log_norm))
                 n = chunk.n_valid
                 if self.causal is not None:
                     write_rows(self.causal, chunk.start, np.asarray(filtered)[:n])
-                self._summarize(filtered, chunk.start, chunk.stop, "causal", final)
                 if index + 1 < reader.n_chunks:
                     self.checkpoints[index + 1] = np.asarray(prev)
                     crcs[str(index + 1)] = crc(self.checkpoints[index + 1])
                     sync_rows(self.checkpoints, index + 1, index + 2)
-                del filtered, log_norm, out
+                del filtered, log_norm
                 self._commit(chunk.start, chunk.stop, self._row_buffers("causal"),
                              forward_done=index + 1, forward_checkpoint_crc=crcs)
                 bar.update(n)
@@ -268,7 +288,7 @@ class _Run:
                 f"prediction of about exp({float(log_norm[:n][surprise][0]):.0f}), near "
                 f"the {self.compute.name} underflow limit: posteriors may have lost "
                 "precision; use compute_dtype='float64' to be sure",
-                NumericalWarning, stacklevel=4,
+                NumericalWarning, stacklevel=_caller_stacklevel(),
             )
 
     # -- backward ----------------------------------------------------------
@@ -286,13 +306,22 @@ class _Run:
         crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
         with progress_bar(self.progress, self.n_time, "xhmm backward") as bar:
             bar.update(self.n_time - reader.bounds(last)[1])
+            start, stop = reader.bounds(last)
+            out = backward_chunk(carry, last + 1 < reader.n_chunks, self._filtered(last),
+                                 stop - start, self.transition)
             for index in range(last, -1, -1):
                 start, stop = reader.bounds(index)
-                filtered = self._filtered(index)
-                smoothed, carry = jax.block_until_ready(
-                    backward_chunk(carry, index + 1 < reader.n_chunks, filtered,
-                                   stop - start, self.transition)
-                )
+                # The previous chunk's filtered rows, prepared while the device
+                # smooths this one.
+                filtered = self._filtered(index - 1) if index > 0 else None
+                smoothed, carry = jax.block_until_ready(out)
+                # The device runs computations in order: summaries first, then
+                # the previous chunk, whose device work overlaps the host work below.
+                self._summarize(smoothed, start, stop, "acausal", True)
+                if filtered is not None:
+                    before = reader.bounds(index - 1)
+                    out = backward_chunk(carry, True, filtered, before[1] - before[0],
+                                         self.transition)
                 rows = np.asarray(smoothed)[: stop - start]
                 if not np.isfinite(rows).all():
                     t = start + int(np.argmax(~np.isfinite(rows).all(axis=1)))
@@ -303,7 +332,6 @@ class _Run:
                     )
                 if self.acausal is not None:
                     write_rows(self.acausal, start, rows)
-                self._summarize(smoothed, start, stop, "acausal", True)
                 self.smooth_checkpoints[index] = np.asarray(carry)
                 crcs[str(index)] = crc(self.smooth_checkpoints[index])
                 sync_rows(self.smooth_checkpoints, index, index + 1)
@@ -325,8 +353,8 @@ class _Run:
             return jax.device_put(rows)
         chunk = self.reader.read(index)
         prev = jax.device_put(self.checkpoints[index])
-        filtered, _, _ = forward_chunk(prev, index == 0, chunk.log_lik, chunk.n_valid,
-                                       self.transition, self.initial)
+        filtered, _, _ = forward_chunk_t(prev, index == 0, chunk.log_lik,
+                                         chunk.n_valid, self.transition_t, self.initial)
         return filtered
 
     # -- summaries ---------------------------------------------------------

@@ -51,6 +51,7 @@ class LikelihoodReader:
     columns : (K,) int64 ndarray or None
         Interior bins; None means all N bins.
     chunk_size : int
+        Rows per chunk (at most ``T``).
     dtype : dtype
         Compute dtype of the returned rows.
     """
@@ -71,7 +72,8 @@ class LikelihoodReader:
             else np.asarray(columns, dtype=np.int64)
         )
         self.n_bins = n_total if self.columns is None else len(self.columns)
-        self.chunk_size = int(chunk_size)
+        # No chunk longer than the recording: padding beyond T is wasted memory.
+        self.chunk_size = min(int(chunk_size), self.n_time)
         self.dtype = np.dtype(dtype)
 
     @property
@@ -102,13 +104,16 @@ class LikelihoodReader:
             block = block[:, self.columns]
         if not np.issubdtype(block.dtype, np.floating):
             block = block.astype(np.float64)
-        shift = block.max(axis=1)
+        shift = block.max(axis=1).astype(np.float64)
         finite_shift = np.isfinite(shift)
         if not finite_shift.all():
             self._raise_bad_row(block, start, int(np.argmin(finite_shift)))
         padded = np.zeros((self.chunk_size, self.n_bins), dtype=self.dtype)
-        np.subtract(block, shift[:, None], out=padded[: stop - start], casting="unsafe")
-        return Chunk(index, start, stop, padded, shift.astype(np.float64))
+        # Subtract in float64 (whatever the input dtype), round once to the
+        # compute dtype.
+        np.subtract(block, shift[:, None], out=padded[: stop - start], dtype=np.float64,
+                    casting="unsafe")
+        return Chunk(index, start, stop, padded, shift)
 
     def _raise_bad_row(self, block: np.ndarray, start: int, row: int) -> None:
         values = block[row]
