@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from xhmm.bench.memory import RssSampler
 from xhmm.bench.report import write_plots
 from xhmm.bench.workload import Problem
 from xhmm.cli import main
+from xhmm.kernels.hmm import backward_chunk, forward_chunk_t
 
 
 def test_bench_end_to_end(tmp_path, capsys):
@@ -88,3 +90,37 @@ def test_rss_sampler_sees_an_allocation():
     result = sampler.result
     assert result["peak_anon"] - result["start_anon"] >= 48 * 2**20
     assert result["samples"] >= 2
+
+
+def _while_bodies(hlo: str) -> list[str]:
+    """Text of each while-loop body computation of compiled HLO, with the
+    computations it calls (fusions), so layout checks see the whole step."""
+    blocks = re.split(r"\n(?=%|ENTRY )", hlo)
+    by_name = {b.split(" ", 1)[0].lstrip("%"): b for b in blocks}
+
+    def with_callees(name: str) -> str:
+        text = by_name[name]
+        called = re.findall(r"calls=%([\w.\-]+)", text)
+        return "\n".join([text, *(with_callees(c) for c in called if c in by_name)])
+
+    return [with_callees(b) for b in re.findall(r"body=%([\w.\-]+)", hlo)]
+
+
+def test_compiled_scans_read_the_matrix_along_rows():
+    """The per-step products contract the matrix's contiguous axis, with no
+    transposed copy of it in (or before) either loop."""
+    K, C = 64, 10
+    f32 = np.float32
+    A = np.full((K, K), 1 / K, f32)
+    p = np.full(K, 1 / K, f32)
+    fwd = forward_chunk_t.lower(p, True, np.zeros((C, K), f32), C, A, p).compile()
+    bwd = backward_chunk.lower(p, True, np.full((C, K), 1 / K, f32), C, A).compile()
+    for compiled in (fwd, bwd):
+        text = compiled.as_text()
+        assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)
+        (body,) = _while_bodies(text)
+        # (K, K) @ (K, 1): the matrix is the left operand, contracted on its
+        # minor (contiguous) axis; prev @ A would show f32[1,K] and dims={0}
+        dots = re.findall(r"= f32\[(\d+),1\]\{[\d,]+\} dot\([^)]*\), "
+                          r"lhs_contracting_dims=\{1\}", body)
+        assert dots == [str(K)]

@@ -208,3 +208,13 @@ def test_extra_dims_rejected_until_sequences():
     ds = xr.Dataset({"log_likelihood": (("trial", "time", "state_bins"), ll)})
     with pytest.raises(xhmm.DimensionError, match="trial"):
         ds.hmm.smooth(transition=np.eye(3), initial=np.full(3, 1 / 3))
+
+
+def test_lazy_posterior_does_not_copy_its_buffer(tmp_path):
+    # dask.array.from_array copies arrays that have a .copy method (memmaps
+    # included) up front; the lazy posterior must read the buffer itself.
+    buf = np.memmap(tmp_path / "p.dat", dtype=np.float32, mode="w+", shape=(50, 3))
+    buf[:] = 0.25
+    lazy = _lazy_masked_posterior(buf, np.ones(3, bool), 3, 20, "float32")
+    buf[10] = 0.5  # written after the lazy array was built
+    assert lazy[10].compute().tolist() == [0.5, 0.5, 0.5]

@@ -19,6 +19,22 @@ from .kernels.codec import expand_interior
 __all__ = ["_lazy_masked_posterior", "eager_masked_posterior"]
 
 
+class _Rows:
+    """Row access to an engine buffer that ``da.from_array`` will not copy.
+
+    ``dask.array.from_array`` copies any array with a ``copy`` method (a
+    memmap included) into memory up front; this view exposes only shape,
+    dtype and slicing, so each block reads just its rows when computed.
+    """
+
+    def __init__(self, buffer: np.ndarray) -> None:
+        self._buffer = buffer
+        self.shape, self.dtype, self.ndim = buffer.shape, buffer.dtype, buffer.ndim
+
+    def __getitem__(self, key):
+        return self._buffer[key]
+
+
 def _expand_block(block: np.ndarray, columns: np.ndarray, n_total: int, dtype) -> np.ndarray:
     return expand_interior(np.asarray(block), columns, n_total, dtype)
 
@@ -55,7 +71,7 @@ def _lazy_masked_posterior(
     n_time = interior.shape[0]
     step = max(1, min(int(time_chunks), n_time))
     source = da.from_array(
-        interior,
+        _Rows(interior),
         chunks=(step, interior.shape[1]),
         name=f"xhmm-interior-{uuid.uuid4().hex}",
         asarray=False,

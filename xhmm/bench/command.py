@@ -34,6 +34,13 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    values = _int_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive int, got {text!r}")
+    return values[0]
+
+
 def _name_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip() and v.strip() != "none"]
     unknown = sorted(set(names) - set(BASELINES))
@@ -47,11 +54,11 @@ def _name_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``xhmm bench``."""
     size = parser.add_argument_group("problem size")
-    size.add_argument("-T", "--n-time", type=int, default=20_000, help="time steps")
-    size.add_argument("-K", "--n-bins", type=int, default=1_000, help="state bins")
+    size.add_argument("-T", "--n-time", type=_positive_int, default=20_000, help="time steps")
+    size.add_argument("-K", "--n-bins", type=_positive_int, default=1_000, help="state bins")
     size.add_argument("--seed", type=int, default=0)
     cfg = parser.add_argument_group("xhmm configuration")
-    cfg.add_argument("--chunk-size", type=int, default=5_000)
+    cfg.add_argument("--chunk-size", type=_positive_int, default=5_000)
     cfg.add_argument("--posterior-dtype", choices=("float32", "float16", "uint16"),
                      default="float32", help="storage dtype of the posteriors")
     cfg.add_argument("--compute-dtype", choices=("float32", "float64"), default="float32")
@@ -66,9 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "array generated block by block, or as a .npy memmap "
                           "(baselines always get it in RAM)")
     run_group = parser.add_argument_group("measurement")
-    run_group.add_argument("--repeats", type=int, default=3,
+    run_group.add_argument("--repeats", type=_positive_int, default=3,
                            help="timed runs per configuration after one warm-up")
-    run_group.add_argument("--rounds", type=int, default=1,
+    run_group.add_argument("--rounds", type=_positive_int, default=1,
                            help="repeat the whole set of configurations, interleaved; "
                                 "ratios are medians over rounds")
     run_group.add_argument("--baselines", type=_name_list,
@@ -84,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="K values of the K sweep")
     run_group.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
                            help="also time xhmm.save_results and report the NetCDF size")
-    run_group.add_argument("--blas-threads", type=int, default=None,
+    run_group.add_argument("--blas-threads", type=_positive_int, default=None,
                            help="set OPENBLAS/MKL/OMP_NUM_THREADS in every worker "
                                 "(default: the libraries' own choice)")
     run_group.add_argument("--timeout", type=float, default=3_600,
@@ -166,7 +173,7 @@ def _meta(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": dict(vars(args)),
         "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "numpy": np.__version__,
@@ -207,4 +214,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nJSON: {json_path}")
     for path in plots:
         print(f"plot: {path}")
-    return 1 if any(r["status"] == "failed" for r in records) else 0
+    # A peer that fails (e.g. built for another JAX) is a note, not an error.
+    required = {"xhmm", "numpy"}
+    return 1 if any(r["status"] == "failed" and r["impl"] in required
+                    for r in records) else 0

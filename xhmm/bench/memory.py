@@ -13,8 +13,9 @@ import resource
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["RssSampler", "read_status", "ru_maxrss_bytes", "device_peak_bytes"]
+__all__ = ["RssSampler", "combine_runs", "read_status", "ru_maxrss_bytes", "device_peak_bytes"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -63,6 +64,25 @@ def device_peak_bytes() -> int | None:
     if not stats or "peak_bytes_in_use" not in stats:
         return None
     return int(stats["peak_bytes_in_use"])
+
+
+def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One memory summary of several measured runs.
+
+    Peaks take the largest value, ``start_*`` the smallest (so ``peak -
+    start`` bounds what any run added) and ``samples`` the total; values that
+    are not ints (None, "n/a") are kept from the first run that has one.
+    """
+    out: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if isinstance(r.get(key), int)]
+        if not values:
+            out[key] = next((r[key] for r in runs if r.get(key) is not None), None)
+        elif key == "samples":
+            out[key] = sum(values)
+        else:
+            out[key] = (min if key.startswith("start_") else max)(values)
+    return out
 
 
 class RssSampler:

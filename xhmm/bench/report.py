@@ -7,6 +7,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .memory import combine_runs
+
 __all__ = ["summarize", "format_table", "write_plots"]
 
 _MIB = 2**20
@@ -22,7 +24,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``wall_s`` is the median over rounds of each round's median; ``ratio`` is
     the median over rounds of (this impl's wall / the NumPy loop's wall in the
     same round), so both runs of a ratio met the same machine load.
-    ``memory`` keeps the largest peak of any round.
+    ``memory`` combines the rounds with :func:`~xhmm.bench.memory.combine_runs`.
     """
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -44,10 +46,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         wall = statistics.median(r["wall_s"] for r in ok)
         ratios = [r["wall_s"] / numpy_by_round[(n_time, n_bins, r["round"])]
                   for r in ok if (n_time, n_bins, r["round"]) in numpy_by_round]
-        memory = {}
-        for name in ok[0]["memory"]:
-            values = [r["memory"][name] for r in ok if isinstance(r["memory"][name], int)]
-            memory[name] = max(values) if values else ok[0]["memory"][name]
+        memory = combine_runs([r["memory"] for r in ok])
         last = ok[-1]
         row.update(
             status="ok", wall_s=wall, per_step_us=wall / n_time * 1e6,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .baselines import BASELINES, missing_note
-from .memory import RssSampler, device_peak_bytes, ru_maxrss_bytes
+from .memory import RssSampler, combine_runs, device_peak_bytes, ru_maxrss_bytes
 from .workload import Problem
 
 __all__ = ["RunSpec", "measure", "main"]
@@ -207,8 +207,7 @@ def measure(spec: RunSpec) -> dict[str, Any]:
     record["compiles_timed"] = (
         compile_log.snapshot()[1] - record["compiles_warmup"] if uses_jax else 0)
     wall = statistics.median(times)
-    memory = {key: max((p[key] for p in peaks if p.get(key) is not None), default=None)
-              for key in peaks[0]}
+    memory = combine_runs(peaks)
     memory["ru_maxrss"] = ru_maxrss_bytes()
     device = device_peak_bytes() if uses_jax else None
     memory["device_peak"] = "n/a" if device is None else device
