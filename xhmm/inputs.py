@@ -166,7 +166,7 @@ def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
         raise TransitionError(f"transition[{i}, {j}] = {A[i, j]:.6g} is negative")
     full = A.shape[0] == n_bins and n_int != n_bins
     rows = np.flatnonzero(mask) if full else np.arange(A.shape[0])
-    sums = A[rows].sum(axis=1)
+    sums = A.sum(axis=1)[rows]  # no copy of a (possibly 10,650²) matrix
     bad = np.abs(sums - 1) > STOCHASTIC_ATOL
     if bad.any():
         i = int(rows[np.argmax(bad)])
@@ -184,7 +184,9 @@ def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
                 f"transition row {i} moves probability {lost.max():.6g} to exterior bins "
                 "(is_interior False); exterior bins must be unreachable"
             )
-    return A / A.sum(axis=1, keepdims=True)
+        A /= kept[:, None]  # A is our own sub-matrix copy here
+        return A
+    return A / sums[:, None]
 
 
 def _initial(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
