@@ -52,6 +52,7 @@ from ..errors import LikelihoodError, NumericalError, NumericalWarning
 from ..kernels.batched import backward_batch, forward_batch, summarize_batch
 from .loop import _UNDERFLOW_LOG, _precision
 from .progress import progress_bar, progress_enabled
+from .reader import bad_row_error
 from .storage import _alloc_out, prepare_memmap_dir, sync_rows, write_rows
 
 __all__ = [
@@ -239,31 +240,14 @@ class BatchReader:
             )
 
     def _raise_bad_row(self, values: np.ndarray, b: int, t: int) -> None:
-        where = f"sequence {self._label(b)}, time index {t}"
-        if np.isnan(values).any():
-            k = self._bin(int(np.argmax(np.isnan(values))))
-            raise LikelihoodError(
-                f"log_likelihood is NaN at {where}, bin {k}; use -inf for impossible "
-                "bins, mark unused bins with is_interior, and pad shorter sequences "
-                "with all-NaN rows or give 'sequence_length'"
-            )
-        if np.isposinf(values).any():
-            k = self._bin(int(np.argmax(np.isposinf(values))))
-            raise LikelihoodError(
-                f"log_likelihood is +inf at {where}, bin {k}; log-likelihoods must be "
-                "finite or -inf"
-            )
-        interior = "" if self.columns is None else " (interior bins only)"
-        raise LikelihoodError(
-            f"every bin{interior} of log_likelihood is -inf at {where}: no state is "
-            "possible at that step"
+        raise bad_row_error(
+            values, f"sequence {self._label(b)}, time index {t}", self.columns,
+            "use -inf for impossible bins, mark unused bins with is_interior, and pad "
+            "shorter sequences with all-NaN rows or give 'sequence_length'",
         )
 
     def _label(self, b: int):
         return self.sequence_ids[b].item()
-
-    def _bin(self, k: int) -> int:
-        return int(k if self.columns is None else self.columns[k])
 
 
 @dataclass

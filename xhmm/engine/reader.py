@@ -8,7 +8,47 @@ import numpy as np
 
 from ..errors import LikelihoodError
 
-__all__ = ["LikelihoodReader", "Chunk"]
+__all__ = ["LikelihoodReader", "Chunk", "bad_row_error"]
+
+
+def bad_row_error(values: np.ndarray, where: str, columns: np.ndarray | None,
+                  nan_hint: str) -> LikelihoodError:
+    """The error for a log-likelihood row whose maximum is not finite.
+
+    Parameters
+    ----------
+    values : (K,) ndarray
+        The row over the interior bins.
+    where : str
+        Where the row is, e.g. ``"time index 12"``.
+    columns : (K,) int ndarray or None
+        Interior bins among all bins (None: all bins), to name the bin.
+    nan_hint : str
+        What to do about a NaN.
+
+    Returns
+    -------
+    LikelihoodError
+        Naming the first NaN or +inf bin, or saying every bin is -inf.
+    """
+    def bin_of(mask: np.ndarray) -> int:
+        k = int(np.argmax(mask))
+        return int(k if columns is None else columns[k])
+
+    if np.isnan(values).any():
+        return LikelihoodError(
+            f"log_likelihood is NaN at {where}, bin {bin_of(np.isnan(values))}; {nan_hint}"
+        )
+    if np.isposinf(values).any():
+        return LikelihoodError(
+            f"log_likelihood is +inf at {where}, bin {bin_of(np.isposinf(values))}; "
+            "log-likelihoods must be finite or -inf"
+        )
+    interior = "" if columns is None else " (interior bins only)"
+    return LikelihoodError(
+        f"every bin{interior} of log_likelihood is -inf at {where}: "
+        "no state is possible at that step"
+    )
 
 
 @dataclass
@@ -116,25 +156,7 @@ class LikelihoodReader:
         return Chunk(index, start, stop, padded, shift)
 
     def _raise_bad_row(self, block: np.ndarray, start: int, row: int) -> None:
-        values = block[row]
-        t = start + row
-        where = "" if self.columns is None else " (interior bins only)"
-        if np.isnan(values).any():
-            k = int(np.argmax(np.isnan(values)))
-            raise LikelihoodError(
-                f"log_likelihood is NaN at time index {t}, bin {self._bin(k)}; "
-                "use -inf for impossible bins and mark unused bins with is_interior"
-            )
-        if np.isposinf(values).any():
-            k = int(np.argmax(np.isposinf(values)))
-            raise LikelihoodError(
-                f"log_likelihood is +inf at time index {t}, bin {self._bin(k)}; "
-                "log-likelihoods must be finite or -inf"
-            )
-        raise LikelihoodError(
-            f"every bin{where} of log_likelihood is -inf at time index {t}: "
-            "no state is possible at that step"
+        raise bad_row_error(
+            block[row], f"time index {start + row}", self.columns,
+            "use -inf for impossible bins and mark unused bins with is_interior",
         )
-
-    def _bin(self, k: int) -> int:
-        return int(k if self.columns is None else self.columns[k])
