@@ -94,6 +94,23 @@ def random_model(rng, T, K, spread=3.0):
     return ll, A, p0
 
 
+def underflow_model(K=40, T=60):
+    """A tridiagonal random walk whose likelihood jumps far (±100 nats).
+
+    The prediction at the likelihood's peak falls near float32's underflow
+    limit, so float32 warns and float64 is needed for the right answer.
+    Returns (log_lik (T, K), transition (K, K)).
+    """
+    A = np.zeros((K, K))
+    for i in range(K):
+        A[i, max(0, i - 1):i + 2] = 1
+    A /= A.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(7)
+    x = np.arange(K)
+    ll = -100 * np.abs(x[None, :] - rng.integers(0, K, T)[:, None]) / K * 2
+    return ll, A
+
+
 def make_dataset(ll, mask=None, **coords):
     """Wrap a (T, N) log-likelihood in a Dataset with optional is_interior."""
     T, N = ll.shape

@@ -14,7 +14,7 @@ from dask.callbacks import Callback
 import xhmm
 from xhmm.errors import XHMMError
 
-from conftest import make_dataset, random_model
+from conftest import make_dataset, random_model, underflow_model
 
 T, K = 40, 5
 
@@ -234,14 +234,8 @@ def test_disk_full_saving_netcdf(model, tmp_path):
 
 
 def test_float32_precision_loss_warns_and_float64_is_right(reference):
-    K = 40
-    A = np.zeros((K, K))
-    for i in range(K):
-        A[i, max(0, i - 1):i + 2] = 1
-    A /= A.sum(axis=1, keepdims=True)
-    rng = np.random.default_rng(7)
-    x = np.arange(K)
-    ll = -100 * np.abs(x[None, :] - rng.integers(0, K, 60)[:, None]) / K * 2
+    ll, A = underflow_model()
+    K = A.shape[0]
     _, smooth, _ = reference(ll, A, np.full(K, 1 / K))
     ds = make_dataset(ll)
     with pytest.warns(xhmm.NumericalWarning, match="time index"):

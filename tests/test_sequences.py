@@ -14,6 +14,8 @@ from xhmm.engine.batch import choose_batch_size
 from xhmm.kernels.batched import backward_batch, forward_batch
 from xhmm.sequences import smooth_sequences
 
+from conftest import underflow_model
+
 # Batched and single-sequence runs do the same float32 arithmetic per step,
 # but XLA sums a (B, K) @ (K, K) product in a different order than a
 # (K,) @ (K, K) one: results agree to float32 rounding (a few ulp of 1).
@@ -123,14 +125,9 @@ def test_matches_float64_reference(reference):
 
 def test_float32_precision_loss_warns_naming_the_sequence(reference):
     # likelihood jumps far from a banded model's prediction (as in test_errors)
-    K = 40
-    A = np.zeros((K, K))
-    for i in range(K):
-        A[i, max(0, i - 1):i + 2] = 1
-    A /= A.sum(axis=1, keepdims=True)
-    rng = np.random.default_rng(7)
+    hard, A = underflow_model()
+    K = A.shape[0]
     x = np.arange(K)
-    hard = -100 * np.abs(x[None, :] - rng.integers(0, K, 60)[:, None]) / K * 2
     easy = -0.5 * ((x[None, :] - 20) / 8.0) ** 2 * np.ones((60, 1))
     p0 = np.full(K, 1 / K)
     ds = _dataset(np.stack([easy, hard]))
