@@ -4,9 +4,9 @@ Two modes (run ``python benchmarks/batched.py MODE --help``):
 
 ``speedup``
     ``B`` sequences of ``T`` steps over ``K`` bins, smoothed by the chunked
-    engine one sequence at a time (:func:`xhmm.engine.loop.run_engine`, the
+    engine one sequence at a time (:func:`xhmm.engine.loop.run_engine` with B = 1, the
     engine behind ``ds.hmm.smooth``) and as one batch
-    (:func:`xhmm.engine.batch.run_batch`, the engine behind
+    (the same engine with B sequences, behind
     :func:`xhmm.sequences.smooth_sequences`). Kernels are compiled ahead of
     time, before timing; input validation is outside both timings. Prints
     seconds per sequence (best of ``--repeat``) and the speed-up.
@@ -75,26 +75,26 @@ def _mib(n: float) -> str:
 
 
 def _compile_kernels(B: int, C: int, K: int) -> None:
-    """Compile (without running) the kernels both engines call, for these shapes."""
+    """Compile (without running) the kernels for one sequence and for ``B``."""
     import jax
 
-    from xhmm.kernels.batched import backward_batch, forward_batch
     from xhmm.kernels.hmm import backward_chunk, forward_chunk
+    from xhmm.kernels.operators import dense_operator
 
     def zeros(*shape, dtype=np.float32):
         return jax.device_put(np.zeros(shape, dtype))
 
-    A = zeros(K, K)
-    forward_chunk.lower(zeros(K), True, zeros(C, K), C, A, zeros(K)).compile()
-    backward_chunk.lower(zeros(K), True, zeros(C, K), C, A).compile()
-    n_valid = np.full(B, C, np.int32)
-    forward_batch.lower(zeros(B, K), True, zeros(B, C, K), n_valid, A, zeros(B, K)).compile()
-    backward_batch.lower(zeros(B, K), np.ones(B, bool), zeros(B, C, K), n_valid, A).compile()
+    for n in (1, B):
+        op = dense_operator(np.zeros((K, K)), np.float32, n)
+        n_valid = np.full(n, C, np.int32)
+        forward_chunk.lower(zeros(n, K), True, zeros(n, C, K), n_valid, op, None,
+                            zeros(n, K)).compile()
+        backward_chunk.lower(zeros(n, K), np.ones(n, bool), zeros(n, C, K), n_valid, op,
+                             None).compile()
 
 
 def speedup(args: argparse.Namespace) -> None:
     from xhmm.config import Config
-    from xhmm.engine.batch import run_batch
     from xhmm.engine.loop import run_engine
 
     K, T, B, C = args.n_bins, args.n_time, args.batch, args.chunk_size
@@ -112,12 +112,12 @@ def speedup(args: argparse.Namespace) -> None:
     for _ in range(args.repeat):
         t0 = time.perf_counter()
         for s in range(n_single):
-            one = run_engine(ll[s], A, p0, cfg, smooth=True)
+            one = run_engine(ll[s:s + 1], A, p0, cfg, smooth=True)
         singles.append((time.perf_counter() - t0) / n_single)
         t0 = time.perf_counter()
-        batch = run_batch(ll, A, p0, cfg, smooth=True)
+        batch = run_engine(ll, A, p0, cfg, smooth=True, sequence_ids=np.arange(B))
         batched.append((time.perf_counter() - t0) / B)
-    diff = float(np.abs(batch.acausal[n_single - 1] - one.acausal).max())
+    diff = float(np.abs(batch.acausal[n_single - 1] - one.acausal[0]).max())
     single, multi = min(singles), min(batched)
     print(f"one at a time ({n_single} sequences timed): {single:.3f} s per sequence "
           f"({single / T * 1e3 / 2:.2f} ms per step per pass)")

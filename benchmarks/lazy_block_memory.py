@@ -19,8 +19,8 @@ import dask
 import dask.array
 import numpy as np
 
-from xhmm.engine.storage import _alloc_out, write_rows
-from xhmm.lazy import _lazy_masked_posterior
+from xhmm.engine.storage import alloc_out, write_rows
+from xhmm.lazy import SequenceRows, lazy_masked_posterior
 
 
 def _status(field: str) -> int:
@@ -43,15 +43,16 @@ def main() -> None:
     mask[::10] = False
     K = int(mask.sum())
     with tempfile.TemporaryDirectory() as folder:
-        buf = _alloc_out((T, K), args.storage, "acausal_posterior", folder)
+        buf = alloc_out((1, T, K), args.storage, "acausal_posterior", folder)
         rng = np.random.default_rng(0)
         for start in range(0, T, 10_000):
             rows = rng.random((min(10_000, T - start), K)).astype(np.float32)
-            write_rows(buf, start, rows / rows.sum(axis=1, keepdims=True))
+            write_rows(buf[0], start, rows / rows.sum(axis=1, keepdims=True))
         buf.flush()
         del buf
-        buf = _alloc_out((T, K), args.storage, "acausal_posterior", folder, mode="r")
-        lazy = _lazy_masked_posterior(buf, mask, N, args.time_chunks, "float32")
+        buf = alloc_out((1, T, K), args.storage, "acausal_posterior", folder, mode="r")
+        lazy = lazy_masked_posterior(SequenceRows(buf, 0, T, T), mask, args.time_chunks,
+                                     "float32")
         block_bytes = args.time_chunks * N * 4
         total_bytes = T * N * 4
         # warm up numba and dask once on a tiny block

@@ -11,7 +11,8 @@ from xhmm.bench.memory import RssSampler
 from xhmm.bench.report import write_plots
 from xhmm.bench.workload import Problem
 from xhmm.cli import main
-from xhmm.kernels.hmm import backward_chunk, forward_chunk_t
+from xhmm.kernels.hmm import backward_chunk, forward_chunk
+from xhmm.kernels.operators import dense_operator
 
 
 def test_bench_end_to_end(tmp_path, capsys):
@@ -111,10 +112,13 @@ def test_compiled_scans_read_the_matrix_along_rows():
     transposed copy of it in (or before) either loop."""
     K, C = 64, 10
     f32 = np.float32
-    A = np.full((K, K), 1 / K, f32)
-    p = np.full(K, 1 / K, f32)
-    fwd = forward_chunk_t.lower(p, True, np.zeros((C, K), f32), C, A, p).compile()
-    bwd = backward_chunk.lower(p, True, np.full((C, K), 1 / K, f32), C, A).compile()
+    op = dense_operator(np.full((K, K), 1 / K), f32, 1)
+    p = np.full((1, K), 1 / K, f32)
+    n_valid = np.array([C], np.int32)
+    fwd = forward_chunk.lower(p, True, np.zeros((1, C, K), f32), n_valid, op, None,
+                              p).compile()
+    bwd = backward_chunk.lower(p, np.array([True]), np.full((1, C, K), 1 / K, f32), n_valid,
+                               op, None).compile()
     for compiled in (fwd, bwd):
         text = compiled.as_text()
         assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import xhmm
-from xhmm.engine.storage import _alloc_out
+from xhmm.engine.storage import alloc_out
 
 from conftest import make_dataset, random_model
 
@@ -137,11 +137,11 @@ def test_memmap_files_hold_the_results(tmp_path):
     res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
                                       use_memmap=True, memmap_dir=tmp_path / "m")
     on_disk = np.memmap(tmp_path / "m" / "acausal_posterior.dat", dtype=np.float32,
-                        mode="r", shape=(T, K))
-    np.testing.assert_array_equal(np.asarray(on_disk), res.acausal_posterior.values)
+                        mode="r", shape=(1, T, K))  # (sequence, time, interior bins)
+    np.testing.assert_array_equal(np.asarray(on_disk[0]), res.acausal_posterior.values)
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["outputs"]["acausal_posterior"] == {
-        "file": "acausal_posterior.dat", "shape": [T, K], "dtype": "float32"}
+        "file": "acausal_posterior.dat", "shape": [1, T, K], "dtype": "float32"}
     assert res.attrs["xhmm_memmap_dir"] == str(tmp_path / "m")
 
 
@@ -158,15 +158,15 @@ def test_failed_run_is_marked_failed(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "uint16"])
-def test_alloc_out_memmap_reopens(tmp_path, dtype):
-    out = _alloc_out((7, 5), dtype, "thing", tmp_path)
+def testalloc_out_memmap_reopens(tmp_path, dtype):
+    out = alloc_out((7, 5), dtype, "thing", tmp_path)
     assert isinstance(out, np.memmap) and out.shape == (7, 5) and out.dtype == dtype
     out[3] = 1
     out.flush()
-    back = _alloc_out((7, 5), dtype, "thing", tmp_path, mode="r")
+    back = alloc_out((7, 5), dtype, "thing", tmp_path, mode="r")
     assert (tmp_path / "thing.dat").stat().st_size == 7 * 5 * np.dtype(dtype).itemsize
     np.testing.assert_array_equal(np.asarray(back[3]), np.ones(5, dtype))
-    ram = _alloc_out((7, 5), dtype, "thing")
+    ram = alloc_out((7, 5), dtype, "thing")
     assert not isinstance(ram, np.memmap) and ram.shape == (7, 5) and ram.dtype == dtype
 
 

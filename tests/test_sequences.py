@@ -10,8 +10,9 @@ import pytest
 import xarray as xr
 
 import xhmm
-from xhmm.engine.batch import choose_batch_size
-from xhmm.kernels.batched import backward_batch, forward_batch
+from xhmm.engine.budget import choose_batch_size
+from xhmm.kernels.hmm import backward_chunk, forward_chunk
+from xhmm.kernels.operators import dense_operator
 from xhmm.sequences import smooth_sequences
 
 from conftest import underflow_model
@@ -259,13 +260,13 @@ def _dot_shapes(compiled_text: str) -> list[str]:
 def test_compiled_batch_uses_matrix_matrix_products():
     B, C, K = 3, 5, 7
     f32 = np.float32
-    A = np.eye(K, dtype=f32)
-    fwd = forward_batch.lower(
+    op = dense_operator(np.eye(K), f32, B)
+    fwd = forward_chunk.lower(
         np.zeros((B, K), f32), True, np.zeros((B, C, K), f32), np.full(B, C, np.int32),
-        A, np.full((B, K), 1 / K, f32)).compile().as_text()
-    bwd = backward_batch.lower(
+        op, None, np.full((B, K), 1 / K, f32)).compile().as_text()
+    bwd = backward_chunk.lower(
         np.zeros((B, K), f32), np.ones(B, bool), np.zeros((B, C, K), f32),
-        np.full(B, C, np.int32), A).compile().as_text()
+        np.full(B, C, np.int32), op, None).compile().as_text()
     # forward: one (B, K) @ (K, K) per step; backward: one (B, K) x (K, K) per
     # step and one (B*C, K) @ (K, K) per chunk for the predictions
     assert _dot_shapes(fwd) == [f"{B},{K}"]

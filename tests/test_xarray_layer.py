@@ -11,7 +11,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import xhmm
-from xhmm.lazy import _lazy_masked_posterior, eager_masked_posterior
+from xhmm.lazy import SequenceRows, eager_masked_posterior, lazy_masked_posterior
 
 from conftest import make_dataset, random_model
 
@@ -82,14 +82,14 @@ def test_building_lazy_result_computes_nothing():
 def test_lazy_block_reads_only_its_rows():
     interior = np.arange(30 * 4, dtype=np.float32).reshape(30, 4)
     mask = np.array([True, False, True, True, False, True])
-    lazy = _lazy_masked_posterior(interior, mask, 6, 7, "float64")
+    rows = SequenceRows(interior[None], 0, 30, 30)
+    lazy = lazy_masked_posterior(rows, mask, 7, "float64")
     assert lazy.chunks == ((7, 7, 7, 7, 2), (6,))
     assert lazy.dtype == np.float64
     block = lazy.blocks[2].compute()
     np.testing.assert_array_equal(block[:, mask], interior[14:21])
     assert np.isnan(block[:, ~mask]).all()
-    np.testing.assert_array_equal(lazy.compute(), eager_masked_posterior(interior, mask, 6,
-                                                                          "float64"))
+    np.testing.assert_array_equal(lazy.compute(), eager_masked_posterior(rows, mask, "float64"))
 
 
 def test_summaries_match_reference(reference):
@@ -213,8 +213,8 @@ def test_extra_dims_rejected_until_sequences():
 def test_lazy_posterior_does_not_copy_its_buffer(tmp_path):
     # dask.array.from_array copies arrays that have a .copy method (memmaps
     # included) up front; the lazy posterior must read the buffer itself.
-    buf = np.memmap(tmp_path / "p.dat", dtype=np.float32, mode="w+", shape=(50, 3))
+    buf = np.memmap(tmp_path / "p.dat", dtype=np.float32, mode="w+", shape=(1, 50, 3))
     buf[:] = 0.25
-    lazy = _lazy_masked_posterior(buf, np.ones(3, bool), 3, 20, "float32")
-    buf[10] = 0.5  # written after the lazy array was built
+    lazy = lazy_masked_posterior(SequenceRows(buf, 0, 50, 50), np.ones(3, bool), 20, "float32")
+    buf[0, 10] = 0.5  # written after the lazy array was built
     assert lazy[10].compute().tolist() == [0.5, 0.5, 0.5]

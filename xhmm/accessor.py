@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from .config import Config
 from .engine.loop import run_engine
 from .errors import DimensionError
 from .inputs import TIME, resolve_inputs
-from .results import build_result, map_variables, result_coords
+from .results import SEQUENCE, BinLayout, build_result, part_of
 from .runs import run_metadata
-from .sequences import SEQUENCE, smooth_sequences
+from .sequences import active_client, smooth_sequences
 
 __all__ = ["HMMAccessor"]
 
@@ -46,23 +45,33 @@ class HMMAccessor:
         return smooth_sequences(self._ds, transition, initial, config, smooth=smooth,
                                 **overrides)
 
-    def _run(self, transition, initial, config, lazy, overrides, *, smooth, **engine_kw):
+    def _run(self, transition, initial, config, lazy, overrides, *, smooth,
+             store_acausal: bool = True) -> xr.Dataset:
+        """One recording: a batch of one sequence through the engine."""
         if lazy is not None:
             overrides["lazy_expand"] = lazy
         cfg = Config.resolve(config, overrides)
+        if cfg.lazy_expand and not cfg.use_memmap and active_client(None) is not None:
+            # Lazy results reference memmaps by path; a RAM buffer would travel
+            # inside every graph computed on the cluster.
+            cfg = cfg.replace(use_memmap=True)
         inputs = resolve_inputs(self._ds, transition, initial)
+        n_time = inputs.log_likelihood.sizes[TIME]
         engine = run_engine(
-            inputs.log_likelihood.data,
+            inputs.log_likelihood.data[None],
             inputs.transition,
             inputs.initial,
             cfg,
             smooth=smooth,
+            lengths=[n_time],
             columns=inputs.columns,
             state_onehot=inputs.state_onehot,
+            store_acausal=store_acausal,
             metadata=run_metadata(inputs),
-            **engine_kw,
         )
-        return inputs, cfg, engine
+        layout = BinLayout(inputs.mask, inputs.state_labels)
+        return build_result(self._ds, layout, [part_of(engine, [0])], cfg, n_time=n_time,
+                            sequences=False)
 
     def smooth(
         self,
@@ -102,9 +111,7 @@ class HMMAccessor:
         """
         if self._has_sequences():
             return self._sequences(transition, initial, config, lazy, overrides, smooth=True)
-        inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
-                                        smooth=True)
-        return build_result(self._ds, inputs, engine, cfg)
+        return self._run(transition, initial, config, lazy, overrides, smooth=True)
 
     def filter(
         self,
@@ -118,9 +125,7 @@ class HMMAccessor:
         """Forward filter only (causal posterior). Parameters as :meth:`smooth`."""
         if self._has_sequences():
             return self._sequences(transition, initial, config, lazy, overrides, smooth=False)
-        inputs, cfg, engine = self._run(transition, initial, config, lazy, overrides,
-                                        smooth=False)
-        return build_result(self._ds, inputs, engine, cfg)
+        return self._run(transition, initial, config, lazy, overrides, smooth=False)
 
     def map_estimate(
         self,
@@ -149,12 +154,8 @@ class HMMAccessor:
                 "ds.isel(sequence=i).hmm.map_estimate(...)"
             )
         overrides.update(emit_map=True, persist_causal=False)
-        inputs, cfg, engine = self._run(transition, initial, config, None, overrides,
-                                        smooth=True, store_acausal=False)
-        data = map_variables(self._ds, inputs, engine.summaries["map_index"])
-        data["marginal_log_likelihood"] = xr.DataArray(
-            np.float64(engine.marginal_log_likelihood)
-        )
-        coords = result_coords(self._ds)
-        time_coords = {n: c for n, c in coords.items() if set(c.dims) <= {TIME}}
-        return xr.Dataset(data, coords=time_coords, attrs={"xhmm_config": cfg.to_json()})
+        res = self._run(transition, initial, config, None, overrides, smooth=True,
+                        store_acausal=False)
+        keep = [name for name in res.data_vars if name.startswith("map_")]
+        res = res[[*keep, "marginal_log_likelihood"]]
+        return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims])

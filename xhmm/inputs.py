@@ -15,7 +15,7 @@ import xarray as xr
 
 from .errors import DimensionError, InitialError, InputError, TransitionError
 
-__all__ = ["ResolvedInputs", "resolve_inputs", "STOCHASTIC_ATOL", "TIME", "BINS", "STATES"]
+__all__ = ["ResolvedInputs", "resolve_inputs", "check_initial", "STOCHASTIC_ATOL", "TIME", "BINS", "STATES"]
 
 TIME = "time"
 BINS = "state_bins"
@@ -99,7 +99,7 @@ def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
     mask = _interior(ds, n_bins)
     columns = np.flatnonzero(mask).astype(np.int64)
     A = _transition(ds, transition, mask)
-    p0 = _initial(ds, initial, mask)
+    p0 = check_initial(ds, initial, mask)
     labels, onehot = _states(ds, columns)
     return ResolvedInputs(ll, columns, mask, A, p0, labels, onehot)
 
@@ -189,7 +189,14 @@ def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
     return A / sums[:, None]
 
 
-def _initial(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
+def check_initial(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
+    """Validate ``initial`` (or ``ds["initial"]``) and return it over the interior bins.
+
+    Raises
+    ------
+    InitialError
+        Naming the shape, the first bad entry or the sum.
+    """
     p0 = _as_float_array(_lookup(ds, value, "initial"), "initial", InitialError)
     n_bins, n_int = mask.size, int(mask.sum())
     if p0.ndim != 1 or p0.size not in (n_bins, n_int):

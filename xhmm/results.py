@@ -1,99 +1,267 @@
-"""Build the result Dataset of a run from the engine's buffers."""
+"""Build the result Dataset of a run from the engine's buffers.
+
+One builder for every path: a single recording (``ds.hmm.smooth``), many
+sequences run in one or several batches (:func:`xhmm.smooth_sequences`, in
+this process or as dask.distributed tasks) and a finished memmap run reopened
+from its folder (:func:`xhmm.open_run`). Each engine run contributes a
+:class:`Part` (its buffers, memmaps referenced by path); the builder lays the
+parts out by sequence and wraps them in lazy (or eager) masked posteriors.
+"""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from .config import Config
 from .engine.loop import EngineResult
-from .inputs import BINS, STATES, TIME, ResolvedInputs
-from .lazy import _lazy_masked_posterior, eager_masked_posterior
+from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
 
-__all__ = ["build_result", "result_coords", "map_variables"]
+__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords",
+           "SEQUENCE", "SEQUENCE_LENGTH", "TIME", "BINS", "STATES"]
+
+TIME = "time"
+BINS = "state_bins"
+STATES = "states"
+SEQUENCE = "sequence"
+SEQUENCE_LENGTH = "sequence_length"
+
+_POSTERIORS = {
+    "causal_posterior": "filtered posterior p(state_t | y_1..t)",
+    "acausal_posterior": "smoothed posterior p(state_t | y_1..T)",
+}
 
 
-def result_coords(ds: xr.Dataset) -> xr.Coordinates:
-    """Coordinates of ``ds`` along ``time`` and/or ``state_bins`` only.
+@dataclass
+class BinLayout:
+    """Which bins the engine ran over.
+
+    Attributes
+    ----------
+    mask : (N,) bool ndarray
+        ``is_interior``.
+    state_labels : ndarray or None
+        Labels of the discrete states (the ``states`` dim), in order of
+        first appearance.
+    """
+
+    mask: np.ndarray
+    state_labels: np.ndarray | None = None
+
+    @property
+    def columns(self) -> np.ndarray:
+        """Interior bins among all bins."""
+        return np.flatnonzero(self.mask).astype(np.int64)
+
+
+@dataclass
+class Part:
+    """The outputs of one engine run, for the sequences it covered.
+
+    Buffers are ``(B, T, ...)`` ndarrays or, for memmap runs,
+    :class:`xhmm.lazy.StoredArray` references (small to pickle).
+
+    Attributes
+    ----------
+    indices : (B,) int ndarray
+        Position of each of the run's sequences in the result.
+    lengths : (B,) int64 ndarray
+    marginal_log_likelihood : (B,) float64 ndarray
+    causal, acausal : buffer or None
+    summaries : dict of str to buffer
+    memmap_dir : str or None
+    transition : dict
+        How the transition ran.
+    """
+
+    indices: np.ndarray
+    lengths: np.ndarray
+    marginal_log_likelihood: np.ndarray
+    causal: Any
+    acausal: Any
+    summaries: dict[str, Any] = field(default_factory=dict)
+    memmap_dir: str | None = None
+    transition: dict[str, Any] = field(default_factory=dict)
+
+
+def part_of(engine: EngineResult, indices) -> Part:
+    """A :class:`Part` of an engine run, memmaps replaced by their paths."""
+    folder = engine.memmap_dir
+    return Part(
+        indices=np.asarray(indices, dtype=np.int64),
+        lengths=engine.lengths,
+        marginal_log_likelihood=engine.marginal_log_likelihood,
+        causal=portable(engine.causal, "causal_posterior", folder),
+        acausal=portable(engine.acausal, "acausal_posterior", folder),
+        summaries={k: portable(v, k, folder) for k, v in engine.summaries.items()},
+        memmap_dir=None if folder is None else str(folder),
+        transition=engine.transition,
+    )
+
+
+def result_coords(ds: xr.Dataset, dims=(SEQUENCE, TIME, BINS)) -> xr.Coordinates:
+    """Coordinates of ``ds`` along ``dims`` only.
 
     Indexes (a MultiIndex over ``state_bins`` included) are kept whole.
     """
-    keep = {
-        name for name, coord in ds.coords.items() if set(coord.dims) <= {TIME, BINS}
-    }
+    keep = {name for name, coord in ds.coords.items() if set(coord.dims) <= set(dims)}
     drop = [name for name in ds.coords if name not in keep]
     return ds.drop_vars(list(ds.data_vars) + drop).coords
 
 
-def map_variables(
-    ds: xr.Dataset, inputs: ResolvedInputs, map_index: np.ndarray
-) -> dict[str, xr.DataArray]:
-    """``map_state_bin`` and ``map_<coord>`` for numeric 1-D coords of state_bins."""
-    bins = inputs.columns[np.asarray(map_index, dtype=np.int64)]
-    out = {
-        "map_state_bin": xr.DataArray(
-            bins, dims=(TIME,),
-            attrs={"long_name": "index into state_bins of the most probable bin"},
-        )
-    }
+def _numeric_bin_coords(ds: xr.Dataset | None):
+    """Numeric 1-D coordinates of ``state_bins`` (for ``map_<coord>``)."""
+    if ds is None:
+        return
     for name, coord in ds.coords.items():
         if coord.dims != (BINS,) or name in ("is_interior", BINS):
             continue
-        if not np.issubdtype(coord.dtype, np.number) or coord.dtype == bool:
-            continue
-        out[f"map_{name}"] = xr.DataArray(
-            np.asarray(coord.values)[bins], dims=(TIME,), attrs=dict(coord.attrs)
-        )
-    return out
+        if np.issubdtype(coord.dtype, np.number) and coord.dtype != bool:
+            yield name, coord
 
 
-def _posterior(buffer, inputs: ResolvedInputs, config: Config, long_name: str):
-    dtype = config.posterior_out_dtype
+class _Layout:
+    """Where each sequence of the result lives among the parts."""
+
+    def __init__(self, parts: list[Part], n_sequences: int, n_time: int) -> None:
+        self.parts = parts
+        self.n_time = n_time
+        self.places: list[tuple[Part, int]] = [None] * n_sequences  # type: ignore[list-item]
+        self.lengths = np.zeros(n_sequences, dtype=np.int64)
+        self.marginal = np.zeros(n_sequences, dtype=np.float64)
+        for part in parts:
+            for row, s in enumerate(part.indices):
+                self.places[s] = (part, row)
+                self.lengths[s] = part.lengths[row]
+                self.marginal[s] = part.marginal_log_likelihood[row]
+        self.valid = np.arange(n_time)[None, :] < self.lengths[:, None]
+
+    def rows(self, kind: str) -> list[SequenceRows]:
+        return [SequenceRows(getattr(part, kind), row, self.lengths[s], self.n_time)
+                for s, (part, row) in enumerate(self.places)]
+
+    def gather(self, name: str, fill, dtype) -> np.ndarray:
+        """One summary of every sequence, ``(S, n_time, ...)``, filled past lengths."""
+        first = self.parts[0].summaries[name]
+        out = np.full((len(self.places), self.n_time, *first.shape[2:]), fill, dtype=dtype)
+        for s, (part, row) in enumerate(self.places):
+            buffer = part.summaries[name]
+            source = buffer.open() if isinstance(buffer, StoredArray) else buffer
+            out[s, :self.lengths[s]] = source[row, :self.lengths[s]]
+        return out
+
+
+def _posterior(rows: list[SequenceRows], layout: BinLayout, config: Config):
+    dtype = np.dtype(config.posterior_out_dtype)
     if config.lazy_expand:
-        data = _lazy_masked_posterior(
-            buffer, inputs.mask, inputs.n_bins, config.time_chunks, dtype
-        )
-    else:
-        data = eager_masked_posterior(buffer, inputs.mask, inputs.n_bins, dtype)
-    return xr.DataArray(
-        data, dims=(TIME, BINS),
-        attrs={"long_name": long_name, "xhmm_storage_dtype": config.storage_dtype},
-    )
+        import dask.array as da
+
+        arrays = [lazy_masked_posterior(r, layout.mask, config.time_chunks, dtype)
+                  for r in rows]
+        return da.stack(arrays) if len(arrays) > 1 else arrays[0][None]
+    data = np.empty((len(rows), rows[0].shape[0], layout.mask.size), dtype)
+    for s, r in enumerate(rows):
+        data[s] = eager_masked_posterior(r, layout.mask, dtype)
+    return data
 
 
 def build_result(
-    ds: xr.Dataset, inputs: ResolvedInputs, engine: EngineResult, config: Config
+    ds: xr.Dataset | None,
+    layout: BinLayout,
+    parts: list[Part],
+    config: Config,
+    *,
+    n_time: int,
+    sequences: bool,
+    attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Assemble the result Dataset (posteriors, likelihood, summaries)."""
+    """Assemble the result Dataset (posteriors, likelihood, summaries).
+
+    Parameters
+    ----------
+    ds : xr.Dataset or None
+        The input, for its coordinates and attributes (None when reopening
+        a run from its folder).
+    layout : BinLayout
+    parts : list of Part
+        Together they cover every sequence once.
+    config : Config
+    n_time : int
+        Size of the ``time`` dim.
+    sequences : bool
+        Keep a ``sequence`` dim; False for a single recording (the only
+        sequence of a one-sequence part).
+    attrs : dict, optional
+        Extra attributes of the result.
+
+    Returns
+    -------
+    xr.Dataset
+    """
+    n_seq = sum(len(part.indices) for part in parts)
+    where = _Layout(parts, n_seq, n_time)
+    lead = (SEQUENCE,) if sequences else ()
+
+    def pick(values):
+        return values if sequences else values[0]
+
     data: dict[str, xr.DataArray] = {}
-    if engine.causal is not None:
-        data["causal_posterior"] = _posterior(
-            engine.causal, inputs, config, "filtered posterior p(state_t | y_1..t)"
-        )
-    if engine.acausal is not None:
-        data["acausal_posterior"] = _posterior(
-            engine.acausal, inputs, config, "smoothed posterior p(state_t | y_1..T)"
+    for name, long_name in _POSTERIORS.items():
+        kind = name.split("_")[0]
+        if getattr(parts[0], kind) is None:
+            continue
+        data[name] = xr.DataArray(
+            pick(_posterior(where.rows(kind), layout, config)), dims=(*lead, TIME, BINS),
+            attrs={"long_name": long_name, "xhmm_storage_dtype": config.storage_dtype},
         )
     data["marginal_log_likelihood"] = xr.DataArray(
-        np.float64(engine.marginal_log_likelihood),
-        attrs={"long_name": "log p(y_1..T)", "units": "nats"},
+        pick(where.marginal), dims=lead, attrs={"long_name": "log p(y_1..T)", "units": "nats"}
     )
+    if sequences:
+        data[SEQUENCE_LENGTH] = xr.DataArray(
+            where.lengths, dims=(SEQUENCE,),
+            attrs={"long_name": "real time steps of each sequence"},
+        )
+    summaries = parts[0].summaries
     for kind in ("causal", "acausal"):
         name = f"{kind}_state_probabilities"
-        if name in engine.summaries:
+        if name in summaries:
             data[name] = xr.DataArray(
-                np.asarray(engine.summaries[name]), dims=(TIME, STATES),
-                coords={STATES: inputs.state_labels},
+                pick(where.gather(name, np.nan, np.float32)), dims=(*lead, TIME, STATES),
+                coords={STATES: layout.state_labels},
                 attrs={"long_name": f"{kind} probability of each discrete state"},
             )
-    if "map_index" in engine.summaries:
-        data.update(map_variables(ds, inputs, engine.summaries["map_index"]))
-    if "entropy" in engine.summaries:
+    if "map_index" in summaries:
+        index = where.gather("map_index", 0, np.int64)
+        bins = np.where(where.valid, layout.columns[index], -1)
+        data["map_state_bin"] = xr.DataArray(
+            pick(bins), dims=(*lead, TIME),
+            attrs={"long_name": "index into state_bins of the most probable bin"
+                                + (" (-1 past the sequence's end)" if sequences else "")},
+        )
+        for name, coord in _numeric_bin_coords(ds):
+            mapped = np.asarray(coord.values)[np.maximum(bins, 0)]
+            if not where.valid.all():
+                mapped = np.where(where.valid, mapped.astype(np.result_type(mapped, np.float32)),
+                                  np.nan)
+            data[f"map_{name}"] = xr.DataArray(pick(mapped), dims=(*lead, TIME),
+                                               attrs=dict(coord.attrs))
+    if "entropy" in summaries:
         data["entropy"] = xr.DataArray(
-            np.asarray(engine.summaries["entropy"]), dims=(TIME,),
+            pick(where.gather("entropy", np.nan, np.float32)), dims=(*lead, TIME),
             attrs={"long_name": "posterior entropy over interior bins", "units": "nats"},
         )
-    attrs = {**ds.attrs, "xhmm_config": config.to_json()}
-    if engine.memmap_dir is not None:
-        attrs["xhmm_memmap_dir"] = str(engine.memmap_dir)
-    return xr.Dataset(data, coords=result_coords(ds), attrs=attrs)
+    result_attrs = {**(ds.attrs if ds is not None else {}), **(attrs or {}),
+                    "xhmm_config": config.to_json(),
+                    "xhmm_transition": json.dumps(parts[0].transition, sort_keys=True)}
+    if not sequences and parts[0].memmap_dir is not None:
+        result_attrs["xhmm_memmap_dir"] = parts[0].memmap_dir
+    if ds is not None:
+        coords = result_coords(ds, (SEQUENCE, TIME, BINS) if sequences else (TIME, BINS))
+    else:
+        coords = {"is_interior": (BINS, layout.mask)}
+    return xr.Dataset(data, coords=coords, attrs=result_attrs)

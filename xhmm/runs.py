@@ -18,17 +18,21 @@ import xarray as xr
 
 from .config import Config
 from .engine.manifest import load_manifest
-from .engine.storage import _alloc_out
-from .inputs import BINS, STATES, TIME, ResolvedInputs
-from .lazy import _lazy_masked_posterior
+from .inputs import ResolvedInputs
+from .lazy import StoredArray
+from .results import BinLayout, Part, build_result
 
 __all__ = ["open_run", "run_metadata"]
 
+_SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities", "map_index",
+              "entropy")
 
-def run_metadata(inputs: ResolvedInputs) -> dict[str, Any]:
+
+def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False) -> dict[str, Any]:
     """What :func:`open_run` needs to rebuild full-bin results."""
     labels = inputs.state_labels
     return {
+        "sequences": sequences,
         "n_bins": inputs.n_bins,
         "interior_bins": inputs.columns.tolist(),
         "state_labels": None if labels is None else [str(x) for x in labels],
@@ -51,8 +55,8 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         The posteriors over all ``state_bins`` (NaN outside the interior,
         lazy), ``marginal_log_likelihood`` and the stored summaries
         (``map_state_bin`` as an index into ``state_bins``). Coordinates of the
-        original Dataset other than ``states`` are not stored in the run;
-        assign them again if needed.
+        original Dataset other than ``is_interior`` and ``states`` are not
+        stored in the run; assign them again if needed.
 
     Raises
     ------
@@ -64,37 +68,35 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
     manifest = load_manifest(memmap_dir)
     manifest.require_complete()
     config = Config(**manifest.data["config"])
+    if time_chunks is not None:
+        config = config.replace(time_chunks=time_chunks)
     meta = manifest.data["metadata"]
     outputs = manifest.data["outputs"]
-    columns = np.asarray(meta["interior_bins"], dtype=np.int64)
     mask = np.zeros(meta["n_bins"], dtype=bool)
-    mask[columns] = True
-    chunks = time_chunks or config.time_chunks
+    mask[np.asarray(meta["interior_bins"], dtype=np.int64)] = True
+    labels = meta.get("state_labels")
+    layout = BinLayout(mask, None if labels is None else np.asarray(labels))
 
-    def buffer(name: str) -> np.ndarray:
-        info = outputs[name]
-        return _alloc_out(tuple(info["shape"]), info["dtype"], name, memmap_dir, mode="r")
+    def stored(name: str) -> StoredArray | None:
+        info = outputs.get(name)
+        if info is None:
+            return None
+        return StoredArray(str(memmap_dir), name, tuple(info["shape"]), info["dtype"])
 
-    data: dict[str, xr.DataArray] = {}
-    for name in ("causal_posterior", "acausal_posterior"):
-        if name in outputs:
-            lazy = _lazy_masked_posterior(buffer(name), mask, mask.size, chunks,
-                                          config.posterior_out_dtype)
-            data[name] = xr.DataArray(lazy, dims=(TIME, BINS),
-                                      attrs={"xhmm_storage_dtype": config.storage_dtype})
-    data["marginal_log_likelihood"] = xr.DataArray(
-        np.float64(math.fsum(buffer("log_normalizer"))))
-    coords = {"is_interior": (BINS, mask)}
-    if meta.get("state_labels") is not None:
-        coords[STATES] = meta["state_labels"]
-    for kind in ("causal", "acausal"):
-        name = f"{kind}_state_probabilities"
-        if name in outputs:
-            data[name] = xr.DataArray(np.asarray(buffer(name)), dims=(TIME, STATES))
-    if "map_index" in outputs:
-        data["map_state_bin"] = xr.DataArray(columns[np.asarray(buffer("map_index"))],
-                                             dims=(TIME,))
-    if "entropy" in outputs:
-        data["entropy"] = xr.DataArray(np.asarray(buffer("entropy")), dims=(TIME,))
-    attrs = {"xhmm_config": config.to_json(), "xhmm_memmap_dir": str(memmap_dir)}
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    log_norm = stored("log_normalizer")
+    n_seq, n_time = log_norm.shape
+    lengths = np.asarray(manifest.data["reader"]["lengths"], dtype=np.int64)
+    values = log_norm.open()
+    marginal = np.array([math.fsum(values[b, :n]) for b, n in enumerate(lengths)])
+    part = Part(
+        indices=np.arange(n_seq),
+        lengths=lengths,
+        marginal_log_likelihood=marginal,
+        causal=stored("causal_posterior"),
+        acausal=stored("acausal_posterior"),
+        summaries={name: stored(name) for name in _SUMMARIES if name in outputs},
+        memmap_dir=str(memmap_dir),
+        transition=meta.get("transition", {}),
+    )
+    return build_result(None, layout, [part], config, n_time=n_time,
+                        sequences=meta.get("sequences", False))

@@ -23,13 +23,15 @@ Execution
 ---------
 Sequences are grouped into batches of ``B`` (longest first when lengths are
 given, so a batch pads little); each batch runs the chunked engine of
-:mod:`xhmm.engine.batch` (one ``(B, K) @ (K, K)`` product per step). Without a
+:mod:`xhmm.engine.loop` (one ``(B, K) @ (K, K)`` product per step). Without a
 dask.distributed client the batches run one after another in this process.
 With one (passed as ``client=`` or active, see :func:`distributed.get_client`)
 each batch is one task on the cluster's workers; each worker runs the engine
 on its batch, writing memmap outputs to ``{memmap_dir}/batch-NNNN/`` (which
-must then be on a filesystem the workers and this process share) or
-returning its arrays (``use_memmap=False``, for small results). dask does all
+must then be on a filesystem the workers and this process share; with a
+client, lazy results always use memmaps, in a temporary folder when
+``memmap_dir`` is not given, so no posterior travels inside a dask graph) or
+returning its arrays (``use_memmap=False`` with ``lazy_expand=False``). dask does all
 the scheduling. The results are assembled into one Dataset of lazy posteriors
 that read the batch buffers block by block, by path for memmaps, so they can
 be computed on the workers too.
@@ -38,21 +40,21 @@ be computed on the workers too.
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import uuid
 import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from .config import Config
-from .engine.batch import BatchResult, choose_batch_size, default_memory_budget, run_batch
+from .engine.budget import choose_batch_size, default_memory_budget
+from .engine.loop import run_engine
 from .engine.progress import progress_bar, progress_enabled
-from .engine.storage import _alloc_out, prepare_memmap_dir
+from .engine.storage import prepare_memmap_dir
 from .errors import (
     DimensionError,
     InitialError,
@@ -60,14 +62,11 @@ from .errors import (
     NotImplementedFeatureError,
     TransitionError,
 )
-from .inputs import BINS, STATES, TIME, ResolvedInputs, _initial, resolve_inputs
-from .kernels.codec import UINT16_NAN
-from .lazy import _lazy_masked_posterior, eager_masked_posterior
+from .inputs import BINS, TIME, ResolvedInputs, check_initial, resolve_inputs
+from .runs import run_metadata
+from .results import SEQUENCE, SEQUENCE_LENGTH, BinLayout, Part, build_result, part_of
 
-__all__ = ["smooth_sequences", "SEQUENCE", "SEQUENCE_LENGTH"]
-
-SEQUENCE = "sequence"
-SEQUENCE_LENGTH = "sequence_length"
+__all__ = ["smooth_sequences", "active_client", "SEQUENCE", "SEQUENCE_LENGTH"]
 
 
 # -- inputs ----------------------------------------------------------------
@@ -146,7 +145,7 @@ def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
             shared = resolve_inputs(template, transition, rows[0])
             checked = [shared.initial]
             for label, row in zip(labels[1:], rows[1:]):
-                checked.append(_initial(template, row, shared.mask))
+                checked.append(check_initial(template, row, shared.mask))
         except InitialError as exc:
             raise InitialError(f"initial of sequence {label}: {exc}") from exc
         initial_array = np.stack(checked)
@@ -218,31 +217,6 @@ def _lengths(ds: xr.Dataset, n_time: int, labels: np.ndarray) -> np.ndarray | No
 # -- batches and tasks -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _StoredArray:
-    """A memmap output by path: small to pickle, opened read-only where used."""
-
-    directory: str
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def open(self) -> np.ndarray:
-        """The buffer as a read-only ``np.memmap``."""
-        return _alloc_out(self.shape, self.dtype, self.name, self.directory, mode="r")
-
-
-def _portable(buffer, name: str, directory: Path | None):
-    """Replace a memmap buffer by its path so it is not pickled as data."""
-    if isinstance(buffer, np.memmap):
-        return _StoredArray(str(directory), name, tuple(buffer.shape), buffer.dtype.name)
-    return buffer
-
-
-def _load(buffer) -> np.ndarray:
-    return buffer.open() if isinstance(buffer, _StoredArray) else buffer
-
-
 class _SequenceSubset:
     """Lazy ``(B, T, N)`` view of some sequences of a NumPy/memmap array.
 
@@ -278,24 +252,12 @@ class _BatchSpec:
     state_onehot: np.ndarray | None
     config: Config
     smooth: bool
+    metadata: dict
     scheduler: str | None = None
 
 
-@dataclass
-class _BatchOutput:
-    """A batch's results with memmaps replaced by :class:`_StoredArray`."""
-
-    indices: np.ndarray
-    lengths: np.ndarray
-    marginal_log_likelihood: np.ndarray
-    causal: Any
-    acausal: Any
-    summaries: dict[str, Any] = field(default_factory=dict)
-    warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
-
-
-def _run_batch_task(spec: _BatchSpec, transition: np.ndarray,
-                    log_likelihood=None) -> _BatchOutput:
+def _run_batch_task(spec: _BatchSpec, transition,
+                    log_likelihood=None) -> tuple[Part, list[tuple[type[Warning], str]]]:
     """Run the engine on one batch (in this process or as a dask task).
 
     ``log_likelihood``, when given, replaces ``spec.log_likelihood`` (a NumPy
@@ -306,7 +268,7 @@ def _run_batch_task(spec: _BatchSpec, transition: np.ndarray,
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result: BatchResult = run_batch(
+        result = run_engine(
             spec.log_likelihood if log_likelihood is None else log_likelihood,
             transition,
             spec.initial,
@@ -317,17 +279,9 @@ def _run_batch_task(spec: _BatchSpec, transition: np.ndarray,
             state_onehot=spec.state_onehot,
             sequence_ids=spec.labels,
             scheduler=spec.scheduler,
+            metadata=spec.metadata,
         )
-    folder = result.memmap_dir
-    return _BatchOutput(
-        indices=spec.indices,
-        lengths=result.lengths,
-        marginal_log_likelihood=result.marginal_log_likelihood,
-        causal=_portable(result.causal, "causal_posterior", folder),
-        acausal=_portable(result.acausal, "acausal_posterior", folder),
-        summaries={k: _portable(v, k, folder) for k, v in result.summaries.items()},
-        warnings=[(w.category, str(w.message)) for w in caught],
-    )
+    return part_of(result, spec.indices), [(w.category, str(w.message)) for w in caught]
 
 
 def _batches(inputs: _SequenceInputs, batch_size: int) -> list[np.ndarray]:
@@ -348,28 +302,27 @@ def _batch_data(data, indices: np.ndarray):
     return _SequenceSubset(data, indices)
 
 
-def _resolve_client(client):
+def active_client(client):
     """``False``: none; None: the active dask.distributed client, if any."""
     if client is False:
         return None
     if client is not None:
         return client
-    try:
-        from distributed import get_client
-    except ImportError:
+    distributed = sys.modules.get("distributed")
+    if distributed is None:  # not imported: no client can be active
         return None
     try:
-        return get_client()
+        return distributed.get_client()
     except ValueError:
         return None
 
 
-def _run_local(specs: list[_BatchSpec], transition: np.ndarray) -> list[_BatchOutput]:
+def _run_local(specs: list[_BatchSpec], transition) -> list[tuple[Part, list]]:
     return [_run_batch_task(spec, transition) for spec in specs]
 
 
-def _run_distributed(client, specs: list[_BatchSpec], transition: np.ndarray,
-                     show_progress: bool) -> list[_BatchOutput]:
+def _run_distributed(client, specs: list[_BatchSpec], transition,
+                     show_progress: bool) -> list[tuple[Part, list]]:
     """One task per batch on ``client``'s cluster; outputs in batch order.
 
     A dask input travels inside the task as its graph and is computed chunk
@@ -395,166 +348,14 @@ def _run_distributed(client, specs: list[_BatchSpec], transition: np.ndarray,
             ))
             del args
         total = sum(len(spec.indices) for spec in specs)
-        outputs: dict[str, _BatchOutput] = {}
+        outputs: dict[str, tuple[Part, list]] = {}
         with progress_bar(show_progress, total, "xhmm sequences", unit="sequence") as bar:
             for future, output in as_completed(futures, with_results=True):
                 outputs[future.key] = output
-                bar.update(len(output.indices))
+                bar.update(len(output[0].indices))
         return [outputs[future.key] for future in futures]
     finally:
         client.cancel([*futures, A])
-
-
-# -- results ---------------------------------------------------------------
-
-
-class _PaddedRows:
-    """One sequence's ``(n_time, K)`` rows of a batch buffer, padded with NaN.
-
-    Rows past the sequence's length read as NaN (the uint16 NaN code for
-    uint16 storage); a stored buffer is opened by path on each read, so dask
-    tasks anywhere with access to the files can read it.
-    """
-
-    def __init__(self, buffer, row: int, length: int, n_time: int) -> None:
-        self.buffer = buffer[row, :length] if isinstance(buffer, np.ndarray) else buffer
-        self.row = row
-        self.length = length
-        self.dtype = np.dtype(buffer.dtype)
-        self.shape = (n_time, int(buffer.shape[2]))
-        self.ndim = 2
-
-    def __getitem__(self, key) -> np.ndarray:
-        rows, columns = key
-        start, stop, _ = rows.indices(self.shape[0])
-        fill = UINT16_NAN if self.dtype == np.uint16 else np.nan
-        out = np.full((stop - start, self.shape[1]), fill, dtype=self.dtype)
-        real = max(0, min(stop, self.length) - start)
-        if real:
-            if isinstance(self.buffer, _StoredArray):
-                out[:real] = self.buffer.open()[self.row, start:start + real]
-            else:
-                out[:real] = self.buffer[start:start + real]
-        return out[:, columns]
-
-
-def _posterior(per_sequence: list[_PaddedRows], shared: ResolvedInputs, config: Config,
-               long_name: str) -> xr.DataArray:
-    dtype = np.dtype(config.posterior_out_dtype)
-    n_total = shared.n_bins
-    if config.lazy_expand:
-        data = da.stack([
-            _lazy_masked_posterior(rows, shared.mask, n_total, config.time_chunks, dtype)
-            for rows in per_sequence
-        ])
-    else:
-        data = np.empty((len(per_sequence), per_sequence[0].shape[0], n_total), dtype)
-        for s, rows in enumerate(per_sequence):
-            data[s] = eager_masked_posterior(
-                rows[:, :], shared.mask, n_total, dtype
-            )
-    return xr.DataArray(
-        data, dims=(SEQUENCE, TIME, BINS),
-        attrs={"long_name": long_name, "xhmm_storage_dtype": config.storage_dtype},
-    )
-
-
-def _gather_rows(places, name: str, lengths: np.ndarray, n_time: int, fill,
-                 dtype) -> np.ndarray:
-    """Stack one summary of every sequence into ``(S, n_time, ...)``, filled past lengths."""
-    first = places[0][0].summaries[name]
-    out = np.full((len(places), n_time, *first.shape[2:]), fill, dtype=dtype)
-    for s, (output, row) in enumerate(places):
-        n = lengths[s]
-        out[s, :n] = _load(output.summaries[name])[row, :n]
-    return out
-
-
-def _map_variables(ds: xr.Dataset, shared: ResolvedInputs, map_index: np.ndarray,
-                   valid: np.ndarray) -> dict[str, xr.DataArray]:
-    bins = np.where(valid, shared.columns[np.where(valid, map_index, 0)], -1)
-    out = {
-        "map_state_bin": xr.DataArray(
-            bins, dims=(SEQUENCE, TIME),
-            attrs={"long_name": "index into state_bins of the most probable bin "
-                                "(-1 past the sequence's end)"},
-        )
-    }
-    for name, coord in ds.coords.items():
-        if coord.dims != (BINS,) or name in ("is_interior", BINS):
-            continue
-        if not np.issubdtype(coord.dtype, np.number) or coord.dtype == bool:
-            continue
-        values = np.asarray(coord.values)
-        dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
-        mapped = np.where(valid, values[np.maximum(bins, 0)].astype(dtype), np.nan)
-        out[f"map_{name}"] = xr.DataArray(mapped, dims=(SEQUENCE, TIME),
-                                          attrs=dict(coord.attrs))
-    return out
-
-
-def _assemble(ds: xr.Dataset, inputs: _SequenceInputs, outputs: list[_BatchOutput],
-              config: Config, memmap_dir: Path | None) -> xr.Dataset:
-    S, T = inputs.n_sequences, inputs.n_time
-    places: list[tuple[_BatchOutput, int]] = [None] * S  # type: ignore[list-item]
-    lengths = np.zeros(S, dtype=np.int64)
-    marginal = np.zeros(S, dtype=np.float64)
-    for output in outputs:
-        for row, s in enumerate(output.indices):
-            places[s] = (output, row)
-            lengths[s] = output.lengths[row]
-            marginal[s] = output.marginal_log_likelihood[row]
-    shared = inputs.shared
-    data: dict[str, xr.DataArray] = {}
-    for name, long_name in (
-        ("causal_posterior", "filtered posterior p(state_t | y_1..t)"),
-        ("acausal_posterior", "smoothed posterior p(state_t | y_1..T)"),
-    ):
-        kind = name.split("_")[0]
-        if getattr(outputs[0], kind) is None:
-            continue
-        rows = [_PaddedRows(getattr(out, kind), row, lengths[s], T)
-                for s, (out, row) in enumerate(places)]
-        data[name] = _posterior(rows, shared, config, long_name)
-    data["marginal_log_likelihood"] = xr.DataArray(
-        marginal, dims=(SEQUENCE,), attrs={"long_name": "log p(y_1..T)", "units": "nats"}
-    )
-    data[SEQUENCE_LENGTH] = xr.DataArray(
-        lengths, dims=(SEQUENCE,), attrs={"long_name": "real time steps of each sequence"}
-    )
-    summaries = outputs[0].summaries
-    for kind in ("causal", "acausal"):
-        name = f"{kind}_state_probabilities"
-        if name in summaries:
-            data[name] = xr.DataArray(
-                _gather_rows(places, name, lengths, T, np.nan, np.float32),
-                dims=(SEQUENCE, TIME, STATES), coords={STATES: shared.state_labels},
-                attrs={"long_name": f"{kind} probability of each discrete state"},
-            )
-    valid = np.arange(T)[None, :] < lengths[:, None]
-    if "map_index" in summaries:
-        index = _gather_rows(places, "map_index", lengths, T, 0, np.int64)
-        data.update(_map_variables(ds, shared, index, valid))
-    if "entropy" in summaries:
-        data["entropy"] = xr.DataArray(
-            _gather_rows(places, "entropy", lengths, T, np.nan, np.float32),
-            dims=(SEQUENCE, TIME),
-            attrs={"long_name": "posterior entropy over interior bins", "units": "nats"},
-        )
-    attrs = {"xhmm_config": config.to_json()}
-    if memmap_dir is not None:
-        attrs["xhmm_memmap_dir"] = str(memmap_dir)
-    return xr.Dataset(data, coords=_result_coords(ds), attrs=attrs)
-
-
-def _result_coords(ds: xr.Dataset) -> xr.Coordinates:
-    """Coordinates of ``ds`` along ``sequence``, ``time`` and ``state_bins`` only."""
-    keep = {
-        name for name, coord in ds.coords.items()
-        if set(coord.dims) <= {SEQUENCE, TIME, BINS}
-    }
-    drop = [name for name in ds.coords if name not in keep]
-    return ds.drop_vars(list(ds.data_vars) + drop).coords
 
 
 # -- entry point -----------------------------------------------------------
@@ -600,11 +401,11 @@ def smooth_sequences(
         runs here.
     batch_size : int, optional
         Sequences per batch. Default: the largest that fits ``memory_budget``
-        (see :func:`xhmm.engine.batch.choose_batch_size`), and with a client
+        (see :func:`xhmm.engine.budget.choose_batch_size`), and with a client
         at most ``ceil(S / worker threads)`` so every worker gets work.
     memory_budget : int, optional
         Bytes one batch may use on its device. Default:
-        :func:`xhmm.engine.batch.default_memory_budget` (the smallest over
+        :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
         the workers with a client).
     **overrides
         Any :class:`xhmm.Config` field.
@@ -635,7 +436,11 @@ def smooth_sequences(
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
     inputs = _resolve_sequences(ds, transition, initial)
-    client = _resolve_client(client)
+    client = active_client(client)
+    if client is not None and cfg.lazy_expand and not cfg.use_memmap:
+        # Lazy results reference memmaps by path; RAM buffers would travel
+        # inside every graph computed on the cluster.
+        cfg = cfg.replace(use_memmap=True)
     n_seq = inputs.n_sequences
     n_bins = len(inputs.shared.columns)
     if batch_size is None:
@@ -676,6 +481,7 @@ def smooth_sequences(
             state_onehot=inputs.shared.state_onehot,
             config=batch_config,
             smooth=smooth,
+            metadata=run_metadata(inputs.shared, sequences=True),
             scheduler=None if client is None else "sync",
         ))
     if client is None:
@@ -683,7 +489,10 @@ def smooth_sequences(
     else:
         outputs = _run_distributed(client, specs, inputs.shared.transition,
                                    progress_enabled(cfg.progress))
-    for output in outputs:
-        for category, message in output.warnings:
+    for _, caught in outputs:
+        for category, message in caught:
             warnings.warn(message, category, stacklevel=2)
-    return _assemble(ds, inputs, outputs, cfg, memmap_dir)
+    layout = BinLayout(inputs.shared.mask, inputs.shared.state_labels)
+    attrs = {} if memmap_dir is None else {"xhmm_memmap_dir": str(memmap_dir)}
+    return build_result(ds, layout, [part for part, _ in outputs], cfg,
+                        n_time=inputs.n_time, sequences=True, attrs=attrs)

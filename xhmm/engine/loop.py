@@ -1,10 +1,14 @@
 """The chunked forward filter and reverse-order backward smoother.
 
-Data never lives on the device for more than one chunk: each chunk's
-log-likelihood rows go to the device, the jitted kernel runs, its rows are
-copied into preallocated host buffers (RAM or memmap) in the storage dtype,
-and the device arrays are dropped. The next chunk is read from the input while
-the device works (JAX dispatch is asynchronous).
+One engine for one and many sequences: every run is ``B`` sequences of a
+``(B, T, N)`` log-likelihood (a single recording is ``B = 1``), read one time
+chunk of all ``B`` sequences at a time (:mod:`xhmm.engine.reader`). Data
+never live on the device for more than one chunk: each chunk goes to the
+device as one ``(B, C, K)`` block, the jitted kernels run, the real rows of
+each sequence are copied into preallocated ``(B, T, K)`` host buffers (RAM or
+memmap) in the storage dtype, and the device arrays are dropped. The next
+chunk is read and dispatched while the host writes the current one (JAX
+dispatch is asynchronous). No time chunks are ever concatenated.
 
 Memmap runs keep a manifest (:mod:`xhmm.engine.manifest`) updated after each
 chunk's data are flushed, so ``resume=True`` continues a killed run from its
@@ -17,9 +21,10 @@ import math
 import sys
 import tempfile
 import warnings
-from contextlib import nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,13 +38,14 @@ from ..errors import (
     StorageError,
     XHMMError,
 )
-from ..kernels.hmm import backward_chunk, forward_chunk_t, summarize_chunk
+from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
-from .storage import _alloc_out, prepare_memmap_dir, sync_rows, write_rows
+from .storage import alloc_out, prepare_memmap_dir, sync_rows, write_rows
+from .transition import as_engine_transition
 
-__all__ = ["EngineResult", "run_engine"]
+__all__ = ["EngineResult", "run_engine", "precision"]
 
 
 @dataclass
@@ -48,34 +54,41 @@ class EngineResult:
 
     Attributes
     ----------
-    causal : (T, K) ndarray or None
-        Filtered posterior in the storage dtype (None if not persisted).
-    acausal : (T, K) ndarray or None
-        Smoothed posterior in the storage dtype (None for a filter run or
-        when not stored).
-    log_normalizers : (T,) float64 ndarray
-        Per-step log p(y_t | y_<t).
-    marginal_log_likelihood : float
-        ``math.fsum(log_normalizers)``.
+    lengths : (B,) int64 ndarray
+        Real rows of each sequence (given or inferred).
+    causal : (B, T, K) ndarray or None
+        Filtered posteriors in the storage dtype; rows past a sequence's
+        length are unwritten. None when not persisted.
+    acausal : (B, T, K) ndarray or None
+        Smoothed posteriors (None for a filter run or when not stored).
+    log_normalizers : (B, T) float64 ndarray
+        Per-step log p(y_t | y_<t); NaN past each length.
+    marginal_log_likelihood : (B,) float64 ndarray
+        ``math.fsum`` of each sequence's log normalisers.
     summaries : dict of str to ndarray
         Any of ``causal_state_probabilities``, ``acausal_state_probabilities``
-        (T, S), ``map_index`` (T,) index into the interior bins, ``entropy``.
+        (B, T, S), ``map_index`` (B, T) index into the interior bins,
+        ``entropy`` (B, T).
     memmap_dir : Path or None
         Folder of the memmap files.
+    transition : dict
+        How the transition ran (its ``describe()``).
     """
 
+    lengths: np.ndarray
     causal: np.ndarray | None
     acausal: np.ndarray | None
     log_normalizers: np.ndarray
-    marginal_log_likelihood: float
+    marginal_log_likelihood: np.ndarray
     summaries: dict[str, np.ndarray] = field(default_factory=dict)
     memmap_dir: Path | None = None
+    transition: dict[str, Any] = field(default_factory=dict)
 
 
 #: Log normalisers (relative to the row maximum) below these mean the
 #: prediction was near the dtype's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
-_UNDERFLOW_LOG = {"float32": -80.0, "float64": -700.0}
+UNDERFLOW_LOG = {"float32": -80.0, "float64": -700.0}
 
 
 def _caller_stacklevel() -> int:
@@ -87,30 +100,37 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def _precision(compute_dtype: str):
-    """JAX 64-bit mode for a float64 computation only (thread-local)."""
-    return jax.enable_x64(True) if compute_dtype == "float64" else nullcontext()
+def precision(compute_dtype: str) -> AbstractContextManager:
+    """JAX 64-bit mode for a float64 computation only (thread-local).
+
+    ``jax.enable_x64`` on recent JAX, ``jax.experimental.enable_x64`` on
+    older releases (0.6.x and earlier).
+    """
+    if compute_dtype != "float64":
+        return nullcontext()
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
 
 
 class _Run:
     """State of one engine run: buffers, device constants, manifest."""
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 smooth: bool, state_onehot, store_acausal: bool, columns, metadata):
+                 smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
         self.reader = reader
         self.config = config
         self.smooth = smooth
         self.compute = np.dtype(config.compute_dtype)
-        self.n_time, self.n_bins = reader.n_time, reader.n_bins
-        self.transition = jax.device_put(np.asarray(transition, dtype=self.compute))
-        # The filter reads the matrix transposed, along contiguous rows
-        # (see forward_chunk_t); the smoother reads it as it is. Transposed on
-        # the device: no host temporary of K*K values.
-        self.transition_t = jax.numpy.transpose(self.transition)
-        self.initial = jax.device_put(np.asarray(initial, dtype=self.compute))
+        B, K = reader.n_seq, reader.n_bins
+        self.transition = transition
+        self.operator = transition.device(self.compute, B)
+        initial = np.broadcast_to(np.asarray(initial, dtype=self.compute), (B, K))
+        self.initial = jax.device_put(np.ascontiguousarray(initial))
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.onehot = jax.device_put(
-            np.zeros((self.n_bins, 0), self.compute) if state_onehot is None
+            np.zeros((K, 0), self.compute) if state_onehot is None
             else np.asarray(state_onehot, dtype=self.compute)
         )
         self.progress = progress_enabled(config.progress)
@@ -119,12 +139,16 @@ class _Run:
         self.manifest: Manifest | None = None
         mode = "w+"
         if config.use_memmap:
-            inputs = fingerprint(reader.source, transition, initial, columns, state_onehot,
-                                 smooth=smooth, store_acausal=store_acausal)
+            inputs = fingerprint(reader.source, transition.digest(), initial,
+                                 reader.columns, state_onehot, smooth=smooth,
+                                 store_acausal=store_acausal,
+                                 lengths=None if reader.infer else reader.lengths)
             if config.resume:
                 self.memmap_dir = Path(config.memmap_dir)
                 self.manifest = load_manifest(self.memmap_dir)
                 self.manifest.check_matches(config, inputs)
+                if reader.infer:
+                    reader.restore_lengths(**self.manifest.data["reader"])
                 mode = "r+"
             else:
                 folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
@@ -134,43 +158,44 @@ class _Run:
         self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
                        store_acausal)
         if config.use_memmap and not config.resume:
+            metadata = {**(metadata or {}), "transition": transition.describe()}
             self.manifest = Manifest.new(self.memmap_dir, config, inputs,
-                                         self._buffers(), reader.n_chunks, metadata)
+                                         self.buffers(), reader.n_chunks, metadata,
+                                         reader=reader.inferred_state())
         self.filtered_exact = (
             self.causal is not None and np.dtype(config.storage_dtype) == self.compute
         )
 
     def _allocate(self, mode: str, n_states: int, store_acausal: bool) -> None:
-        T, K = self.n_time, self.n_bins
+        B, T, K = self.reader.n_seq, self.reader.n_rows, self.reader.n_bins
         storage = self.config.storage_dtype
 
         def alloc(shape, dtype, name):
-            return _alloc_out(shape, dtype, name, self.memmap_dir, mode)
+            return alloc_out(shape, dtype, name, self.memmap_dir, mode)
 
-        self.causal = (alloc((T, K), storage, "causal_posterior")
+        self.causal = (alloc((B, T, K), storage, "causal_posterior")
                        if self.config.persist_causal else None)
-        self.acausal = (alloc((T, K), storage, "acausal_posterior")
+        self.acausal = (alloc((B, T, K), storage, "acausal_posterior")
                         if self.smooth and store_acausal else None)
-        self.log_norm = alloc((T,), np.float64, "log_normalizer")
+        self.log_norm = alloc((B, T), np.float64, "log_normalizer")
         n_chunks = self.reader.n_chunks
         # Filtered distribution before each chunk (the forward carry) and the
         # smoothed distribution of each chunk's first row (the backward carry).
-        self.checkpoints = alloc((n_chunks, K), self.compute, "checkpoints")
-        self.smooth_checkpoints = (alloc((n_chunks, K), self.compute, "smooth_checkpoints")
+        self.checkpoints = alloc((n_chunks, B, K), self.compute, "checkpoints")
+        self.smooth_checkpoints = (alloc((n_chunks, B, K), self.compute, "smooth_checkpoints")
                                    if self.smooth else None)
         self.summaries: dict[str, np.ndarray] = {}
         if self.want_states:
-            self.summaries["causal_state_probabilities"] = alloc(
-                (T, n_states), np.float32, "causal_state_probabilities")
-            if self.smooth:
-                self.summaries["acausal_state_probabilities"] = alloc(
-                    (T, n_states), np.float32, "acausal_state_probabilities")
+            for kind in ("causal", "acausal") if self.smooth else ("causal",):
+                name = f"{kind}_state_probabilities"
+                self.summaries[name] = alloc((B, T, n_states), np.float32, name)
         if self.config.emit_map:
-            self.summaries["map_index"] = alloc((T,), np.int32, "map_index")
+            self.summaries["map_index"] = alloc((B, T), np.int32, "map_index")
         if self.config.emit_entropy:
-            self.summaries["entropy"] = alloc((T,), np.float32, "entropy")
+            self.summaries["entropy"] = alloc((B, T), np.float32, "entropy")
 
-    def _buffers(self) -> dict[str, np.ndarray]:
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Every allocated output, by name."""
         named = {
             "causal_posterior": self.causal,
             "acausal_posterior": self.acausal,
@@ -194,15 +219,6 @@ class _Run:
             )
         return row
 
-    def _commit(self, start: int, stop: int, buffers, **manifest_changes) -> None:
-        """Flush the rows just written, then record progress in the manifest."""
-        if self.manifest is None:
-            return
-        for buffer in buffers:
-            if buffer is not None:
-                sync_rows(buffer, start, stop)
-        self.manifest.update(**manifest_changes)
-
     def _row_buffers(self, kind: str) -> list:
         rows = [self.causal if kind == "causal" else self.acausal]
         if kind == "causal":
@@ -210,7 +226,41 @@ class _Run:
         rows += [buf for name, buf in self.summaries.items()
                  if name.startswith(kind) or (name in ("map_index", "entropy")
                                               and (kind == "acausal") == self.smooth)]
-        return rows
+        return [buf for buf in rows if buf is not None]
+
+    def _sync(self, buffers, start: int, n_valid: np.ndarray) -> None:
+        """Flush each sequence's rows just written (memmap only) and drop their pages."""
+        if self.memmap_dir is None:
+            return
+        for buffer in buffers:
+            n_seq, n_time = buffer.shape[:2]
+            flat = buffer.reshape(n_seq * n_time, *buffer.shape[2:])
+            for b, n in enumerate(n_valid):
+                sync_rows(flat, b * n_time + start, b * n_time + start + int(n))
+
+    def _commit(self, start: int, n_valid: np.ndarray, buffers, **manifest_changes) -> None:
+        """Flush the rows just written, then record progress in the manifest."""
+        if self.manifest is None:
+            return
+        self._sync(buffers, start, n_valid)
+        self.manifest.update(**manifest_changes)
+
+    def _checkpoint(self, buffer: np.ndarray, index: int, carry, crcs: dict) -> None:
+        buffer[index] = np.asarray(carry)
+        crcs[str(index)] = crc(buffer[index])
+        sync_rows(buffer, index, index + 1)
+
+    def _forward_kernel(self, prev, is_first: bool, chunk: Chunk):
+        xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1,
+                                         self.compute)
+        return forward_chunk(prev, is_first, chunk.log_lik, chunk.n_valid, self.operator,
+                             xs, self.initial)
+
+    @staticmethod
+    def _write(out: np.ndarray, start: int, rows: np.ndarray, n_valid: np.ndarray) -> None:
+        for b, n in enumerate(n_valid):
+            if n:
+                write_rows(out[b], start, rows[b, :n])
 
     # -- forward -----------------------------------------------------------
     def forward(self) -> None:
@@ -219,17 +269,17 @@ class _Run:
         if first >= reader.n_chunks:
             return
         if first == 0:
-            prev = np.zeros(self.n_bins, self.compute)
+            prev = np.zeros((reader.n_seq, reader.n_bins), self.compute)
+            self.checkpoints[0] = prev
         else:
             prev = self._verified_checkpoint(self.checkpoints, first, "forward")
         prev = jax.device_put(prev)
         final = not self.smooth
         crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
-        with progress_bar(self.progress, self.n_time, "xhmm forward") as bar:
+        with progress_bar(self.progress, reader.n_rows, self._desc("forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
-            out = forward_chunk_t(prev, first == 0, chunk.log_lik, chunk.n_valid,
-                                  self.transition_t, self.initial)
+            out = self._forward_kernel(prev, first == 0, chunk)
             for index in range(first, reader.n_chunks):
                 next_chunk, pending = None, None
                 if index + 1 < reader.n_chunks:
@@ -240,142 +290,176 @@ class _Run:
                 filtered, log_norm, prev = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the next chunk, whose device work overlaps the host work below.
-                self._summarize(filtered, chunk.start, chunk.stop, "causal", final)
+                self._summarize(filtered, chunk.start, chunk.n_valid, "causal", final)
                 if next_chunk is not None:
-                    out = forward_chunk_t(prev, False, next_chunk.log_lik,
-                                          next_chunk.n_valid, self.transition_t,
-                                          self.initial)
+                    out = self._forward_kernel(prev, False, next_chunk)
                 self._check_forward(chunk, np.asarray(log_norm))
-                n = chunk.n_valid
                 if self.causal is not None:
-                    write_rows(self.causal, chunk.start, np.asarray(filtered)[:n])
+                    self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
                 if index + 1 < reader.n_chunks:
-                    self.checkpoints[index + 1] = np.asarray(prev)
-                    crcs[str(index + 1)] = crc(self.checkpoints[index + 1])
-                    sync_rows(self.checkpoints, index + 1, index + 2)
+                    self._checkpoint(self.checkpoints, index + 1, prev, crcs)
                 del filtered, log_norm
-                self._commit(chunk.start, chunk.stop, self._row_buffers("causal"),
-                             forward_done=index + 1, forward_checkpoint_crc=crcs)
-                bar.update(n)
+                self._commit(chunk.start, chunk.n_valid, self._row_buffers("causal"),
+                             forward_done=index + 1, forward_checkpoint_crc=crcs,
+                             reader=reader.inferred_state())
+                bar.update(chunk.stop - chunk.start)
                 if pending is not None:
                     raise pending
                 chunk = next_chunk
         del prev
 
+    def _desc(self, kind: str) -> str:
+        n = self.reader.n_seq
+        return f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None else "")
+
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray) -> None:
-        n = chunk.n_valid
-        values = chunk.shift + log_norm[:n].astype(np.float64)
-        bad = ~np.isfinite(values)
+        n_rows = chunk.stop - chunk.start
+        values = chunk.shift[:, :n_rows] + log_norm[:, :n_rows].astype(np.float64)
+        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
+        bad = valid & ~np.isfinite(values)
         if bad.any():
-            t = chunk.start + int(np.argmax(bad))
+            b, row = (int(i) for i in np.argwhere(bad)[0])
+            where = self.reader.where(b, chunk.start + row)
             if self.compute == np.float32:
                 raise NumericalError(
-                    f"no state bin has non-zero probability at time index {t}: the "
-                    "likelihood is zero wherever the prediction is non-zero, or "
-                    "float32 underflowed; retry with compute_dtype='float64'"
+                    f"no state bin has non-zero probability at {where}: the likelihood "
+                    "is zero wherever the prediction is non-zero, or float32 "
+                    "underflowed; retry with compute_dtype='float64'"
                 )
             raise LikelihoodError(
-                f"no state bin is possible at time index {t}: the likelihood is "
-                "zero (-inf) wherever the model's prediction is non-zero"
+                f"no state bin is possible at {where}: the likelihood is zero (-inf) "
+                "wherever the model's prediction is non-zero"
             )
-        self.log_norm[chunk.start:chunk.stop] = values
-        surprise = log_norm[:n] < _UNDERFLOW_LOG[self.compute.name]
+        for b, n in enumerate(chunk.n_valid):
+            self.log_norm[b, chunk.start:chunk.start + n] = values[b, :n]
+        surprise = valid & (log_norm[:, :n_rows] < UNDERFLOW_LOG[self.compute.name])
         if surprise.any() and not self.warned:
             self.warned = True
-            t = chunk.start + int(np.argmax(surprise))
+            b, row = (int(i) for i in np.argwhere(surprise)[0])
             warnings.warn(
-                f"at time index {t} the model gave the observed likelihood a "
-                f"prediction of about exp({float(log_norm[:n][surprise][0]):.0f}), near "
-                f"the {self.compute.name} underflow limit: posteriors may have lost "
-                "precision; use compute_dtype='float64' to be sure",
+                f"at {self.reader.where(b, chunk.start + row)} the model gave the "
+                "observed likelihood a prediction of about "
+                f"exp({float(log_norm[b, row]):.0f}), near the {self.compute.name} "
+                "underflow limit: posteriors may have lost precision; use "
+                "compute_dtype='float64' to be sure",
                 NumericalWarning, stacklevel=_caller_stacklevel(),
             )
 
     # -- backward ----------------------------------------------------------
     def backward(self) -> None:
         reader = self.reader
+        last_chunk = reader.last_chunk()
+        n_chunks = int(last_chunk.max()) + 1
         done = self._done("backward_done")
-        last = reader.n_chunks - 1 - done
-        if last < 0:
+        top = n_chunks - 1 - done
+        if top < 0:
             return
         if done == 0:
-            carry = np.zeros(self.n_bins, self.compute)
+            carry = np.zeros((reader.n_seq, reader.n_bins), self.compute)
         else:
-            carry = self._verified_checkpoint(self.smooth_checkpoints, last + 1, "backward")
-        carry = jax.device_put(carry)
+            carry = self._verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
         crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
-        with progress_bar(self.progress, self.n_time, "xhmm backward") as bar:
-            bar.update(self.n_time - reader.bounds(last)[1])
-            start, stop = reader.bounds(last)
-            out = backward_chunk(carry, last + 1 < reader.n_chunks, self._filtered(last),
-                                 stop - start, self.transition)
-            for index in range(last, -1, -1):
-                start, stop = reader.bounds(index)
+
+        def dispatch(carry, index: int, filtered):
+            xs = self.transition.step_inputs(reader.bounds(index)[0],
+                                             reader.chunk_size + 1, self.compute)
+            return backward_chunk(carry, index < last_chunk, filtered,
+                                  reader.n_valid(index), self.operator, xs)
+
+        total = n_chunks * reader.chunk_size
+        with progress_bar(self.progress, total, self._desc("backward")) as bar:
+            bar.update(done * reader.chunk_size)
+            out = dispatch(jax.device_put(carry), top, self._filtered(top))
+            for index in range(top, -1, -1):
+                start = reader.bounds(index)[0]
+                n_valid = reader.n_valid(index)
                 # The previous chunk's filtered rows, prepared while the device
                 # smooths this one.
                 filtered = self._filtered(index - 1) if index > 0 else None
                 smoothed, carry = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
-                self._summarize(smoothed, start, stop, "acausal", True)
+                self._summarize(smoothed, start, n_valid, "acausal", True)
                 if filtered is not None:
-                    before = reader.bounds(index - 1)
-                    out = backward_chunk(carry, True, filtered, before[1] - before[0],
-                                         self.transition)
-                rows = np.asarray(smoothed)[: stop - start]
-                if not np.isfinite(rows).all():
-                    t = start + int(np.argmax(~np.isfinite(rows).all(axis=1)))
-                    raise NumericalError(
-                        f"the smoothed posterior at time index {t} is not finite "
-                        f"({self.compute.name} underflow); retry with "
-                        "compute_dtype='float64'"
-                    )
+                    out = dispatch(carry, index - 1, filtered)
+                rows = np.asarray(smoothed)
+                self._check_backward(rows, start, n_valid)
                 if self.acausal is not None:
-                    write_rows(self.acausal, start, rows)
-                self.smooth_checkpoints[index] = np.asarray(carry)
-                crcs[str(index)] = crc(self.smooth_checkpoints[index])
-                sync_rows(self.smooth_checkpoints, index, index + 1)
+                    self._write(self.acausal, start, rows, n_valid)
+                self._checkpoint(self.smooth_checkpoints, index, carry, crcs)
                 del smoothed, filtered, rows
-                self._commit(start, stop, self._row_buffers("acausal"),
-                             backward_done=reader.n_chunks - index,
-                             backward_checkpoint_crc=crcs)
+                self._commit(start, n_valid, self._row_buffers("acausal"),
+                             backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
                 if self.filtered_exact:
-                    sync_rows(self.causal, start, stop)
-                bar.update(stop - start)
+                    self._sync([self.causal], start, n_valid)  # pages read back
+                bar.update(reader.chunk_size)
         del carry
+
+    def _check_backward(self, rows: np.ndarray, start: int, n_valid: np.ndarray) -> None:
+        valid = np.arange(rows.shape[1])[None, :] < n_valid[:, None]
+        bad = valid & ~np.isfinite(rows).all(axis=2)
+        if bad.any():
+            b, row = (int(i) for i in np.argwhere(bad)[0])
+            raise NumericalError(
+                f"the smoothed posterior at {self.reader.where(b, start + row)} is not "
+                f"finite ({self.compute.name} underflow); retry with "
+                "compute_dtype='float64'"
+            )
 
     def _filtered(self, index: int):
         """Filtered rows of chunk ``index`` on the device, in the compute dtype."""
-        start, stop = self.reader.bounds(index)
+        reader = self.reader
         if self.filtered_exact:
-            rows = np.zeros((self.reader.chunk_size, self.n_bins), self.compute)
-            rows[: stop - start] = self.causal[start:stop]
+            start = reader.bounds(index)[0]
+            rows = np.zeros((reader.n_seq, reader.chunk_size, reader.n_bins), self.compute)
+            for b, n in enumerate(reader.n_valid(index)):
+                rows[b, :n] = self.causal[b, start:start + n]
             return jax.device_put(rows)
-        chunk = self.reader.read(index)
+        chunk = reader.read(index)
         prev = jax.device_put(self.checkpoints[index])
-        filtered, _, _ = forward_chunk_t(prev, index == 0, chunk.log_lik,
-                                         chunk.n_valid, self.transition_t, self.initial)
+        filtered, _, _ = self._forward_kernel(prev, index == 0, chunk)
         return filtered
 
     # -- summaries ---------------------------------------------------------
-    def _summarize(self, posterior, start: int, stop: int, kind: str, final: bool) -> None:
+    def _summarize(self, posterior, start: int, n_valid: np.ndarray, kind: str,
+                   final: bool) -> None:
         want_final = final and (self.config.emit_map or self.config.emit_entropy)
         if not (self.want_states or want_final):
             return
         argmax, entropy, states = summarize_chunk(posterior, self.onehot)
-        sl = slice(start, stop)
-        n = stop - start
+        outputs = []
         if self.want_states:
-            self.summaries[f"{kind}_state_probabilities"][sl] = np.asarray(states)[:n]
+            outputs.append((self.summaries[f"{kind}_state_probabilities"], states))
         if final and self.config.emit_map:
-            self.summaries["map_index"][sl] = np.asarray(argmax)[:n]
+            outputs.append((self.summaries["map_index"], argmax))
         if final and self.config.emit_entropy:
-            self.summaries["entropy"][sl] = np.asarray(entropy)[:n]
+            outputs.append((self.summaries["entropy"], entropy))
+        for buffer, values in outputs:
+            values = np.asarray(values)
+            for b, n in enumerate(n_valid):
+                buffer[b, start:start + n] = values[b, :n]
 
-    def finish(self) -> None:
-        """Mark a memmap run complete."""
+    def finish(self) -> EngineResult:
+        """Mark a memmap run complete and hand over its buffers."""
+        lengths = self.reader.lengths.copy()
+        marginal = np.empty(len(lengths), dtype=np.float64)
+        for b, n in enumerate(lengths):
+            self.log_norm[b, n:] = np.nan
+            marginal[b] = math.fsum(self.log_norm[b, :n])
         if self.manifest is not None:
-            self.manifest.update(status="complete", error=None)
+            self.log_norm.flush()
+            self.manifest.update(status="complete", error=None,
+                                 reader=self.reader.inferred_state())
+        return EngineResult(
+            lengths=lengths,
+            causal=self.causal,
+            acausal=self.acausal,
+            log_normalizers=self.log_norm,
+            marginal_log_likelihood=marginal,
+            summaries=self.summaries,
+            memmap_dir=self.memmap_dir,
+            transition=self.transition.describe(),
+        )
 
     def fail(self, exc: BaseException) -> None:
         """Record in the manifest that the run stopped with ``exc``."""
@@ -387,29 +471,40 @@ class _Run:
 
 def run_engine(
     log_likelihood,
-    transition: np.ndarray,
+    transition,
     initial: np.ndarray,
     config: Config,
     *,
     smooth: bool,
+    lengths=None,
     columns: np.ndarray | None = None,
     state_onehot: np.ndarray | None = None,
     store_acausal: bool = True,
     metadata: dict | None = None,
+    sequence_ids=None,
+    scheduler: str | None = None,
 ) -> EngineResult:
-    """Run the chunked filter (and smoother) over a (T, N) log-likelihood.
+    """Run the chunked filter (and smoother) over ``B`` sequences at once.
 
     Parameters
     ----------
-    log_likelihood : (T, N) NumPy, memmap or dask array
-        Time on axis 0; read one chunk of rows at a time.
-    transition : (K, K) ndarray
-        Row-stochastic transition over the interior bins.
-    initial : (K,) ndarray
-        Distribution of the first step over the interior bins.
+    log_likelihood : (B, T, N) NumPy, memmap or dask array
+        Sequence on axis 0, time on axis 1; read one chunk of rows of every
+        sequence at a time. A single recording is ``B = 1``.
+    transition : (K, K) ndarray or engine transition
+        Row-stochastic transition over the interior bins, shared by the
+        batch, or an object with the methods of
+        :class:`xhmm.engine.transition.EngineTransition`.
+    initial : (K,) or (B, K) ndarray
+        First-step distribution over the interior bins, shared or per sequence.
     config : Config
+        With ``use_memmap`` the buffers are ``{config.memmap_dir}/{name}.dat``
+        of shape ``(B, T, ...)``.
     smooth : bool
         Run the backward pass too.
+    lengths : (B,) int array-like, optional
+        Real rows of each sequence; None infers them from trailing all-NaN
+        rows (see :mod:`xhmm.engine.reader`).
     columns : (K,) int ndarray, optional
         Interior bins among the N; None means all.
     state_onehot : (K, S) ndarray, optional
@@ -419,30 +514,26 @@ def run_engine(
         Keep the full smoothed posterior (False keeps only summaries).
     metadata : dict, optional
         JSON-serialisable description stored in a memmap run's manifest.
+    sequence_ids : (B,) array-like, optional
+        Labels of the sequences in messages; None for a single recording.
+    scheduler : str, optional
+        dask scheduler for reading a dask input ("sync" inside a
+        dask.distributed task computes the chunks in that task).
 
     Returns
     -------
     EngineResult
     """
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.compute_dtype)
-    with _precision(config.compute_dtype):
-        run = _Run(reader, transition, initial, config, smooth, state_onehot,
-                   store_acausal, columns, metadata)
+                              config.compute_dtype, lengths, sequence_ids, scheduler)
+    with precision(config.compute_dtype):
+        run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
+                   state_onehot, store_acausal, metadata)
         try:
             run.forward()
             if smooth:
                 run.backward()
+            return run.finish()
         except BaseException as exc:
             run.fail(exc)
             raise
-        run.finish()
-    log_norm = np.asarray(run.log_norm)
-    return EngineResult(
-        causal=run.causal,
-        acausal=run.acausal,
-        log_normalizers=log_norm,
-        marginal_log_likelihood=math.fsum(log_norm),
-        summaries=run.summaries,
-        memmap_dir=run.memmap_dir,
-    )

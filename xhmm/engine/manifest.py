@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Config fields that change what a run writes (the rest only change how it
 #: is presented or reported).
 RESULT_FIELDS = (
@@ -68,32 +68,34 @@ def crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array).tobytes())
 
 
-def _sample_rows(log_likelihood, n_time: int) -> np.ndarray:
+def _sample_rows(log_likelihood) -> np.ndarray:
+    """Three blocks of rows (start, middle, end) of a (B, T, N) input."""
+    n_time = int(log_likelihood.shape[1])
     starts = sorted({0, max(0, n_time // 2 - _SAMPLE_ROWS // 2), max(0, n_time - _SAMPLE_ROWS)})
     blocks = []
     for start in starts:
-        block = log_likelihood[start:start + _SAMPLE_ROWS]
+        block = log_likelihood[:, start:start + _SAMPLE_ROWS]
         blocks.append(np.asarray(block.compute() if hasattr(block, "compute") else block))
-    return np.concatenate(blocks, axis=0)
+    return np.concatenate(blocks, axis=1)
 
 
-def fingerprint(log_likelihood, transition, initial, columns, state_onehot,
-                *, smooth: bool, store_acausal: bool) -> dict[str, Any]:
+def fingerprint(log_likelihood, transition_digest: str, initial, columns, state_onehot,
+                *, smooth: bool, store_acausal: bool, lengths=None) -> dict[str, Any]:
     """Identify the inputs of a run cheaply.
 
-    Shapes and dtypes, hashes of transition/initial/interior bins/state
-    membership, and a hash of three sampled blocks of log-likelihood rows
-    (start, middle, end).
+    Shapes and dtypes, hashes of the transition (its ``digest()``), initial,
+    interior bins, state membership and given lengths, and a hash of three
+    sampled blocks of log-likelihood rows (start, middle, end).
     """
-    n_time = int(log_likelihood.shape[0])
     return {
         "log_likelihood_shape": [int(s) for s in log_likelihood.shape],
         "log_likelihood_dtype": str(np.dtype(log_likelihood.dtype)),
-        "log_likelihood_sample": array_digest(_sample_rows(log_likelihood, n_time)),
-        "transition": array_digest(np.asarray(transition, dtype=np.float64)),
+        "log_likelihood_sample": array_digest(_sample_rows(log_likelihood)),
+        "transition": transition_digest,
         "initial": array_digest(np.asarray(initial, dtype=np.float64)),
         "interior_bins": array_digest(None if columns is None else np.asarray(columns, np.int64)),
         "state_membership": array_digest(state_onehot),
+        "lengths": array_digest(None if lengths is None else np.asarray(lengths, np.int64)),
         "smooth": bool(smooth),
         "store_acausal": bool(store_acausal),
     }
@@ -126,11 +128,13 @@ class Manifest:
     @classmethod
     def new(cls, folder: Path, config: Config, inputs: dict[str, Any],
             outputs: dict[str, np.ndarray], n_chunks: int,
-            metadata: dict[str, Any] | None = None) -> "Manifest":
+            metadata: dict[str, Any] | None = None,
+            reader: dict[str, Any] | None = None) -> "Manifest":
         """Start the manifest of a fresh run (status ``running``).
 
         ``metadata`` is stored as given (JSON-serialisable), for the layer
-        above to reopen the run (e.g. bin layout and state labels).
+        above to reopen the run (e.g. bin layout and state labels);
+        ``reader`` is the likelihood reader's inferred lengths so far.
         """
         manifest = cls(folder, {
             "format_version": FORMAT_VERSION,
@@ -145,6 +149,7 @@ class Manifest:
             "config": config.to_dict(),
             "inputs": inputs,
             "metadata": metadata or {},
+            "reader": reader or {},
             "outputs": {
                 name: {"file": f"{name}.dat", "shape": list(buf.shape),
                        "dtype": str(buf.dtype)}

@@ -1,4 +1,20 @@
-"""Read, check and shift one time chunk of the log-likelihood at a time."""
+"""Read, check and shift one time chunk of the log-likelihood at a time.
+
+The engine sees every input as ``(B, T, N)``: ``B`` sequences (a single
+recording is ``B = 1``), ``T`` time rows and ``N`` bins, of which the
+interior ``columns`` are kept.
+
+Ragged lengths
+--------------
+All sequences start at time 0 and share the chunk grid ``[0, C), [C, 2C),
+...``; sequence ``b`` has ``lengths[b]`` real rows. Lengths are either given
+(rows past a length are ignored, never checked; they may hold anything) or
+inferred while reading: a sequence ends at its first row that is NaN in
+every interior bin, and every later row must be all-NaN too (how an outer
+``xr.concat`` pads shorter sequences). An all-NaN row followed by data is an
+error, not a silent truncation. A single recording has its length given
+(``T``): an all-NaN row there is an error naming the time.
+"""
 
 from __future__ import annotations
 
@@ -8,64 +24,27 @@ import numpy as np
 
 from ..errors import LikelihoodError
 
-__all__ = ["LikelihoodReader", "Chunk", "bad_row_error"]
-
-
-def bad_row_error(values: np.ndarray, where: str, columns: np.ndarray | None,
-                  nan_hint: str) -> LikelihoodError:
-    """The error for a log-likelihood row whose maximum is not finite.
-
-    Parameters
-    ----------
-    values : (K,) ndarray
-        The row over the interior bins.
-    where : str
-        Where the row is, e.g. ``"time index 12"``.
-    columns : (K,) int ndarray or None
-        Interior bins among all bins (None: all bins), to name the bin.
-    nan_hint : str
-        What to do about a NaN.
-
-    Returns
-    -------
-    LikelihoodError
-        Naming the first NaN or +inf bin, or saying every bin is -inf.
-    """
-    def bin_of(mask: np.ndarray) -> int:
-        k = int(np.argmax(mask))
-        return int(k if columns is None else columns[k])
-
-    if np.isnan(values).any():
-        return LikelihoodError(
-            f"log_likelihood is NaN at {where}, bin {bin_of(np.isnan(values))}; {nan_hint}"
-        )
-    if np.isposinf(values).any():
-        return LikelihoodError(
-            f"log_likelihood is +inf at {where}, bin {bin_of(np.isposinf(values))}; "
-            "log-likelihoods must be finite or -inf"
-        )
-    interior = "" if columns is None else " (interior bins only)"
-    return LikelihoodError(
-        f"every bin{interior} of log_likelihood is -inf at {where}: "
-        "no state is possible at that step"
-    )
+__all__ = ["LikelihoodReader", "Chunk"]
 
 
 @dataclass
 class Chunk:
-    """One engine chunk of log-likelihood rows, ready for the device.
+    """One chunk of log-likelihood rows of every sequence, ready for the device.
 
     Attributes
     ----------
     index : int
         Chunk number.
     start, stop : int
-        Time indices covered (``stop - start`` real rows).
-    log_lik : (chunk_size, K) ndarray
+        Time rows covered by the chunk grid (``stop - start <= C``).
+    log_lik : (B, C, K) ndarray
         Interior-bin log-likelihood minus each row's maximum, in the compute
-        dtype; rows past ``stop - start`` are zero padding.
-    shift : (stop - start,) float64 ndarray
-        The subtracted row maxima, added back to the log normalisers.
+        dtype; rows at or past ``n_valid[b]`` are zero.
+    shift : (B, C) float64 ndarray
+        The subtracted row maxima (0 on padded rows), added back to the log
+        normalisers.
+    n_valid : (B,) int32 ndarray
+        Real rows of each sequence in this chunk.
     """
 
     index: int
@@ -73,27 +52,34 @@ class Chunk:
     stop: int
     log_lik: np.ndarray
     shift: np.ndarray
-
-    @property
-    def n_valid(self) -> int:
-        """Number of real (unpadded) rows."""
-        return self.stop - self.start
+    n_valid: np.ndarray
 
 
 class LikelihoodReader:
-    """Pull fixed-size time chunks out of a NumPy or dask log-likelihood.
+    """Pull fixed-size time chunks of ``B`` sequences out of a ``(B, T, N)`` array.
 
     Parameters
     ----------
-    log_likelihood : (T, N) array-like
-        NumPy array, ``np.memmap`` or dask array with time on axis 0. Only
-        the rows of the requested chunk are read (dask computes just them).
-    columns : (K,) int64 ndarray or None
-        Interior bins; None means all N bins.
+    log_likelihood : (B, T, N) array-like
+        NumPy array, ``np.memmap``, dask array or any object with ``shape``,
+        ``dtype`` and ``[:, start:stop]`` slicing; only the rows of the
+        requested chunk are read (dask computes just them).
+    columns : (K,) int ndarray or None
+        Interior bins; None means all N.
     chunk_size : int
-        Rows per chunk (at most ``T``).
+        Rows per chunk (clamped to the rows read: padding beyond them is
+        wasted memory).
     dtype : dtype
         Compute dtype of the returned rows.
+    lengths : (B,) int array-like, optional
+        Real rows of each sequence. None infers them from trailing all-NaN
+        rows while chunks are read in order (see the module docstring).
+    sequence_ids : (B,) array-like, optional
+        Labels of the sequences in error messages; None for a single
+        recording (messages then name only the time index).
+    scheduler : str, optional
+        dask scheduler used to compute chunks of a dask input (None: the
+        current default).
     """
 
     def __init__(
@@ -102,61 +88,162 @@ class LikelihoodReader:
         columns: np.ndarray | None,
         chunk_size: int,
         dtype: np.dtype | str,
+        lengths=None,
+        sequence_ids=None,
+        scheduler: str | None = None,
     ) -> None:
         self.source = log_likelihood
-        self.n_time = int(log_likelihood.shape[0])
-        n_total = int(log_likelihood.shape[1])
+        self.n_seq, self.n_time, n_total = (int(n) for n in log_likelihood.shape)
         self.columns = (
             None
             if columns is None or len(columns) == n_total
             else np.asarray(columns, dtype=np.int64)
         )
         self.n_bins = n_total if self.columns is None else len(self.columns)
-        # No chunk longer than the recording: padding beyond T is wasted memory.
-        self.chunk_size = min(int(chunk_size), self.n_time)
         self.dtype = np.dtype(dtype)
+        self.scheduler = scheduler
+        self.sequence_ids = None if sequence_ids is None else np.asarray(sequence_ids)
+        self.infer = lengths is None
+        self.lengths = (
+            np.full(self.n_seq, self.n_time, dtype=np.int64)
+            if self.infer
+            else np.asarray(lengths, dtype=np.int64)
+        )
+        self.chunk_size = min(int(chunk_size), self.n_rows)
+        self._ended = np.zeros(self.n_seq, dtype=bool)
+        self._scanned = 0
+
+    @property
+    def n_rows(self) -> int:
+        """Time rows read: all T when lengths are inferred, else the longest length."""
+        return self.n_time if self.infer else int(self.lengths.max())
 
     @property
     def n_chunks(self) -> int:
-        """Number of chunks covering the time axis."""
-        return -(-self.n_time // self.chunk_size)
+        """Number of chunks covering :attr:`n_rows`."""
+        return -(-self.n_rows // self.chunk_size)
 
     def bounds(self, index: int) -> tuple[int, int]:
-        """Time indices ``(start, stop)`` of chunk ``index``."""
+        """Time rows ``(start, stop)`` of chunk ``index``."""
         start = index * self.chunk_size
-        return start, min(start + self.chunk_size, self.n_time)
+        return start, min(start + self.chunk_size, self.n_rows)
+
+    def n_valid(self, index: int) -> np.ndarray:
+        """Real rows of each sequence in chunk ``index`` (lengths known so far)."""
+        start = index * self.chunk_size
+        return np.clip(self.lengths - start, 0, self.chunk_size).astype(np.int32)
+
+    def last_chunk(self) -> np.ndarray:
+        """Index of the chunk holding each sequence's last row."""
+        return (self.lengths - 1) // self.chunk_size
+
+    def where(self, b: int, t: int) -> str:
+        """``"time index t"``, prefixed by the sequence label in a multi-sequence run."""
+        if self.sequence_ids is None:
+            return f"time index {t}"
+        return f"sequence {self.sequence_ids[b].item()}, time index {t}"
+
+    def restore_lengths(self, lengths, ended, scanned: int) -> None:
+        """Take back lengths inferred by an earlier (resumed) run."""
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self._ended = np.asarray(ended, dtype=bool)
+        self._scanned = int(scanned)
+
+    def inferred_state(self) -> dict:
+        """What :meth:`restore_lengths` needs, JSON-serialisable."""
+        return {"lengths": self.lengths.tolist(), "ended": self._ended.tolist(),
+                "scanned": self._scanned}
 
     def read(self, index: int) -> Chunk:
-        """Read, validate and shift chunk ``index``.
+        """Read, validate and shift chunk ``index`` of every sequence.
+
+        With inferred lengths the chunks must first be read in order (the
+        forward pass does); re-reading an earlier chunk is fine.
 
         Raises
         ------
         LikelihoodError
-            On NaN or +inf in an interior bin, or a step whose interior bins
-            are all -inf, naming the time index.
+            On NaN or +inf in an interior bin of a real row, a real row whose
+            interior bins are all -inf, data after all-NaN padding, or a
+            sequence with no data, naming the sequence and time index.
         """
         start, stop = self.bounds(index)
-        block = self.source[start:stop]
+        block = self.source[:, start:stop]
         if hasattr(block, "compute"):
-            block = block.compute()
+            block = block.compute(scheduler=self.scheduler)
         block = np.asarray(block)
         if self.columns is not None:
-            block = block[:, self.columns]
+            block = block[:, :, self.columns]
         if not np.issubdtype(block.dtype, np.floating):
             block = block.astype(np.float64)
-        shift = block.max(axis=1).astype(np.float64)
-        finite_shift = np.isfinite(shift)
-        if not finite_shift.all():
-            self._raise_bad_row(block, start, int(np.argmin(finite_shift)))
-        padded = np.zeros((self.chunk_size, self.n_bins), dtype=self.dtype)
+        if self.infer and index >= self._scanned:
+            self._find_ends(block, start)
+            self._scanned = index + 1
+        n_valid = self.n_valid(index)
+        n_rows = stop - start
+        valid = np.arange(n_rows)[None, :] < n_valid[:, None]
+        shift = np.where(valid, block.max(axis=2), 0.0).astype(np.float64)
+        bad = ~np.isfinite(shift)
+        if bad.any():
+            b, row = (int(i) for i in np.argwhere(bad)[0])
+            raise self._bad_row(block[b, row], b, start + row)
+        padded = np.zeros((self.n_seq, self.chunk_size, self.n_bins), dtype=self.dtype)
         # Subtract in float64 (whatever the input dtype), round once to the
-        # compute dtype.
-        np.subtract(block, shift[:, None], out=padded[: stop - start], dtype=np.float64,
-                    casting="unsafe")
-        return Chunk(index, start, stop, padded, shift)
+        # compute dtype; padded rows become zero.
+        np.subtract(block, shift[:, :, None], out=padded[:, :n_rows], dtype=np.float64,
+                    casting="unsafe", where=valid[:, :, None])
+        full_shift = np.zeros((self.n_seq, self.chunk_size), dtype=np.float64)
+        full_shift[:, :n_rows] = shift
+        return Chunk(index, start, stop, padded, full_shift, n_valid)
 
-    def _raise_bad_row(self, block: np.ndarray, start: int, row: int) -> None:
-        raise bad_row_error(
-            block[row], f"time index {start + row}", self.columns,
-            "use -inf for impossible bins and mark unused bins with is_interior",
+    def _find_ends(self, block: np.ndarray, start: int) -> None:
+        """Update the inferred lengths from the all-NaN rows of a new chunk."""
+        all_nan = np.isnan(block).all(axis=2)
+        for b in np.flatnonzero(~self._ended & all_nan.any(axis=1)):
+            self.lengths[b] = start + int(np.argmax(all_nan[b]))
+            self._ended[b] = True
+        if (self.lengths == 0).any():
+            b = int(np.argmax(self.lengths == 0))
+            raise LikelihoodError(
+                f"sequence {self.sequence_ids[b].item()} has no data: log_likelihood is "
+                "NaN in every interior bin from time index 0 (an all-NaN row marks the "
+                "padding after a sequence's end)"
+            )
+        rows = start + np.arange(block.shape[1])
+        stray = (rows[None, :] >= self.lengths[:, None]) & ~all_nan
+        if stray.any():
+            b, row = (int(i) for i in np.argwhere(stray)[0])
+            raise LikelihoodError(
+                f"sequence {self.sequence_ids[b].item()}: log_likelihood has values at "
+                f"time index {start + row} after an all-NaN row at time index "
+                f"{self.lengths[b]}; all-NaN rows are only allowed as padding at the "
+                "end of a sequence (give a 'sequence_length' variable, or use -inf for "
+                "impossible bins)"
+            )
+
+    def _bad_row(self, values: np.ndarray, b: int, t: int) -> LikelihoodError:
+        """The error for a real row whose maximum is not finite."""
+        where = self.where(b, t)
+
+        def bin_of(mask: np.ndarray) -> int:
+            k = int(np.argmax(mask))
+            return int(k if self.columns is None else self.columns[k])
+
+        if np.isnan(values).any():
+            hint = "use -inf for impossible bins and mark unused bins with is_interior"
+            if self.sequence_ids is not None:
+                hint += (", and pad shorter sequences with all-NaN rows or give "
+                         "'sequence_length'")
+            return LikelihoodError(
+                f"log_likelihood is NaN at {where}, bin {bin_of(np.isnan(values))}; {hint}"
+            )
+        if np.isposinf(values).any():
+            return LikelihoodError(
+                f"log_likelihood is +inf at {where}, bin {bin_of(np.isposinf(values))}; "
+                "log-likelihoods must be finite or -inf"
+            )
+        interior = "" if self.columns is None else " (interior bins only)"
+        return LikelihoodError(
+            f"every bin{interior} of log_likelihood is -inf at {where}: "
+            "no state is possible at that step"
         )

@@ -12,10 +12,10 @@ import numpy as np
 from ..errors import StorageError
 from ..kernels.codec import to_uint16
 
-__all__ = ["_alloc_out", "write_rows", "prepare_memmap_dir", "sync_rows"]
+__all__ = ["alloc_out", "write_rows", "prepare_memmap_dir", "sync_rows"]
 
 
-def _alloc_out(
+def alloc_out(
     shape: tuple[int, ...],
     dtype: np.dtype | str,
     name: str,

@@ -1,13 +1,19 @@
 """JAX kernels for one time chunk of the forward filter and backward smoother.
 
-All functions take fixed-shape chunks (``chunk_size`` rows; the last chunk of
-a recording is padded and ``n_valid`` says how many rows are real), so each
-compiles once per (chunk_size, n_bins, dtype). Padded rows never change the
-carry.
+Every kernel works on a batch of ``B`` independent sequences (a single
+sequence is ``B = 1``) and a fixed-shape chunk of ``C`` rows, so each compiles
+once per (B, C, K, dtype, operator kind). All sequences of a batch start at
+time 0 together; each has its own number of real rows per chunk
+(``n_valid``), and padded rows (ragged ends, the recording's last chunk) never
+change a sequence's carry.
+
+The transition enters only through an operator (see
+:mod:`xhmm.kernels.operators`) and its per-step inputs ``xs``; the kernels
+never see a matrix.
 
 Conventions
 -----------
-``transition[i, j]`` is P(state j at t+1 | state i at t). ``log_lik`` rows are
+The transition's rows are "from", its columns "to". ``log_lik`` rows are
 already shifted on the host so their maximum is 0; the shift is added back to
 the log normalisers on the host in float64.
 
@@ -18,168 +24,150 @@ underflows unless the whole row is beyond the dtype's range.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
-__all__ = ["forward_chunk", "forward_chunk_t", "backward_chunk", "summarize_chunk"]
+from .operators import step_slice
+
+__all__ = ["forward_chunk", "backward_chunk", "summarize_chunk"]
 
 
-def _filter_step(predict, initial, carry, inputs):
-    prev, is_first = carry
-    log_lik, valid = inputs
-    predicted = jnp.where(is_first, initial, predict(prev))
-    log_weights = jnp.log(predicted) + log_lik
-    peak = jnp.max(log_weights)
-    weights = jnp.exp(log_weights - peak)
-    total = jnp.sum(weights)
-    filtered = weights / total
-    log_norm = peak + jnp.log(total)
-    new_prev = jnp.where(valid, filtered, prev)
-    return (new_prev, is_first & ~valid), (filtered, log_norm)
-
-
-def _filter_scan(predict, prev, is_first, log_lik, n_valid, initial):
-    valid = jnp.arange(log_lik.shape[0]) < n_valid
-    step = partial(_filter_step, predict, initial)
-    (last, _), (filtered, log_norm) = jax.lax.scan(
-        step, (prev, jnp.asarray(is_first)), (log_lik, valid)
-    )
-    return filtered, log_norm, last
+def _time_major(array: jax.Array) -> jax.Array:
+    """(B, C, ...) -> (C, B, ...) for a scan over rows (free when B = 1)."""
+    return jnp.swapaxes(array, 0, 1)
 
 
 @jax.jit
-def forward_chunk(prev, is_first, log_lik, n_valid, transition, initial):
-    """Filter one chunk.
-
-    Each step's prediction is ``prev @ transition``, which :func:`jax.vmap`
-    over sequences turns into one matrix-matrix product per step (see
-    :mod:`xhmm.kernels.batched`). A single sequence is faster on CPU with
-    :func:`forward_chunk_t`.
+def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
+    """Filter one chunk of ``B`` sequences.
 
     Parameters
     ----------
-    prev : (K,) array
-        Filtered distribution of the step before the chunk (ignored when
-        ``is_first``).
+    prev : (B, K) array
+        Filtered distribution of each sequence at the step before the chunk
+        (ignored when ``is_first``).
     is_first : bool scalar
-        True for the chunk that starts at time 0 (``initial`` is then the
-        prediction of its first step).
-    log_lik : (C, K) array
+        True for the chunk that starts at time 0: ``initial`` is then the
+        prediction of its first row.
+    log_lik : (B, C, K) array
         Host-shifted log-likelihood rows.
-    n_valid : int scalar
-        Number of real rows; the rest are padding.
-    transition : (K, K) array
-    initial : (K,) array
+    n_valid : (B,) int array
+        Real rows of each sequence in this chunk (0 once a sequence ended).
+    operator : TransitionOperator
+    xs : pytree or None
+        Per-step operator inputs, leading axis ``C + 1`` (row ``i`` of the
+        chunk is predicted with ``xs[i]``).
+    initial : (B, K) array
+        Prediction of each sequence's first step.
 
     Returns
     -------
-    filtered : (C, K) array
-        Filtered rows (padding rows are garbage).
-    log_norm : (C,) array
+    filtered : (B, C, K) array
+        Filtered rows (rows at or past ``n_valid`` are garbage).
+    log_norm : (B, C) array
         Per-step log normaliser relative to the host shift; ``nan`` or
         ``-inf`` marks a step where no bin is possible.
-    last : (K,) array
-        Filtered distribution of the last real row (the next chunk's ``prev``).
+    last : (B, K) array
+        Each sequence's filtered distribution at its last real row so far
+        (the next chunk's ``prev``).
     """
-    return _filter_scan(lambda p: p @ transition, prev, is_first, log_lik, n_valid,
-                        initial)
+    n_rows = log_lik.shape[1]
+    valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
+
+    def step(prev, inputs):
+        row_ll, row_valid, i, x = inputs
+        predicted = jnp.where(is_first & (i == 0), initial, operator.predict(prev, x))
+        log_weights = jnp.log(predicted) + row_ll
+        peak = jnp.max(log_weights, axis=1, keepdims=True)
+        weights = jnp.exp(log_weights - peak)
+        total = jnp.sum(weights, axis=1, keepdims=True)
+        filtered = weights / total
+        log_norm = (peak + jnp.log(total))[:, 0]
+        new_prev = jnp.where(row_valid[:, None], filtered, prev)
+        return new_prev, (filtered, log_norm)
+
+    last, (filtered, log_norm) = jax.lax.scan(
+        step, prev,
+        (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
+    )
+    return _time_major(filtered), jnp.swapaxes(log_norm, 0, 1), last
 
 
 @jax.jit
-def forward_chunk_t(prev, is_first, log_lik, n_valid, transition_t, initial):
-    """Filter one chunk of one sequence, given the transposed transition matrix.
-
-    The same filter as :func:`forward_chunk` (``transition_t`` is
-    ``transition.T``, stored row-major), so each step's prediction
-    ``transition_t @ prev`` is a dot product along contiguous rows. The
-    vector-matrix form ``prev @ transition`` strides down columns instead:
-    measured on CPU it costs 1.2x per step at K=1,000 and 1.4-1.8x at
-    K=2,000-4,000 (the same at K <= 500). Transposing inside the kernel
-    instead would let XLA fold the copy into the product for one-row chunks
-    and round differently there; a stored transpose gives every chunk size
-    the same product and bit-identical rows.
-
-    Returns
-    -------
-    filtered, log_norm, last
-        As :func:`forward_chunk`.
-    """
-    return _filter_scan(lambda p: transition_t @ p, prev, is_first, log_lik, n_valid,
-                        initial)
-
-
-@jax.jit
-def backward_chunk(next_smoothed, has_next, filtered, n_valid, transition):
-    """Smooth one chunk, walking its rows backwards.
+def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs):
+    """Smooth one chunk of ``B`` sequences, walking its rows backwards.
 
     Parameters
     ----------
-    next_smoothed : (K,) array
-        Smoothed distribution of the step after the chunk (ignored when
-        ``has_next`` is False).
-    has_next : bool scalar
-        False for the chunk holding the last time step.
-    filtered : (C, K) array
+    next_smoothed : (B, K) array
+        Smoothed distribution of each sequence at the step after the chunk
+        (ignored where ``has_next`` is False).
+    has_next : (B,) bool array
+        False for the chunk holding a sequence's last time step.
+    filtered : (B, C, K) array
         Filtered rows of the chunk.
-    n_valid : int scalar
-        Number of real rows.
-    transition : (K, K) array
+    n_valid : (B,) int array
+        Real rows of each sequence in this chunk.
+    operator : TransitionOperator
+    xs : pytree or None
+        Per-step operator inputs, leading axis ``C + 1``.
 
     Returns
     -------
-    smoothed : (C, K) array
-        Smoothed rows (padding rows are garbage).
-    first : (K,) array
-        Smoothed distribution of the chunk's first row (the previous chunk's
-        ``next_smoothed``).
+    smoothed : (B, C, K) array
+        Smoothed rows (rows at or past ``n_valid`` are garbage).
+    first : (B, K) array
+        Each sequence's smoothed distribution at the chunk's first row (the
+        previous chunk's ``next_smoothed``).
     """
-    n_rows = filtered.shape[0]
-    # Predictions of step i+1 from every filtered row i: one matrix-matrix
-    # product per chunk instead of one matrix-vector product per step.
-    predicted = filtered @ transition
-    index = jnp.arange(n_rows)
+    n_rows = filtered.shape[1]
+    after = step_slice(xs, 1, n_rows + 1)
+    # Predictions of step i + 1 from every filtered row i: they do not depend
+    # on the carry, so the whole chunk goes through the operator at once.
+    predicted = operator.predict_chunk(filtered, after)
 
     def step(carry, inputs):
-        filt, pred, i = inputs
+        filt, pred, i, x = inputs
         safe = jnp.where(pred > 0, pred, 1)
         ratio = jnp.where(pred > 0, carry / safe, 0)
-        smoothed = filt * (transition @ ratio)
-        smoothed = smoothed / jnp.sum(smoothed)
+        smoothed = filt * operator.pullback(ratio, x)
+        smoothed = smoothed / jnp.sum(smoothed, axis=1, keepdims=True)
         is_end = (i == n_valid - 1) & ~has_next
-        smoothed = jnp.where(is_end, filt, smoothed)
-        new_carry = jnp.where(i < n_valid, smoothed, carry)
+        smoothed = jnp.where(is_end[:, None], filt, smoothed)
+        new_carry = jnp.where((i < n_valid)[:, None], smoothed, carry)
         return new_carry, smoothed
 
     first, smoothed = jax.lax.scan(
-        step, next_smoothed, (filtered, predicted, index), reverse=True
+        step, next_smoothed,
+        (_time_major(filtered), _time_major(predicted), jnp.arange(n_rows), after),
+        reverse=True,
     )
-    return smoothed, first
+    return _time_major(smoothed), first
 
 
 @jax.jit
 def summarize_chunk(posterior, state_onehot):
-    """Per-row summaries of a posterior chunk.
+    """Per-row summaries of a chunk of posteriors.
 
     Parameters
     ----------
-    posterior : (C, K) array
+    posterior : (B, C, K) array
     state_onehot : (K, S) array
         ``state_onehot[k, s]`` is 1 when bin ``k`` belongs to state ``s``
         (S may be 0).
 
     Returns
     -------
-    argmax : (C,) int32 array
+    argmax : (B, C) int32 array
         Index of the most probable bin of each row.
-    entropy : (C,) array
+    entropy : (B, C) array
         ``-sum p log p`` of each row, in nats.
-    state_probabilities : (C, S) array
+    state_probabilities : (B, C, S) array
         Probability of each state in each row.
     """
-    argmax = jnp.argmax(posterior, axis=1).astype(jnp.int32)
-    plogp = jnp.where(posterior > 0, posterior * jnp.log(jnp.where(posterior > 0, posterior, 1)), 0)
-    entropy = -jnp.sum(plogp, axis=1)
+    argmax = jnp.argmax(posterior, axis=2).astype(jnp.int32)
+    positive = posterior > 0
+    plogp = jnp.where(positive, posterior * jnp.log(jnp.where(positive, posterior, 1)), 0)
+    entropy = -jnp.sum(plogp, axis=2)
     state_probabilities = posterior @ state_onehot
     return argmax, entropy, state_probabilities
