@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import xhmm
 from conftest import make_dataset, random_model, reference_forward_backward
@@ -27,8 +28,26 @@ from tolerances import (
 
 
 # -- helpers -----------------------------------------------------------------
+#: How ``_smooth`` runs a case: "single" (a (time, state_bins) Dataset) or
+#: "sequence" (the case as sequence 0 of a ragged (sequence, time,
+#: state_bins) Dataset whose sequence 1 is its first half, NaN-padded).
+_PATH = {"mode": "single"}
+
+
+@pytest.fixture(autouse=True, params=["single", "sequence"])
+def engine_path(request):
+    """Run every golden case through the single and the sequence path."""
+    _PATH["mode"] = request.param
+    yield request.param
+    _PATH["mode"] = "single"
+
+
 def _smooth(ll, transition, initial, mask=None, coords=None, **config):
     """Run ``ds.hmm.smooth`` on ``ll`` wrapped by ``make_dataset``.
+
+    On the sequence path the case is also checked against its own first
+    half run beside it (the same filtered rows, NaN past the half), and the
+    result of the full case is returned without the ``sequence`` dim.
 
     Parameters
     ----------
@@ -46,7 +65,19 @@ def _smooth(ll, transition, initial, mask=None, coords=None, **config):
     xr.Dataset
     """
     ds = make_dataset(ll, mask, **(coords or {}))
-    return ds.hmm.smooth(transition=transition, initial=initial, progress=False, **config)
+    kwargs = dict(transition=transition, initial=initial, progress=False, **config)
+    if _PATH["mode"] == "single":
+        return ds.hmm.smooth(**kwargs)
+    n_time = ds.sizes["time"]
+    half = max(1, n_time // 2)
+    pair = xr.concat([ds, ds.isel(time=slice(0, half))], dim="sequence", join="outer",
+                     coords="minimal", compat="override")
+    res = pair.hmm.smooth(**kwargs)
+    assert res.sequence_length.values.tolist() == [n_time, half]
+    causal = res.causal_posterior.values
+    np.testing.assert_allclose(causal[1, :half], causal[0, :half], rtol=0, atol=1e-6)
+    assert np.isnan(causal[1, half:]).all() and np.isnan(res.acausal_posterior[1, half:]).all()
+    return res.isel(sequence=0)
 
 
 def _assert_matches_reference(res, ll, A, p0, mask=None):
@@ -383,13 +414,21 @@ def test_initial_with_zeros():
         assert (res[name].values[unreachable] == 0).all()
 
 
-def test_filter_matches_smooth_forward():
+def test_filter_matches_smooth_forward(engine_path):
     ll, A, p0 = random_model(np.random.default_rng(23), 300, 20)
     smooth = _smooth(ll, A, p0, chunk_size=64)
     filt = make_dataset(ll).hmm.filter(transition=A, initial=p0, chunk_size=64,
                                        progress=False)
     assert "acausal_posterior" not in filt
-    # the same forward pass: bit-identical
-    np.testing.assert_array_equal(filt.causal_posterior.values,
-                                  smooth.causal_posterior.values)
-    assert float(filt.marginal_log_likelihood) == float(smooth.marginal_log_likelihood)
+    if engine_path == "single":
+        # the same forward pass: bit-identical
+        np.testing.assert_array_equal(filt.causal_posterior.values,
+                                      smooth.causal_posterior.values)
+        assert float(filt.marginal_log_likelihood) == float(smooth.marginal_log_likelihood)
+    else:
+        # a batch of two multiplies (2, K) @ (K, K): float32 rounding apart
+        # (per step, as the device-computed part of the likelihood)
+        np.testing.assert_allclose(filt.causal_posterior.values,
+                                   smooth.causal_posterior.values, rtol=0, atol=1e-6)
+        mll = float(smooth.marginal_log_likelihood)
+        assert abs(float(filt.marginal_log_likelihood) - mll) <= mll_atol(ll, mll, 1e-6)

@@ -227,6 +227,7 @@ class _SequenceSubset:
         self.source = source
         self.indices = indices
         self.shape = (len(indices), *source.shape[1:])
+        self.dtype = source.dtype
 
     def __getitem__(self, key):
         _, rows = key
