@@ -1,0 +1,117 @@
+"""Transition operators: the products of a transition matrix the scans need.
+
+The forward filter and backward smoother never touch a transition matrix
+directly; they call an *operator*, a JAX pytree with three products over
+rows of probabilities (``B`` sequences, ``K`` interior bins):
+
+``predict(p, x)``
+    ``p @ A`` for each row of ``p`` (B, K): the prediction of the next step.
+``pullback(r, x)``
+    ``A @ r[b]`` for each row of ``r`` (B, K): the smoother's backward step.
+``predict_chunk(P, xs)``
+    ``P[:, i] @ A_i`` for every row of a whole chunk ``P`` (B, C, K) at
+    once (the smoother's predictions do not depend on its carry, so they
+    are one matrix-matrix product per chunk where the operator allows).
+
+``x`` is the operator's per-step input for the *destination* step (the
+transition that moves step ``t - 1`` to step ``t`` is the input of step
+``t``), and ``xs`` the inputs of consecutive steps with a leading axis.
+A static operator has ``None`` inputs. A time-varying operator gets its
+inputs chunk by chunk from the engine (a chunk of ``C`` rows receives
+``C + 1`` inputs: those of its rows and of the row after it), so the scans
+stay the same whatever the operator; adding a transition kind touches only
+this layer.
+
+Every operator here is exact: no truncation, products in the compute dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice"]
+
+
+class TransitionOperator(Protocol):
+    """What the kernels need of a transition (see the module docstring)."""
+
+    def predict(self, p: jax.Array, x: Any) -> jax.Array:
+        """``p @ A`` row by row; ``p`` is (B, K)."""
+
+    def pullback(self, r: jax.Array, x: Any) -> jax.Array:
+        """``A @ r[b]`` row by row; ``r`` is (B, K)."""
+
+    def predict_chunk(self, rows: jax.Array, xs: Any) -> jax.Array:
+        """``rows[:, i] @ A_i`` for a (B, C, K) chunk, ``xs`` with leading C."""
+
+
+def step_slice(xs: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of per-step operator inputs (``None`` stays ``None``)."""
+    return jax.tree_util.tree_map(lambda a: a[start:stop], xs)
+
+
+@jax.tree_util.register_pytree_node_class
+class DenseOperator:
+    """A dense (K, K) row-stochastic matrix, the same at every step.
+
+    Parameters
+    ----------
+    matrix : (K, K) array
+        ``matrix[i, j]`` = P(bin j at t + 1 | bin i at t).
+    matrix_t : (K, K) array or None
+        ``matrix.T`` stored row-major, for a single sequence's filter:
+        ``matrix_t @ p`` reads contiguous rows, which on CPU is 1.2x faster
+        than ``p @ matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000.
+        None when the batch has more than one sequence (``p @ matrix`` is
+        then a matrix-matrix product and needs no transposed copy).
+    """
+
+    def __init__(self, matrix: jax.Array, matrix_t: jax.Array | None) -> None:
+        self.matrix = matrix
+        self.matrix_t = matrix_t
+
+    def tree_flatten(self):
+        return (self.matrix, self.matrix_t), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
+        if self.matrix_t is not None and p.shape[0] == 1:
+            return (self.matrix_t @ p[0])[None]
+        return p @ self.matrix
+
+    def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
+        # Contracts the matrix's second axis with each row: no transposed
+        # copy of the matrix inside the scan.
+        return jnp.einsum("ij,bj->bi", self.matrix, r)
+
+    def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
+        n_seq, n_rows, n_bins = rows.shape
+        return (rows.reshape(n_seq * n_rows, n_bins) @ self.matrix).reshape(rows.shape)
+
+
+def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:
+    """Put a dense transition on the device in the layout its products want.
+
+    Parameters
+    ----------
+    matrix : (K, K) ndarray
+        Row-stochastic transition over the interior bins.
+    dtype : dtype
+        Compute dtype.
+    n_sequences : int
+        Sequences per batch; one sequence also stores the transposed matrix
+        (transposed on the device, no host temporary of K * K values).
+
+    Returns
+    -------
+    DenseOperator
+    """
+    device = jax.device_put(np.asarray(matrix, dtype=dtype))
+    return DenseOperator(device, jnp.transpose(device) if n_sequences == 1 else None)
