@@ -14,7 +14,7 @@ import xarray as xr
 
 import xhmm
 from xhmm.cli import main
-from xhmm.cli_decode import config_field_docs
+from xhmm.cli.decode import config_field_docs
 from xhmm.synthetic import simulate_decoding
 
 HAS_ZARR = importlib.util.find_spec("zarr") is not None
@@ -139,10 +139,15 @@ def test_info_reports_an_unfinished_save(files, tmp_path, capsys):
         capsys.readouterr().out
 
 
-def test_console_script(files, tmp_path):
+@pytest.mark.parametrize("launcher", ["console script", "python -m xhmm"])
+def test_launchers(tmp_path, launcher):
     script = Path(sys.executable).with_name("xhmm")
-    assert script.is_file(), "pip install -e . should install the xhmm console script"
-    proc = subprocess.run([str(script), "info", str(tmp_path / "missing.nc")],
+    if launcher == "console script":
+        assert script.is_file(), "pip install -e . should install the xhmm console script"
+        command = [str(script)]
+    else:
+        command = [sys.executable, "-m", "xhmm"]
+    proc = subprocess.run([*command, "info", str(tmp_path / "missing.nc")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"xhmm: error: no results file at '{tmp_path / 'missing.nc'}'"

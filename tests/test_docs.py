@@ -8,7 +8,7 @@ import pytest
 import xhmm
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md"]
+PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md"]
 
 
 def test_usage_documents_every_config_field():
@@ -33,3 +33,11 @@ def test_relative_links_resolve(page):
     local = [link.split("#")[0] for link in links if "://" not in link]
     broken = [link for link in local if link and not (path.parent / link).exists()]
     assert broken == []
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/design.md"])
+def test_module_maps_name_existing_paths(page):
+    text = (ROOT / page).read_text()
+    named = set(re.findall(r"`((?:xhmm|tests)/[\w./]*)`", text))
+    assert named, "no module paths found"
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []

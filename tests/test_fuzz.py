@@ -30,19 +30,19 @@ Tests
   nested, not empty or a file, ``resume`` without a run to resume.
 
 The oracle (:func:`expected_outcome`) is written from the documented rules
-(``xhmm/inputs.py``, the ``xhmm.Config`` docstring, DESIGN.md), not from the
-code paths: for invalid input it names the exact error types allowed; for
-valid input it runs the float64 reference of ``conftest.py`` on the values
-as given (a float16 likelihood means its float16 values) and the result must
-match within the tolerances of ``tolerances.py``. Interior rows must be
-finite, non-negative and sum to 1, exterior bins NaN, the marginal
+(``xhmm/inputs.py``, the ``xhmm.Config`` docstring, ``docs/design.md``), not
+from the code paths: for invalid input it names the exact error types
+allowed; for valid input it runs the float64 reference of ``conftest.py`` on
+the values as given (a float16 likelihood means its float16 values) and the
+result must match within the tolerances of ``tolerances.py``. Interior rows
+must be finite, non-negative and sum to 1, exterior bins NaN, the marginal
 log-likelihood close. A ``NumericalWarning`` is allowed only with a result;
 a warned result must still be finite and normalised but is exempt from the
 comparison. A ``NumericalError`` is allowed only where the reference shows
 the compute dtype's range running out (:data:`RANGE`); results of such models
 are not compared either (float32 silently loses probabilities that fall
-below its normal range and later grow again; DESIGN.md promises float32
-accuracy only up to likelihood spreads of about +-40 nats).
+below its normal range and later grow again; ``docs/design.md`` promises
+float32 accuracy only up to likelihood spreads of about +-40 nats).
 
 Budget
 ------

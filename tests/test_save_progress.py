@@ -1,20 +1,35 @@
 """The progress bar of ``xhmm.save_results``: on when asked, off otherwise."""
 
+import importlib
+import sys
+import types
+
 import numpy as np
 import pytest
+import tqdm
 import xarray as xr
+from tqdm.std import TqdmWarning
 
 import xhmm
+from xhmm.engine import progress as engine_progress
+
+# tqdm's automatic notebook/terminal choice, which warns in a notebook without
+# ipywidgets when first imported.
+TQDM_AUTO = ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook", "tqdm.dask")
+
+
+def decode(method: str, n_time: int, **options) -> xr.Dataset:
+    """``ds.hmm.<method>`` of a random 6-bin log-likelihood."""
+    ll = np.random.default_rng(0).normal(size=(n_time, 6))
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)},
+                    coords={"time": np.arange(n_time)})
+    return getattr(ds.hmm, method)(transition=np.full((6, 6), 1 / 6),
+                                   initial=np.full(6, 1 / 6), **options)
 
 
 @pytest.fixture(scope="module")
 def results():
-    rng = np.random.default_rng(0)
-    ll = rng.normal(size=(400, 6))
-    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)},
-                    coords={"time": np.arange(400)})
-    return ds.hmm.smooth(transition=np.full((6, 6), 1 / 6), initial=np.full(6, 1 / 6),
-                         progress=False, time_chunks=100)
+    return decode("smooth", 400, progress=False, time_chunks=100)
 
 
 def test_progress_true_draws_a_bar(results, tmp_path, capsys):
@@ -36,3 +51,53 @@ def test_bad_progress_value_is_rejected_before_writing(results, tmp_path):
     with pytest.raises(xhmm.ConfigError, match="progress must be True, False or None"):
         xhmm.save_results(results, tmp_path / "r.nc", progress="yes")
     assert list(tmp_path.iterdir()) == []
+
+
+class ZMQInteractiveShell:
+    """Stands for the shell of a Jupyter kernel (tqdm and xhmm look at its name)."""
+
+
+@pytest.fixture
+def notebook_without_ipywidgets(monkeypatch):
+    """A Jupyter kernel as tqdm detects one, without ipywidgets.
+
+    tqdm's automatic modules are unloaded for the test (and restored after),
+    so importing them now would warn; xhmm's own notebook check is replaced
+    by one that records its calls.
+    """
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    calls = []
+    monkeypatch.setattr(engine_progress, "_in_notebook", lambda: calls.append(1) or True)
+    saved = {name: sys.modules.pop(name, None) for name in TQDM_AUTO}
+    yield calls
+    for name, module in saved.items():
+        attribute = name.rpartition(".")[2]
+        if module is None:
+            sys.modules.pop(name, None)
+            vars(tqdm).pop(attribute, None)
+        else:
+            sys.modules[name] = module
+            setattr(tqdm, attribute, module)
+
+
+def test_the_fake_notebook_makes_tqdm_auto_warn(notebook_without_ipywidgets):
+    with pytest.warns(TqdmWarning, match="IProgress not found"):
+        importlib.import_module("tqdm.auto")
+
+
+def test_notebook_without_ipywidgets_gets_text_bars_and_no_tqdm_warning(
+    results, tmp_path, capsys, recwarn, notebook_without_ipywidgets
+):
+    assert engine_progress.tqdm_class() is tqdm.std.tqdm
+    xhmm.save_results(results, tmp_path / "r.nc", progress=None)
+    decode("filter", 50, progress=None)
+
+    assert notebook_without_ipywidgets  # the notebook branch decided progress=None
+    err = capsys.readouterr().err
+    assert "xhmm save r.nc" in err and "xhmm forward" in err
+    assert [w.message for w in recwarn if issubclass(w.category, TqdmWarning)] == []
+    assert not set(TQDM_AUTO) & set(sys.modules)

@@ -72,7 +72,7 @@ def test_building_lazy_result_computes_nothing():
     counter = CountTasks()
     with counter:
         post = res.acausal_posterior
-        sub = post.isel(time=slice(0, 20)).sel(state="continuous")
+        sub = post.isel(time=slice(0, 20)).sel(state_bins=post.state == "continuous")
         assert counter.count == 0
         sub.values
     # one source block and one expansion block (plus selection tasks)
@@ -142,7 +142,8 @@ def test_coordinates_and_attrs_survive():
     cfg = xhmm.Config.from_json(res.attrs["xhmm_config"])
     assert cfg.to_json() == res.attrs["xhmm_config"]
     assert cfg.chunk_size == xhmm.Config().chunk_size
-    assert res.acausal_posterior.sel(state="fragmented").sizes["state_bins"] == 12
+    fragmented = res.acausal_posterior.sel(state_bins=res.state == "fragmented")
+    assert fragmented.sizes["state_bins"] == 12
 
 
 def test_multiindex_state_bins():

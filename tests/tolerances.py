@@ -2,8 +2,8 @@
 
 * ``F32_ATOL = 1e-5`` per posterior entry for float32 compute: a few float32
   roundings per step (K-term sums, one division), which the filter forgets
-  instead of accumulating over time; DESIGN.md's own measured bound at
-  likelihood spreads of ±40 nats is 9e-6.
+  instead of accumulating over time; the error measured at likelihood
+  spreads of ±40 nats (``docs/design.md``, Numerics) is 9e-6.
 * ``compute_dtype="float64"``: the float64 answer rounded once to float32
   storage, ``|x - ref| <= F64_RTOL |ref| + F64_ATOL``.
 * Marginal log-likelihood: see :func:`mll_atol`.

@@ -21,7 +21,7 @@ import xarray as xr
 
 from .errors import StorageError
 from .kernels.codec import UINT16_NAN, UINT16_SCALE
-from .progress import dask_progress
+from .engine.progress import dask_progress
 
 __all__ = ["save_results", "open_results", "MULTIINDEX_ATTR"]
 

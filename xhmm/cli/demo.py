@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
 
@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import open_results, save_results
-    from .plot import plot_decoding
-    from .synthetic import simulate_decoding
+    from .. import open_results, save_results
+    from ..plot import plot_decoding
+    from ..synthetic import simulate_decoding
 
     for flag, value in (("--chunk-size", args.chunk_size), ("--window", args.window),
                         ("--n-cells", args.n_cells)):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from .config import Config
-from .errors import ConfigError, StorageError
+from ..config import Config
+from ..errors import ConfigError, StorageError
 
 __all__ = ["add_arguments", "run", "describe", "Completeness"]
 

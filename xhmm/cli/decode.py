@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .config import Config
-from .errors import InputError, StorageError
+from ..config import Config
+from ..errors import InputError, StorageError
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
 
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    from .io import save_results
+    from ..io import save_results
 
     out: Path = args.out
     if out.exists() and not args.force:
