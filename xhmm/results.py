@@ -16,13 +16,18 @@ __all__ = ["build_result", "result_coords", "map_variables"]
 def result_coords(ds: xr.Dataset) -> xr.Coordinates:
     """Coordinates of ``ds`` along ``time`` and/or ``state_bins`` only.
 
-    Indexes (a MultiIndex over ``state_bins`` included) are kept whole.
+    Indexes (a MultiIndex over ``state_bins`` included) are kept whole; 1-D
+    coordinates are NumPy-backed (:func:`xhmm.coords.numpy_coords`) even
+    when ``ds`` was chunked, so boolean selections and ``groupby`` on them
+    work on the lazy results.
     """
+    from .coords import numpy_coords
+
     keep = {
         name for name, coord in ds.coords.items() if set(coord.dims) <= {TIME, BINS}
     }
     drop = [name for name in ds.coords if name not in keep]
-    return ds.drop_vars(list(ds.data_vars) + drop).coords
+    return numpy_coords(ds.drop_vars(list(ds.data_vars) + drop))
 
 
 def map_variables(
