@@ -14,6 +14,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from . import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
 from .config import Config
+from .coords import unstack_bins
 from .errors import (
     ConfigError,
     DimensionError,
@@ -41,6 +42,7 @@ __all__ = [
     "save_results",
     "open_results",
     "open_run",
+    "unstack_bins",
     "smooth_sequences",
     "to_uint16",
     "from_uint16",

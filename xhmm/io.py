@@ -1,24 +1,29 @@
-"""Streamed, chunked, compressed NetCDF output and lazy reopening.
+"""Streamed, chunked, compressed NetCDF or Zarr output and lazy reopening.
 
 Posteriors are written block by block from their dask arrays, so saving a
 result far larger than memory needs only a few blocks of RAM. uint16-stored
 posteriors are written CF-packed (``scale_factor = 1/65534``,
-``_FillValue = 65535``), so a plain ``xr.open_dataset`` decodes them to float32
-with NaN restored. The file is written under a temporary name and renamed
-when complete: a crashed save never leaves a file that looks finished.
+``_FillValue = 65535``), so a plain ``xr.open_dataset`` / ``xr.open_zarr``
+decodes them to floats with NaN restored. The file (or Zarr folder) is
+written under a temporary name and renamed when complete: a crashed save
+never leaves a file that looks finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
 import numpy as np
 import xarray as xr
+from dask.system import CPU_COUNT
 
+from .coords import numpy_coords
 from .errors import StorageError
 from .kernels.codec import UINT16_NAN, UINT16_SCALE
 from .engine.progress import dask_progress
@@ -27,35 +32,78 @@ __all__ = ["save_results", "open_results", "MULTIINDEX_ATTR"]
 
 #: Result attribute recording MultiIndexes (dim -> level names) reset for saving.
 MULTIINDEX_ATTR = "xhmm_multiindex"
-#: Target uncompressed size of one HDF5 chunk.
-_HDF5_CHUNK_BYTES = 4 * 2**20
+#: Target uncompressed size of one HDF5 or Zarr chunk.
+_CHUNK_BYTES = 4 * 2**20
+_NETCDF_ENGINES = ("h5netcdf", "netcdf4")
+#: Suffixes that name a NetCDF file, never a Zarr store.
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".cdf")
 
 
-def _hdf5_rows(var: xr.DataArray, time_chunk: int | None) -> int:
+def _resolve_engine(path: Path, engine: str | None) -> str:
+    """The writer for ``path``: Zarr for a ``.zarr`` suffix, else h5netcdf."""
+    if engine is None:
+        return "zarr" if path.suffix == ".zarr" else "h5netcdf"
+    if engine not in (*_NETCDF_ENGINES, "zarr"):
+        raise StorageError(
+            f"engine must be 'h5netcdf', 'netcdf4' or 'zarr', got {engine!r}"
+        )
+    wants_zarr = engine == "zarr"
+    if (wants_zarr and path.suffix in _NETCDF_SUFFIXES) or (
+        not wants_zarr and path.suffix == ".zarr"
+    ):
+        raise StorageError(
+            f"engine={engine!r} does not match the suffix of {str(path)!r}: "
+            "name a Zarr store '*.zarr' and a NetCDF file '*.nc'"
+        )
+    return engine
+
+
+def _require_zarr(action: str) -> None:
+    try:
+        import zarr  # noqa: F401
+    except ImportError as exc:
+        raise StorageError(
+            f"{action} results as Zarr needs the 'zarr' package, which is not "
+            "installed: pip install 'xhmm[zarr]'"
+        ) from exc
+
+
+def _chunk_rows(var: xr.DataArray, time_chunk: int | None) -> int:
     n_time = var.sizes["time"]
     if time_chunk is not None:
         return max(1, min(int(time_chunk), n_time))
     row_bytes = max(1, int(np.prod([s for d, s in var.sizes.items() if d != "time"]))) * 4
-    target = max(1, min(n_time, _HDF5_CHUNK_BYTES // row_bytes))
+    target = max(1, min(n_time, _CHUNK_BYTES // row_bytes))
     if var.chunks is None:
         return target
     blocks = var.chunksizes["time"]
     if len(blocks) == 1:
         return target
     step = blocks[0]
-    # HDF5 chunks that tile each dask block exactly, so blocks never share one.
+    # Chunks that tile each dask block exactly, so blocks never share one.
     return max(d for d in range(1, min(step, target) + 1) if step % d == 0)
 
 
-def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None) -> dict:
+def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: str) -> dict:
+    if engine == "zarr":
+        _require_zarr("saving")
+        from numcodecs import Blosc  # a dependency of zarr
+
+        compression: dict = {
+            "compressors": [Blosc(cname="zstd", clevel=complevel, shuffle=Blosc.SHUFFLE)]
+        }
+        chunk_key = "chunks"
+    else:
+        compression = {"zlib": True, "complevel": complevel, "shuffle": True}
+        chunk_key = "chunksizes"
     encoding: dict[str, dict] = {}
     for name, var in ds.data_vars.items():
         enc: dict = {}
         if var.ndim:
-            enc.update(zlib=True, complevel=complevel, shuffle=True)
+            enc.update(compression)
         if "time" in var.dims:
-            rows = _hdf5_rows(var, time_chunk)
-            enc["chunksizes"] = tuple(rows if d == "time" else s for d, s in var.sizes.items())
+            rows = _chunk_rows(var, time_chunk)
+            enc[chunk_key] = tuple(rows if d == "time" else s for d, s in var.sizes.items())
         storage = var.attrs.get("xhmm_storage_dtype")
         if storage == "uint16":
             enc.update(
@@ -90,33 +138,39 @@ def save_results(
     results: xr.Dataset,
     path: str | os.PathLike,
     *,
-    engine: str = "h5netcdf",
+    engine: str | None = None,
     complevel: int = 4,
     time_chunk: int | None = None,
     compute: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
 ):
-    """Write results to a chunked, compressed NetCDF file, block by block.
+    """Write results to a chunked, compressed NetCDF file or Zarr store, block by block.
 
     Parameters
     ----------
     results : xr.Dataset
         A result of ``ds.hmm.smooth`` / ``filter`` (lazy or eager).
     path : path
-        Destination. Written as ``.<name>.<id>.tmp`` beside it and renamed on
+        Destination: a NetCDF file, or a Zarr store (a folder) when it ends
+        in ``.zarr``. Written as ``.<name>.<id>.tmp`` beside it and renamed on
         success.
-    engine : {"h5netcdf", "netcdf4"}
+    engine : {"h5netcdf", "netcdf4", "zarr"}, optional
+        By default ``"zarr"`` for a ``.zarr`` path and ``"h5netcdf"``
+        otherwise. Zarr stores are written in Zarr format 2 (readable by
+        every Zarr library) and need the ``zarr`` package
+        (``pip install 'xhmm[zarr]'``).
     complevel : int, default 4
-        gzip level, 0-9.
+        Compression level, 0-9: gzip with byte shuffle for NetCDF, Blosc
+        zstd with byte shuffle for Zarr.
     time_chunk : int, optional
-        Rows per HDF5 chunk (the data are rechunked to match). By default
-        chunks of about 4 MiB that tile the result's dask blocks.
+        Rows per HDF5 or Zarr chunk (the data are rechunked to match). By
+        default chunks of about 4 MiB that tile the result's dask blocks.
     compute : bool, default True
         False returns a ``dask.delayed`` object that writes (and renames)
         when computed.
     overwrite : bool, default False
-        Replace an existing file at ``path``.
+        Replace an existing file or store at ``path``.
     progress : bool, optional
         Show a progress bar over the write (when ``compute=True``). None
         (default) shows it when attached to a terminal or notebook, as
@@ -125,10 +179,16 @@ def save_results(
     Returns
     -------
     Path or dask.delayed.Delayed
+
+    Raises
+    ------
+    xhmm.StorageError
+        For a bad argument, an existing ``path`` without ``overwrite``, a
+        missing or read-only folder, a failed write, or Zarr without the
+        ``zarr`` package.
     """
     path = Path(path)
-    if engine not in ("h5netcdf", "netcdf4"):
-        raise StorageError(f"engine must be 'h5netcdf' or 'netcdf4', got {engine!r}")
+    engine = _resolve_engine(path, engine)
     if not isinstance(complevel, int) or not 0 <= complevel <= 9:
         raise StorageError(f"complevel must be an int from 0 to 9, got {complevel!r}")
     if time_chunk is not None and (not isinstance(time_chunk, int) or time_chunk <= 0):
@@ -141,56 +201,120 @@ def save_results(
     if not os.access(path.parent, os.W_OK):
         raise StorageError(f"folder {str(path.parent)!r} is not writable")
     ds = _prepare(results, time_chunk)
-    encoding = _encoding(ds, complevel, time_chunk)
-    extra = {}
-    if engine == "h5netcdf" and any(e.get("dtype") == "float16" for e in encoding.values()):
-        extra["invalid_netcdf"] = True  # HDF5 float16: readable by h5netcdf/h5py
+    encoding = _encoding(ds, complevel, time_chunk, engine)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        write = ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=False, **extra)
+        write = _write(ds, tmp, engine, encoding)
     except Exception:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     finalize = dask.delayed(_finalize)(write, tmp, path)
     if not compute:
         return finalize
     try:
-        with bar:
+        # A pool of our own, shut down before any clean-up: when one task
+        # fails the running ones still finish, and would put files back into
+        # a removed Zarr store.
+        workers = dask.config.get("num_workers", None) or CPU_COUNT
+        with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool):
             return finalize.compute()
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise StorageError(
             f"cannot write {str(path)!r} (up to {ds.nbytes:,} bytes before "
             f"compression): {exc.strerror or exc}; nothing was written under that name"
         ) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
 
 
+def _write(ds: xr.Dataset, tmp: Path, engine: str, encoding: dict):
+    """Start writing ``ds`` to ``tmp``; the returned delayed writes the data."""
+    if engine == "zarr":
+        # Dask blocks equal to the Zarr chunks: no two tasks write one chunk.
+        ds = ds.assign({
+            name: ds[name].chunk(dict(zip(ds[name].dims, enc["chunks"])))
+            for name, enc in encoding.items() if "chunks" in enc
+        })
+        return ds.to_zarr(tmp, encoding=encoding, compute=False, zarr_format=2,
+                          consolidated=True)
+    extra = {}
+    if engine == "h5netcdf" and any(e.get("dtype") == "float16" for e in encoding.values()):
+        extra["invalid_netcdf"] = True  # HDF5 float16: readable by h5netcdf/h5py
+    return ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=False, **extra)
+
+
+def _remove(path: Path) -> None:
+    """Delete the file or Zarr store (a folder) at ``path``, if any."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _finalize(_written, tmp: Path, path: Path) -> Path:
-    os.replace(tmp, path)
+    if path.is_dir() or (tmp.is_dir() and path.exists()):
+        # No single rename puts a folder over anything, or anything over a
+        # folder: move the old one aside, put the new one in, then delete.
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.replace(old, path)
+            raise
+        _remove(old)
+    else:
+        os.replace(tmp, path)
     return path
 
 
 def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> xr.Dataset:
     """Reopen saved results lazily (dask-backed), restoring any MultiIndex.
 
+    Reads what :func:`save_results` writes: a NetCDF file or a Zarr store.
+    Data variables stay lazy; the 1-D coordinates (``state``, ``position``,
+    ``is_interior``, ...) are loaded into NumPy
+    (:func:`xhmm.coords.numpy_coords`), so boolean selections and
+    ``groupby`` on them work as on a fresh result.
+
     Parameters
     ----------
     path : path
+        A NetCDF file, or a Zarr store (a folder).
     chunks : dict or "auto", optional
         Dask chunks; by default the file's own chunking.
 
     Returns
     -------
     xr.Dataset
+        uint16-stored posteriors decoded to float32 (NaN on exterior bins)
+        from either format.
+
+    Raises
+    ------
+    xhmm.StorageError
+        If nothing is at ``path``, or it is a Zarr store and the ``zarr``
+        package is not installed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise StorageError(f"no results file at {str(path)!r}")
-    ds = xr.open_dataset(path, engine="h5netcdf", chunks={} if chunks is None else chunks)
+    if path.is_dir():
+        _require_zarr("opening")
+        engine = "zarr"
+    elif path.is_file():
+        engine = "h5netcdf"
+    else:
+        raise StorageError(f"no results file or Zarr store at {str(path)!r}")
+    ds = xr.open_dataset(path, engine=engine, chunks={} if chunks is None else chunks)
+    if engine == "zarr":
+        # Zarr attributes are JSON, so scale_factor loses its float32 type and
+        # xarray decodes to float64; present float32 as the NetCDF path does.
+        ds = ds.assign({
+            name: var.astype(np.float32) for name, var in ds.data_vars.items()
+            if var.attrs.get("xhmm_storage_dtype") == "uint16"
+        })
     multi = ds.attrs.pop(MULTIINDEX_ATTR, None)
     if multi:
         ds = ds.set_index(json.loads(multi))
-    return ds
+    return ds.assign_coords(numpy_coords(ds))

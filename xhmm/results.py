@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .config import Config
+from .coords import numpy_coords
 from .engine.loop import EngineResult
 from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
 
@@ -106,11 +107,14 @@ def part_of(engine: EngineResult, indices) -> Part:
 def result_coords(ds: xr.Dataset, dims=(SEQUENCE, TIME, BINS)) -> xr.Coordinates:
     """Coordinates of ``ds`` along ``dims`` only.
 
-    Indexes (a MultiIndex over ``state_bins`` included) are kept whole.
+    Indexes (a MultiIndex over ``state_bins`` included) are kept whole; 1-D
+    coordinates are NumPy-backed (:func:`xhmm.coords.numpy_coords`) even
+    when ``ds`` was chunked, so boolean selections and ``groupby`` on them
+    work on the lazy results.
     """
     keep = {name for name, coord in ds.coords.items() if set(coord.dims) <= set(dims)}
     drop = [name for name in ds.coords if name not in keep]
-    return ds.drop_vars(list(ds.data_vars) + drop).coords
+    return numpy_coords(ds.drop_vars(list(ds.data_vars) + drop))
 
 
 def _numeric_bin_coords(ds: xr.Dataset | None):

@@ -1,0 +1,596 @@
+"""Structured transitions: Blocks, their operators, time-varying discrete, analysis.
+
+Every product is checked in float64 against the dense matrix the transition
+stands for, built here independently from the definitions (uniform rows,
+identity, the given matrix, and non_local_detector's random-walk formula
+evaluated with scipy): ``rtol = 1e-12`` (a handful of float64 roundings in
+sums of at most a few hundred terms).
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import jax
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
+
+from conftest import make_dataset, reference_forward_backward
+from xhmm.engine.transition import DenseTransition
+from xhmm.errors import DimensionError, InputError, TransitionError
+from xhmm.transitions import (
+    Blocks,
+    Dense,
+    Identity,
+    RandomWalk,
+    StructuredTransition,
+    Uniform,
+    analyse_dense,
+    plan_transition,
+    to_dense,
+)
+
+RTOL = 1e-12
+ATOL = 1e-15
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def nld_random_walk(centers, interior_from, interior_to, var, mean):
+    """non_local_detector's random walk written from its definition.
+
+    ``w[i, j]`` = pdf of ``c_j - c_i`` under N(mean, var * I), zero where
+    ``i`` or ``j`` is exterior, rows normalised; returned over interior bins.
+    """
+    n, n_dims = centers.shape
+    w = np.zeros((n, n))
+    gauss = multivariate_normal(mean=np.broadcast_to(mean, (n_dims,)), cov=var * np.eye(n_dims))
+    for i in range(n):
+        w[i] = gauss.pdf(centers - centers[i])
+    w[~interior_from] = 0
+    w[:, ~interior_to] = 0
+    w = w[interior_from][:, interior_to]
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def grid_centers(nx, ny, dx=2.0, dy=1.5):
+    xs, ys = np.meshgrid(np.arange(nx) * dx, np.arange(ny) * dy, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def plan(transition, labels, mask, n_time=10):
+    return plan_transition(transition, state_labels=np.asarray(labels),
+                           is_interior=np.asarray(mask, dtype=bool), n_time=n_time)
+
+
+@jax.jit
+def _jit_predict(op, p, x):
+    return op.predict(p, x)
+
+
+def check_products(engine, matrices, rng, x=None, xs=None):
+    """predict / pullback / predict_chunk against dense matrices (one per step)."""
+    K = engine.n_bins
+    for n_seq in (1, 3):
+        op = engine.device(np.float64, n_seq)
+        p = rng.random((n_seq, K))
+        A = matrices[0]
+        np.testing.assert_allclose(op.predict(p, x), p @ A, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(op.pullback(p, x), p @ A.T, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(_jit_predict(op, p, x), p @ A, rtol=RTOL, atol=ATOL)
+        rows = rng.random((n_seq, len(matrices), K))
+        expected = np.stack([rows[:, i] @ M for i, M in enumerate(matrices)], axis=1)
+        np.testing.assert_allclose(op.predict_chunk(rows, xs), expected, rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------- NonLocal model
+
+NX, NY = 5, 4
+HOLE = [3, 7, 8]
+STATES = ["local", "cont", "no_spike", "frag"]
+
+
+def nonlocal_layout():
+    """Local (1 bin), Continuous (grid), No-Spike (1 bin), Fragmented (grid)."""
+    n = NX * NY
+    inside = np.ones(n, dtype=bool)
+    inside[HOLE] = False
+    labels = ["local"] + ["cont"] * n + ["no_spike"] + ["frag"] * n
+    mask = np.concatenate([[True], inside, [True], inside])
+    return np.array(labels), mask, inside
+
+
+def nonlocal_blocks(discrete, mean=(0.5, -0.2)):
+    blocks = {(a, b): Uniform() for a in STATES for b in STATES}
+    blocks["local", "local"] = Identity()
+    blocks["no_spike", "no_spike"] = Identity()
+    blocks["cont", "cont"] = RandomWalk(3.0, grid_centers(NX, NY), movement_mean=mean)
+    return Blocks(discrete, blocks)
+
+
+def nonlocal_discrete(rng, zeros=((0, 3), (2, 1))):
+    d = rng.random((4, 4)) + 0.1
+    for s, t in zeros:
+        d[s, t] = 0
+    return d / d.sum(axis=1, keepdims=True)
+
+
+def expected_nonlocal(d, inside):
+    """The NonLocal transition over interior bins, from the definitions."""
+    n = int(inside.sum())
+    sizes = [1, n, 1, n]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    A = np.zeros((offsets[-1], offsets[-1]))
+    rw = nld_random_walk(grid_centers(NX, NY), inside, inside, 3.0, np.array([0.5, -0.2]))
+    for s in range(4):
+        for t in range(4):
+            block = np.full((sizes[s], sizes[t]), 1 / sizes[t])
+            if (s, t) == (1, 1):
+                block = rw
+            A[offsets[s]:offsets[s + 1], offsets[t]:offsets[t + 1]] = d[s, t] * block
+    return A
+
+
+def test_nonlocal_products_match_dense():
+    rng = np.random.default_rng(0)
+    labels, mask, inside = nonlocal_layout()
+    d = nonlocal_discrete(rng)
+    engine = plan(nonlocal_blocks(d), labels, mask)
+    A = expected_nonlocal(d, inside)
+    np.testing.assert_allclose(A.sum(axis=1), 1, rtol=1e-13)
+    np.testing.assert_allclose(engine.matrix(), A, rtol=RTOL, atol=ATOL)
+    check_products(engine, [A, A], rng)
+    assert engine.step_inputs(0, 5, np.float64) is None
+    plan_text = engine.describe()["blocks"]
+    assert "cont->cont: separable 5x4" in plan_text
+    assert "local->frag" not in plan_text  # zero discrete entry: no block
+    assert "local->local: uniform" in plan_text  # any block into one bin
+
+
+def test_to_dense_over_all_state_bins():
+    rng = np.random.default_rng(1)
+    labels, mask, inside = nonlocal_layout()
+    d = nonlocal_discrete(rng)
+    ds = make_dataset(np.zeros((6, mask.size)), mask, state=("state_bins", labels))
+    full = to_dense(nonlocal_blocks(d), ds)
+    assert full.shape == (mask.size, mask.size)
+    assert not full[~mask].any() and not full[:, ~mask].any()
+    np.testing.assert_allclose(full[np.ix_(mask, mask)], expected_nonlocal(d, inside),
+                               rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "centers, kind",
+    [
+        (grid_centers(6, 5), "separable 6x5"),
+        (grid_centers(6, 5) + np.random.default_rng(2).normal(0, 0.1, (30, 2)), "dense"),
+        (np.arange(30.0)[:, None] * 1.7, "dense"),
+    ],
+    ids=["grid", "scattered", "1-D"],
+)
+def test_random_walk_matches_nld_formula(centers, kind):
+    n = centers.shape[0]
+    inside = np.ones(n, dtype=bool)
+    inside[[0, 11, 12, 17]] = False
+    mean = np.full(centers.shape[1], 0.7)
+    transition = Blocks([[1.0]], {("a", "a"): RandomWalk(4.0, centers, movement_mean=mean)})
+    engine = plan(transition, ["a"] * n, inside)
+    assert engine.describe()["blocks"].startswith(f"a->a: {kind}")
+    A = nld_random_walk(centers, inside, inside, 4.0, mean)
+    np.testing.assert_allclose(engine.matrix(), A, rtol=1e-11, atol=ATOL)
+    check_products(engine, [A], np.random.default_rng(3))
+
+
+def test_random_walk_between_states_with_different_masks():
+    centers = grid_centers(4, 4)
+    in_a = np.ones(16, dtype=bool)
+    in_b = np.ones(16, dtype=bool)
+    in_a[5] = False
+    in_b[[0, 9]] = False
+    rw = RandomWalk(2.0, centers)
+    transition = Blocks([[0.5, 0.5], [0.0, 1.0]], {
+        ("a", "a"): rw, ("a", "b"): rw, ("b", "b"): Uniform()})
+    engine = plan(transition, ["a"] * 16 + ["b"] * 16, np.concatenate([in_a, in_b]))
+    A = np.zeros((29, 29))
+    A[:15, :15] = 0.5 * nld_random_walk(centers, in_a, in_a, 2.0, 0.0)
+    A[:15, 15:] = 0.5 * nld_random_walk(centers, in_a, in_b, 2.0, 0.0)
+    A[15:, 15:] = 1 / 14
+    check_products(engine, [A], np.random.default_rng(4))
+
+
+def test_dense_nonsquare_identity_and_interleaved_states():
+    """Non-square Dense blocks (full and interior shapes), an Identity into a
+    state with more interior bins, and states whose bins interleave."""
+    rng = np.random.default_rng(5)
+    labels = np.array(["a", "b", "a", "c", "b", "c", "a", "c", "b"])
+    mask = np.array([1, 1, 1, 1, 0, 1, 1, 1, 1], dtype=bool)
+    # a: bins 0, 2, 6 (3 interior); b: 1, 4, 8 (2 interior); c: 3, 5, 7 (3 interior)
+    m_ab = rng.random((3, 3))
+    m_ab[:, 1] = 0  # b's second bin is exterior
+    m_ab /= m_ab.sum(axis=1, keepdims=True)
+    m_ca = rng.random((3, 3))
+    m_ca /= m_ca.sum(axis=1, keepdims=True)
+    d = np.array([[0.2, 0.5, 0.3], [0.0, 0.6, 0.4], [0.7, 0.0, 0.3]])
+    transition = Blocks(d, {
+        ("a", "a"): Uniform(), ("a", "b"): Dense(m_ab), ("a", "c"): Identity(),
+        ("b", "b"): Identity(), ("b", "c"): Dense(np.full((2, 3), 1 / 3)),
+        ("c", "a"): Dense(m_ca), ("c", "c"): Uniform()})
+    engine = plan(transition, labels, mask)
+    interior = np.flatnonzero(mask)
+    pos = {b: i for i, b in enumerate(interior)}
+    A = np.zeros((8, 8))
+    members = {s: [b for b in np.flatnonzero(labels == s) if mask[b]] for s in "abc"}
+    blocks = {
+        ("a", "a"): np.full((3, 3), 1 / 3), ("a", "b"): m_ab[:, [0, 2]],
+        ("a", "c"): np.eye(3), ("b", "b"): np.eye(2), ("b", "c"): np.full((2, 3), 1 / 3),
+        ("c", "a"): m_ca, ("c", "c"): np.full((3, 3), 1 / 3)}
+    for (s, t), block in blocks.items():
+        rows = [pos[b] for b in members[s]]
+        cols = [pos[b] for b in members[t]]
+        A[np.ix_(rows, cols)] += d["abc".index(s), "abc".index(t)] * block
+    np.testing.assert_allclose(A.sum(axis=1), 1, rtol=1e-13)
+    np.testing.assert_allclose(engine.matrix(), A, rtol=RTOL, atol=ATOL)
+    check_products(engine, [A], rng)
+
+
+def test_identity_into_a_state_with_more_interior_bins():
+    transition = Blocks([[0.5, 0.5], [0.0, 1.0]], {
+        ("a", "a"): Uniform(), ("a", "b"): Identity(), ("b", "b"): Uniform()})
+    mask = np.array([1, 0, 1, 1, 1, 1], dtype=bool)
+    engine = plan(transition, list("aaabbb"), mask)
+    A = np.zeros((5, 5))
+    A[:2, :2] = 0.25
+    A[0, 2] = A[1, 4] = 0.5
+    A[2:, 2:] = 1 / 3
+    check_products(engine, [A], np.random.default_rng(6))
+
+
+# ------------------------------------------------------------------ hypothesis
+
+
+@st.composite
+def block_layouts(draw):
+    """Random states (sizes, masks, interleaving), discrete with zeros, blocks."""
+    n_states = draw(st.integers(1, 4))
+    sizes = [draw(st.integers(1, 6)) for _ in range(n_states)]
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([[f"s{s}"] * n for s, n in enumerate(sizes)])
+    if draw(st.booleans()):
+        labels = rng.permutation(labels)
+    mask = rng.random(labels.size) < 0.8
+    for s in range(n_states):  # every state keeps an interior bin
+        mask[np.flatnonzero(labels == f"s{s}")[0]] = True
+    d = rng.random((n_states, n_states)) * (rng.random((n_states, n_states)) < 0.7)
+    d[np.arange(n_states), np.arange(n_states)] += 0.1
+    d /= d.sum(axis=1, keepdims=True)
+    kinds = {}
+    for s in range(n_states):
+        for t in range(n_states):
+            options = ["uniform", "dense"]
+            if sizes[s] == sizes[t]:
+                options.append("random_walk")
+                ins, int_ = (mask[labels == f"s{i}"] for i in (s, t))
+                if not (ins & ~int_).any():
+                    options.append("identity")
+            kinds[s, t] = draw(st.sampled_from(options))
+    return labels, mask, d, kinds, seed
+
+
+def make_blocks(labels, mask, d, kinds, rng):
+    """The Blocks and the expected interior matrix, from the definitions."""
+    interior = np.flatnonzero(mask)
+    pos = {b: i for i, b in enumerate(interior)}
+    A = np.zeros((interior.size, interior.size))
+    blocks = {}
+    n_dims = rng.integers(1, 3)
+    centers = {}
+    for (s, t), kind in kinds.items():
+        a, b = f"s{s}", f"s{t}"
+        bins_a, bins_b = np.flatnonzero(labels == a), np.flatnonzero(labels == b)
+        in_a, in_b = mask[bins_a], mask[bins_b]
+        if kind == "uniform":
+            blocks[a, b], block = Uniform(), np.full((in_a.sum(), in_b.sum()), 1 / in_b.sum())
+        elif kind == "identity":
+            blocks[a, b] = Identity()
+            block = np.eye(bins_a.size)[in_a][:, in_b]
+        elif kind == "dense":
+            full = rng.random((bins_a.size, bins_b.size)) * in_b
+            full /= full.sum(axis=1, keepdims=True)
+            interior_only = rng.random() < 0.5
+            blocks[a, b] = Dense(full[in_a][:, in_b] if interior_only else full)
+            block = full[in_a][:, in_b]
+        else:
+            key = bins_a.size
+            if key not in centers:
+                centers[key] = rng.normal(0, 2, (key, n_dims))
+            var = float(rng.uniform(0.5, 5))
+            blocks[a, b] = RandomWalk(var, centers[key])
+            block = nld_random_walk(centers[key], in_a, in_b, var, 0.0)
+        rows = [pos[i] for i in bins_a[in_a]]
+        cols = [pos[j] for j in bins_b[in_b]]
+        A[np.ix_(rows, cols)] = d[s, t] * block
+    # The discrete matrix lists the states in order of first appearance.
+    order = [int(label[1:]) for label in dict.fromkeys(labels)]
+    return Blocks(d[np.ix_(order, order)], blocks), A
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block_layouts())
+def test_random_block_layouts_match_dense(layout):
+    labels, mask, d, kinds, seed = layout
+    rng = np.random.default_rng(seed)
+    transition, A = make_blocks(labels, mask, d, kinds, rng)
+    engine = plan(transition, labels, mask)
+    np.testing.assert_allclose(A.sum(axis=1), 1, rtol=1e-12)
+    np.testing.assert_allclose(engine.matrix(), A, rtol=1e-11, atol=ATOL)
+    check_products(engine, [A, A], rng)
+
+
+# ---------------------------------------------------------------- time-varying
+
+
+def varying_discrete(rng, n_time, zero=(0, 3)):
+    d = rng.random((n_time, 4, 4)) + 0.05
+    d[:, zero[0], zero[1]] = 0
+    return d / d.sum(axis=-1, keepdims=True)
+
+
+def test_time_varying_inputs_and_products():
+    """Labelled DataArray in another state order, dask-backed: step t uses discrete[t-1]."""
+    rng = np.random.default_rng(7)
+    labels, mask, inside = nonlocal_layout()
+    T = 12
+    d = varying_discrete(rng, T)
+    order = [3, 1, 0, 2]  # the DataArray lists the states in another order
+    array = xr.DataArray(
+        da.from_array(d[:, order][:, :, order], chunks=(5, 4, 4)),
+        dims=("time", "from_state", "to_state"),
+        coords={"from_state": [STATES[i] for i in order],
+                "to_state": [STATES[i] for i in order]},
+    )
+    engine = plan(nonlocal_blocks(array), labels, mask, n_time=T)
+    assert engine.describe()["discrete"] == "time-varying"
+    xs = engine.step_inputs(4, 6, np.float64)
+    assert xs.shape == (6, 4, 4)
+    np.testing.assert_allclose(xs, d[3:9], rtol=1e-15)
+    edges = engine.step_inputs(10, 4, np.float64)  # steps 10..13 of T = 12 (padding)
+    np.testing.assert_allclose(edges[:3], d[9:12], rtol=1e-15)
+    np.testing.assert_array_equal(edges[3], np.eye(4))
+    np.testing.assert_array_equal(engine.step_inputs(0, 1, np.float64)[0], np.eye(4))
+    matrices = [expected_nonlocal(d[t - 1], inside) for t in range(4, 10)]
+    for t, M in zip((4, 7), (matrices[0], matrices[3])):
+        np.testing.assert_allclose(engine.matrix(t - 1), M, rtol=RTOL, atol=ATOL)
+        check_products(engine, [M], rng, x=xs[t - 4], xs=xs[t - 4:t - 3])
+    check_products(engine, matrices, rng, x=xs[0], xs=xs)
+    ds = make_dataset(np.zeros((T, mask.size)), mask, state=("state_bins", labels))
+    full = to_dense(nonlocal_blocks(array), ds, time_index=5)
+    np.testing.assert_allclose(full[np.ix_(mask, mask)], expected_nonlocal(d[5], inside),
+                               rtol=RTOL, atol=ATOL)
+    with pytest.raises(TransitionError, match="time_index"):
+        to_dense(nonlocal_blocks(array), ds)
+
+
+def test_time_varying_zero_pattern_over_time_needs_blocks():
+    """A pair that is zero at some steps but not all still needs its block."""
+    rng = np.random.default_rng(8)
+    labels, mask, _ = nonlocal_layout()
+    d = varying_discrete(rng, 5)
+    d[2, 0, 3], d[2, 0, 0] = 0.3, d[2, 0, 0] + d[2, 0, 1] - 0.3 + d[2, 0, 2]
+    d[2, 0, 1:3] = 0
+    d[2] /= d[2].sum(axis=-1, keepdims=True)
+    transition = nonlocal_blocks(d)
+    del transition.blocks["local", "frag"]
+    with pytest.raises(TransitionError, match="'local', 'frag'"):
+        plan(transition, labels, mask, n_time=5)
+
+
+# --------------------------------------------------------------- end to end
+
+
+def scan_smoother(op, xs, log_lik, initial):
+    """Forward filter and backward smoother: plain scans of the operator."""
+
+    def forward(prev, inputs):
+        ll, x, first = inputs
+        predicted = jax.numpy.where(first, initial, op.predict(prev[None], x)[0])
+        weights = predicted * jax.numpy.exp(ll - ll.max())
+        total = weights.sum()
+        return weights / total, (weights / total, jax.numpy.log(total) + ll.max())
+
+    first = np.arange(log_lik.shape[0]) == 0
+    _, (filtered, log_norm) = jax.lax.scan(forward, initial, (log_lik, xs, first))
+
+    def backward(nxt, inputs):
+        filt, x = inputs
+        pred = op.predict(filt[None], x)[0]
+        ratio = jax.numpy.where(pred > 0, nxt / jax.numpy.where(pred > 0, pred, 1), 0)
+        smoothed = filt * op.pullback(ratio[None], x)[0]
+        smoothed = smoothed / smoothed.sum()
+        return smoothed, smoothed
+
+    after = None if xs is None else xs[1:]
+    _, smoothed = jax.lax.scan(backward, filtered[-1], (filtered[:-1], after), reverse=True)
+    return (np.asarray(filtered), np.concatenate([np.asarray(smoothed), filtered[-1:]]),
+            float(log_norm.sum()))
+
+
+def numpy_smoother(log_lik, matrices, initial):
+    """Float64 NumPy forward-backward with a matrix per step (``matrices[t]`` into t)."""
+    T, K = log_lik.shape
+    filtered = np.zeros((T, K))
+    total = 0.0
+    predicted = initial
+    for t in range(T):
+        w = predicted * np.exp(log_lik[t] - log_lik[t].max())
+        filtered[t] = w / w.sum()
+        total += np.log(w.sum()) + log_lik[t].max()
+        if t + 1 < T:
+            predicted = filtered[t] @ matrices[t + 1]
+    smoothed = filtered.copy()
+    for t in range(T - 2, -1, -1):
+        pred = filtered[t] @ matrices[t + 1]
+        s = filtered[t] * (matrices[t + 1] @ (smoothed[t + 1] / pred))
+        smoothed[t] = s / s.sum()
+    return filtered, smoothed, total
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["static", "time-varying"])
+def test_filter_and_smoother_end_to_end(varying):
+    rng = np.random.default_rng(9)
+    labels, mask, inside = nonlocal_layout()
+    T = 25
+    d = varying_discrete(rng, T) if varying else nonlocal_discrete(rng)
+    engine = plan(nonlocal_blocks(d), labels, mask, n_time=T)
+    K = engine.n_bins
+    log_lik = rng.normal(0, 3, (T, K))
+    initial = rng.random(K) + 0.1
+    initial /= initial.sum()
+    xs = engine.step_inputs(0, T, np.float64)  # None when static: x = None each step
+    filtered, smoothed, mll = scan_smoother(engine.device(np.float64, 1), xs, log_lik, initial)
+    if varying:
+        matrices = [np.eye(K)] + [expected_nonlocal(d[t - 1], inside) for t in range(1, T)]
+        ref = numpy_smoother(log_lik, matrices, initial)
+    else:
+        ref = reference_forward_backward(log_lik, expected_nonlocal(d, inside), initial)
+    np.testing.assert_allclose(filtered, ref[0], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(smoothed, ref[1], rtol=1e-10, atol=1e-14)
+    assert abs(mll - ref[2]) < 1e-9
+
+
+# ------------------------------------------------------------ dense analysis
+
+
+def contfrag_dense(n_track, discrete):
+    centers = np.arange(n_track) * 2.0
+    blocks = {("cont", "cont"): RandomWalk(6.0, centers), ("cont", "frag"): Uniform(),
+              ("frag", "cont"): Uniform(), ("frag", "frag"): Uniform()}
+    labels = np.array(["cont"] * n_track + ["frag"] * n_track)
+    engine = plan(Blocks(discrete, blocks), labels, np.ones(2 * n_track, dtype=bool))
+    return engine.matrix(), labels
+
+
+def test_analysis_finds_zero_and_rank_one_blocks():
+    A, labels = contfrag_dense(200, [[0.9, 0.1], [0.0, 1.0]])
+    engine = analyse_dense(A, labels)
+    assert isinstance(engine, StructuredTransition)
+    info = engine.describe()
+    assert info["kind"] == "dense-analysed"
+    assert info["blocks"] == ("cont->cont: dense 200x200; cont->frag: rank-one; "
+                              "frag->frag: rank-one")
+    check_products(engine, [A, A], np.random.default_rng(10))
+    assert engine.digest() == DenseTransition(A).digest()
+    via_plan = plan_transition(A, state_labels=labels, is_interior=np.ones(400, bool),
+                               n_time=5)
+    assert via_plan.describe() == info
+
+
+def test_analysis_keeps_dense_when_it_does_not_pay():
+    rng = np.random.default_rng(11)
+    A, labels = contfrag_dense(200, [[0.9, 0.1], [0.2, 0.8]])
+    small, small_labels = contfrag_dense(20, [[0.9, 0.1], [0.2, 0.8]])
+    noisy = A * (1 + 1e-9 * rng.random(A.shape))  # rows no longer exactly equal
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    for matrix, state in ((small, small_labels), (noisy, labels), (A, None)):
+        assert isinstance(analyse_dense(matrix, state), DenseTransition)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def two_state(discrete=((0.9, 0.1), (0.2, 0.8)), **blocks):
+    given = {("a", "a"): Uniform(), ("a", "b"): Uniform(), ("b", "a"): Uniform(),
+             ("b", "b"): Uniform()}
+    given.update({tuple(k): v for k, v in blocks.items()})
+    return Blocks(np.asarray(discrete), given)
+
+
+LABELS = list("aaabb")
+MASK = np.ones(5, dtype=bool)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: two_state(((0.9, 0.2), (0.2, 0.8))), TransitionError,
+         r"discrete\[from_state='a'\] sums to 1.1"),
+        (lambda: two_state(((1.1, -0.1), (0.2, 0.8))), TransitionError,
+         r"discrete\[from_state='a', to_state='b'\] is negative"),
+        (lambda: two_state(((np.nan, 0.1), (0.2, 0.8))), TransitionError, "not finite"),
+        (lambda: two_state(np.eye(3)), DimensionError, r"expected \(2, 2\)"),
+        (lambda: Blocks(xr.DataArray(np.eye(2), dims=("from_state", "to_state"),
+                                     coords={"from_state": ["a", "x"], "to_state": ["a", "b"]}),
+                        {("a", "a"): Uniform(), ("b", "b"): Uniform()}),
+         TransitionError, r"unknown: \['x'\]; missing: \['b'\]"),
+        (lambda: Blocks(xr.DataArray(np.eye(2), dims=("from", "to")), {}), DimensionError,
+         "dims"),
+        (lambda: Blocks(np.eye(2), {("a", "z"): Uniform(), ("a", "a"): Uniform(),
+                                    ("b", "b"): Uniform()}),
+         TransitionError, r"blocks\[\('a', 'z'\)\]: 'z' is not a state"),
+        (lambda: Blocks(np.eye(2), {("a", "a"): Uniform()}), TransitionError,
+         r"discrete\[from_state='b', to_state='b'\] is non-zero but blocks\[\('b', 'b'\)\] "
+         "is missing"),
+        (lambda: two_state(aa=RandomWalk(1.0, np.arange(4.0))), TransitionError,
+         r"blocks\[\('a', 'a'\)\]: RandomWalk centers has 4 rows but state 'a' has 3 bins"),
+        (lambda: two_state(ab=Identity()), TransitionError,
+         r"blocks\[\('a', 'b'\)\]: Identity needs states of equal size; 'a' has 3 bins, "
+         "'b' has 2"),
+        (lambda: two_state(ab=Dense(np.ones((3, 3)) / 3)), TransitionError,
+         r"Dense matrix has shape \(3, 3\)"),
+        (lambda: two_state(ab=Dense(np.ones((3, 2)))), TransitionError, "Dense row 0"),
+        (lambda: Blocks(np.ones((7, 2, 2)) / 2, {(a, b): Uniform() for a in "ab" for b in "ab"}),
+         DimensionError, "varies over 7 time steps; the log-likelihood has 10"),
+    ],
+    ids=["row-sum", "negative", "nan", "shape", "labels", "dims", "unknown-label",
+         "missing-block", "centers-length", "identity-sizes", "dense-shape", "dense-rows",
+         "time-length"],
+)
+def test_bad_input_is_named(make, error, match):
+    with pytest.raises(error, match=match):
+        plan(make(), LABELS, MASK)
+
+
+def test_time_varying_row_error_names_the_step():
+    d = np.tile([[0.5, 0.5], [0.5, 0.5]], (10, 1, 1))
+    d[6, 1] = [0.5, 0.6]
+    with pytest.raises(TransitionError, match=r"discrete\[time=6, from_state='b'\] sums to 1.1"):
+        plan(Blocks(da.from_array(d, chunks=4),
+                    {(a, b): Uniform() for a in "ab" for b in "ab"}), LABELS, MASK)
+
+
+def test_bad_blocks_and_parameters():
+    with pytest.raises(TransitionError, match="movement_var must be > 0"):
+        RandomWalk(0.0, np.arange(3.0))
+    with pytest.raises(TransitionError, match="movement_mean"):
+        RandomWalk(1.0, np.zeros((3, 2)), movement_mean=[1, 2, 3])
+    with pytest.raises(TransitionError, match=r"blocks\[\('a', 'a'\)\] is a ndarray"):
+        Blocks(np.eye(2), {("a", "a"): np.eye(3)})
+    with pytest.raises(TransitionError, match="needs a 'state' coordinate"):
+        plan_transition(two_state(), state_labels=None, is_interior=MASK, n_time=3)
+    with pytest.raises(InputError, match="to_dense takes a Blocks"):
+        to_dense(np.eye(5), make_dataset(np.zeros((3, 5)), state=("state_bins", LABELS)))
+
+
+def test_identity_into_exterior_bin_is_an_error():
+    mask = np.array([1, 1, 1, 1, 0, 1], dtype=bool)
+    transition = Blocks([[0.5, 0.5], [0.0, 1.0]], {
+        ("a", "a"): Uniform(), ("a", "b"): Identity(), ("b", "b"): Uniform()})
+    with pytest.raises(TransitionError, match="moves interior bin 1 of 'a' to an exterior bin"):
+        plan(transition, list("aaabbb"), mask)
+
+
+def test_digest_follows_content():
+    rng = np.random.default_rng(12)
+    labels, mask, _ = nonlocal_layout()
+    d = nonlocal_discrete(rng)
+    first = plan(nonlocal_blocks(d), labels, mask).digest()
+    assert plan(nonlocal_blocks(d.copy()), labels, mask).digest() == first
+    assert plan(nonlocal_blocks(d, mean=(0.5, 0.0)), labels, mask).digest() != first
+    assert plan(nonlocal_blocks(nonlocal_discrete(rng)), labels, mask).digest() != first

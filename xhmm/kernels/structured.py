@@ -1,0 +1,280 @@
+"""Structured transition operators: blocks over discrete states.
+
+The state bins (interior only, ``K`` of them) belong to ``S`` discrete
+states. The transition factors as
+
+``A[i, j] = discrete[s(i), s(j)] * block[s(i), s(j)][i, j]``
+
+where each block is row-stochastic over the interior bins of its to-state.
+:class:`BlocksOperator` implements the products of
+:mod:`xhmm.kernels.operators` block by block, so a product costs the sum of
+its blocks' costs instead of ``K * K``:
+
+- :class:`RankOneBlock`: every row the same vector (uniform by default):
+  the product is the from-state's mass times that vector;
+- :class:`IdentityBlock`: bin ``k`` of the from-state moves to bin ``k`` of
+  the to-state;
+- :class:`DenseBlock`: an ``(n_from, n_to)`` matrix;
+- :class:`SeparableBlock`: a Gaussian random walk on an ``nx * ny`` grid,
+  ``p @ C = gather(gx.T @ grid(p / z) @ gy)``, two small dense products.
+
+The discrete matrix is either a leaf of the operator (static) or the
+operator's per-step input ``x`` of shape (S, S) (time-varying): the blocks
+never depend on the step, so a chunk's block products are computed once and
+each row is then scaled by its own discrete entries.
+
+Every shape and index array is fixed when the operator is built, so the
+scans compile once per layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "RankOneBlock",
+    "IdentityBlock",
+    "DenseBlock",
+    "SeparableBlock",
+    "Block",
+    "BlocksOperator",
+]
+
+
+def _gather(values: jax.Array, index: jax.Array) -> jax.Array:
+    """``values[..., index]``; an index equal to ``values.shape[-1]`` reads 0."""
+    return jnp.take(values, index, axis=-1, mode="fill", fill_value=0)
+
+
+@dataclass(frozen=True)
+class RankOneBlock:
+    """Every row the same: ``p @ block = sum(p) * vector``.
+
+    Parameters
+    ----------
+    vector : (n_to,) array or None
+        The common row; None for the uniform row ``1 / n_to``.
+    n_to : int
+        Interior bins of the to-state (static).
+    """
+
+    vector: jax.Array | None
+    n_to: int
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block`` over the last axis (uniform: a trailing axis of 1)."""
+        mass = jnp.sum(p, axis=-1, keepdims=True)
+        return mass / self.n_to if self.vector is None else mass * self.vector
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``block @ r`` over the last axis, a trailing axis of 1 (all rows equal)."""
+        if self.vector is None:
+            return jnp.sum(r, axis=-1, keepdims=True) / self.n_to
+        return (r @ self.vector)[..., None]
+
+
+@dataclass(frozen=True)
+class IdentityBlock:
+    """Bin ``k`` of the from-state moves to bin ``k`` of the to-state.
+
+    Parameters
+    ----------
+    to_from : (n_to,) int array or None
+        For each interior to-bin, the interior from-bin that moves to it
+        (``n_from`` where none does); None when it is the identity.
+    from_to : (n_from,) int array or None
+        For each interior from-bin, the interior to-bin it moves to.
+    """
+
+    to_from: jax.Array | None
+    from_to: jax.Array | None
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block`` over the last axis."""
+        return p if self.to_from is None else _gather(p, self.to_from)
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``block @ r`` over the last axis."""
+        return r if self.from_to is None else _gather(r, self.from_to)
+
+
+@dataclass(frozen=True)
+class DenseBlock:
+    """An (n_from, n_to) matrix.
+
+    Parameters
+    ----------
+    matrix : (n_from, n_to) array
+    matrix_t : (n_to, n_from) array or None
+        ``matrix.T`` stored row-major for a single sequence's step (see
+        :class:`xhmm.kernels.operators.DenseOperator`), or None.
+    """
+
+    matrix: jax.Array
+    matrix_t: jax.Array | None
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ matrix`` over the last axis."""
+        if self.matrix_t is not None and p.shape[:-1] == (1,):
+            return (self.matrix_t @ p[0])[None]
+        return p @ self.matrix
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``matrix @ r`` over the last axis (no transposed copy of the matrix)."""
+        return jnp.einsum("ij,...j->...i", self.matrix, r)
+
+
+@dataclass(frozen=True)
+class SeparableBlock:
+    """A Gaussian random walk on a Cartesian ``nx * ny`` grid of bin centres.
+
+    ``block[i, j] = gx[a(i), a(j)] * gy[b(i), b(j)] * inv_z[i]`` for bin ``i``
+    at grid cell ``(a(i), b(i))``; cells that are not interior bins of the
+    state are zero in the product.
+
+    Parameters
+    ----------
+    gx : (nx, nx) array
+    gy : (ny, ny) array
+        One-dimensional Gaussian factors, ``g[a, c]`` for a move from
+        coordinate ``a`` to ``c``.
+    inv_z : (n_from,) array
+        Reciprocal row sums over the interior to-bins.
+    from_cells : (nx * ny,) int array
+        For each cell, its interior from-bin (``n_from`` where none).
+    from_bins : (n_from,) int array
+        The cell of each interior from-bin.
+    to_cells : (nx * ny,) int array
+        For each cell, its interior to-bin (``n_to`` where none).
+    to_bins : (n_to,) int array
+        The cell of each interior to-bin.
+    shape : (int, int)
+        ``(nx, ny)``, static.
+    """
+
+    gx: jax.Array
+    gy: jax.Array
+    inv_z: jax.Array
+    from_cells: jax.Array
+    from_bins: jax.Array
+    to_cells: jax.Array
+    to_bins: jax.Array
+    shape: tuple[int, int]
+
+    def _grid(self, values: jax.Array, cells: jax.Array) -> jax.Array:
+        return _gather(values, cells).reshape(values.shape[:-1] + self.shape)
+
+    def _flat(self, grid: jax.Array, bins: jax.Array) -> jax.Array:
+        return jnp.take(grid.reshape(grid.shape[:-2] + (-1,)), bins, axis=-1)
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block``: ``gx.T @ grid(p * inv_z) @ gy`` at the to-bins."""
+        grid = self._grid(p * self.inv_z, self.from_cells) @ self.gy
+        return self._flat(jnp.einsum("ac,...ad->...cd", self.gx, grid), self.to_bins)
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``block @ r``: ``gx @ grid(r) @ gy.T`` at the from-bins, times ``inv_z``."""
+        grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy)
+        grid = jnp.einsum("ac,...cb->...ab", self.gx, grid)
+        return self._flat(grid, self.from_bins) * self.inv_z
+
+
+Block = Union[RankOneBlock, IdentityBlock, DenseBlock, SeparableBlock]
+
+_register = jax.tree_util.register_dataclass
+_register(RankOneBlock, data_fields=["vector"], meta_fields=["n_to"])
+_register(IdentityBlock, data_fields=["to_from", "from_to"], meta_fields=[])
+_register(DenseBlock, data_fields=["matrix", "matrix_t"], meta_fields=[])
+_register(
+    SeparableBlock,
+    data_fields=["gx", "gy", "inv_z", "from_cells", "from_bins", "to_cells", "to_bins"],
+    meta_fields=["shape"],
+)
+
+
+@dataclass(frozen=True)
+class BlocksOperator:
+    """A transition over discrete states made of blocks (module docstring).
+
+    The interior bins are permuted so each state's bins are contiguous
+    (``perm``), the blocks act on those slices and the result is permuted
+    back (``inv_perm``).
+
+    Parameters
+    ----------
+    discrete : (S, S) array or None
+        The discrete transition; None when it is time-varying and comes as
+        the per-step input ``x``.
+    blocks : tuple of Block
+        One per (from, to) pair of ``pairs``.
+    perm, inv_perm : (K,) int arrays or None
+        State-ordered position -> interior bin, and back; None when the
+        states are already contiguous and in order.
+    offsets : tuple of int
+        ``S + 1`` bounds of each state's slice in state order, static.
+    pairs : tuple of (int, int)
+        (from, to) states of each block, static; pairs without a block
+        (zero discrete probability) contribute nothing.
+    """
+
+    discrete: jax.Array | None
+    blocks: tuple[Block, ...]
+    perm: jax.Array | None
+    inv_perm: jax.Array | None
+    offsets: tuple[int, ...]
+    pairs: tuple[tuple[int, int], ...]
+
+    def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
+        """``p @ A`` for each row of ``p`` (B, K); ``x`` is the (S, S) discrete."""
+        discrete = self.discrete if x is None else x
+        return self._apply(p, lambda s, t: discrete[s, t], forward=True)
+
+    def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
+        """``A @ r[b]`` for each row of ``r`` (B, K); ``x`` is the (S, S) discrete."""
+        discrete = self.discrete if x is None else x
+        return self._apply(r, lambda s, t: discrete[s, t], forward=False)
+
+    def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
+        """``rows[:, i] @ A_i`` for a (B, C, K) chunk; ``xs`` is (C, S, S) or None.
+
+        The block products do not depend on the row, so each is one product
+        over the whole chunk; a time-varying discrete then scales row ``i``
+        by ``xs[i]``.
+        """
+        if xs is None:
+            return self._apply(rows, lambda s, t: self.discrete[s, t], forward=True)
+        return self._apply(rows, lambda s, t: xs[:, s, t][:, None], forward=True)
+
+    def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
+               forward: bool) -> jax.Array:
+        """Sum ``coef(s, t) * block product`` into each destination state."""
+        ordered = values if self.perm is None else jnp.take(values, self.perm, axis=-1)
+        bounds = list(zip(self.offsets[:-1], self.offsets[1:]))
+        parts = [ordered[..., lo:hi] for lo, hi in bounds]
+        sums: list[jax.Array | None] = [None] * len(bounds)
+        for (s, t), block in zip(self.pairs, self.blocks):
+            if forward:
+                src, dst, product = s, t, block.forward
+            else:
+                src, dst, product = t, s, block.backward
+            term = coef(s, t) * product(parts[src])
+            sums[dst] = term if sums[dst] is None else sums[dst] + term
+        lead = ordered.shape[:-1]
+        pieces = [
+            jnp.zeros(lead + (hi - lo,), ordered.dtype) if total is None
+            else jnp.broadcast_to(total, lead + (hi - lo,))
+            for total, (lo, hi) in zip(sums, bounds)
+        ]
+        out = jnp.concatenate(pieces, axis=-1)
+        return out if self.inv_perm is None else jnp.take(out, self.inv_perm, axis=-1)
+
+
+_register(
+    BlocksOperator,
+    data_fields=["discrete", "blocks", "perm", "inv_perm"],
+    meta_fields=["offsets", "pairs"],
+)

@@ -1,0 +1,34 @@
+"""Structured and time-varying transitions.
+
+``transition=`` of the ``ds.hmm`` methods takes a dense matrix or a
+:class:`Blocks` transition over the discrete states of the ``state``
+coordinate: ``A[i, j] = discrete[s(i), s(j)] * block[i, j]`` where each
+(from, to) block is :class:`Uniform`, :class:`Identity`, :class:`Dense` or
+:class:`RandomWalk`, and ``discrete`` may vary over time. Such a transition
+runs block by block (a Gaussian random walk on a grid as two small dense
+products), a small fraction of the dense product's cost.
+
+:func:`plan_transition` resolves either kind against a Dataset's layout
+into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
+:func:`to_dense` gives the equivalent matrix.
+"""
+
+from .analyse import analyse_dense
+from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
+from .dense import to_dense
+from .plan import plan_blocks, plan_transition
+from .structured import StructuredTransition
+
+__all__ = [
+    "Blocks",
+    "Uniform",
+    "Identity",
+    "Dense",
+    "RandomWalk",
+    "TransitionBlock",
+    "to_dense",
+    "plan_transition",
+    "plan_blocks",
+    "analyse_dense",
+    "StructuredTransition",
+]

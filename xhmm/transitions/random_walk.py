@@ -1,0 +1,114 @@
+"""Plan a Gaussian random-walk block: separable on a grid, dense otherwise.
+
+The block from bin ``i`` to bin ``j`` is the Gaussian pdf of the
+displacement ``c_j - c_i`` (mean ``movement_mean``, covariance
+``movement_var * I``), zero where ``i`` or ``j`` is exterior, rows
+normalised over the interior. The pdf's constant and any per-row factor
+cancel in the normalisation, so the factors here are scaled to peak at 1
+in every row (nothing underflows that the normalised value would keep).
+
+On a Cartesian ``nx * ny`` grid the Gaussian is a product of two 1-D
+Gaussians and a product with the block is two small dense products
+(:class:`~xhmm.transitions.planned.PlannedSeparable`); elsewhere the block
+is computed densely.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TransitionError
+from .planned import PlannedDense, PlannedSeparable
+
+__all__ = ["plan_random_walk"]
+
+
+def _peaked_exp(exponent: np.ndarray) -> np.ndarray:
+    """``exp`` of each row shifted so the row's largest entry is 1."""
+    return np.exp(exponent - exponent.max(axis=1, keepdims=True))
+
+
+def _gaussian_1d(coords: np.ndarray, mean: float, var: float) -> np.ndarray:
+    """``g[a, c]`` proportional to the pdf of a move from ``coords[a]`` to ``coords[c]``."""
+    step = coords[None, :] - coords[:, None] - mean
+    return _peaked_exp(-(step**2) / (2 * var))
+
+
+def _cartesian(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(xs, ys, cell)`` if the centres are each cell of ``xs x ys`` once, else None."""
+    if centers.shape[1] != 2 or not np.isfinite(centers).all():
+        return None
+    xs, ix = np.unique(centers[:, 0], return_inverse=True)
+    ys, iy = np.unique(centers[:, 1], return_inverse=True)
+    cell = ix * ys.size + iy
+    if xs.size * ys.size != centers.shape[0] or np.unique(cell).size != cell.size:
+        return None
+    return xs, ys, cell
+
+
+def _check_rows(z: np.ndarray, name: str) -> None:
+    if not (z > 0).all():
+        raise TransitionError(
+            f"{name}: interior bin {int(np.argmin(z > 0))} of the from-state reaches no "
+            "interior bin of the to-state"
+        )
+
+
+def plan_random_walk(
+    centers: np.ndarray,
+    movement_var: float,
+    movement_mean: np.ndarray,
+    from_interior: np.ndarray,
+    to_interior: np.ndarray,
+    name: str,
+) -> PlannedDense | PlannedSeparable:
+    """Plan the random walk between two states sharing the bin centres.
+
+    Parameters
+    ----------
+    centers : (n, n_dims) float64 ndarray
+        Centre of each bin of the states (interior or not).
+    movement_var : float
+    movement_mean : (n_dims,) float64 ndarray
+    from_interior, to_interior : (n,) bool ndarrays
+        ``is_interior`` of the from- and to-state's bins.
+    name : str
+        The block, for error messages.
+
+    Returns
+    -------
+    PlannedSeparable
+        When the centres are a Cartesian 2-D grid and the separable product
+        is cheaper than the dense one.
+    PlannedDense
+        Otherwise.
+
+    Raises
+    ------
+    TransitionError
+        If an interior from-bin's row is zero (no interior to-bin).
+    """
+    if not np.isfinite(centers[from_interior | to_interior]).all():
+        raise TransitionError(f"{name}: RandomWalk centers of interior bins must be finite")
+    grid = _cartesian(centers)
+    n_from, n_to = int(from_interior.sum()), int(to_interior.sum())
+    if grid is not None and centers.shape[0] * sum(g.size for g in grid[:2]) < n_from * n_to:
+        xs, ys, cell = grid
+        gx = _gaussian_1d(xs, movement_mean[0], movement_var)
+        gy = _gaussian_1d(ys, movement_mean[1], movement_var)
+        to_mask = np.zeros(xs.size * ys.size)
+        to_mask[cell[to_interior]] = 1.0
+        z_grid = gx @ to_mask.reshape(xs.size, ys.size) @ gy.T
+        from_cells = cell[from_interior]
+        z = z_grid.ravel()[from_cells]
+        _check_rows(z, name)
+        return PlannedSeparable(gx, gy, z, from_cells, cell[to_interior])
+    rows, cols = centers[from_interior], centers[to_interior]
+    exponent = np.zeros((n_from, n_to))
+    for dim in range(centers.shape[1]):
+        step = cols[None, :, dim] - rows[:, None, dim] - movement_mean[dim]
+        exponent -= step**2 / (2 * movement_var)
+    weights = _peaked_exp(exponent)
+    z = weights.sum(axis=1)
+    _check_rows(z, name)
+    return PlannedDense(weights / z[:, None])
