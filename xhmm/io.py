@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 from dask.system import CPU_COUNT
 
@@ -123,7 +124,7 @@ def _prepare(results: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
     multi = {
         index.dim: list(index.index.names)
         for index in ds.xindexes.get_unique()
-        if isinstance(index, xr.indexes.PandasMultiIndex)
+        if isinstance(getattr(index, "index", None), pd.MultiIndex)
     }
     if multi:
         ds = ds.reset_index(list(multi))
