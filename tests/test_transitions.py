@@ -71,23 +71,28 @@ def plan(transition, labels, mask, n_time=10):
 
 
 @jax.jit
-def _jit_predict(op, p, x):
-    return op.predict(p, x)
+def _products(op, p, rows, x, xs):
+    return op.predict(p, x), op.pullback(p, x), op.predict_chunk(rows, xs)
 
 
-def check_products(engine, matrices, rng, x=None, xs=None):
-    """predict / pullback / predict_chunk against dense matrices (one per step)."""
+def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rtol=RTOL):
+    """predict / pullback / predict_chunk against dense matrices (one per chunk row).
+
+    ``x`` is the input of a single step (whose matrix is ``matrices[0]``),
+    ``xs`` those of the chunk rows.
+    """
     K = engine.n_bins
+    A = matrices[0]
     for n_seq in (1, 3):
-        op = engine.device(np.float64, n_seq)
+        op = engine.device(dtype, n_seq)
         p = rng.random((n_seq, K))
-        A = matrices[0]
-        np.testing.assert_allclose(op.predict(p, x), p @ A, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(op.pullback(p, x), p @ A.T, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(_jit_predict(op, p, x), p @ A, rtol=RTOL, atol=ATOL)
         rows = rng.random((n_seq, len(matrices), K))
+        cast = (lambda a: None if a is None else np.asarray(a, dtype=dtype))
+        predicted, pulled, chunk = _products(op, cast(p), cast(rows), cast(x), cast(xs))
         expected = np.stack([rows[:, i] @ M for i, M in enumerate(matrices)], axis=1)
-        np.testing.assert_allclose(op.predict_chunk(rows, xs), expected, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(predicted, p @ A, rtol=rtol, atol=ATOL)
+        np.testing.assert_allclose(pulled, p @ A.T, rtol=rtol, atol=ATOL)
+        np.testing.assert_allclose(chunk, expected, rtol=rtol, atol=ATOL)
 
 
 # ---------------------------------------------------------------- NonLocal model
@@ -152,6 +157,18 @@ def test_nonlocal_products_match_dense():
     assert "cont->cont: separable 5x4" in plan_text
     assert "local->frag" not in plan_text  # zero discrete entry: no block
     assert "local->local: uniform" in plan_text  # any block into one bin
+
+
+def test_float32_products_within_rounding():
+    """The float32 operator (what runs by default) within a few float32 roundings."""
+    rng = np.random.default_rng(13)
+    labels, mask, inside = nonlocal_layout()
+    T = 4
+    d = varying_discrete(rng, T)
+    engine = plan(nonlocal_blocks(d), labels, mask, n_time=T)
+    xs = engine.step_inputs(1, 3, np.float32)
+    matrices = [expected_nonlocal(d[t], inside) for t in range(3)]
+    check_products(engine, matrices, rng, x=xs[0], xs=xs, dtype=np.float32, rtol=1e-5)
 
 
 def test_to_dense_over_all_state_bins():
@@ -309,8 +326,10 @@ def make_blocks(labels, mask, d, kinds, rng):
             block = full[in_a][:, in_b]
         else:
             key = bins_a.size
-            if key not in centers:
-                centers[key] = rng.normal(0, 2, (key, n_dims))
+            if key not in centers:  # a 2 x n grid (separable when it pays) or scattered
+                on_grid = key % 2 == 0 and key >= 4 and rng.random() < 0.5
+                centers[key] = (rng.permutation(grid_centers(2, key // 2)) if on_grid
+                                else rng.normal(0, 2, (key, n_dims)))
             var = float(rng.uniform(0.5, 5))
             blocks[a, b] = RandomWalk(var, centers[key])
             block = nld_random_walk(centers[key], in_a, in_b, var, 0.0)
