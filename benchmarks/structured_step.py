@@ -114,24 +114,25 @@ def random_dense(n_bins: int):
     return dense_operator(matrix, np.float32, 1)
 
 
-def compare(title: str, runs: dict, n_bins: int, steps: int, repeat: int) -> None:
-    """Time ``{name: (operator, xs)}`` (first = reference) and print ratios.
+def compare(title: str, runs: dict, n_bins: int, repeat: int) -> None:
+    """Time ``{name: (operator, xs, steps)}`` (first = reference) and print ratios.
 
-    The runs of each repeat are interleaved so that load from other
-    processes falls on all of them alike; each figure is a median.
+    ``steps`` products make one run (enough that the call's own overhead
+    does not count); the runs of each repeat are interleaved so that load
+    from other processes falls on all of them alike; each figure is a median.
     """
-    print(f"\n{title} (K = {n_bins}, {steps} steps a run, median of {repeat})")
+    print(f"\n{title} (K = {n_bins}, median of {repeat})")
     for product in ("predict", "pullback"):
         runners = {name: step_runner(op, product, n_bins, steps, xs)
-                   for name, (op, xs) in runs.items()}
+                   for name, (op, xs, steps) in runs.items()}
         times = {name: [] for name in runs}
         for _ in range(repeat):
             for name, timed in runners.items():
                 times[name].append(timed())
         (ref_name, ref), *others = ((name, statistics.median(t)) for name, t in times.items())
-        line = f"  {product:8s} {ref_name} {ref * 1e3:8.3f} ms"
+        line = f"  {product:8s} {ref_name} {ref * 1e3:8.4f} ms"
         for name, value in others:
-            line += f" | {name} {value * 1e3:8.3f} ms, ratio {value / ref:.4f}"
+            line += f" | {name} {value * 1e3:8.4f} ms, ratio {value / ref:.4f}"
         print(line)
 
 
@@ -147,22 +148,22 @@ def main() -> None:
     plan, op = structured_operator(nonlocal_model(args.grid, args.hole, sticky(4, 0.98)))
     print(plan.describe()["blocks"])
     K = plan.n_bins
-    compare("NonLocal 2-D", {"dense": (random_dense(K), None), "structured": (op, None)},
-            K, steps=8, repeat=args.repeat)
+    compare("NonLocal 2-D", {"dense": (random_dense(K), None, 8), "structured": (op, None, 256)},
+            K, args.repeat)
 
     rng = np.random.default_rng(0)
     varying = rng.dirichlet(np.ones(4), size=(N_TIME, 4)) * 0.1 + sticky(4, 0.9) * 0.9
     _, varying_op = structured_operator(nonlocal_model(args.grid, args.hole, varying))
     xs = jnp.asarray(varying[:256], dtype=jnp.float32)
-    compare("NonLocal time-varying", {"static": (op, None), "time-varying": (varying_op, xs)},
-            K, steps=256, repeat=args.repeat)
+    compare("NonLocal time-varying",
+            {"static": (op, None, 256), "time-varying": (varying_op, xs, 256)}, K, args.repeat)
 
     plan, op = structured_operator(contfrag_model(args.track_bins))
     print(plan.describe()["blocks"])
     K = plan.n_bins
-    compare("ContFrag 1-D", {"dense": (random_dense(K), None), "structured": (op, None)},
-            K, steps=2_000, repeat=args.repeat)
-
+    compare("ContFrag 1-D",
+            {"dense": (random_dense(K), None, 2_000), "structured": (op, None, 8_000)},
+            K, args.repeat)
 
 if __name__ == "__main__":
     main()

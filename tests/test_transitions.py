@@ -21,6 +21,7 @@ from scipy.stats import multivariate_normal
 from conftest import make_dataset, reference_forward_backward
 from xhmm.engine.transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
+from xhmm.kernels.structured import BandedBlock
 from xhmm.transitions import (
     Blocks,
     Dense,
@@ -203,6 +204,31 @@ def test_random_walk_matches_nld_formula(centers, kind):
     A = nld_random_walk(centers, inside, inside, 4.0, mean)
     np.testing.assert_allclose(engine.matrix(), A, rtol=1e-11, atol=ATOL)
     check_products(engine, [A], np.random.default_rng(3))
+
+
+def test_banded_tiles_skip_only_zero_tiles():
+    """Blocks whose far tiles are exactly zero run as tile diagonals, in both dtypes."""
+    n = 400
+    centers = np.arange(n) * 2.0
+    inside = np.ones(n, dtype=bool)
+    inside[[0, 150, 151]] = False
+    rw = Blocks([[1.0]], {("a", "a"): RandomWalk(6.0, centers, movement_mean=1.0)})
+    engine = plan(rw, ["a"] * n, inside)
+    assert engine.describe()["blocks"] == "a->a: banded 397x397 (3 diagonals of 64x64 tiles)"
+    A = nld_random_walk(centers[:, None], inside, inside, 6.0, 1.0)
+    for dtype, rtol in ((np.float64, 1e-11), (np.float32, 1e-5)):
+        assert isinstance(engine.device(dtype, 1).blocks[0], BandedBlock)
+        check_products(engine, [A, A], np.random.default_rng(14), dtype=dtype, rtol=rtol)
+
+    rng = np.random.default_rng(15)  # upper band: tile diagonals 0 and +1 only
+    m = np.zeros((300, 300))
+    for i in range(300):
+        m[i, i:min(300, (i // 64 + 2) * 64)] = rng.random(min(300, (i // 64 + 2) * 64) - i)
+    m /= m.sum(axis=1, keepdims=True)
+    engine = plan(Blocks([[1.0]], {("a", "a"): Dense(m)}), ["a"] * 300, np.ones(300, bool))
+    op = engine.device(np.float64, 3)
+    assert op.blocks[0].offsets == (0, 1)
+    check_products(engine, [m, m], rng)
 
 
 def test_random_walk_between_states_with_different_masks():
