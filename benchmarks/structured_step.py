@@ -16,14 +16,14 @@ JAX device, one sequence (B = 1):
     blocks with a static one.
 
 A step is ``predict`` (forward: ``p @ A``) or ``pullback`` (backward:
-``A @ r``), run ``--steps`` times in a :func:`jax.lax.scan` (as in the
-filter, renormalising each step) so dispatch overhead is not counted; the
-figure is the median over ``--repeat`` runs of the time per step, after a
-compiling run. Prints milliseconds per step and the ratio structured / dense
-(or time-varying / static).
+``A @ r``), run many times in a :func:`jax.lax.scan` (as in the filter,
+renormalising each step) so dispatch overhead is not counted. Each figure is
+the median over ``--repeat`` runs of the time per step, after a compiling
+run; the runs of the sides compared are interleaved. Prints milliseconds per
+step and the ratio structured / dense (or time-varying / static).
 
 Usage: ``python benchmarks/structured_step.py [--grid 73] [--hole 5]
-[--track-bins 500] [--repeat 7]``.
+[--track-bins 500] [--repeat 9]``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xhmm.kernels.operators import dense_operator
-from xhmm.transitions import Blocks, RandomWalk, Uniform, Identity, plan_transition
+from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, plan_transition
 
 N_TIME = 1_000
 STATES = ("Local", "No-Spike", "Non-Local Continuous", "Non-Local Fragmented")
@@ -78,8 +78,8 @@ def sticky(n_states: int, stay: float) -> np.ndarray:
     return np.full((n_states, n_states), move) + np.eye(n_states) * (stay - move)
 
 
-def step_time(operator, product: str, n_bins: int, n_steps: int, xs, repeat: int) -> float:
-    """Median seconds per step of ``n_steps`` products in a scan."""
+def step_runner(operator, product: str, n_bins: int, n_steps: int, xs):
+    """A compiled call running ``n_steps`` products in a scan; returns seconds per step."""
 
     @jax.jit
     def run(op, start, inputs):
@@ -91,12 +91,13 @@ def step_time(operator, product: str, n_bins: int, n_steps: int, xs, repeat: int
 
     start = jnp.full((1, n_bins), 1 / n_bins, dtype=jnp.float32)
     run(operator, start, xs).block_until_ready()
-    times = []
-    for _ in range(repeat):
+
+    def timed() -> float:
         tic = time.perf_counter()
         run(operator, start, xs).block_until_ready()
-        times.append((time.perf_counter() - tic) / n_steps)
-    return statistics.median(times)
+        return (time.perf_counter() - tic) / n_steps
+
+    return timed
 
 
 def structured_operator(model) -> tuple:
@@ -113,16 +114,25 @@ def random_dense(n_bins: int):
     return dense_operator(matrix, np.float32, 1)
 
 
-def compare(title: str, runs: dict, n_bins: int, steps: int, repeat: int) -> None:
-    """Time ``{name: (operator, xs)}`` (first = reference) and print ratios."""
-    print(f"\n{title} (K = {n_bins}, {steps} steps a run, median of {repeat})")
+def compare(title: str, runs: dict, n_bins: int, repeat: int) -> None:
+    """Time ``{name: (operator, xs, steps)}`` (first = reference) and print ratios.
+
+    ``steps`` products make one run (enough that the call's own overhead
+    does not count); the runs of each repeat are interleaved so that load
+    from other processes falls on all of them alike; each figure is a median.
+    """
+    print(f"\n{title} (K = {n_bins}, median of {repeat})")
     for product in ("predict", "pullback"):
-        timed = {name: step_time(op, product, n_bins, steps, xs, repeat)
-                 for name, (op, xs) in runs.items()}
-        (ref_name, ref), *others = timed.items()
-        line = f"  {product:8s} {ref_name} {ref * 1e3:8.3f} ms"
+        runners = {name: step_runner(op, product, n_bins, steps, xs)
+                   for name, (op, xs, steps) in runs.items()}
+        times = {name: [] for name in runs}
+        for _ in range(repeat):
+            for name, timed in runners.items():
+                times[name].append(timed())
+        (ref_name, ref), *others = ((name, statistics.median(t)) for name, t in times.items())
+        line = f"  {product:8s} {ref_name} {ref * 1e3:8.4f} ms"
         for name, value in others:
-            line += f" | {name} {value * 1e3:8.3f} ms, ratio {value / ref:.4f}"
+            line += f" | {name} {value * 1e3:8.4f} ms, ratio {value / ref:.4f}"
         print(line)
 
 
@@ -131,29 +141,29 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=73)
     parser.add_argument("--hole", type=int, default=5)
     parser.add_argument("--track-bins", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}")
 
     plan, op = structured_operator(nonlocal_model(args.grid, args.hole, sticky(4, 0.98)))
     print(plan.describe()["blocks"])
     K = plan.n_bins
-    compare("NonLocal 2-D", {"dense": (random_dense(K), None), "structured": (op, None)},
-            K, steps=8, repeat=args.repeat)
+    compare("NonLocal 2-D", {"dense": (random_dense(K), None, 8), "structured": (op, None, 256)},
+            K, args.repeat)
 
     rng = np.random.default_rng(0)
     varying = rng.dirichlet(np.ones(4), size=(N_TIME, 4)) * 0.1 + sticky(4, 0.9) * 0.9
     _, varying_op = structured_operator(nonlocal_model(args.grid, args.hole, varying))
-    xs = jnp.asarray(varying[:64], dtype=jnp.float32)
-    compare("NonLocal time-varying", {"static": (op, None), "time-varying": (varying_op, xs)},
-            K, steps=64, repeat=args.repeat)
+    xs = jnp.asarray(varying[:256], dtype=jnp.float32)
+    compare("NonLocal time-varying",
+            {"static": (op, None, 256), "time-varying": (varying_op, xs, 256)}, K, args.repeat)
 
     plan, op = structured_operator(contfrag_model(args.track_bins))
     print(plan.describe()["blocks"])
     K = plan.n_bins
-    compare("ContFrag 1-D", {"dense": (random_dense(K), None), "structured": (op, None)},
-            K, steps=2_000, repeat=args.repeat)
-
+    compare("ContFrag 1-D",
+            {"dense": (random_dense(K), None, 2_000), "structured": (op, None, 8_000)},
+            K, args.repeat)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from scipy.stats import multivariate_normal
 from conftest import make_dataset, reference_forward_backward
 from xhmm.engine.transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
+from xhmm.kernels.structured import BandedBlock
 from xhmm.transitions import (
     Blocks,
     Dense,
@@ -71,23 +72,28 @@ def plan(transition, labels, mask, n_time=10):
 
 
 @jax.jit
-def _jit_predict(op, p, x):
-    return op.predict(p, x)
+def _products(op, p, rows, x, xs):
+    return op.predict(p, x), op.pullback(p, x), op.predict_chunk(rows, xs)
 
 
-def check_products(engine, matrices, rng, x=None, xs=None):
-    """predict / pullback / predict_chunk against dense matrices (one per step)."""
+def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rtol=RTOL):
+    """predict / pullback / predict_chunk against dense matrices (one per chunk row).
+
+    ``x`` is the input of a single step (whose matrix is ``matrices[0]``),
+    ``xs`` those of the chunk rows.
+    """
     K = engine.n_bins
+    A = matrices[0]
     for n_seq in (1, 3):
-        op = engine.device(np.float64, n_seq)
+        op = engine.device(dtype, n_seq)
         p = rng.random((n_seq, K))
-        A = matrices[0]
-        np.testing.assert_allclose(op.predict(p, x), p @ A, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(op.pullback(p, x), p @ A.T, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(_jit_predict(op, p, x), p @ A, rtol=RTOL, atol=ATOL)
         rows = rng.random((n_seq, len(matrices), K))
+        cast = (lambda a: None if a is None else np.asarray(a, dtype=dtype))
+        predicted, pulled, chunk = _products(op, cast(p), cast(rows), cast(x), cast(xs))
         expected = np.stack([rows[:, i] @ M for i, M in enumerate(matrices)], axis=1)
-        np.testing.assert_allclose(op.predict_chunk(rows, xs), expected, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(predicted, p @ A, rtol=rtol, atol=ATOL)
+        np.testing.assert_allclose(pulled, p @ A.T, rtol=rtol, atol=ATOL)
+        np.testing.assert_allclose(chunk, expected, rtol=rtol, atol=ATOL)
 
 
 # ---------------------------------------------------------------- NonLocal model
@@ -154,6 +160,18 @@ def test_nonlocal_products_match_dense():
     assert "local->local: uniform" in plan_text  # any block into one bin
 
 
+def test_float32_products_within_rounding():
+    """The float32 operator (what runs by default) within a few float32 roundings."""
+    rng = np.random.default_rng(13)
+    labels, mask, inside = nonlocal_layout()
+    T = 4
+    d = varying_discrete(rng, T)
+    engine = plan(nonlocal_blocks(d), labels, mask, n_time=T)
+    xs = engine.step_inputs(1, 3, np.float32)
+    matrices = [expected_nonlocal(d[t], inside) for t in range(3)]
+    check_products(engine, matrices, rng, x=xs[0], xs=xs, dtype=np.float32, rtol=1e-5)
+
+
 def test_to_dense_over_all_state_bins():
     rng = np.random.default_rng(1)
     labels, mask, inside = nonlocal_layout()
@@ -186,6 +204,31 @@ def test_random_walk_matches_nld_formula(centers, kind):
     A = nld_random_walk(centers, inside, inside, 4.0, mean)
     np.testing.assert_allclose(engine.matrix(), A, rtol=1e-11, atol=ATOL)
     check_products(engine, [A], np.random.default_rng(3))
+
+
+def test_banded_tiles_skip_only_zero_tiles():
+    """Blocks whose far tiles are exactly zero run as tile diagonals, in both dtypes."""
+    n = 400
+    centers = np.arange(n) * 2.0
+    inside = np.ones(n, dtype=bool)
+    inside[[0, 150, 151]] = False
+    rw = Blocks([[1.0]], {("a", "a"): RandomWalk(6.0, centers, movement_mean=1.0)})
+    engine = plan(rw, ["a"] * n, inside)
+    assert engine.describe()["blocks"] == "a->a: banded 397x397 (3 diagonals of 64x64 tiles)"
+    A = nld_random_walk(centers[:, None], inside, inside, 6.0, 1.0)
+    for dtype, rtol in ((np.float64, 1e-11), (np.float32, 1e-5)):
+        assert isinstance(engine.device(dtype, 1).blocks[0], BandedBlock)
+        check_products(engine, [A, A], np.random.default_rng(14), dtype=dtype, rtol=rtol)
+
+    rng = np.random.default_rng(15)  # upper band: tile diagonals 0 and +1 only
+    m = np.zeros((300, 300))
+    for i in range(300):
+        m[i, i:min(300, (i // 64 + 2) * 64)] = rng.random(min(300, (i // 64 + 2) * 64) - i)
+    m /= m.sum(axis=1, keepdims=True)
+    engine = plan(Blocks([[1.0]], {("a", "a"): Dense(m)}), ["a"] * 300, np.ones(300, bool))
+    op = engine.device(np.float64, 3)
+    assert op.blocks[0].offsets == (0, 1)
+    check_products(engine, [m, m], rng)
 
 
 def test_random_walk_between_states_with_different_masks():
@@ -309,8 +352,10 @@ def make_blocks(labels, mask, d, kinds, rng):
             block = full[in_a][:, in_b]
         else:
             key = bins_a.size
-            if key not in centers:
-                centers[key] = rng.normal(0, 2, (key, n_dims))
+            if key not in centers:  # a 2 x n grid (separable when it pays) or scattered
+                on_grid = key % 2 == 0 and key >= 4 and rng.random() < 0.5
+                centers[key] = (rng.permutation(grid_centers(2, key // 2)) if on_grid
+                                else rng.normal(0, 2, (key, n_dims)))
             var = float(rng.uniform(0.5, 5))
             blocks[a, b] = RandomWalk(var, centers[key])
             block = nld_random_walk(centers[key], in_a, in_b, var, 0.0)

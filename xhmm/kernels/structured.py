@@ -15,6 +15,8 @@ its blocks' costs instead of ``K * K``:
 - :class:`IdentityBlock`: bin ``k`` of the from-state moves to bin ``k`` of
   the to-state;
 - :class:`DenseBlock`: an ``(n_from, n_to)`` matrix;
+- :class:`BandedBlock`: a square matrix whose non-zero tiles lie on a few
+  tile diagonals (the others are exactly zero in the compute dtype);
 - :class:`SeparableBlock`: a Gaussian random walk on an ``nx * ny`` grid,
   ``p @ C = gather(gx.T @ grid(p / z) @ gy)``, two small dense products.
 
@@ -39,6 +41,7 @@ __all__ = [
     "RankOneBlock",
     "IdentityBlock",
     "DenseBlock",
+    "BandedBlock",
     "SeparableBlock",
     "Block",
     "BlocksOperator",
@@ -183,12 +186,76 @@ class SeparableBlock:
         return self._flat(grid, self.from_bins) * self.inv_z
 
 
-Block = Union[RankOneBlock, IdentityBlock, DenseBlock, SeparableBlock]
+def _shift_tiles(tiles: jax.Array, offset: int) -> jax.Array:
+    """``out[..., i, :] = tiles[..., i + offset, :]``, zero past either end."""
+    n_tiles = tiles.shape[-2]
+    widths = [(0, 0)] * (tiles.ndim - 2)
+    if offset > 0:
+        return jnp.pad(tiles[..., offset:, :], widths + [(0, offset), (0, 0)])
+    if offset < 0:
+        return jnp.pad(tiles[..., :n_tiles + offset, :], widths + [(-offset, 0), (0, 0)])
+    return tiles
+
+
+@dataclass(frozen=True)
+class BandedBlock:
+    """A square (n, n) matrix whose non-zero (b, b) tiles lie on a few tile diagonals.
+
+    Tiles off those diagonals are exactly zero in the compute dtype, so
+    skipping them changes nothing (e.g. a 1-D Gaussian random walk, whose
+    far entries underflow to 0).
+
+    Parameters
+    ----------
+    tiles : tuple of (n_tiles, b, b) arrays
+        One per tile diagonal: ``tiles[k][i]`` is the tile at tile row
+        ``i``, tile column ``i + offsets[k]`` of the matrix padded to
+        ``n_tiles * b`` (zero where that column is outside). Separate
+        arrays, not one stack: slicing a stack inside a scan copies it at
+        every step.
+    offsets : tuple of int
+        Tile diagonal of each stack (static).
+    n : int
+        Matrix size (static).
+    """
+
+    tiles: tuple[jax.Array, ...]
+    offsets: tuple[int, ...]
+    n: int
+
+    def _tiled(self, values: jax.Array) -> jax.Array:
+        n_tiles, size = self.tiles[0].shape[:2]
+        widths = [(0, 0)] * (values.ndim - 1) + [(0, n_tiles * size - self.n)]
+        return jnp.pad(values, widths).reshape(values.shape[:-1] + (n_tiles, size))
+
+    def _untiled(self, tiles: jax.Array) -> jax.Array:
+        return tiles.reshape(tiles.shape[:-2] + (-1,))[..., :self.n]
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ matrix`` over the last axis, tile diagonal by tile diagonal."""
+        rows = self._tiled(p)
+        out = 0
+        for stack, offset in zip(self.tiles, self.offsets):
+            # row tile i lands in column tile i + offset
+            out = out + _shift_tiles(jnp.einsum("...nb,nbc->...nc", rows, stack), -offset)
+        return self._untiled(out)
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``matrix @ r`` over the last axis (tiles read row by row)."""
+        cols = self._tiled(r)
+        out = 0
+        for stack, offset in zip(self.tiles, self.offsets):
+            out = out + jnp.einsum("nbc,...nc->...nb", stack, _shift_tiles(cols, offset))
+        return self._untiled(out)
+
+
+Block = Union[RankOneBlock, IdentityBlock, DenseBlock, BandedBlock, SeparableBlock]
 
 _register = jax.tree_util.register_dataclass
 _register(RankOneBlock, data_fields=["vector"], meta_fields=["n_to"])
 _register(IdentityBlock, data_fields=["to_from", "from_to"], meta_fields=[])
 _register(DenseBlock, data_fields=["matrix", "matrix_t"], meta_fields=[])
+_register(BandedBlock, data_fields=["tiles"], meta_fields=["offsets", "n"])
 _register(
     SeparableBlock,
     data_fields=["gx", "gy", "inv_z", "from_cells", "from_bins", "to_cells", "to_bins"],

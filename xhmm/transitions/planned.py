@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..kernels.structured import DenseBlock, IdentityBlock, RankOneBlock, SeparableBlock
+from ..kernels.structured import (
+    BandedBlock,
+    DenseBlock,
+    IdentityBlock,
+    RankOneBlock,
+    SeparableBlock,
+)
+from .tiles import TILE, band_offsets, tile_stacks
 
 __all__ = [
     "PlannedRankOne",
@@ -107,18 +114,22 @@ class PlannedIdentity:
 
 @dataclass(frozen=True, eq=False)
 class PlannedDense:
-    """An (n_from, n_to) matrix."""
+    """An (n_from, n_to) matrix; banded tiles where its zeros allow (:mod:`.tiles`)."""
 
     matrix: np.ndarray
 
     @property
     def label(self) -> str:
-        """How the block runs, for ``describe()``."""
-        return f"dense {self.matrix.shape[0]}x{self.matrix.shape[1]}"
+        """How the block runs, for ``describe()`` (banded as judged in float32)."""
+        n_from, n_to = self.matrix.shape
+        offsets = band_offsets(self.matrix.astype(np.float32))
+        if offsets is None:
+            return f"dense {n_from}x{n_to}"
+        return f"banded {n_from}x{n_to} ({len(offsets)} diagonals of {TILE}x{TILE} tiles)"
 
     @property
     def cost(self) -> int:
-        """Multiply-adds per row of a product."""
+        """Multiply-adds per row of a product (dense)."""
         return int(self.matrix.size)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -129,9 +140,14 @@ class PlannedDense:
         """The (n_from, n_to) float64 matrix over interior bins."""
         return np.array(self.matrix, dtype=np.float64)
 
-    def device(self, dtype: np.dtype, n_sequences: int) -> DenseBlock:
-        """The kernel block in ``dtype`` (see :mod:`xhmm.kernels.structured`)."""
-        matrix = jax.device_put(np.asarray(self.matrix, dtype=dtype))
+    def device(self, dtype: np.dtype, n_sequences: int) -> DenseBlock | BandedBlock:
+        """A :class:`BandedBlock` if banded in ``dtype``, else a :class:`DenseBlock`."""
+        host = np.asarray(self.matrix, dtype=dtype)
+        offsets = band_offsets(host)
+        if offsets is not None:
+            tiles = tuple(jnp.asarray(stack) for stack in tile_stacks(host, offsets))
+            return BandedBlock(tiles, offsets, host.shape[0])
+        matrix = jax.device_put(host)
         return DenseBlock(matrix, jnp.transpose(matrix) if n_sequences == 1 else None)
 
 
