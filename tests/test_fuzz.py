@@ -86,7 +86,7 @@ from tolerances import (
     mll_atol,
     storage_error,
 )
-from xhmm.inputs import STOCHASTIC_ATOL
+from xhmm.names import STOCHASTIC_ATOL
 
 CI_EXAMPLES = 150
 settings.register_profile(

@@ -30,6 +30,7 @@ from .errors import (
     TransitionError,
     XHMMError,
 )
+from . import transitions
 from .io import open_results, save_results
 from .runs import open_run
 from .sequences import smooth_sequences

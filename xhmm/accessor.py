@@ -9,8 +9,9 @@ import xarray as xr
 from .config import Config
 from .engine.loop import run_engine
 from .errors import DimensionError
-from .inputs import TIME, resolve_inputs
-from .results import SEQUENCE, BinLayout, build_result, part_of
+from .inputs import resolve_inputs
+from .names import SEQUENCE, TIME
+from .results import BinLayout, build_result, part_of
 from .runs import run_metadata
 from .sequences import active_client, smooth_sequences
 

@@ -26,7 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import DimensionError
-from .inputs import BINS
+from .names import BINS
 
 __all__ = ["numpy_coords", "unstack_bins"]
 

@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .engine.transition import EngineTransition
 from .errors import DimensionError, InitialError, InputError, TransitionError
+from .names import BINS, STATES, STOCHASTIC_ATOL, TIME
+from .transitions import Blocks, plan_transition
 
-__all__ = ["ResolvedInputs", "resolve_inputs", "check_initial", "STOCHASTIC_ATOL", "TIME", "BINS", "STATES"]
+__all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
 
-TIME = "time"
-BINS = "state_bins"
-STATES = "states"
-#: Largest accepted |row sum - 1| of ``transition`` and |sum - 1| of ``initial``.
-STOCHASTIC_ATOL = 1e-4
 
 
 @dataclass
@@ -36,8 +34,11 @@ class ResolvedInputs:
         Interior bins.
     mask : (N,) bool ndarray
         ``is_interior``.
-    transition : (K, K) float64 ndarray
-        Over the interior bins, rows renormalised (within STOCHASTIC_ATOL).
+    transition : EngineTransition
+        What the engine runs: a :class:`xhmm.transitions.Blocks` planned
+        block by block, or a matrix over the interior bins (rows
+        renormalised within STOCHASTIC_ATOL), analysed for zero and
+        rank-one state blocks (:func:`xhmm.transitions.plan_transition`).
     initial : (K,) float64 ndarray
     state_labels : ndarray or None
         Unique labels of the ``state`` coordinate, in order of appearance.
@@ -47,7 +48,7 @@ class ResolvedInputs:
     log_likelihood: xr.DataArray
     columns: np.ndarray
     mask: np.ndarray
-    transition: np.ndarray
+    transition: EngineTransition
     initial: np.ndarray
     state_labels: np.ndarray | None
     state_onehot: np.ndarray | None
@@ -98,10 +99,13 @@ def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
     n_bins = ll.sizes[BINS]
     mask = _interior(ds, n_bins)
     columns = np.flatnonzero(mask).astype(np.int64)
-    A = _transition(ds, transition, mask)
+    given = _lookup(ds, transition, "transition")
+    A = given if isinstance(given, Blocks) else _transition(ds, given, mask)
     p0 = check_initial(ds, initial, mask)
     labels, onehot = _states(ds, columns)
-    return ResolvedInputs(ll, columns, mask, A, p0, labels, onehot)
+    state = ds.coords["state"].values if labels is not None else None
+    plan = plan_transition(A, state_labels=state, is_interior=mask, n_time=ll.sizes[TIME])
+    return ResolvedInputs(ll, columns, mask, plan, p0, labels, onehot)
 
 
 def _interior(ds: xr.Dataset, n_bins: int) -> np.ndarray:

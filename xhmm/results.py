@@ -20,16 +20,11 @@ import xarray as xr
 from .config import Config
 from .coords import numpy_coords
 from .engine.loop import EngineResult
+from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
 
-__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords",
-           "SEQUENCE", "SEQUENCE_LENGTH", "TIME", "BINS", "STATES"]
+__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords"]
 
-TIME = "time"
-BINS = "state_bins"
-STATES = "states"
-SEQUENCE = "sequence"
-SEQUENCE_LENGTH = "sequence_length"
 
 _POSTERIORS = {
     "causal_posterior": "filtered posterior p(state_t | y_1..t)",

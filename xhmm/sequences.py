@@ -62,9 +62,10 @@ from .errors import (
     NotImplementedFeatureError,
     TransitionError,
 )
-from .inputs import BINS, TIME, ResolvedInputs, check_initial, resolve_inputs
+from .inputs import ResolvedInputs, check_initial, resolve_inputs
+from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .runs import run_metadata
-from .results import SEQUENCE, SEQUENCE_LENGTH, BinLayout, Part, build_result, part_of
+from .results import BinLayout, Part, build_result, part_of
 
 __all__ = ["smooth_sequences", "active_client", "SEQUENCE", "SEQUENCE_LENGTH"]
 

@@ -16,7 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..errors import TransitionError
-from ..inputs import STOCHASTIC_ATOL
+from ..names import STOCHASTIC_ATOL
 from .layout import StateBins
 from .planned import PlannedBlock, PlannedDense, PlannedIdentity, PlannedRankOne
 from .random_walk import plan_random_walk
@@ -77,7 +77,7 @@ class Dense:
     matrix : (n_from, n_to) array-like
         Over all bins of each state or over their interior bins only (each
         axis either way); rows of interior from-bins sum to 1 within
-        :data:`~xhmm.inputs.STOCHASTIC_ATOL` and put no more than that on
+        :data:`~xhmm.names.STOCHASTIC_ATOL` and put no more than that on
         exterior to-bins.
     """
 

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..inputs import BINS, TIME
+from ..names import BINS, TIME
 from .blocks import Blocks
 from .plan import plan_blocks
 from .layout import state_layout

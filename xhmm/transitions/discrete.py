@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..engine.manifest import array_digest
 from ..errors import DimensionError, TransitionError
-from ..inputs import STOCHASTIC_ATOL
+from ..names import STOCHASTIC_ATOL
 
 __all__ = ["DiscreteSchedule", "resolve_discrete"]
 
@@ -32,7 +32,7 @@ class DiscreteSchedule:
     ----------
     values : (S, S) float64 ndarray or (T, S, S) array
         The static matrix as it is used, or the time-varying one (NumPy or
-        dask) with rows within :data:`~xhmm.inputs.STOCHASTIC_ATOL` of 1,
+        dask) with rows within :data:`~xhmm.names.STOCHASTIC_ATOL` of 1,
         renormalised as they are read.
     nonzero : (S, S) bool ndarray
         Pairs with non-zero probability at some step.

@@ -1,0 +1,18 @@
+"""Names and constants shared by every layer: dimension names, the stochastic tolerance."""
+
+from __future__ import annotations
+
+__all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL"]
+
+#: The time dimension of ``log_likelihood`` and of the results.
+TIME = "time"
+#: The state-bin dimension (discrete states x positions).
+BINS = "state_bins"
+#: The dimension of per-state summaries (``state`` names the coordinate).
+STATES = "states"
+#: The dimension of independent recordings.
+SEQUENCE = "sequence"
+#: The variable giving each sequence's number of real time steps.
+SEQUENCE_LENGTH = "sequence_length"
+#: Largest accepted |row sum - 1| of a transition and |sum - 1| of ``initial``.
+STOCHASTIC_ATOL = 1e-4
