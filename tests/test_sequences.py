@@ -124,7 +124,7 @@ def test_matches_float64_reference(reference):
         assert abs(float(res.marginal_log_likelihood[s]) - mll) <= RTOL_MLL * abs(mll)
 
 
-def test_float32_precision_loss_warns_naming_the_sequence(reference):
+def test_float32_precision_loss_names_the_sequence_and_auto_is_right(reference):
     # likelihood jumps far from a banded model's prediction (as in test_errors)
     hard, A = underflow_model()
     K = A.shape[0]
@@ -132,13 +132,14 @@ def test_float32_precision_loss_warns_naming_the_sequence(reference):
     easy = -0.5 * ((x[None, :] - 20) / 8.0) ** 2 * np.ones((60, 1))
     p0 = np.full(K, 1 / K)
     ds = _dataset(np.stack([easy, hard]))
-    with pytest.warns(xhmm.NumericalWarning, match="sequence s1, time index"):
-        smooth_sequences(ds, A, p0, progress=False)
-    res = smooth_sequences(ds, A, p0, progress=False, compute_dtype="float64")
-    for s, ll in enumerate((easy, hard)):
-        _, smooth, _ = reference(ll, A, p0)
-        # float64 compute, float32 storage: 1e-7 absolute
-        np.testing.assert_allclose(res.acausal_posterior[s], smooth, atol=1e-7)
+    with pytest.raises(xhmm.NumericalError, match="sequence s1, time index"):
+        smooth_sequences(ds, A, p0, progress=False, compute_dtype="float32")
+    for dtype in ("auto", "float64"):
+        res = smooth_sequences(ds, A, p0, progress=False, compute_dtype=dtype)
+        for s, ll in enumerate((easy, hard)):
+            _, smooth, _ = reference(ll, A, p0)
+            # float64 compute, float32 storage: 1e-7 absolute
+            np.testing.assert_allclose(res.acausal_posterior[s], smooth, atol=1e-7)
 
 
 def test_inferred_lengths_equal_given_lengths():

@@ -16,7 +16,7 @@ from .errors import ConfigError
 __all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES"]
 
 POSTERIOR_DTYPES = ("float32", "float16", "uint16")
-COMPUTE_DTYPES = ("float32", "float64")
+COMPUTE_DTYPES = ("auto", "float32", "float64")
 OUT_DTYPES = ("float32", "float64")
 
 
@@ -77,9 +77,15 @@ class Config:
         Continue an interrupted memmap run found in ``memmap_dir``.
     overwrite : bool, default False
         Allow a new run to replace earlier results in ``memmap_dir``.
-    compute_dtype : {"float32", "float64"}, default "float32"
-        Floating point type of the device computation. ``float64`` enables
-        JAX 64-bit mode for that computation only.
+    compute_dtype : {"auto", "float32", "float64"}, default "auto"
+        Floating point type of the device computation. ``"auto"`` runs
+        float32 and recomputes in float64 (JAX 64-bit mode for that
+        computation only) every chunk where float32 may have lost the answer:
+        a prediction below ``1e-30`` where the likelihood is within 30 nats
+        of the step's normaliser, or a step float32 cannot represent at all.
+        The result attribute ``xhmm_float64_chunks`` says how many chunks
+        ran in float64. ``"float32"`` raises :class:`xhmm.NumericalError`
+        on the same condition; ``"float64"`` runs every chunk in float64.
     """
 
     chunk_size: int = 5_000
@@ -97,7 +103,7 @@ class Config:
     progress: bool | None = None
     resume: bool = False
     overwrite: bool = False
-    compute_dtype: str = "float32"
+    compute_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("chunk_size", "time_chunks"):
@@ -150,7 +156,9 @@ class Config:
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
         normalised = None
-        if isinstance(value, (str, np.dtype, type)):
+        if isinstance(value, str) and value in choices:
+            normalised = value  # a name that is not a dtype ("auto")
+        elif isinstance(value, (str, np.dtype, type)):
             try:
                 normalised = np.dtype(value).name
             except (TypeError, ValueError):

@@ -72,6 +72,8 @@ class Part:
     memmap_dir : str or None
     transition : dict
         How the transition ran.
+    float64_chunks : int
+        Chunks the run computed in float64.
     """
 
     indices: np.ndarray
@@ -82,6 +84,7 @@ class Part:
     summaries: dict[str, Any] = field(default_factory=dict)
     memmap_dir: str | None = None
     transition: dict[str, Any] = field(default_factory=dict)
+    float64_chunks: int = 0
 
 
 def part_of(engine: EngineResult, indices) -> Part:
@@ -96,6 +99,7 @@ def part_of(engine: EngineResult, indices) -> Part:
         summaries={k: portable(v, k, folder) for k, v in engine.summaries.items()},
         memmap_dir=None if folder is None else str(folder),
         transition=engine.transition,
+        float64_chunks=engine.float64_chunks,
     )
 
 
@@ -256,7 +260,8 @@ def build_result(
         )
     result_attrs = {**(ds.attrs if ds is not None else {}), **(attrs or {}),
                     "xhmm_config": config.to_json(),
-                    "xhmm_transition": json.dumps(parts[0].transition, sort_keys=True)}
+                    "xhmm_transition": json.dumps(parts[0].transition, sort_keys=True),
+                    "xhmm_float64_chunks": sum(p.float64_chunks for p in parts)}
     if not sequences and parts[0].memmap_dir is not None:
         result_attrs["xhmm_memmap_dir"] = parts[0].memmap_dir
     if ds is not None:

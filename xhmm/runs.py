@@ -97,6 +97,7 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         summaries={name: stored(name) for name in _SUMMARIES if name in outputs},
         memmap_dir=str(memmap_dir),
         transition=meta.get("transition", {}),
+        float64_chunks=int(sum(manifest.data.get("chunk_float64", []))),
     )
     return build_result(None, layout, [part], config, n_time=n_time,
                         sequences=meta.get("sequences", False))

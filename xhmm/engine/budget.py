@@ -47,7 +47,8 @@ def choose_batch_size(
     -------
     int
     """
-    item = np.dtype(compute_dtype).itemsize
+    # "auto" runs float32 and falls back to float64 chunk by chunk
+    item = np.dtype("float32" if compute_dtype == "auto" else compute_dtype).itemsize
     free = memory_budget - 2 * n_bins * n_bins * item
     per_sequence = _BLOCKS_PER_BATCH * chunk_size * n_bins * item
     return int(max(1, min(n_sequences, free // per_sequence)))

@@ -73,6 +73,9 @@ class EngineResult:
         Folder of the memmap files.
     transition : dict
         How the transition ran (its ``describe()``).
+    float64_chunks : int
+        Chunks that ran in float64 (all with ``compute_dtype="float64"``;
+        those recomputed with ``"auto"``).
     """
 
     lengths: np.ndarray
@@ -83,12 +86,13 @@ class EngineResult:
     summaries: dict[str, np.ndarray] = field(default_factory=dict)
     memmap_dir: Path | None = None
     transition: dict[str, Any] = field(default_factory=dict)
+    float64_chunks: int = 0
 
 
-#: Log normalisers (relative to the row maximum) below these mean the
-#: prediction was near the dtype's smallest normal number where the
+#: A float64 log normaliser (relative to the row maximum) below this means
+#: the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
-UNDERFLOW_LOG = {"float32": -80.0, "float64": -700.0}
+UNDERFLOW_LOG = -700.0
 
 
 def _caller_stacklevel() -> int:
@@ -114,29 +118,52 @@ def precision(compute_dtype: str) -> AbstractContextManager:
     return enable(True)
 
 
+class _Device:
+    """The device constants of a run in one compute dtype."""
+
+    def __init__(self, run: "_Run", dtype: np.dtype) -> None:
+        self.dtype = dtype
+        B, K = run.reader.n_seq, run.reader.n_bins
+        with precision(dtype.name):
+            self.operator = run.transition.device(dtype, B)
+            initial = np.broadcast_to(np.asarray(run.initial_values, dtype=dtype), (B, K))
+            self.initial = jax.device_put(np.ascontiguousarray(initial))
+            self.onehot = jax.device_put(np.asarray(run.onehot_values, dtype=dtype))
+
+
 class _Run:
-    """State of one engine run: buffers, device constants, manifest."""
+    """State of one engine run: buffers, device constants, manifest.
+
+    With ``compute_dtype="auto"`` each chunk runs in float32 unless the
+    forward kernel's flags say float32 may have lost the answer; then the
+    chunks since the last one without tiny predictions are recomputed in
+    float64 from their (float64-stored) checkpoint, and float64 goes on
+    until a chunk has no tiny prediction. The backward pass runs each chunk
+    in the dtype its forward pass used.
+    """
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
                  smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
         self.reader = reader
         self.config = config
         self.smooth = smooth
-        self.compute = np.dtype(config.compute_dtype)
+        self.mode = config.compute_dtype
+        self.base = np.dtype("float64" if self.mode == "float64" else "float32")
+        # Carries are kept exactly whatever dtype a chunk ran in.
+        self.carry_dtype = np.dtype("float64" if self.mode == "auto" else self.mode)
         B, K = reader.n_seq, reader.n_bins
         self.transition = transition
-        self.operator = transition.device(self.compute, B)
-        initial = np.broadcast_to(np.asarray(initial, dtype=self.compute), (B, K))
-        self.initial = jax.device_put(np.ascontiguousarray(initial))
+        self.initial_values = initial
         self.want_states = state_onehot is not None and config.emit_state_aggregates
-        self.onehot = jax.device_put(
-            np.zeros((K, 0), self.compute) if state_onehot is None
-            else np.asarray(state_onehot, dtype=self.compute)
-        )
+        self.onehot_values = np.zeros((K, 0)) if state_onehot is None else state_onehot
+        self._devices: dict[str, _Device] = {}
         self.progress = progress_enabled(config.progress)
         self.warned = False
         self.memmap_dir: Path | None = None
         self.manifest: Manifest | None = None
+        n_chunks = reader.n_chunks
+        self.chunk_f64 = np.full(n_chunks, self.mode == "float64")
+        self.chunk_tiny = np.zeros(n_chunks, dtype=bool)
         mode = "w+"
         if config.use_memmap:
             inputs = fingerprint(reader.source, transition.digest(), initial,
@@ -149,6 +176,8 @@ class _Run:
                 self.manifest.check_matches(config, inputs)
                 if reader.infer:
                     reader.restore_lengths(**self.manifest.data["reader"])
+                self.chunk_f64[:] = self.manifest.data["chunk_float64"]
+                self.chunk_tiny[:] = self.manifest.data["chunk_tiny"]
                 mode = "r+"
             else:
                 folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
@@ -160,11 +189,25 @@ class _Run:
         if config.use_memmap and not config.resume:
             metadata = {**(metadata or {}), "transition": transition.describe()}
             self.manifest = Manifest.new(self.memmap_dir, config, inputs,
-                                         self.buffers(), reader.n_chunks, metadata,
+                                         self.buffers(), n_chunks, metadata,
                                          reader=reader.inferred_state())
-        self.filtered_exact = (
-            self.causal is not None and np.dtype(config.storage_dtype) == self.compute
-        )
+            self.manifest.update(**self._chunk_state())
+        # The causal buffer holds float32 chunks' filtered rows exactly when
+        # it is float32 (float64 chunks are recomputed from checkpoints).
+        self.causal_exact = (self.causal is not None
+                             and np.dtype(config.storage_dtype) == self.base)
+
+    def device(self, dtype: np.dtype) -> _Device:
+        """Device constants in ``dtype`` (built on first use)."""
+        if dtype.name not in self._devices:
+            self._devices[dtype.name] = _Device(self, dtype)
+        return self._devices[dtype.name]
+
+    def _chunk_state(self) -> dict:
+        return {"chunk_float64": self.chunk_f64.tolist(), "chunk_tiny": self.chunk_tiny.tolist()}
+
+    def _dtype_of(self, index: int) -> np.dtype:
+        return np.dtype("float64" if self.chunk_f64[index] else "float32")
 
     def _allocate(self, mode: str, n_states: int, store_acausal: bool) -> None:
         B, T, K = self.reader.n_seq, self.reader.n_rows, self.reader.n_bins
@@ -181,9 +224,11 @@ class _Run:
         n_chunks = self.reader.n_chunks
         # Filtered distribution before each chunk (the forward carry) and the
         # smoothed distribution of each chunk's first row (the backward carry).
-        self.checkpoints = alloc((n_chunks, B, K), self.compute, "checkpoints")
-        self.smooth_checkpoints = (alloc((n_chunks, B, K), self.compute, "smooth_checkpoints")
-                                   if self.smooth else None)
+        self.checkpoints = alloc((n_chunks, B, K), self.carry_dtype, "checkpoints")
+        self.smooth_checkpoints = (
+            alloc((n_chunks, B, K), self.carry_dtype, "smooth_checkpoints")
+            if self.smooth else None
+        )
         self.summaries: dict[str, np.ndarray] = {}
         if self.want_states:
             for kind in ("causal", "acausal") if self.smooth else ("causal",):
@@ -211,6 +256,8 @@ class _Run:
 
     def _verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
         row = np.array(buffer[index])
+        if self.manifest is None:
+            return row
         stored = self.manifest.data[f"{kind}_checkpoint_crc"].get(str(index))
         if stored is not None and stored != crc(row):
             raise ResumeError(
@@ -243,18 +290,22 @@ class _Run:
         if self.manifest is None:
             return
         self._sync(buffers, start, n_valid)
-        self.manifest.update(**manifest_changes)
+        self.manifest.update(**manifest_changes, **self._chunk_state())
 
     def _checkpoint(self, buffer: np.ndarray, index: int, carry, crcs: dict) -> None:
         buffer[index] = np.asarray(carry)
         crcs[str(index)] = crc(buffer[index])
         sync_rows(buffer, index, index + 1)
 
-    def _forward_kernel(self, prev, is_first: bool, chunk: Chunk):
-        xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1,
-                                         self.compute)
-        return forward_chunk(prev, is_first, chunk.log_lik, chunk.n_valid, self.operator,
-                             xs, self.initial)
+    def _forward_kernel(self, prev, is_first: bool, chunk: Chunk, dtype: np.dtype):
+        """Dispatch one chunk's filter in ``dtype`` (``prev`` is cast to it)."""
+        if chunk.log_lik.dtype != dtype:  # shifted in float64 again, rounded once
+            chunk = self.reader.read(chunk.index, dtype)
+        consts = self.device(dtype)
+        xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1, dtype)
+        with precision(dtype.name):
+            return forward_chunk(jax.numpy.asarray(prev, dtype), is_first, chunk.log_lik,
+                                 chunk.n_valid, consts.operator, xs, consts.initial)
 
     @staticmethod
     def _write(out: np.ndarray, start: int, rows: np.ndarray, n_valid: np.ndarray) -> None:
@@ -269,17 +320,16 @@ class _Run:
         if first >= reader.n_chunks:
             return
         if first == 0:
-            prev = np.zeros((reader.n_seq, reader.n_bins), self.compute)
+            prev = np.zeros((reader.n_seq, reader.n_bins), self.carry_dtype)
             self.checkpoints[0] = prev
         else:
             prev = self._verified_checkpoint(self.checkpoints, first, "forward")
-        prev = jax.device_put(prev)
-        final = not self.smooth
         crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
         with progress_bar(self.progress, reader.n_rows, self._desc("forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
-            out = self._forward_kernel(prev, first == 0, chunk)
+            dtype = self._next_dtype(first)
+            out = self._forward_kernel(prev, first == 0, chunk, dtype)
             for index in range(first, reader.n_chunks):
                 next_chunk, pending = None, None
                 if index + 1 < reader.n_chunks:
@@ -287,18 +337,19 @@ class _Run:
                         next_chunk = reader.read(index + 1)  # overlaps device work
                     except XHMMError as exc:  # raised once this chunk is committed
                         pending = exc
-                filtered, log_norm, prev = jax.block_until_ready(out)
-                # The device runs computations in order: summaries first, then
-                # the next chunk, whose device work overlaps the host work below.
-                self._summarize(filtered, chunk.start, chunk.n_valid, "causal", final)
+                filtered, log_norm, prev, flags = jax.block_until_ready(out)
+                log_norm, flags = np.asarray(log_norm), np.asarray(flags)
+                if self._lost_precision(chunk, log_norm, flags, dtype):
+                    del filtered, log_norm, out
+                    prev = self._redo_float64(self._run_start(index), index, crcs)
+                else:
+                    self.chunk_f64[index] = dtype == np.float64
+                    self.chunk_tiny[index] = flags[..., 0].any()
+                    self._forward_outputs(chunk, filtered, log_norm, prev, crcs, dtype)
+                    del filtered, log_norm
+                dtype = self._next_dtype(index + 1)
                 if next_chunk is not None:
-                    out = self._forward_kernel(prev, False, next_chunk)
-                self._check_forward(chunk, np.asarray(log_norm))
-                if self.causal is not None:
-                    self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
-                if index + 1 < reader.n_chunks:
-                    self._checkpoint(self.checkpoints, index + 1, prev, crcs)
-                del filtered, log_norm
+                    out = self._forward_kernel(prev, False, next_chunk, dtype)
                 self._commit(chunk.start, chunk.n_valid, self._row_buffers("causal"),
                              forward_done=index + 1, forward_checkpoint_crc=crcs,
                              reader=reader.inferred_state())
@@ -308,40 +359,95 @@ class _Run:
                 chunk = next_chunk
         del prev
 
+    def _next_dtype(self, index: int) -> np.dtype:
+        """float64 after a float64 chunk that still had tiny predictions (auto)."""
+        if self.mode != "auto":
+            return self.base
+        previous = index - 1
+        keep = previous >= 0 and self.chunk_f64[previous] and self.chunk_tiny[previous]
+        return np.dtype("float64" if keep else "float32")
+
+    def _run_start(self, index: int) -> int:
+        """First chunk of the run of chunks with tiny predictions that ends at ``index``."""
+        start = index
+        while start > 0 and self.chunk_tiny[start - 1]:
+            start -= 1
+        return start
+
+    def _lost_precision(self, chunk: Chunk, log_norm: np.ndarray, flags: np.ndarray,
+                        dtype: np.dtype) -> bool:
+        """Whether a float32 chunk must be recomputed (auto) or fails (float32).
+
+        ``flags`` is the kernel's (B, C, 2) ``tiny`` / ``risk`` per row.
+        """
+        if dtype != np.float32:
+            return False
+        n_rows = chunk.stop - chunk.start
+        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
+        lost = flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_norm[:, :n_rows]))
+        if not lost.any():
+            return False
+        if self.mode == "auto":
+            return True
+        b, row = (int(i) for i in np.argwhere(lost)[0])
+        raise NumericalError(
+            f"float32 may have lost the answer at {self.reader.where(b, chunk.start + row)}: "
+            "a prediction there is below 1e-30 (or zero) where the likelihood is high, "
+            "or no state bin kept a non-zero probability; use compute_dtype='auto' (the "
+            "default) or 'float64'"
+        )
+
+    def _redo_float64(self, start: int, stop: int, crcs: dict):
+        """Recompute chunks ``start..stop`` in float64 from the checkpoint of ``start``."""
+        f64 = np.dtype("float64")
+        prev = self._verified_checkpoint(self.checkpoints, start, "forward")
+        for index in range(start, stop + 1):
+            chunk = self.reader.read(index, f64)
+            filtered, log_norm, prev, flags = jax.block_until_ready(
+                self._forward_kernel(prev, index == 0, chunk, f64))
+            self.chunk_f64[index] = True
+            self.chunk_tiny[index] = np.asarray(flags)[..., 0].any()
+            self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, f64)
+            del filtered, log_norm
+        return prev
+
+    def _forward_outputs(self, chunk: Chunk, filtered, log_norm: np.ndarray, prev, crcs,
+                         dtype: np.dtype) -> None:
+        """Check and write one chunk's filtered rows, summaries and next checkpoint."""
+        self._summarize(filtered, chunk.start, chunk.n_valid, "causal", not self.smooth,
+                        dtype)
+        self._check_forward(chunk, log_norm, dtype)
+        if self.causal is not None:
+            self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
+        if chunk.index + 1 < self.reader.n_chunks:
+            self._checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
+
     def _desc(self, kind: str) -> str:
         n = self.reader.n_seq
         return f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None else "")
 
-    def _check_forward(self, chunk: Chunk, log_norm: np.ndarray) -> None:
+    def _check_forward(self, chunk: Chunk, log_norm: np.ndarray, dtype: np.dtype) -> None:
         n_rows = chunk.stop - chunk.start
         values = chunk.shift[:, :n_rows] + log_norm[:, :n_rows].astype(np.float64)
         valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
         bad = valid & ~np.isfinite(values)
         if bad.any():
             b, row = (int(i) for i in np.argwhere(bad)[0])
-            where = self.reader.where(b, chunk.start + row)
-            if self.compute == np.float32:
-                raise NumericalError(
-                    f"no state bin has non-zero probability at {where}: the likelihood "
-                    "is zero wherever the prediction is non-zero, or float32 "
-                    "underflowed; retry with compute_dtype='float64'"
-                )
             raise LikelihoodError(
-                f"no state bin is possible at {where}: the likelihood is zero (-inf) "
-                "wherever the model's prediction is non-zero"
+                f"no state bin is possible at {self.reader.where(b, chunk.start + row)}: "
+                "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
             )
         for b, n in enumerate(chunk.n_valid):
             self.log_norm[b, chunk.start:chunk.start + n] = values[b, :n]
-        surprise = valid & (log_norm[:, :n_rows] < UNDERFLOW_LOG[self.compute.name])
-        if surprise.any() and not self.warned:
+        surprise = valid & (log_norm[:, :n_rows] < UNDERFLOW_LOG)
+        if dtype == np.float64 and surprise.any() and not self.warned:
             self.warned = True
             b, row = (int(i) for i in np.argwhere(surprise)[0])
             warnings.warn(
                 f"at {self.reader.where(b, chunk.start + row)} the model gave the "
                 "observed likelihood a prediction of about "
-                f"exp({float(log_norm[b, row]):.0f}), near the {self.compute.name} "
-                "underflow limit: posteriors may have lost precision; use "
-                "compute_dtype='float64' to be sure",
+                f"exp({float(log_norm[b, row]):.0f}), near the float64 underflow "
+                "limit: posteriors may have lost precision",
                 NumericalWarning, stacklevel=_caller_stacklevel(),
             )
 
@@ -355,21 +461,24 @@ class _Run:
         if top < 0:
             return
         if done == 0:
-            carry = np.zeros((reader.n_seq, reader.n_bins), self.compute)
+            carry = np.zeros((reader.n_seq, reader.n_bins), self.carry_dtype)
         else:
             carry = self._verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
         crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
 
         def dispatch(carry, index: int, filtered):
+            dtype = self._dtype_of(index)
+            consts = self.device(dtype)
             xs = self.transition.step_inputs(reader.bounds(index)[0],
-                                             reader.chunk_size + 1, self.compute)
-            return backward_chunk(carry, index < last_chunk, filtered,
-                                  reader.n_valid(index), self.operator, xs)
+                                             reader.chunk_size + 1, dtype)
+            with precision(dtype.name):
+                return backward_chunk(jax.numpy.asarray(carry, dtype), index < last_chunk,
+                                      filtered, reader.n_valid(index), consts.operator, xs)
 
         total = n_chunks * reader.chunk_size
         with progress_bar(self.progress, total, self._desc("backward")) as bar:
             bar.update(done * reader.chunk_size)
-            out = dispatch(jax.device_put(carry), top, self._filtered(top))
+            out = dispatch(carry, top, self._filtered(top))
             for index in range(top, -1, -1):
                 start = reader.bounds(index)[0]
                 n_valid = reader.n_valid(index)
@@ -379,7 +488,8 @@ class _Run:
                 smoothed, carry = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
-                self._summarize(smoothed, start, n_valid, "acausal", True)
+                self._summarize(smoothed, start, n_valid, "acausal", True,
+                                self._dtype_of(index))
                 if filtered is not None:
                     out = dispatch(carry, index - 1, filtered)
                 rows = np.asarray(smoothed)
@@ -390,7 +500,7 @@ class _Run:
                 del smoothed, filtered, rows
                 self._commit(start, n_valid, self._row_buffers("acausal"),
                              backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
-                if self.filtered_exact:
+                if self.causal_exact:
                     self._sync([self.causal], start, n_valid)  # pages read back
                 bar.update(reader.chunk_size)
         del carry
@@ -402,31 +512,34 @@ class _Run:
             b, row = (int(i) for i in np.argwhere(bad)[0])
             raise NumericalError(
                 f"the smoothed posterior at {self.reader.where(b, start + row)} is not "
-                f"finite ({self.compute.name} underflow); retry with "
+                f"finite ({rows.dtype.name} underflow); retry with "
                 "compute_dtype='float64'"
             )
 
     def _filtered(self, index: int):
-        """Filtered rows of chunk ``index`` on the device, in the compute dtype."""
+        """Filtered rows of chunk ``index`` on the device, in the chunk's dtype."""
         reader = self.reader
-        if self.filtered_exact:
+        dtype = self._dtype_of(index)
+        if self.causal_exact and dtype == self.base:
             start = reader.bounds(index)[0]
-            rows = np.zeros((reader.n_seq, reader.chunk_size, reader.n_bins), self.compute)
+            rows = np.zeros((reader.n_seq, reader.chunk_size, reader.n_bins), dtype)
             for b, n in enumerate(reader.n_valid(index)):
                 rows[b, :n] = self.causal[b, start:start + n]
-            return jax.device_put(rows)
-        chunk = reader.read(index)
-        prev = jax.device_put(self.checkpoints[index])
-        filtered, _, _ = self._forward_kernel(prev, index == 0, chunk)
+            with precision(dtype.name):
+                return jax.device_put(rows)
+        chunk = reader.read(index, dtype)
+        prev = self.checkpoints[index]
+        filtered, _, _, _ = self._forward_kernel(prev, index == 0, chunk, dtype)
         return filtered
 
     # -- summaries ---------------------------------------------------------
     def _summarize(self, posterior, start: int, n_valid: np.ndarray, kind: str,
-                   final: bool) -> None:
+                   final: bool, dtype: np.dtype) -> None:
         want_final = final and (self.config.emit_map or self.config.emit_entropy)
         if not (self.want_states or want_final):
             return
-        argmax, entropy, states = summarize_chunk(posterior, self.onehot)
+        with precision(dtype.name):
+            argmax, entropy, states = summarize_chunk(posterior, self.device(dtype).onehot)
         outputs = []
         if self.want_states:
             outputs.append((self.summaries[f"{kind}_state_probabilities"], states))
@@ -459,6 +572,7 @@ class _Run:
             summaries=self.summaries,
             memmap_dir=self.memmap_dir,
             transition=self.transition.describe(),
+            float64_chunks=int(self.chunk_f64.sum()),
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -524,9 +638,10 @@ def run_engine(
     -------
     EngineResult
     """
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.compute_dtype, lengths, sequence_ids, scheduler)
-    with precision(config.compute_dtype):
+    base = "float64" if config.compute_dtype == "float64" else "float32"
+    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size, base, lengths,
+                              sequence_ids, scheduler)
+    with precision(base):
         run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
                    state_onehot, store_acausal, metadata)
         try:

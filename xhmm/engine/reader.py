@@ -154,11 +154,12 @@ class LikelihoodReader:
         return {"lengths": self.lengths.tolist(), "ended": self._ended.tolist(),
                 "scanned": self._scanned}
 
-    def read(self, index: int) -> Chunk:
+    def read(self, index: int, dtype: np.dtype | str | None = None) -> Chunk:
         """Read, validate and shift chunk ``index`` of every sequence.
 
         With inferred lengths the chunks must first be read in order (the
-        forward pass does); re-reading an earlier chunk is fine.
+        forward pass does); re-reading an earlier chunk is fine. ``dtype``
+        overrides the compute dtype of the returned rows.
 
         Raises
         ------
@@ -187,7 +188,8 @@ class LikelihoodReader:
         if bad.any():
             b, row = (int(i) for i in np.argwhere(bad)[0])
             raise self._bad_row(block[b, row], b, start + row)
-        padded = np.zeros((self.n_seq, self.chunk_size, self.n_bins), dtype=self.dtype)
+        padded = np.zeros((self.n_seq, self.chunk_size, self.n_bins),
+                          dtype=self.dtype if dtype is None else dtype)
         # Subtract in float64 (whatever the input dtype), round once to the
         # compute dtype; padded rows become zero.
         np.subtract(block, shift[:, :, None], out=padded[:, :n_rows], dtype=np.float64,

@@ -20,6 +20,15 @@ the log normalisers on the host in float64.
 Numerics: each step works in probability space, rescaled by the maximum of
 ``log(prediction) + log_lik``, so the largest term is exactly 1 and nothing
 underflows unless the whole row is beyond the dtype's range.
+
+Precision flags: the filter also reports, per sequence, whether any
+computed prediction came within :data:`HEADROOM` of the dtype's smallest
+normal number (``tiny``: mass may have been lost there, CPUs flush smaller
+values to zero) and whether such a bin had a likelihood within
+:data:`RELEVANT_NATS` of the step's normaliser (``risk``: the lost mass could
+matter now or later). The engine's ``compute_dtype="auto"`` recomputes such
+chunks in float64. The first step's prediction (``initial``) is exact and
+never flagged.
 """
 
 from __future__ import annotations
@@ -29,7 +38,14 @@ import jax.numpy as jnp
 
 from .operators import step_slice
 
-__all__ = ["forward_chunk", "backward_chunk", "summarize_chunk"]
+__all__ = ["forward_chunk", "backward_chunk", "summarize_chunk", "HEADROOM", "RELEVANT_NATS"]
+
+#: A prediction below ``HEADROOM`` times the dtype's smallest normal number
+#: is "tiny": within 8 orders of magnitude of where values are lost.
+HEADROOM = 1e8
+#: A tiny prediction matters where the likelihood is no more than this many
+#: nats below the step's normaliser (else its weight is below 1e-43).
+RELEVANT_NATS = 30.0
 
 
 def _time_major(array: jax.Array) -> jax.Array:
@@ -70,27 +86,35 @@ def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
     last : (B, K) array
         Each sequence's filtered distribution at its last real row so far
         (the next chunk's ``prev``).
+    flags : (B, C, 2) bool array
+        ``tiny`` and ``risk`` of each row (see the module docstring; False
+        on padded rows).
     """
     n_rows = log_lik.shape[1]
     valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
+    limit = HEADROOM * jnp.finfo(log_lik.dtype).tiny
 
     def step(prev, inputs):
         row_ll, row_valid, i, x = inputs
-        predicted = jnp.where(is_first & (i == 0), initial, operator.predict(prev, x))
+        first = is_first & (i == 0)
+        predicted = jnp.where(first, initial, operator.predict(prev, x))
         log_weights = jnp.log(predicted) + row_ll
         peak = jnp.max(log_weights, axis=1, keepdims=True)
         weights = jnp.exp(log_weights - peak)
         total = jnp.sum(weights, axis=1, keepdims=True)
         filtered = weights / total
-        log_norm = (peak + jnp.log(total))[:, 0]
+        log_norm = peak + jnp.log(total)
+        small = (predicted < limit) & ~first
+        relevant = row_ll > jnp.where(jnp.isfinite(log_norm), log_norm, 0) - RELEVANT_NATS
+        flags = jnp.stack([jnp.any(small, axis=1), jnp.any(small & relevant, axis=1)], 1)
         new_prev = jnp.where(row_valid[:, None], filtered, prev)
-        return new_prev, (filtered, log_norm)
+        return new_prev, (filtered, log_norm[:, 0], flags & row_valid[:, None])
 
-    last, (filtered, log_norm) = jax.lax.scan(
+    last, (filtered, log_norm, flags) = jax.lax.scan(
         step, prev,
         (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
     )
-    return _time_major(filtered), jnp.swapaxes(log_norm, 0, 1), last
+    return _time_major(filtered), jnp.swapaxes(log_norm, 0, 1), last, _time_major(flags)
 
 
 @jax.jit
