@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from dask.callbacks import Callback
 
 import xhmm  # noqa: F401  (registers ds.hmm)
 
@@ -119,3 +120,10 @@ def make_dataset(ll, mask=None, **coords):
         c["is_interior"] = ("state_bins", np.asarray(mask, dtype=bool))
     c.update(coords)
     return xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)}, coords=c)
+
+
+class NoCompute(Callback):
+    """Fails the test if any dask task runs while active."""
+
+    def _start(self, dsk):
+        raise AssertionError("dask computed before the input was validated")

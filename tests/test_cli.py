@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import xhmm
-from xhmm.cli import main
+from xhmm.cli import cli_message, main
 from xhmm.cli.decode import config_field_docs
 from xhmm.synthetic import simulate_decoding
 
@@ -114,6 +114,19 @@ def test_info_reports_a_complete_file(files, tmp_path, capsys):
     assert "marginal log-likelihood:" in text
 
 
+def test_info_shows_the_stored_posterior_dtype_of_a_quantized_run(files, tmp_path, capsys):
+    folder, _ = files
+    out = tmp_path / "results.nc"
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(out),
+                 "--quantize-posteriors", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "acausal_posterior" in text and "uint16 -> float32" in text
+    assert "posterior_dtype       = 'uint16'" in text
+    assert "quantize_posteriors   = True" in text
+
+
 def test_info_reports_missing_chunks(tmp_path, capsys):
     path = tmp_path / "partial.nc"
     with h5netcdf.File(path, "w") as f:
@@ -161,9 +174,20 @@ def test_launchers(tmp_path, launcher):
         (["smooth", "{data}/likelihood.nc", "--out", "{tmp}/o.nc"],
          "no transition given: pass --transition FILE"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
-         "Config.posterior_dtype must be one of float32, float16, uint16; got 'int8'"),
+         "--posterior-dtype must be one of float32, float16, uint16; got 'int8'"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
-         "Config.chunk_size must be a positive int, got 0"),
+         "--chunk-size must be a positive int, got 0"),
+        (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--no-use-memmap",
+          "--memmap-dir", "{tmp}/mm"],
+         "--no-use-memmap but --memmap-dir '{tmp}/mm' was given; drop --no-use-memmap"),
+        (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--resume"],
+         "--resume needs --memmap-dir (the folder of the run to continue)"),
+        (["filter", "{data}/full.nc", "--out", "{tmp}/o.nc", "--no-persist-causal",
+          "--no-emit-state-aggregates"],
+         "filter with --no-persist-causal would keep nothing but the marginal "
+         "log-likelihood: no causal_posterior and no summary (--emit-map, "
+         "--emit-entropy, or --emit-state-aggregates with a 'state' coordinate on "
+         "state_bins); keep --persist-causal or request a summary, e.g. --emit-map"),
         (["smooth", "{data}/full.nc", "--out", "{data}/full.nc"],
          "exists; pass --force to replace it"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/no/such/dir/o.nc"],
@@ -212,3 +236,67 @@ def test_smooth_from_zarr(files, tmp_path):
     with xr.open_dataset(out) as back:
         np.testing.assert_allclose(back.acausal_posterior.values,
                                    expected.acausal_posterior.values, atol=1e-6)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"xhmm {xhmm.__version__}\n"
+
+
+def test_probabilities_warn_on_one_line_and_exit_0(files, tmp_path, capsys):
+    folder, ds = files
+    probabilities = ds.assign(log_likelihood=np.exp(ds.log_likelihood - ds.log_likelihood.max()))
+    probabilities.to_netcdf(tmp_path / "probs.nc", engine="h5netcdf")
+    out = tmp_path / "r.nc"
+    assert main(["smooth", str(tmp_path / "probs.nc"), "--out", str(out),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["xhmm: warning: every finite value of log_likelihood in time steps 0 to "
+                   "999 is between 0 and 1: these look like probabilities; pass np.log(...) "
+                   "of them"]
+    assert out.is_file()
+
+
+def test_memmap_dir_alone_means_memmap_outputs(files, tmp_path):
+    folder, _ = files
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "r.nc"),
+                 "--memmap-dir", str(tmp_path / "mm"), "--no-progress"]) == 0
+    assert (tmp_path / "mm" / "acausal_posterior.dat").is_file()
+
+
+def test_errors_name_flags_not_keywords(files, tmp_path, capsys):
+    folder, _ = files
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "precious.txt").write_text("x")
+    rc = main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "r.nc"),
+               "--memmap-dir", str(tmp_path / "mm"), "--no-progress"])
+    assert rc == 2
+    assert one_error_line(capsys) == (
+        f"xhmm: error: --memmap-dir '{tmp_path / 'mm'}' is not empty (precious.txt); "
+        "pass --overwrite to replace its contents, --resume to continue a run, or choose "
+        "another folder")
+
+
+@pytest.mark.parametrize("message, printed", [
+    ("Config.quantize_posteriors=True means posterior_dtype='uint16', but "
+     "posterior_dtype='float16' was also given",
+     "--quantize-posteriors means --posterior-dtype 'uint16', but --posterior-dtype "
+     "'float16' was also given"),
+    ("cannot resume the run in 'run': it was started with different settings or "
+     "inputs:\n  Config.chunk_size: 16 in the manifest, 32 now",
+     "cannot resume the run in 'run': it was started with different settings or "
+     "inputs: --chunk-size: 16 in the manifest, 32 now"),
+    ("float32 underflowed; retry with compute_dtype='float64'",
+     "float32 underflowed; retry with --compute-dtype 'float64'"),
+    ("Config.progress must be True, False or None, got 'yes'",
+     "--progress must be True, False or None, got 'yes'"),
+    # not Config keywords: prose, other names, an attribute containing a field name
+    ("no 'transition' given: pass transition=... or add a variable 'transition'",
+     "no 'transition' given: pass transition=... or add a variable 'transition'"),
+    ("no run to resume in 'run'; see the xhmm_memmap_dir attribute",
+     "no run to resume in 'run'; see the xhmm_memmap_dir attribute"),
+])
+def test_cli_message_translates_config_keywords(message, printed):
+    assert cli_message(message) == printed

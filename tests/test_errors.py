@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import warnings
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
-from dask.callbacks import Callback
 
 import xhmm
 from xhmm.errors import XHMMError
 
-from conftest import make_dataset, random_model, underflow_model
+from conftest import NoCompute, make_dataset, random_model, underflow_model
 
 T, K = 40, 5
 
@@ -24,13 +25,6 @@ T, K = 40, 5
 def model():
     ll, A, p0 = random_model(np.random.default_rng(0), T, K)
     return make_dataset(ll), A, p0
-
-
-class NoCompute(Callback):
-    """Fails the test if any dask task runs while active."""
-
-    def _start(self, dsk):
-        raise AssertionError("dask computed before the input was validated")
 
 
 def _stochastic(n):
@@ -78,6 +72,9 @@ BAD_CALLS = {
     "transition rows": (
         lambda ds, A, p0: (ds, dict(transition=A * 1.01, initial=p0)),
         xhmm.TransitionError, "row 0 sums to"),
+    "transition transposed": (
+        lambda ds, A, p0: (ds, dict(transition=A.T, initial=p0)),
+        xhmm.TransitionError, "its columns sum to 1: pass transition.T"),
     "transition into exterior": (
         lambda ds, A, p0: (ds.assign_coords(is_interior=("state_bins",
                                                          [True] * 4 + [False])),
@@ -221,8 +218,8 @@ def test_disk_full_allocating_memmap(model, tmp_path, monkeypatch):
         ds.hmm.smooth(transition=A, initial=p0, use_memmap=True, memmap_dir=tmp_path / "m")
 
 
-def test_disk_full_saving_netcdf(model, tmp_path):
-    ds, A, p0 = model
+def _result_filling_the_disk(ds, A, p0) -> xr.Dataset:
+    """Results whose third block of ``acausal_posterior`` fails with "disk full"."""
     res = ds.hmm.smooth(transition=A, initial=p0, time_chunks=10, lazy=True)
 
     def full(block, block_info=None):
@@ -232,6 +229,11 @@ def test_disk_full_saving_netcdf(model, tmp_path):
 
     res["acausal_posterior"] = res.acausal_posterior.copy(
         data=res.acausal_posterior.data.map_blocks(full, dtype=np.float32))
+    return res
+
+
+def test_disk_full_saving_netcdf(model, tmp_path):
+    res = _result_filling_the_disk(*model)
     with pytest.raises(xhmm.StorageError, match="No space left.*nothing was written"):
         xhmm.save_results(res, tmp_path / "r.nc")
     assert list(tmp_path.iterdir()) == []
@@ -255,8 +257,270 @@ def test_float32_precision_loss_is_an_error_and_the_default_is_right(reference):
 
 
 def test_every_error_is_an_xhmm_value_error():
-    for name in xhmm.errors.__all__:
-        cls = getattr(xhmm, name)
+    classes = [getattr(xhmm.errors, name) for name in xhmm.errors.__all__]
+    for cls in (c for c in classes if isinstance(c, type)):
+        assert getattr(xhmm, cls.__name__) is cls  # exported by the package
         if issubclass(cls, Warning):
-            continue
-        assert issubclass(cls, XHMMError) and issubclass(cls, ValueError), name
+            assert issubclass(cls, xhmm.XHMMWarning) and issubclass(cls, UserWarning)
+        else:
+            assert issubclass(cls, XHMMError) and issubclass(cls, ValueError), cls
+
+
+def test_rows_not_summing_to_one_get_no_transpose_hint(model):
+    ds, A, p0 = model
+    with pytest.raises(xhmm.TransitionError) as info:
+        ds.hmm.smooth(transition=A * 1.01, initial=p0)
+    assert "transition.T" not in str(info.value)
+
+
+def _probabilities(ll: np.ndarray) -> np.ndarray:
+    """Each row of ``exp(ll)`` normalised to sum to 1, as a decoder might output."""
+    p = np.exp(ll - ll.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def test_probabilities_as_log_likelihood_warn_once_at_the_callers_line(model):
+    ds, A, p0 = model
+    probabilities = _probabilities(ds.log_likelihood.values)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # persist_causal=False reads chunk 0 twice (forward and backward)
+        make_dataset(probabilities).hmm.smooth(transition=A, initial=p0, chunk_size=7,
+                                               persist_causal=False)
+    messages = [w for w in caught if issubclass(w.category, xhmm.InputWarning)]
+    assert len(messages) == 1
+    assert "log_likelihood" in str(messages[0].message)
+    assert "pass np.log(...)" in str(messages[0].message)
+    assert messages[0].filename == __file__
+
+
+@pytest.mark.parametrize("values", [
+    "log-likelihood",  # has negative values
+    "zeros",  # a flat log-likelihood
+    "zeros and -inf",  # log of 0/1 indicators
+    "above 1",  # log-likelihoods up to a positive constant
+    "probabilities after the first chunk",
+])
+def test_log_likelihoods_do_not_warn(model, values):
+    ds, A, p0 = model
+    ll = ds.log_likelihood.values
+    data = {
+        "log-likelihood": ll,
+        "zeros": np.zeros_like(ll),
+        "zeros and -inf": np.where(ll > 0, 0.0, -np.inf),
+        "above 1": np.abs(ll) + 0.5,
+        "probabilities after the first chunk": np.r_[ll[:7], _probabilities(ll[7:])],
+    }[values]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xhmm.InputWarning)
+        make_dataset(data).hmm.smooth(transition=A, initial=p0, chunk_size=7)
+
+
+def test_probability_check_ignores_rows_past_each_length():
+    # Sequence lengths given: the rows past a sequence's length are not data.
+    ll, A, p0 = random_model(np.random.default_rng(3), 12, 4)
+    data = np.stack([_probabilities(ll), _probabilities(ll)])
+    data[1, 4:] = -5.0  # sequence 1 has 4 rows: its real rows are probabilities
+    ds = xr.Dataset({"log_likelihood": (("sequence", "time", "state_bins"), data),
+                     "sequence_length": ("sequence", [12, 4])})
+    with pytest.warns(xhmm.InputWarning, match="between 0 and 1"):
+        ds.hmm.smooth(transition=A, initial=p0)
+    data[0, 5] = -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xhmm.InputWarning)
+        ds.assign(log_likelihood=(ds.log_likelihood.dims, data)).hmm.smooth(
+            transition=A, initial=p0)
+
+
+# -- docs/errors.md lists every message as xhmm gives it -----------------------
+
+ERRORS_MD = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+_ROW = re.compile(r"^\| (?P<label>[^|]+?) \| `(?P<kind>\w+)` \| (?P<message>.+) \|$")
+
+
+def documented_messages() -> dict[str, tuple[str, str]]:
+    """The ``label: (class name, message)`` rows of the tables of docs/errors.md."""
+    rows = {}
+    for line in ERRORS_MD.read_text().splitlines():
+        match = _ROW.match(line)
+        if match:
+            rows[match["label"]] = (match["kind"], match["message"])
+    return rows
+
+
+def _raised(call) -> BaseException:
+    with pytest.raises(XHMMError) as info:
+        call()
+    return info.value
+
+
+def _smoothing(case: str):
+    """The error of one BAD_CALLS case."""
+    def run(ds, A, p0):
+        ds, kwargs = BAD_CALLS[case][0](ds, A, p0)
+        return _raised(lambda: ds.hmm.smooth(**kwargs))
+    return run
+
+
+def _with_ll(change, **options):
+    """The error of smoothing the model's log-likelihood after ``change(ll)``."""
+    def run(ds, A, p0):
+        ll = ds.log_likelihood.values.copy()
+        change(ll)
+        return _raised(lambda: make_dataset(ll).hmm.smooth(transition=A, initial=p0,
+                                                           **options))
+    return run
+
+
+def _impossible(dtype: str):
+    def run(ds, A, p0):
+        ll = np.zeros((6, 3))
+        ll[4, 0] = -np.inf  # the absorbing chain stays in bin 0
+        return _raised(lambda: make_dataset(ll).hmm.smooth(
+            transition=np.eye(3), initial=np.array([1.0, 0, 0]), compute_dtype=dtype))
+    return run
+
+
+def _memmap_dir_is_a_file(ds, A, p0):
+    Path("results.nc").write_text("x")
+    return _raised(lambda: xhmm.Config(memmap_dir="results.nc"))
+
+
+def _not_writable(monkeypatch):
+    def run(ds, A, p0):
+        Path("readonly").mkdir()
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: str(path) != "readonly"
+                            and real_access(path, mode))
+        return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0,
+                                             memmap_dir="readonly"))
+    return run
+
+
+def _not_empty(ds, A, p0):
+    Path("run").mkdir()
+    Path("run", "precious.txt").write_text("x")
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run"))
+
+
+def _disk_full_memmap(monkeypatch):
+    def run(ds, A, p0):
+        def full(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full)
+        return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run"))
+    return run
+
+
+def _disk_full_netcdf(ds, A, p0):
+    res = _result_filling_the_disk(ds, A, p0)
+    return _raised(lambda: xhmm.save_results(res, "r.nc"))
+
+
+def _netcdf_exists(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    xhmm.save_results(res, "r.nc")
+    return _raised(lambda: xhmm.save_results(res, "r.nc"))
+
+
+def _resume_other_settings(ds, A, p0):
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", chunk_size=16)
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
+                                         chunk_size=32, resume=True))
+
+
+def _resume_no_manifest(ds, A, p0):
+    Path("run").mkdir()
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
+                                         resume=True))
+
+
+def _warned(make_ll, **options):
+    """The xhmm warning of smoothing ``make_ll(model)``."""
+    def run(ds, A, p0):
+        ll, A, p0 = make_ll(ds, A, p0)
+        with pytest.warns(xhmm.XHMMWarning) as caught:
+            make_dataset(ll).hmm.smooth(transition=A, initial=p0, **options)
+        return caught[0].message
+    return run
+
+
+def _underflow(ds, A, p0):
+    ll, A = underflow_model()
+    return ll, A, np.full(A.shape[0], 1 / A.shape[0])
+
+
+def documented_cases(monkeypatch) -> dict:
+    """Each documented row's label and a function of the model giving its error."""
+    def set_at(index, value):
+        return lambda ll: ll.__setitem__(index, value)
+
+    cases = {
+        "no `log_likelihood` variable": _smoothing("missing log_likelihood"),
+        "`time` dim missing": _smoothing("missing time dim"),
+        "`state_bins` dim missing": _smoothing("missing state_bins dim"),
+        "extra dim": _smoothing("extra dim"),
+        "empty time": _smoothing("empty time"),
+        "strings as likelihood": _smoothing("string likelihood"),
+        "NaN in an interior bin": _with_ll(set_at((23, 2), np.nan), chunk_size=7),
+        "+inf": _with_ll(set_at((23, 2), np.inf), chunk_size=7),
+        "every interior bin −inf": _with_ll(set_at(31, -np.inf), chunk_size=7),
+        "observation impossible under the model (float64)": _impossible("float64"),
+        "the same in float32": _impossible("float32"),
+        "no transition given": _smoothing("no transition"),
+        "transition not square": _smoothing("transition not square"),
+        "transition of the wrong size": _smoothing("transition wrong size"),
+        "negative entry": _smoothing("transition negative"),
+        "NaN entry": _smoothing("transition NaN"),
+        "row not summing to 1": _smoothing("transition rows"),
+        "transition transposed (columns sum to 1)": _smoothing("transition transposed"),
+        "mass moving into exterior bins": _smoothing("transition into exterior"),
+        "initial of the wrong length": _smoothing("initial wrong length"),
+        "negative initial": _smoothing("initial negative"),
+        "initial all zero": _smoothing("initial zero"),
+        "NaN initial": _smoothing("initial NaN"),
+        "initial not summing to 1": _smoothing("initial sum"),
+        "`is_interior` not boolean": _smoothing("is_interior not bool"),
+        "no interior bin": _smoothing("no interior bin"),
+        "`chunk_size=0` (or 10.5)": _smoothing("chunk_size zero"),
+        "unknown `posterior_dtype`": _smoothing("unknown posterior_dtype"),
+        "unknown `compute_dtype`": _smoothing("unknown compute_dtype"),
+        "unknown keyword": _smoothing("unknown keyword"),
+        "`config=` not a Config": _smoothing("config not a Config"),
+        "`quantize_posteriors` with float16": _smoothing("quantize with float16"),
+        "`resume` without `memmap_dir`": _smoothing("resume without memmap"),
+        "`progress=\"yes\"`": _smoothing("progress not bool"),
+        "`use_memmap=False` with a `memmap_dir`": lambda ds, A, p0: _raised(
+            lambda: xhmm.Config(use_memmap=False, memmap_dir="run")),
+        "`filter` keeping nothing (`persist_causal=False`, no summary)":
+            lambda ds, A, p0: _raised(lambda: ds.hmm.filter(
+                transition=A, initial=p0, persist_causal=False)),
+        "`memmap_dir` is a file": _memmap_dir_is_a_file,
+        "`memmap_dir` not writable": _not_writable(monkeypatch),
+        "`memmap_dir` holds files": _not_empty,
+        "disk full allocating a memmap": _disk_full_memmap(monkeypatch),
+        "disk full while saving NetCDF": _disk_full_netcdf,
+        "NetCDF target exists": _netcdf_exists,
+        "resume with other settings": _resume_other_settings,
+        "resume with no manifest": _resume_no_manifest,
+        "float32 near underflow": _warned(_underflow),
+        "probabilities passed as `log_likelihood`": _warned(
+            lambda ds, A, p0: (_probabilities(ds.log_likelihood.values), A, p0)),
+    }
+    return cases
+
+
+def test_every_documented_message_has_a_case(monkeypatch):
+    assert sorted(documented_messages()) == sorted(documented_cases(monkeypatch))
+
+
+@pytest.mark.parametrize("label", sorted(documented_messages()))
+def test_documented_message_is_the_message_given(model, tmp_path, monkeypatch, label):
+    kind, documented = documented_messages()[label]
+    monkeypatch.chdir(tmp_path)  # relative paths, as the table shows them
+    given = documented_cases(monkeypatch)[label](*model)
+    assert type(given).__name__ == kind
+    # "..." in the table stands for text left out; whitespace is not significant
+    pattern = ".*".join(re.escape(part) for part in documented.split("..."))
+    assert re.fullmatch(pattern, " ".join(str(given).split())), str(given)

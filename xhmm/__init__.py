@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from . import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
+from . import dataarray_accessor as _dataarray_accessor  # noqa: E402,F401  (registers da.hmm)
 from .config import Config
 from .coords import unstack_bins
 from .errors import (
@@ -21,6 +22,7 @@ from .errors import (
     IncompleteResultError,
     InitialError,
     InputError,
+    InputWarning,
     LikelihoodError,
     NotImplementedFeatureError,
     NumericalError,
@@ -29,6 +31,7 @@ from .errors import (
     StorageError,
     TransitionError,
     XHMMError,
+    XHMMWarning,
 )
 from . import transitions
 from .io import open_results, save_results
@@ -56,6 +59,8 @@ __all__ = [
     "InitialError",
     "NumericalError",
     "NumericalWarning",
+    "InputWarning",
+    "XHMMWarning",
     "StorageError",
     "ResumeError",
     "IncompleteResultError",

@@ -123,10 +123,23 @@ class HMMAccessor:
         lazy: bool | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
-        """Forward filter only (causal posterior). Parameters as :meth:`smooth`."""
+        """Forward filter only (causal posterior). Parameters as :meth:`smooth`.
+
+        Raises
+        ------
+        xhmm.ConfigError
+            With ``persist_causal=False`` and no summary requested
+            (``emit_map``, ``emit_entropy``, or ``emit_state_aggregates`` with
+            a ``state`` coordinate): the run would keep nothing.
+        """
+        from .inputs import BINS
+
+        cfg = Config.resolve(config, overrides)
+        state = self._ds.coords.get("state")
+        cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
         if self._has_sequences():
-            return self._sequences(transition, initial, config, lazy, overrides, smooth=False)
-        return self._run(transition, initial, config, lazy, overrides, smooth=False)
+            return self._sequences(transition, initial, cfg, lazy, {}, smooth=False)
+        return self._run(transition, initial, cfg, lazy, {}, smooth=False)
 
     def map_estimate(
         self,

@@ -39,12 +39,16 @@ class Config:
         Time steps per engine chunk. Device memory and host working memory
         scale with ``chunk_size * n_interior_bins``. Every chunk has this
         shape (the last one is padded), so each kernel compiles once.
-    use_memmap : bool, default False
-        Store the full posteriors as ``np.memmap`` files instead of RAM.
+    use_memmap : bool, optional
+        Store the full posteriors as ``np.memmap`` files instead of RAM. None
+        (default) means True when ``memmap_dir`` is given and False otherwise;
+        ``use_memmap=False`` with a ``memmap_dir`` is an error. The built
+        Config always holds True or False.
     memmap_dir : str or Path, optional
-        Folder for the memmap files (``{memmap_dir}/{name}.dat``). Created if
-        missing. When ``use_memmap`` is on and this is None, a new temporary
-        folder is made and its path recorded in the result attributes.
+        Folder for the memmap files (``{memmap_dir}/{name}.dat``); giving it
+        turns ``use_memmap`` on. Created if missing. With ``use_memmap=True``
+        and no ``memmap_dir`` a new temporary folder is made and its path
+        recorded in the result attributes.
     posterior_dtype : {"float32", "float16", "uint16"}, default "float32"
         Storage dtype of the posteriors; the cast happens only on write.
         ``uint16`` stores ``round(p * 65534)`` (65535 marks NaN): absolute
@@ -89,7 +93,7 @@ class Config:
     """
 
     chunk_size: int = 5_000
-    use_memmap: bool = False
+    use_memmap: bool | None = None
     memmap_dir: str | os.PathLike | None = None
     posterior_dtype: str = "float32"
     quantize_posteriors: bool = False
@@ -106,6 +110,11 @@ class Config:
     compute_dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        # What the caller asked for (None: follow memmap_dir), kept so that
+        # replace() re-derives use_memmap when memmap_dir changes.
+        object.__setattr__(self, "_use_memmap_given", self.use_memmap)
+        if self.use_memmap is None:
+            object.__setattr__(self, "use_memmap", self.memmap_dir is not None)
         for name in ("chunk_size", "time_chunks"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
@@ -148,10 +157,16 @@ class Config:
                 raise ConfigError(
                     f"Config.memmap_dir={str(path)!r} exists and is not a directory"
                 )
-        if self.resume and not self.use_memmap:
-            raise ConfigError("Config.resume=True needs use_memmap=True and a memmap_dir")
+            if not self.use_memmap:
+                raise ConfigError(
+                    f"Config.use_memmap=False but memmap_dir={str(path)!r} was given; "
+                    "drop use_memmap=False (a memmap_dir turns memmap outputs on) or "
+                    "drop memmap_dir"
+                )
         if self.resume and self.memmap_dir is None:
-            raise ConfigError("Config.resume=True needs memmap_dir (the folder of the run)")
+            raise ConfigError(
+                "Config.resume=True needs memmap_dir (the folder of the run to continue)"
+            )
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
@@ -187,7 +202,32 @@ class Config:
                 f"unknown Config field(s) {', '.join(unknown)}; "
                 f"known fields: {', '.join(self.field_names())}"
             )
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **{"use_memmap": self._use_memmap_given, **changes})
+
+    def check_filter_output(self, has_states: bool) -> None:
+        """Raise when a filter run with these settings would keep nothing.
+
+        Parameters
+        ----------
+        has_states : bool
+            Whether a ``state`` coordinate labels the state bins (so that
+            ``emit_state_aggregates`` produces per-state probabilities).
+
+        Raises
+        ------
+        xhmm.ConfigError
+            With ``persist_causal=False`` and no ``emit_map``,
+            ``emit_entropy`` or per-state probabilities requested.
+        """
+        if (self.persist_causal or self.emit_map or self.emit_entropy
+                or (has_states and self.emit_state_aggregates)):
+            return
+        raise ConfigError(
+            "filter with persist_causal=False would keep nothing but the marginal "
+            "log-likelihood: no causal_posterior and no summary (emit_map, emit_entropy, "
+            "or emit_state_aggregates with a 'state' coordinate on state_bins); keep "
+            "persist_causal=True or request a summary, e.g. emit_map=True"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The public fields as a JSON-serialisable dict."""

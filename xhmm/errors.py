@@ -8,6 +8,9 @@ what was expected.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 __all__ = [
     "XHMMError",
     "ConfigError",
@@ -21,7 +24,10 @@ __all__ = [
     "ResumeError",
     "IncompleteResultError",
     "NotImplementedFeatureError",
+    "XHMMWarning",
     "NumericalWarning",
+    "InputWarning",
+    "caller_stacklevel",
 ]
 
 
@@ -73,5 +79,34 @@ class NotImplementedFeatureError(XHMMError, NotImplementedError):
     """A Config option was turned on whose feature is not available yet."""
 
 
-class NumericalWarning(UserWarning):
+class XHMMWarning(UserWarning):
+    """Base class of the warnings xhmm issues (the command line prints them)."""
+
+
+class NumericalWarning(XHMMWarning):
     """The computation may have lost precision (e.g. float32 near underflow)."""
+
+
+class InputWarning(XHMMWarning):
+    """An input is valid but looks like a mistake (e.g. probabilities, not logs)."""
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside xhmm.
+
+    Call it in the function that calls :func:`warnings.warn`; the warning then
+    points at the user's line that started the run, however deep in xhmm it
+    was issued.
+
+    Returns
+    -------
+    int
+        1 for the calling function itself, 2 for its caller, and so on.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -174,9 +174,14 @@ def _transition(ds: xr.Dataset, value, mask: np.ndarray) -> np.ndarray:
     bad = np.abs(sums - 1) > STOCHASTIC_ATOL
     if bad.any():
         i = int(rows[np.argmax(bad)])
+        column_sums = A.sum(axis=0)[rows]
+        hint = (
+            "; its columns sum to 1: pass transition.T (rows are 'from', columns 'to')"
+            if (np.abs(column_sums - 1) <= STOCHASTIC_ATOL).all() else ""
+        )
         raise TransitionError(
             f"transition row {i} sums to {sums[np.argmax(bad)]:.9g}; rows (from) must sum "
-            f"to 1 within {STOCHASTIC_ATOL:g}"
+            f"to 1 within {STOCHASTIC_ATOL:g}{hint}"
         )
     if full:
         A = A[np.ix_(rows, rows)]

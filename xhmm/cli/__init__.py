@@ -9,12 +9,16 @@ and ``run(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from importlib import import_module
 
-from ..errors import XHMMError
+from .. import __version__
+from ..config import Config
+from ..errors import XHMMError, XHMMWarning
 
-__all__ = ["main"]
+__all__ = ["main", "cli_message"]
 
 _COMMANDS = {
     "demo": ("xhmm.cli.demo", "simulate a decoding problem, smooth it, save and plot"),
@@ -23,6 +27,60 @@ _COMMANDS = {
     "filter": ("xhmm.cli.decode", "filter (causal only) a log-likelihood file into results.nc"),
     "info": ("xhmm.cli.info", "describe a results file: sizes, dtypes, Config, completeness"),
 }
+
+
+_FIELDS = "|".join(sorted(Config.field_names(), key=len, reverse=True))
+_SNAKE_FIELDS = "|".join(n for n in Config.field_names() if "_" in n)
+#: A Config keyword as messages write it: ``Config.name``, ``name=value``, or
+#: a bare ``snake_case`` field name (single words such as "resume" are prose
+#: unless written with ``Config.`` or ``=``).
+_KEYWORD = re.compile(
+    rf"(?:Config\.(?P<qualified>{_FIELDS})\b|\b(?P<assigned>{_FIELDS})(?==)"
+    rf"|\b(?P<bare>{_SNAKE_FIELDS})\b)(?:=(?P<value>'[^']*'|[^\s,;:)]+))?"
+)
+
+
+def _as_flag(match: re.Match) -> str:
+    name = match["qualified"] or match["assigned"] or match["bare"]
+    flag = name.replace("_", "-")
+    value = match["value"]
+    if value == "False":
+        return f"--no-{flag}"
+    if value is None or value == "True":
+        return f"--{flag}"
+    return f"--{flag} {value}"
+
+
+def cli_message(text: str) -> str:
+    """A message of xhmm as the command line prints it: on one line, with flags.
+
+    ``Config.chunk_size`` becomes ``--chunk-size``, ``overwrite=True``
+    ``--overwrite``, ``persist_causal=False`` ``--no-persist-causal`` and
+    ``compute_dtype='float64'`` ``--compute-dtype 'float64'``, so the message
+    names what the user of the command line types.
+
+    Parameters
+    ----------
+    text : str
+        The message of an :class:`xhmm.XHMMError` or :class:`xhmm.XHMMWarning`.
+
+    Returns
+    -------
+    str
+    """
+    return _KEYWORD.sub(_as_flag, " ".join(text.split()))
+
+
+def _show_warning(show):
+    """``warnings.showwarning`` printing xhmm's warnings as one ``xhmm: warning:`` line."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, XHMMWarning):
+            print(f"xhmm: warning: {cli_message(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         Exit status: the sub-command's, or 2 when it raised an
-        :class:`xhmm.XHMMError` (printed as one ``xhmm: error:`` line).
+        :class:`xhmm.XHMMError` (printed as one ``xhmm: error:`` line, see
+        :func:`cli_message`). Warnings of xhmm are printed as one
+        ``xhmm: warning:`` line each and do not change the status.
     """
     parser = argparse.ArgumentParser(prog="xhmm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xhmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module_name, help_text) in _COMMANDS.items():
@@ -47,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = module
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    try:
-        return int(modules[args.command].run(args) or 0)
-    except XHMMError as exc:
-        print(f"xhmm: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        # Each warning once (per message), whatever filters the environment set.
+        warnings.simplefilter("default", XHMMWarning)
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        try:
+            return int(modules[args.command].run(args) or 0)
+        except XHMMError as exc:
+            print(f"xhmm: error: {cli_message(str(exc))}", file=sys.stderr)
+            return 2

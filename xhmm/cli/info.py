@@ -89,7 +89,9 @@ def _config_lines(ds: xr.Dataset) -> list[str]:
         config = Config.from_json(text)
     except (ConfigError, TypeError, json.JSONDecodeError) as exc:
         return [f"config: unreadable 'xhmm_config' attribute ({exc})"]
-    values = config.to_dict()
+    # The dtype the posteriors were stored in: quantize_posteriors=True stores
+    # uint16 whatever posterior_dtype says.
+    values = {**config.to_dict(), "posterior_dtype": config.storage_dtype}
     width = max(map(len, values))
     return ["config used (xhmm_config):"] + [
         f"  {name:<{width}} = {value!r}" for name, value in values.items()

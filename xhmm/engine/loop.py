@@ -18,7 +18,6 @@ last completed chunk with bit-identical results.
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import warnings
 from contextlib import AbstractContextManager, nullcontext, suppress
@@ -37,6 +36,7 @@ from ..errors import (
     ResumeError,
     StorageError,
     XHMMError,
+    caller_stacklevel,
 )
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
@@ -93,15 +93,6 @@ class EngineResult:
 #: the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
 UNDERFLOW_LOG = -700.0
-
-
-def _caller_stacklevel() -> int:
-    """Stack level of the first frame outside xhmm (where a warning belongs)."""
-    package = Path(__file__).resolve().parents[1]
-    frame, level = sys._getframe(1), 1
-    while frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -448,7 +439,7 @@ class _Run:
                 "observed likelihood a prediction of about "
                 f"exp({float(log_norm[b, row]):.0f}), near the float64 underflow "
                 "limit: posteriors may have lost precision",
-                NumericalWarning, stacklevel=_caller_stacklevel(),
+                NumericalWarning, stacklevel=caller_stacklevel(),
             )
 
     # -- backward ----------------------------------------------------------

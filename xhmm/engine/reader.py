@@ -14,15 +14,23 @@ every interior bin, and every later row must be all-NaN too (how an outer
 ``xr.concat`` pads shorter sequences). An all-NaN row followed by data is an
 error, not a silent truncation. A single recording has its length given
 (``T``): an all-NaN row there is an error naming the time.
+
+Probabilities passed as log-likelihoods
+---------------------------------------
+When every finite value of the real rows of the first chunk is in [0, 1]
+and not all are zero, the input looks like probabilities rather than their
+logarithms (a log-likelihood is often all <= 0, rarely all >= 0 and <= 1):
+an :class:`xhmm.InputWarning` says so, once per reader.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LikelihoodError
+from ..errors import InputWarning, LikelihoodError, caller_stacklevel
 
 __all__ = ["LikelihoodReader", "Chunk"]
 
@@ -112,6 +120,7 @@ class LikelihoodReader:
         self.chunk_size = min(int(chunk_size), self.n_rows)
         self._ended = np.zeros(self.n_seq, dtype=bool)
         self._scanned = 0
+        self._scale_checked = False
 
     @property
     def n_rows(self) -> int:
@@ -188,6 +197,9 @@ class LikelihoodReader:
         if bad.any():
             b, row = (int(i) for i in np.argwhere(bad)[0])
             raise self._bad_row(block[b, row], b, start + row)
+        if index == 0 and not self._scale_checked:
+            self._scale_checked = True
+            self._warn_if_probabilities(block, shift, valid)
         padded = np.zeros((self.n_seq, self.chunk_size, self.n_bins),
                           dtype=self.dtype if dtype is None else dtype)
         # Subtract in float64 (whatever the input dtype), round once to the
@@ -197,6 +209,28 @@ class LikelihoodReader:
         full_shift = np.zeros((self.n_seq, self.chunk_size), dtype=np.float64)
         full_shift[:, :n_rows] = shift
         return Chunk(index, start, stop, padded, full_shift, n_valid)
+
+    def _warn_if_probabilities(self, block: np.ndarray, shift: np.ndarray,
+                               valid: np.ndarray) -> None:
+        """Warn when the real rows of ``block`` (chunk 0) look like probabilities.
+
+        The rows are checked already: no NaN or +inf, and ``shift`` holds
+        each row's (finite) maximum, so only the minimum over finite values
+        remains to be found, and only when the maxima are in (0, 1].
+        """
+        if not valid.any():
+            return
+        top = shift[valid].max()
+        if not 0 < top <= 1:
+            return
+        low = block.min(where=valid[:, :, None] & np.isfinite(block), initial=np.inf)
+        if low < 0:
+            return
+        warnings.warn(
+            f"every finite value of log_likelihood in time steps 0 to {block.shape[1] - 1} "
+            "is between 0 and 1: these look like probabilities; pass np.log(...) of them",
+            InputWarning, stacklevel=caller_stacklevel(),
+        )
 
     def _find_ends(self, block: np.ndarray, start: int) -> None:
         """Update the inferred lengths from the all-NaN rows of a new chunk."""
