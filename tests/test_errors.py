@@ -451,6 +451,21 @@ def _underflow(ds, A, p0):
     return ll, A, np.full(A.shape[0], 1 / A.shape[0])
 
 
+def _float64_edge(ds, A, p0):
+    """One step predicted with probability 1e-305 where the likelihood is."""
+    ll = np.array([[0.0, -800.0], [-800.0, 0.0]])
+    return ll, np.array([[1 - 1e-305, 1e-305], [0.0, 1.0]]), np.array([1.0, 0.0])
+
+
+def _raised_smoothing(make_ll, **options):
+    """The xhmm error of smoothing ``make_ll(model)``."""
+    def run(ds, A, p0):
+        ll, A, p0 = make_ll(ds, A, p0)
+        return _raised(lambda: make_dataset(ll).hmm.smooth(transition=A, initial=p0,
+                                                           **options))
+    return run
+
+
 def documented_cases(monkeypatch) -> dict:
     """Each documented row's label and a function of the model giving its error."""
     def set_at(index, value):
@@ -504,7 +519,9 @@ def documented_cases(monkeypatch) -> dict:
         "NetCDF target exists": _netcdf_exists,
         "resume with other settings": _resume_other_settings,
         "resume with no manifest": _resume_no_manifest,
-        "float32 near underflow": _warned(_underflow),
+        "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
+            _raised_smoothing(_underflow, compute_dtype="float32"),
+        "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),
         "probabilities passed as `log_likelihood`": _warned(
             lambda ds, A, p0: (_probabilities(ds.log_likelihood.values), A, p0)),
     }

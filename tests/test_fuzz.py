@@ -130,6 +130,8 @@ METHODS = ("smooth", "filter", "map_estimate")
 LL_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
 BOOL_FIELDS = ("use_memmap", "quantize_posteriors", "lazy_expand", "persist_causal",
                "emit_map", "emit_entropy", "emit_state_aggregates", "resume", "overwrite")
+#: Boolean fields whose default is None ("follow another field").
+OPTIONAL_BOOL_FIELDS = ("use_memmap",)
 CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(xhmm.Config)}
 #: Row-sum / total offsets: inside and outside STOCHASTIC_ATOL (1e-4), each
 #: at least a factor 3 away from it.
@@ -437,7 +439,8 @@ def _config_valid(fields: dict) -> bool:
     storage = _dtype_name(fields["posterior_dtype"])
     return all([
         all(type(fields[n]) is int and fields[n] > 0 for n in ("chunk_size", "time_chunks")),
-        all(type(fields[n]) is bool for n in BOOL_FIELDS),
+        all(type(fields[n]) is bool or (n in OPTIONAL_BOOL_FIELDS and fields[n] is None)
+            for n in BOOL_FIELDS),
         fields["progress"] is None or type(fields["progress"]) is bool,
         storage in ("float32", "float16", "uint16"),
         _dtype_name(fields["posterior_out_dtype"]) in ("float32", "float64"),
@@ -445,7 +448,9 @@ def _config_valid(fields: dict) -> bool:
         or _dtype_name(fields["compute_dtype"]) in ("float32", "float64"),
         not fields["quantize_posteriors"] or storage in ("float32", "uint16"),
         folder_ok,
-        not fields["resume"] or (fields["use_memmap"] and folder is not None),
+        # a memmap_dir turns memmap outputs on; use_memmap=False contradicts it
+        folder is None or fields["use_memmap"] is not False,
+        not fields["resume"] or folder is not None,
     ])
 
 
@@ -483,6 +488,8 @@ def expected_config(call: Call) -> dict | None:
     for name in ("posterior_dtype", "posterior_out_dtype", "compute_dtype"):
         if not (isinstance(fields[name], str) and fields[name] == "auto"):  # not a dtype
             fields[name] = _dtype_name(fields[name])
+    if fields["use_memmap"] is None:
+        fields["use_memmap"] = fields["memmap_dir"] is not None
     fields["storage"] = "uint16" if fields["quantize_posteriors"] else fields["posterior_dtype"]
     return fields
 
@@ -614,6 +621,12 @@ def expected_outcome(ds: xr.Dataset, draft: Draft, call: Call) -> Outcome:
     config = expected_config(call)
     if config is None:
         return Outcome(frozenset({xhmm.ConfigError}))
+    state = ds.coords.get("state")
+    has_states = state is not None and state.dims == ("state_bins",)
+    if call.method == "filter" and not (
+            config["persist_causal"] or config["emit_map"] or config["emit_entropy"]
+            or (has_states and config["emit_state_aggregates"])):
+        return Outcome(frozenset({xhmm.ConfigError}))  # the filter would keep nothing
     errors, mask, transition, initial = _input_errors(ds, draft)
     if errors:
         return Outcome(frozenset(errors))
