@@ -88,8 +88,10 @@ class Config:
         a prediction below ``1e-30`` where the likelihood is within 30 nats
         of the step's normaliser, or a step float32 cannot represent at all.
         The result attribute ``xhmm_float64_chunks`` says how many chunks
-        ran in float64. ``"float32"`` raises :class:`xhmm.NumericalError`
-        on the same condition; ``"float64"`` runs every chunk in float64.
+        ran in float64. ``"float32"`` recomputes the same chunks to check
+        itself and raises :class:`xhmm.NumericalError` where its filtered
+        rows were off by more than 1e-5; ``"float64"`` runs every chunk in
+        float64.
     """
 
     chunk_size: int = 5_000

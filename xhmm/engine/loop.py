@@ -93,6 +93,9 @@ class EngineResult:
 #: the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
 UNDERFLOW_LOG = -700.0
+#: Largest difference of a float32 filtered entry from its float64
+#: recomputation that explicit ``compute_dtype="float32"`` accepts.
+FLOAT32_TOLERANCE = 1e-5
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -141,7 +144,7 @@ class _Run:
         self.mode = config.compute_dtype
         self.base = np.dtype("float64" if self.mode == "float64" else "float32")
         # Carries are kept exactly whatever dtype a chunk ran in.
-        self.carry_dtype = np.dtype("float64" if self.mode == "auto" else self.mode)
+        self.carry_dtype = np.dtype("float64")
         B, K = reader.n_seq, reader.n_bins
         self.transition = transition
         self.initial_values = initial
@@ -331,8 +334,12 @@ class _Run:
                 filtered, log_norm, prev, flags = jax.block_until_ready(out)
                 log_norm, flags = np.asarray(log_norm), np.asarray(flags)
                 if self._lost_precision(chunk, log_norm, flags, dtype):
-                    del filtered, log_norm, out
-                    prev = self._redo_float64(self._run_start(index), index, crcs)
+                    rows = np.asarray(filtered)
+                    del filtered, out
+                    prev, exact = self._redo_float64(self._run_start(index), index, crcs)
+                    if self.mode == "float32":
+                        self._verify_float32(chunk, rows, log_norm, exact)
+                    del rows, exact
                 else:
                     self.chunk_f64[index] = dtype == np.float64
                     self.chunk_tiny[index] = flags[..., 0].any()
@@ -367,7 +374,7 @@ class _Run:
 
     def _lost_precision(self, chunk: Chunk, log_norm: np.ndarray, flags: np.ndarray,
                         dtype: np.dtype) -> bool:
-        """Whether a float32 chunk must be recomputed (auto) or fails (float32).
+        """Whether float32 may have lost the answer in this chunk (kernel flags).
 
         ``flags`` is the kernel's (B, C, 2) ``tiny`` / ``risk`` per row.
         """
@@ -375,21 +382,34 @@ class _Run:
             return False
         n_rows = chunk.stop - chunk.start
         valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
-        lost = flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_norm[:, :n_rows]))
-        if not lost.any():
-            return False
-        if self.mode == "auto":
-            return True
-        b, row = (int(i) for i in np.argwhere(lost)[0])
-        raise NumericalError(
-            f"float32 may have lost the answer at {self.reader.where(b, chunk.start + row)}: "
-            "a prediction there is below 1e-30 (or zero) where the likelihood is high, "
-            "or no state bin kept a non-zero probability; use compute_dtype='auto' (the "
-            "default) or 'float64'"
-        )
+        return bool((flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_norm[:, :n_rows]))).any())
+
+    def _verify_float32(self, chunk: Chunk, rows: np.ndarray, log_norm: np.ndarray,
+                        exact: np.ndarray) -> None:
+        """Explicit float32: raise where its rows differ from the float64 recomputation.
+
+        The float64 rows are kept when float32 was right after all (a flag
+        is a suspicion, e.g. a bin no path reaches).
+        """
+        n_rows = chunk.stop - chunk.start
+        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
+        with np.errstate(invalid="ignore"):
+            error = np.abs(rows[:, :n_rows] - exact[:, :n_rows]).max(axis=2)
+        wrong = valid & ~(error <= FLOAT32_TOLERANCE)
+        if wrong.any():
+            b, row = (int(i) for i in np.argwhere(wrong)[0])
+            raise NumericalError(
+                f"float32 lost the answer at {self.reader.where(b, chunk.start + row)}: "
+                "a prediction fell below float32's range where the likelihood is high, "
+                f"and the filtered posterior is off by {float(error[b, row]):.3g} (or not "
+                "finite); use compute_dtype='auto' (the default) or 'float64'"
+            )
 
     def _redo_float64(self, start: int, stop: int, crcs: dict):
-        """Recompute chunks ``start..stop`` in float64 from the checkpoint of ``start``."""
+        """Recompute chunks ``start..stop`` in float64 from the checkpoint of ``start``.
+
+        Returns the carry after ``stop`` and the filtered rows of ``stop``.
+        """
         f64 = np.dtype("float64")
         prev = self._verified_checkpoint(self.checkpoints, start, "forward")
         for index in range(start, stop + 1):
@@ -399,8 +419,7 @@ class _Run:
             self.chunk_f64[index] = True
             self.chunk_tiny[index] = np.asarray(flags)[..., 0].any()
             self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, f64)
-            del filtered, log_norm
-        return prev
+        return prev, np.asarray(filtered)
 
     def _forward_outputs(self, chunk: Chunk, filtered, log_norm: np.ndarray, prev, crcs,
                          dtype: np.dtype) -> None:
