@@ -255,6 +255,7 @@ class _BatchSpec:
     config: Config
     smooth: bool
     metadata: dict
+    store_acausal: bool = True
     scheduler: str | None = None
 
 
@@ -276,6 +277,7 @@ def _run_batch_task(spec: _BatchSpec, transition,
             spec.initial,
             spec.config,
             smooth=spec.smooth,
+            store_acausal=spec.store_acausal,
             lengths=spec.lengths,
             columns=spec.columns,
             state_onehot=spec.state_onehot,
@@ -377,6 +379,7 @@ def smooth_sequences(
     *,
     batch_size: int | None = None,
     memory_budget: int | None = None,
+    store_acausal: bool = True,
     **overrides: Any,
 ) -> xr.Dataset:
     """Filter (and smooth) every sequence of a ``(sequence, time, state_bins)`` input.
@@ -409,6 +412,9 @@ def smooth_sequences(
         Bytes one batch may use on its device. Default:
         :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
         the workers with a client).
+    store_acausal : bool, default True
+        Keep the smoothed posteriors (False keeps only summaries and
+        statistics, as :meth:`ds.hmm.fit` does).
     **overrides
         Any :class:`xhmm.Config` field.
 
@@ -483,6 +489,7 @@ def smooth_sequences(
             state_onehot=inputs.shared.state_onehot,
             config=batch_config,
             smooth=smooth,
+            store_acausal=store_acausal,
             metadata=run_metadata(inputs.shared, sequences=True),
             scheduler=None if client is None else "sync",
         ))
