@@ -45,6 +45,7 @@ import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,12 @@ from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
 from .engine.loop import run_engine
 from .engine.progress import progress_bar, progress_enabled
+from .engine.manifest import MANIFEST
 from .engine.storage import prepare_memmap_dir
 from .errors import (
     DimensionError,
     InitialError,
     InputError,
-    NotImplementedFeatureError,
     TransitionError,
 )
 from .inputs import ResolvedInputs, check_initial, resolve_inputs
@@ -431,15 +432,11 @@ def smooth_sequences(
     ------
     InputError, DimensionError, TransitionError, InitialError, LikelihoodError
         Bad input, naming the variable (and sequence / time index).
-    NotImplementedFeatureError
-        For ``resume=True``.
+    ResumeError
+        With ``resume=True``, when a batch's folder holds a run of other
+        settings or inputs (give the same ``batch_size`` as the first run).
     """
     cfg = Config.resolve(config, overrides)
-    if cfg.resume:
-        raise NotImplementedFeatureError(
-            "Config.resume is not available for multi-sequence runs; rerun, or run "
-            "the unfinished sequences one by one with ds.isel(sequence=i).hmm.smooth"
-        )
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
@@ -463,7 +460,9 @@ def smooth_sequences(
             slots = max(1, sum(client.nthreads().values()))
             batch_size = min(batch_size, math.ceil(n_seq / slots))
     memmap_dir = None
-    if cfg.use_memmap:
+    if cfg.resume:
+        memmap_dir = Path(cfg.memmap_dir)
+    elif cfg.use_memmap:
         memmap_dir = prepare_memmap_dir(
             cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"), overwrite=cfg.overwrite
         )
@@ -472,9 +471,12 @@ def smooth_sequences(
         batch_config = cfg
         if memmap_dir is not None:
             # memmap_dir was checked above; a batch's own folder may be
-            # replaced (by a task dask reruns after its worker died)
+            # replaced (by a task dask reruns after its worker died). Resuming,
+            # each batch continues its own run, or starts one it never began.
+            folder = memmap_dir / f"batch-{number:04d}"
             batch_config = batch_config.replace(
-                memmap_dir=str(memmap_dir / f"batch-{number:04d}"), overwrite=True)
+                memmap_dir=str(folder), overwrite=True,
+                resume=cfg.resume and (folder / MANIFEST).exists())
         if client is not None:
             batch_config = batch_config.replace(progress=False)
         initial_rows = inputs.initial[indices] if inputs.initial.ndim == 2 else inputs.initial
