@@ -13,9 +13,11 @@ import pytest
 import xarray as xr
 
 import xhmm
+from xhmm.bench.workload import Problem
 from xhmm.cli import cli_message, main
 from xhmm.cli.decode import config_field_docs
 from xhmm.synthetic import simulate_decoding
+from xhmm.transitions import with_transition
 
 HAS_ZARR = importlib.util.find_spec("zarr") is not None
 
@@ -172,7 +174,8 @@ def test_launchers(tmp_path, launcher):
         (["smooth", "{tmp}/nothing.nc", "--out", "{tmp}/o.nc"],
          "no such file or directory: '{tmp}/nothing.nc'"),
         (["smooth", "{data}/likelihood.nc", "--out", "{tmp}/o.nc"],
-         "no transition given: pass --transition FILE"),
+         "no transition given: pass --transition FILE (.npy, NetCDF or Zarr) or "
+         "--transition-spec SPEC.json"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
          "--posterior-dtype must be one of float32, float16, uint16; got 'int8'"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
@@ -300,3 +303,75 @@ def test_errors_name_flags_not_keywords(files, tmp_path, capsys):
 ])
 def test_cli_message_translates_config_keywords(message, printed):
     assert cli_message(message) == printed
+@pytest.fixture(scope="module")
+def structured(tmp_path_factory):
+    """A NonLocal model with a time-varying discrete transition, as files.
+
+    ``spec.json`` and ``variables.nc`` (the likelihood with the arrays the
+    spec names), and ``stored.nc`` (the model stored with
+    ``with_transition``), beside the API result.
+    """
+    folder = tmp_path_factory.mktemp("structured")
+    problem = Problem(150, 60, seed=5, model="nonlocal-2d-tv")
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), problem.in_ram()),
+                     "initial": ("state_bins", problem.initial)}, coords=problem.coords())
+    spec, variables = problem.transition.to_spec(prefix="model")
+    (folder / "spec.json").write_text(json.dumps(spec))
+    ds.assign(variables).to_netcdf(folder / "variables.nc")
+    with_transition(ds, problem.transition).to_netcdf(folder / "stored.nc")
+    expected = ds.hmm.smooth(transition=problem.transition, chunk_size=40, progress=False)
+    return folder, expected
+
+
+@pytest.mark.parametrize("how", ["--transition-spec", "stored"])
+def test_structured_transition_matches_the_api(structured, tmp_path, capsys, how):
+    folder, expected = structured
+    out = tmp_path / "r.nc"
+    argv = (["smooth", str(folder / "variables.nc"), "--transition-spec",
+             str(folder / "spec.json")] if how == "--transition-spec"
+            else ["smooth", str(folder / "stored.nc")])
+    assert main([*argv, "--out", str(out), "--chunk-size", "40", "--no-progress"]) == 0
+    capsys.readouterr()
+    with xr.open_dataset(out) as back:
+        for name in ("causal_posterior", "acausal_posterior", "acausal_state_probabilities"):
+            np.testing.assert_array_equal(back[name].values, expected[name].values)
+        assert float(back.marginal_log_likelihood) == float(expected.marginal_log_likelihood)
+        plan = json.loads(back.attrs["xhmm_transition"])
+    assert plan["kind"] == "blocks" and plan["discrete"] == "time-varying"
+    assert "Non-Local Continuous->Non-Local Continuous: separable 6x6" in plan["blocks"]
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda path: path.write_text("{not json"),
+         "cannot read '{spec}' (--transition-spec) as JSON"),
+        (lambda path: path.write_text(json.dumps(
+            {"kind": "blocks", "discrete": "model_discrete",
+             "blocks": [{"from": "Local", "to": "Local", "kind": "banded"}]})),
+         "transition spec: blocks[0]: unknown kind 'banded'"),
+        (lambda path: path.write_text(json.dumps(
+            {"kind": "blocks", "discrete": "elsewhere", "blocks": []})),
+         "transition spec: discrete names the variable 'elsewhere', which is not there"),
+        (lambda path: None, "no such file: '{spec}' (--transition-spec)"),
+    ],
+    ids=["json", "kind", "variable", "missing"],
+)
+def test_transition_spec_errors_are_one_line(structured, tmp_path, capsys, write, message):
+    folder, _ = structured
+    spec = tmp_path / "spec.json"
+    write(spec)
+    rc = main(["smooth", str(folder / "variables.nc"), "--transition-spec", str(spec),
+               "--out", str(tmp_path / "o.nc")])
+    assert rc == 2
+    assert message.format(spec=spec) in one_error_line(capsys)
+    assert not (tmp_path / "o.nc").exists()
+
+
+def test_transition_and_spec_exclude_each_other(structured, tmp_path, capsys):
+    folder, _ = structured
+    with pytest.raises(SystemExit) as exit_info:
+        main(["smooth", str(folder / "variables.nc"), "--transition", "a.npy",
+              "--transition-spec", str(folder / "spec.json"), "--out", str(tmp_path / "o.nc")])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

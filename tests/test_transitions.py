@@ -9,6 +9,8 @@ sums of at most a few hundred terms).
 
 from __future__ import annotations
 
+import json
+
 import dask.array as da
 import jax
 import numpy as np
@@ -23,6 +25,7 @@ from xhmm.engine.transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
 from xhmm.kernels.structured import BandedBlock
 from xhmm.transitions import (
+    SPEC_ATTR,
     Blocks,
     Dense,
     Identity,
@@ -31,7 +34,9 @@ from xhmm.transitions import (
     Uniform,
     analyse_dense,
     plan_transition,
+    stored_transition,
     to_dense,
+    with_transition,
 )
 
 RTOL = 1e-12
@@ -639,3 +644,98 @@ def test_digest_follows_content():
     assert plan(nonlocal_blocks(d.copy()), labels, mask).digest() == first
     assert plan(nonlocal_blocks(d, mean=(0.5, 0.0)), labels, mask).digest() != first
     assert plan(nonlocal_blocks(nonlocal_discrete(rng)), labels, mask).digest() != first
+
+
+# ------------------------------------------------------------ JSON spec
+
+
+def spec_blocks(discrete):
+    """The NonLocal blocks plus a Dense block (every kind), over all bins of frag."""
+    blocks = dict(nonlocal_blocks(discrete).blocks)
+    n = NX * NY
+    rng = np.random.default_rng(14)
+    dense = rng.random((n, n)) + np.eye(n)
+    dense[:, HOLE] = 0.0
+    blocks["frag", "frag"] = Dense(dense / dense.sum(axis=1, keepdims=True))
+    return Blocks(discrete, blocks)
+
+
+def same_plan(first, second, labels, mask, n_time):
+    """The two transitions plan to identical matrices at every step."""
+    a, b = plan(first, labels, mask, n_time), plan(second, labels, mask, n_time)
+    assert a.describe() == b.describe()
+    steps = range(n_time) if a.discrete.time_varying else [None]
+    for t in steps:
+        np.testing.assert_array_equal(a.matrix(t), b.matrix(t))
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["static", "time-varying"])
+def test_spec_round_trip_through_json_and_netcdf(tmp_path, varying):
+    rng = np.random.default_rng(15)
+    labels, mask, _ = nonlocal_layout()
+    T = 6
+    d = varying_discrete(rng, T) if varying else nonlocal_discrete(rng)
+    transition = spec_blocks(d)
+    spec, variables = transition.to_spec()
+    assert {b["kind"] for b in spec["blocks"]} == {"uniform", "identity", "dense",
+                                                    "random_walk"}
+    back = Blocks.from_spec(json.loads(json.dumps(spec)), xr.Dataset(variables))
+    same_plan(transition, back, labels, mask, T)
+
+    ds = make_dataset(np.zeros((T, mask.size)), mask, state=("state_bins", labels))
+    path = tmp_path / "model.nc"
+    with_transition(ds, transition).to_netcdf(path)
+    with xr.open_dataset(path) as reopened:
+        same_plan(transition, stored_transition(reopened), labels, mask, T)
+        assert stored_transition(reopened.drop_attrs()) is None
+
+
+def test_spec_with_inline_arrays():
+    labels, mask, inside = nonlocal_layout()
+    d = nonlocal_discrete(np.random.default_rng(16))
+    spec = {"kind": "blocks", "discrete": d.tolist(), "blocks": [
+        {"from": a, "to": b, "kind": "uniform"} for a in STATES for b in STATES
+        if (a, b) not in {("local", "local"), ("no_spike", "no_spike"), ("cont", "cont")}
+    ] + [{"from": "local", "to": "local", "kind": "identity"},
+         {"from": "no_spike", "to": "no_spike", "kind": "identity"},
+         {"from": "cont", "to": "cont", "kind": "random_walk", "movement_var": 3.0,
+          "centers": grid_centers(NX, NY).tolist(), "movement_mean": [0.5, -0.2]}]}
+    engine = plan(Blocks.from_spec(spec), labels, mask)
+    np.testing.assert_allclose(engine.matrix(), expected_nonlocal(d, inside),
+                               rtol=RTOL, atol=ATOL)
+
+
+BLOCK = {"from": "a", "to": "a"}
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"kind": "dense"}, 'must be a JSON object with "kind": "blocks"'),
+        ({"kind": "blocks", "discrete": [[1.0]]}, "missing blocks"),
+        ({"kind": "blocks", "discrete": "d", "blocks": []},
+         r"discrete names the variable 'd', which is not there \(variables: none\)"),
+        ({"kind": "blocks", "discrete": [[1.0]], "blocks": [{**BLOCK, "kind": "banded"}]},
+         r"blocks\[0\]: unknown kind 'banded'"),
+        ({"kind": "blocks", "discrete": [[1.0]],
+          "blocks": [{**BLOCK, "kind": "random_walk", "centres": [0.0]}]},
+         r"blocks\[0\] \(random_walk\): unknown field\(s\) centres; missing movement_var, "
+         "centers"),
+        ({"kind": "blocks", "discrete": [[1.0]], "blocks": [{"from": "a", "kind": "uniform"}]},
+         r"blocks\[0\] must be an object with 'from', 'to' and 'kind'"),
+    ],
+    ids=["kind", "no-blocks", "no-variable", "block-kind", "block-fields", "block-keys"],
+)
+def test_bad_spec_is_named(spec, match):
+    with pytest.raises(TransitionError, match=match):
+        Blocks.from_spec(spec)
+
+
+def test_spec_writing_errors():
+    with pytest.raises(TransitionError, match=r"state label \('a', 1\) cannot be written"):
+        Blocks(np.eye(1), {(("a", 1), ("a", 1)): Uniform()}).to_spec()
+    ds = xr.Dataset({"transition_discrete": ("x", np.zeros(2))})
+    with pytest.raises(TransitionError, match="already has variable.*transition_discrete"):
+        with_transition(ds, two_state())
+    with pytest.raises(TransitionError, match="not valid JSON"):
+        stored_transition(xr.Dataset(attrs={SPEC_ATTR: "{"}))

@@ -41,8 +41,8 @@ def numpy_forward_backward(
     """Forward filter and backward smoother in plain NumPy.
 
     Rescales each step by the maximum of ``log(prediction) + log_lik`` like
-    xhmm. Assumes a strictly positive prediction (true for the benchmark's
-    dense transition), so it skips xhmm's guards against zero predictions.
+    xhmm. Where a prediction is zero (a random walk's far entries underflow)
+    the smoother's ratio is zero, as in xhmm; it skips xhmm's other checks.
 
     Parameters
     ----------
@@ -67,22 +67,26 @@ def numpy_forward_backward(
     log_norm = np.empty(n_time, dtype=np.float64)
     predicted = np.asarray(initial, dtype=dtype)
     weights = np.empty(n_bins, dtype=dtype)
-    for t in range(n_time):
-        np.log(predicted, out=weights)
-        weights += log_lik[t]
-        peak = weights.max()
-        weights -= peak
-        np.exp(weights, out=weights)
-        total = weights.sum()
-        np.divide(weights, total, out=filtered[t])
-        log_norm[t] = float(peak) + np.log(float(total))
-        predicted = filtered[t] @ A
+    ratio = np.empty(n_bins, dtype=dtype)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an impossible bin
+        for t in range(n_time):
+            np.log(predicted, out=weights)
+            weights += log_lik[t]
+            peak = weights.max()
+            weights -= peak
+            np.exp(weights, out=weights)
+            total = weights.sum()
+            np.divide(weights, total, out=filtered[t])
+            log_norm[t] = float(peak) + np.log(float(total))
+            predicted = filtered[t] @ A
     smoothed[-1] = filtered[-1]
     for stop in range(n_time - 1, 0, -chunk_size):
         start = max(0, stop - chunk_size)
         predicted_rows = filtered[start:stop] @ A
         for t in range(stop - 1, start - 1, -1):
-            ratio = smoothed[t + 1] / predicted_rows[t - start]
+            pred = predicted_rows[t - start]
+            np.divide(smoothed[t + 1], pred, out=ratio, where=pred > 0)
+            ratio[pred <= 0] = 0
             row = filtered[t] * (A @ ratio)
             np.divide(row, row.sum(), out=smoothed[t])
     return filtered, smoothed, float(log_norm.sum())

@@ -10,14 +10,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from .baselines import BASELINES
-from .report import format_table, summarize, write_plots
-from .workload import INPUT_KINDS
-from .worker import RunSpec
+from .report import format_table, posterior_differences, summarize, write_plots
+from .workload import INPUT_KINDS, MODELS, check_model_size
+from .worker import DENSE_IMPL, RunSpec
 
 __all__ = ["add_arguments", "run"]
 
@@ -41,14 +41,24 @@ def _positive_int(text: str) -> int:
     return values[0]
 
 
-def _name_list(text: str) -> list[str]:
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip() and v.strip() != "none"]
-    unknown = sorted(set(names) - set(BASELINES))
+    unknown = sorted(set(names) - set(allowed))
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown baseline(s) {', '.join(unknown)}; choose from "
-            f"{', '.join(BASELINES)} or none")
+            f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
     return names
+
+
+def _name_list(text: str) -> list[str]:
+    return _choices(text, (*BASELINES, DENSE_IMPL, "none"), "baseline(s)")
+
+
+def _model_list(text: str) -> list[str]:
+    models = _choices(text, MODELS, "model(s)")
+    if not models:
+        raise argparse.ArgumentTypeError("expected at least one model")
+    return models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("-T", "--n-time", type=_positive_int, default=20_000, help="time steps")
     size.add_argument("-K", "--n-bins", type=_positive_int, default=1_000, help="state bins")
     size.add_argument("--seed", type=int, default=0)
+    size.add_argument("--model", type=_model_list, default=["dense"], dest="models",
+                      help="comma-separated from " + ", ".join(MODELS) + " (see "
+                           "docs/benchmarks.md); -K is the number of interior bins")
     cfg = parser.add_argument_group("xhmm configuration")
     cfg.add_argument("--chunk-size", type=_positive_int, default=5_000)
     cfg.add_argument("--posterior-dtype", choices=("float32", "float16", "uint16"),
@@ -81,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--baselines", type=_name_list,
                            default=list(BASELINES),
                            help="comma-separated from numpy, non_local_detector, dynamax, "
-                                "or none (peers not installed are skipped with a note)")
+                                f"{DENSE_IMPL} (a structured model's to_dense matrix "
+                                "through xhmm's dense path), or none (peers not installed "
+                                "are skipped with a note)")
     run_group.add_argument("--sweep", choices=_SWEEPS, default="none",
                            help="T: time and memory vs T at -K; K: time vs K at -T")
     run_group.add_argument("--sweep-T", type=_int_list,
@@ -117,18 +132,33 @@ def _points(args: argparse.Namespace) -> list[tuple[int, int]]:
 
 
 def _specs(args: argparse.Namespace, workdir: Path) -> list[RunSpec]:
+    """Every configuration of one round.
+
+    A time-varying model has no single dense matrix: it runs in xhmm only.
+    The dense model has no separate dense path. When a structured model runs
+    both in xhmm and through the dense path, both keep their posteriors for
+    :func:`~xhmm.bench.report.posterior_differences`.
+    """
     specs = []
-    for n_time, n_bins in _points(args):
-        for impl in ["xhmm", *args.baselines]:
-            specs.append(RunSpec(
-                impl=impl, n_time=n_time, n_bins=n_bins, chunk_size=args.chunk_size,
-                posterior_dtype=args.posterior_dtype, compute_dtype=args.compute_dtype,
-                use_memmap=args.memmap, lazy=args.lazy,
-                persist_causal=args.persist_causal,
-                input_kind=args.input if impl == "xhmm" else "ram",
-                repeats=args.repeats, save=args.save and impl == "xhmm",
-                seed=args.seed, workdir=str(workdir / f"{impl}-{n_time}-{n_bins}"),
-            ))
+    for model in args.models:
+        impls = ["xhmm"]
+        if not model.endswith("-tv"):
+            impls += [impl for impl in args.baselines
+                      if not (impl == DENSE_IMPL and model == "dense")]
+        compare = DENSE_IMPL in impls
+        for n_time, n_bins in _points(args):
+            for impl in impls:
+                specs.append(RunSpec(
+                    impl=impl, n_time=n_time, n_bins=n_bins, chunk_size=args.chunk_size,
+                    posterior_dtype=args.posterior_dtype, compute_dtype=args.compute_dtype,
+                    use_memmap=args.memmap, lazy=args.lazy,
+                    persist_causal=args.persist_causal,
+                    input_kind=args.input if impl in ("xhmm", DENSE_IMPL) else "ram",
+                    repeats=args.repeats, save=args.save and impl == "xhmm",
+                    seed=args.seed, model=model,
+                    keep_posteriors=compare and impl in ("xhmm", DENSE_IMPL),
+                    workdir=str(workdir / f"{model}-{impl}-{n_time}-{n_bins}"),
+                ))
     return specs
 
 
@@ -186,6 +216,9 @@ def _meta(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run every configuration, print the table, write JSON and plots."""
+    for model in args.models:
+        for _, n_bins in _points(args):
+            check_model_size(model, n_bins)
     env = _worker_env(args.blas_threads)
     meta = _meta(args, env)
     out = Path(args.out)
@@ -197,13 +230,16 @@ def run(args: argparse.Namespace) -> int:
         records = []
         for round_index in range(args.rounds):
             for spec in specs:
-                print(f"[round {round_index + 1}/{args.rounds}] {spec.impl} "
+                print(f"[round {round_index + 1}/{args.rounds}] {spec.model} {spec.impl} "
                       f"T={spec.n_time} K={spec.n_bins} ...", file=sys.stderr, flush=True)
-                record = _run_worker(spec, args.timeout, env)
+                # posteriors of the first round are enough for the comparison
+                keep = spec.keep_posteriors and round_index == 0
+                record = _run_worker(replace(spec, keep_posteriors=keep), args.timeout, env)
                 record["round"] = round_index
                 records.append(record)
+        differences = posterior_differences(records)
     meta["loadavg_end"] = list(os.getloadavg())
-    rows = summarize(records)
+    rows = summarize(records, differences)
     table = format_table(rows)
     print(table)
     plots = write_plots(rows, stem) if args.plots else []
@@ -215,6 +251,6 @@ def run(args: argparse.Namespace) -> int:
     for path in plots:
         print(f"plot: {path}")
     # A peer that fails (e.g. built for another JAX) is a note, not an error.
-    required = {"xhmm", "numpy"}
+    required = {"xhmm", "numpy", DENSE_IMPL}
     return 1 if any(r["status"] == "failed" and r["impl"] in required
                     for r in records) else 0

@@ -5,6 +5,12 @@ runs the implementation once to warm up (compiling what it needs), then
 ``repeats`` timed runs, each under an :class:`~xhmm.bench.memory.RssSampler`,
 and writes the measurement record as JSON. A fresh process per configuration
 keeps one run's peak memory (and ``ru_maxrss``) out of another's.
+
+``xhmm`` runs the model as a user gives it (a
+:class:`~xhmm.transitions.Blocks` for the structured models);
+``xhmm-dense`` (:data:`DENSE_IMPL`) runs the same model through the dense
+path: the matrix of :func:`xhmm.transitions.to_dense`, given without the
+``state`` coordinate so that no block analysis applies.
 """
 
 from __future__ import annotations
@@ -20,11 +26,18 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .baselines import BASELINES, missing_note
 from .memory import RssSampler, combine_runs, device_peak_bytes, ru_maxrss_bytes
 from .workload import Problem
 
-__all__ = ["RunSpec", "measure", "main"]
+__all__ = ["DENSE_IMPL", "POSTERIORS_FILE", "RunSpec", "measure", "main"]
+
+#: The implementation name of xhmm run on the model's dense matrix.
+DENSE_IMPL = "xhmm-dense"
+#: File (in the spec's workdir) holding the last run's interior posteriors.
+POSTERIORS_FILE = "posteriors.npy"
 
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -40,9 +53,10 @@ class RunSpec:
     Attributes
     ----------
     impl : str
-        ``"xhmm"`` or a name in :data:`~xhmm.bench.baselines.BASELINES`.
+        ``"xhmm"``, :data:`DENSE_IMPL` or a name in
+        :data:`~xhmm.bench.baselines.BASELINES`.
     n_time, n_bins : int
-        Problem size T and K.
+        Problem size T and K (interior bins).
     chunk_size : int
         xhmm's ``chunk_size``; the peers' chunks are as many.
     posterior_dtype, compute_dtype : str
@@ -58,6 +72,12 @@ class RunSpec:
     seed : int
     workdir : str
         Scratch folder (memmap outputs, NetCDF file, memmap input).
+    model : str
+        One of :data:`~xhmm.bench.workload.MODELS`.
+    keep_posteriors : bool
+        xhmm only: save the last run's causal and acausal posteriors over
+        the interior bins to :data:`POSTERIORS_FILE` (for comparing
+        implementations).
     """
 
     impl: str
@@ -74,6 +94,8 @@ class RunSpec:
     save: bool = True
     seed: int = 0
     workdir: str = "."
+    model: str = "dense"
+    keep_posteriors: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
@@ -108,7 +130,10 @@ def _xhmm_runner(spec: RunSpec, problem: Problem) -> Callable[[], Any]:
     import xhmm  # noqa: F401  (registers ds.hmm)
 
     ll = problem.log_likelihood(spec.input_kind, spec.workdir)
-    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)})
+    dense_path = spec.impl == DENSE_IMPL
+    transition = problem.dense_transition() if dense_path else problem.transition
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)},
+                    coords=problem.coords(with_states=not dense_path))
     options = dict(
         chunk_size=spec.chunk_size, posterior_dtype=spec.posterior_dtype,
         compute_dtype=spec.compute_dtype, persist_causal=spec.persist_causal,
@@ -119,26 +144,33 @@ def _xhmm_runner(spec: RunSpec, problem: Problem) -> Callable[[], Any]:
                        overwrite=True)
 
     def once():
-        return ds.hmm.smooth(transition=problem.transition, initial=problem.initial,
-                             **options)
+        return ds.hmm.smooth(transition=transition, initial=problem.initial, **options)
 
     return once
 
 
 def _baseline_runner(spec: RunSpec, problem: Problem) -> Callable[[], Any]:
     function = BASELINES[spec.impl]
-    ll = problem.in_ram()
+    ll, transition, initial = problem.interior_inputs(problem.in_ram())
 
     def once():
-        return function(ll, problem.transition, problem.initial, spec.chunk_size,
-                        spec.compute_dtype)
+        return function(ll, transition, initial, spec.chunk_size, spec.compute_dtype)
 
     return once
 
 
+def _keep_posteriors(spec: RunSpec, problem: Problem, result: Any) -> str:
+    """Save the interior causal and acausal posteriors; return the file's path."""
+    path = Path(spec.workdir) / POSTERIORS_FILE
+    mask = problem.interior
+    np.save(path, np.stack([result[name].values[:, mask]
+                            for name in ("causal_posterior", "acausal_posterior")]))
+    return str(path)
+
+
 def _sizes(spec: RunSpec, result: Any) -> dict[str, Any]:
     """Output sizes; for xhmm also the memmap files and the saved NetCDF."""
-    if spec.impl != "xhmm":
+    if spec.impl not in ("xhmm", DENSE_IMPL):
         arrays, marginal = result
         return {"output_bytes": int(sum(a.nbytes for a in arrays)),
                 "marginal_log_likelihood": marginal}
@@ -172,8 +204,11 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         The spec's fields plus ``status`` and, when ``"ok"``: ``wall_s``
         (median), ``wall_all_s``, ``per_step_us``, ``warmup_s``,
         ``compile_s``, ``compiles_warmup``, ``compiles_timed``,
-        ``generate_s``, ``memory`` (peaks of the timed runs), sizes and, for
-        xhmm, ``save_s``/``netcdf_bytes``.
+        ``generate_s``, ``memory`` (peaks of the timed runs), sizes
+        (``input_bytes``: the float32 log-likelihood the implementation
+        reads, all state bins for xhmm, the interior ones for baselines)
+        and, for xhmm, ``save_s``/``netcdf_bytes`` and, with
+        ``keep_posteriors``, ``posteriors_path``.
     """
     record: dict[str, Any] = asdict(spec)
     note = missing_note(spec.impl)
@@ -183,10 +218,13 @@ def measure(spec: RunSpec) -> dict[str, Any]:
     uses_jax = spec.impl != "numpy"
     compile_log = _CompileLog() if uses_jax else None
     Path(spec.workdir).mkdir(parents=True, exist_ok=True)
-    problem = Problem(spec.n_time, spec.n_bins, spec.seed)
+    problem = Problem(spec.n_time, spec.n_bins, spec.seed, spec.model)
+    uses_xhmm = spec.impl in ("xhmm", DENSE_IMPL)
     start = time.perf_counter()
-    once = (_xhmm_runner if spec.impl == "xhmm" else _baseline_runner)(spec, problem)
+    once = (_xhmm_runner if uses_xhmm else _baseline_runner)(spec, problem)
     record["generate_s"] = time.perf_counter() - start
+    record["input_bytes"] = spec.n_time * (problem.n_state_bins if uses_xhmm
+                                           else problem.n_bins) * 4
 
     start = time.perf_counter()
     result = once()
@@ -216,6 +254,8 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         per_step_us=wall / spec.n_time * 1e6, memory=memory,
     )
     record.update(_sizes(spec, result))
+    if spec.keep_posteriors and uses_xhmm:
+        record["posteriors_path"] = _keep_posteriors(spec, problem, result)
     return record
 
 

@@ -4,6 +4,13 @@ The log-likelihood is read lazily (dask, one engine chunk of rows at a time)
 from NetCDF or Zarr; the results are streamed to compressed NetCDF with
 :func:`xhmm.save_results`. Every :class:`xhmm.Config` field is a flag, built
 from the dataclass fields and documented from its docstring.
+
+The transition is a dense matrix (``--transition``, or a ``transition``
+variable of the likelihood file) or a structured
+:class:`xhmm.transitions.Blocks` given as a JSON spec
+(``--transition-spec``, or stored in the likelihood file by
+:func:`xhmm.transitions.with_transition`), whose named arrays are variables
+of the likelihood file (:mod:`xhmm.transitions.spec`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +27,7 @@ import xarray as xr
 
 from ..config import Config
 from ..errors import InputError, StorageError
+from ..transitions import SPEC_ATTR, Blocks, stored_transition
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
 
@@ -77,10 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NetCDF file or Zarr store with 'log_likelihood' (time x state_bins) and, "
         "optionally, coordinates is_interior / state and variables transition / initial",
     )
-    parser.add_argument(
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
         "--transition", type=Path, metavar="FILE",
         help="transition matrix (rows = from): .npy, or NetCDF/Zarr with a "
-        "'transition' variable; default: the 'transition' variable of LIKELIHOOD",
+        "'transition' variable; default: the 'transition' variable of LIKELIHOOD, "
+        f"else the structured transition stored in its {SPEC_ATTR!r} attribute",
+    )
+    model.add_argument(
+        "--transition-spec", type=Path, metavar="SPEC.json",
+        help="structured transition (xhmm.transitions.Blocks) as a JSON spec; the "
+        "arrays it names are variables of LIKELIHOOD (see docs/cli.md)",
     )
     parser.add_argument(
         "--initial", type=Path, metavar="FILE",
@@ -167,6 +183,31 @@ def _model_array(ds: xr.Dataset, path: Path | None, name: str, source: Path):
     )
 
 
+def _transition(ds: xr.Dataset, args: argparse.Namespace) -> np.ndarray | Blocks:
+    """The transition: a spec file, a matrix file, or what LIKELIHOOD holds."""
+    path = args.transition_spec
+    if path is not None:
+        try:
+            spec = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"no such file: {str(path)!r} (--transition-spec)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"cannot read {str(path)!r} (--transition-spec) as JSON: {exc}") from exc
+        return Blocks.from_spec(spec, ds)
+    if args.transition is None and "transition" not in ds.data_vars:
+        stored = stored_transition(ds)
+        if stored is None:
+            raise InputError(
+                "no transition given: pass --transition FILE (.npy, NetCDF or Zarr) or "
+                "--transition-spec SPEC.json, or store a variable 'transition' (or a "
+                f"structured transition, xhmm.transitions.with_transition) in "
+                f"{str(args.likelihood)!r}"
+            )
+        return stored
+    return _model_array(ds, args.transition, "transition", args.likelihood)
+
+
 def _config_overrides(args: argparse.Namespace) -> dict:
     prefix = "config_"
     return {key[len(prefix):]: value for key, value in vars(args).items()
@@ -190,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         raise StorageError(f"folder {str(out.parent)!r} of --out does not exist")
     config = Config.resolve(None, _config_overrides(args))
     ds = open_input(args.likelihood, config.chunk_size)
-    transition = _model_array(ds, args.transition, "transition", args.likelihood)
+    transition = _transition(ds, args)
     initial = _model_array(ds, args.initial, "initial", args.likelihood)
 
     start = time.perf_counter()

@@ -10,13 +10,17 @@ products), a small fraction of the dense product's cost.
 
 :func:`plan_transition` resolves either kind against a Dataset's layout
 into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
-:func:`to_dense` gives the equivalent matrix.
+:func:`to_dense` gives the equivalent matrix. :meth:`Blocks.to_spec`,
+:meth:`Blocks.from_spec`, :func:`with_transition` and
+:func:`stored_transition` write and read a transition as a JSON spec plus
+named arrays (:mod:`xhmm.transitions.spec`).
 """
 
 from .analyse import analyse_dense
 from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
 from .dense import to_dense
 from .plan import plan_blocks, plan_transition
+from .spec import SPEC_ATTR, stored_transition, with_transition
 from .structured import StructuredTransition
 
 __all__ = [
@@ -31,4 +35,7 @@ __all__ = [
     "plan_blocks",
     "analyse_dense",
     "StructuredTransition",
+    "SPEC_ATTR",
+    "with_transition",
+    "stored_transition",
 ]

@@ -249,3 +249,24 @@ class Blocks:
                     "Identity, Dense or RandomWalk"
                 )
         object.__setattr__(self, "blocks", dict(self.blocks))
+
+    def to_spec(self, prefix: str = "transition"
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JSON spec of this transition and the arrays it names.
+
+        See :func:`xhmm.transitions.spec.to_spec`.
+        """
+        from .spec import to_spec
+
+        return to_spec(self, prefix)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any],
+                  variables: Mapping[str, Any] | None = None) -> "Blocks":
+        """A transition from its JSON spec; named arrays come from ``variables``.
+
+        See :func:`xhmm.transitions.spec.from_spec`.
+        """
+        from .spec import from_spec
+
+        return from_spec(spec, variables)
