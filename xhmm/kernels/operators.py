@@ -12,6 +12,11 @@ rows of probabilities (``B`` sequences, ``K`` interior bins):
     ``P[:, i] @ A_i`` for every row of a whole chunk ``P`` (B, C, K) at
     once (the smoother's predictions do not depend on its carry, so they
     are one matrix-matrix product per chunk where the operator allows).
+``max_predict(p, x)``
+    ``max_i p[b, i] * A[i, j]`` and its argmax ``i`` (int32, ties to the
+    lowest index) for each row of ``p`` (B, K): the max-product step of the
+    Viterbi decoder (:mod:`xhmm.kernels.viterbi`), built on
+    :mod:`xhmm.kernels.maxproduct`.
 
 ``x`` is the operator's per-step input for the *destination* step (the
 transition that moves step ``t - 1`` to step ``t`` is the input of step
@@ -33,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .maxproduct import max_rows
+
 __all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice"]
 
 
@@ -47,6 +54,9 @@ class TransitionOperator(Protocol):
 
     def predict_chunk(self, rows: jax.Array, xs: Any) -> jax.Array:
         """``rows[:, i] @ A_i`` for a (B, C, K) chunk, ``xs`` with leading C."""
+
+    def max_predict(self, p: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[b, i] * A[i, j]`` and its int32 argmax (lowest on ties)."""
 
 
 def step_slice(xs: Any, start: int, stop: int) -> Any:
@@ -96,6 +106,10 @@ class DenseOperator:
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
         n_seq, n_rows, n_bins = rows.shape
         return (rows.reshape(n_seq * n_rows, n_bins) @ self.matrix).reshape(rows.shape)
+
+    def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[b, i] * A[i, j]`` and its argmax, row by row (``p`` is (B, K))."""
+        return max_rows(p[:, :, None] * self.matrix)
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:
