@@ -78,11 +78,29 @@ def plan(transition, labels, mask, n_time=10):
 
 @jax.jit
 def _products(op, p, rows, x, xs):
-    return op.predict(p, x), op.pullback(p, x), op.predict_chunk(rows, xs)
+    return op.predict(p, x), op.pullback(p, x), op.predict_chunk(rows, xs), op.max_predict(p, x)
+
+
+def check_max_product(p, A, values, argmax, rtol):
+    """``max_predict`` against ``max_i p[b, i] A[i, j]`` (its argmax int32, lowest on ties).
+
+    Where the two best products of the reference are closer than the
+    rounding allowed, either is a right answer; elsewhere the index must
+    be the reference's.
+    """
+    products = p[:, :, None] * A[None]
+    best = products.max(axis=1)
+    np.testing.assert_allclose(values, best, rtol=rtol, atol=ATOL)
+    assert argmax.dtype == np.int32
+    chosen = np.take_along_axis(products, argmax[:, None, :].astype(np.int64), axis=1)[:, 0]
+    np.testing.assert_allclose(chosen, best, rtol=2 * rtol, atol=ATOL)
+    runner_up = np.sort(products, axis=1)[:, -2] if A.shape[0] > 1 else np.zeros_like(best)
+    clear = best - runner_up > 4 * rtol * best
+    np.testing.assert_array_equal(argmax[clear], products.argmax(axis=1)[clear])
 
 
 def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rtol=RTOL):
-    """predict / pullback / predict_chunk against dense matrices (one per chunk row).
+    """predict / pullback / predict_chunk / max_predict against dense matrices (one per row).
 
     ``x`` is the input of a single step (whose matrix is ``matrices[0]``),
     ``xs`` those of the chunk rows.
@@ -94,11 +112,13 @@ def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rto
         p = rng.random((n_seq, K))
         rows = rng.random((n_seq, len(matrices), K))
         cast = (lambda a: None if a is None else np.asarray(a, dtype=dtype))
-        predicted, pulled, chunk = _products(op, cast(p), cast(rows), cast(x), cast(xs))
+        predicted, pulled, chunk, (maxima, argmax) = _products(
+            op, cast(p), cast(rows), cast(x), cast(xs))
         expected = np.stack([rows[:, i] @ M for i, M in enumerate(matrices)], axis=1)
         np.testing.assert_allclose(predicted, p @ A, rtol=rtol, atol=ATOL)
         np.testing.assert_allclose(pulled, p @ A.T, rtol=rtol, atol=ATOL)
         np.testing.assert_allclose(chunk, expected, rtol=rtol, atol=ATOL)
+        check_max_product(p, A, np.asarray(maxima), np.asarray(argmax), rtol)
 
 
 # ---------------------------------------------------------------- NonLocal model

@@ -11,6 +11,7 @@ from .engine.loop import run_engine
 from .fit import fit_discrete
 from .errors import DimensionError
 from .inputs import resolve_inputs
+from .most_likely import most_likely_sequence
 from .names import SEQUENCE, TIME
 from .results import BinLayout, build_result, part_of
 from .runs import run_metadata
@@ -213,7 +214,13 @@ class HMMAccessor:
         config: Config | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
-        """Most probable state bin of the smoothed posterior at each time.
+        """Most probable state bin of the smoothed posterior at each time, step by step.
+
+        This is the per-step marginal argmax, ``argmax_k p(state_t = k |
+        y_1..T)`` for each ``t`` on its own: consecutive steps may jump
+        between bins the model forbids or finds unlikely in sequence (e.g.
+        between two modes of a bimodal posterior). For the single most likely
+        *path*, use :meth:`most_likely_sequence`.
 
         Runs the smoother keeping no full posterior (only the per-chunk MAP),
         so memory stays at one chunk whatever the length of the recording.
@@ -237,3 +244,80 @@ class HMMAccessor:
         keep = [name for name in res.data_vars if name.startswith("map_")]
         res = res[[*keep, "marginal_log_likelihood"]]
         return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims])
+
+    def most_likely_sequence(
+        self,
+        transition: Any = None,
+        initial: Any = None,
+        *,
+        config: Config | None = None,
+        **overrides: Any,
+    ) -> xr.Dataset:
+        """The most likely sequence of state bins given all observations (Viterbi).
+
+        ``argmax over paths of p(state_1..T | y_1..T)``: one path that the
+        model allows step to step, unlike :meth:`map_estimate` (the best bin
+        of each step on its own). Out of core: a forward max-product pass
+        keeps only the max-message at each chunk boundary, then each chunk's
+        back-pointers are recomputed in reverse chunk order and the path is
+        traced back through them, so memory stays at about one chunk
+        whatever the length of the recording. Memmap runs (``memmap_dir``)
+        resume with ``resume=True`` as the smoother's do.
+
+        Ties between equally likely predecessors (and between equally likely
+        last bins) go to the lowest interior bin index, so the path is
+        deterministic. Numerics: max-product rescaled at each step, like the
+        filter. ``compute_dtype="auto"`` (the default) and ``"float32"`` run
+        float32 and recompute in float64 from the first chunk where float32
+        may have lost the path (a prediction below ``1e-30`` where the
+        likelihood is high; the attribute ``xhmm_float64_chunks`` counts
+        those chunks); ``"float64"`` runs float64 throughout.
+
+        A ``log_likelihood`` with dims ``(sequence, time, state_bins)`` is
+        decoded sequence by sequence in device batches (not with
+        ``resume=True``).
+
+        Parameters
+        ----------
+        transition : (n, n) array-like or xhmm.transitions.Blocks, optional
+            As for :meth:`smooth`; defaults to ``ds["transition"]``.
+        initial : (n,) array-like, optional
+            As for :meth:`smooth` (``(sequence, n)`` per sequence); defaults
+            to ``ds["initial"]``.
+        config : xhmm.Config, optional
+        **overrides
+            Any :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``; the
+            posterior settings (``posterior_dtype``, ``emit_map``, ...) do
+            not apply.
+
+        Returns
+        -------
+        xr.Dataset
+            ``most_likely_state_bin`` (int64 index into ``state_bins``),
+            ``most_likely_<coord>`` for each numeric coordinate of
+            ``state_bins``, ``most_likely_state`` when a ``state`` coordinate
+            labels the bins, all along ``time``; and
+            ``path_log_probability`` (float64, ``log p(path, y_1..T)`` with
+            the likelihood shift of ``marginal_log_likelihood``, so it is at
+            most that). With a ``sequence`` dim every variable has it too,
+            with -1 / NaN / "" past each sequence's length, and
+            ``sequence_length`` is added.
+
+        Raises
+        ------
+        xhmm.LikelihoodError
+            Bad likelihood values, or a step at which every path has
+            probability zero (naming the first such step).
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xhmm
+        >>> ll = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)})
+        >>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
+        >>> res = ds.hmm.most_likely_sequence(transition=A, initial=[0.5, 0.5],
+        ...                                   progress=False)
+        >>> res.most_likely_state_bin.values.tolist()
+        [0, 0, 0]
+        """
+        return most_likely_sequence(self._ds, transition, initial, config, **overrides)

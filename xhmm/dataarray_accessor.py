@@ -72,6 +72,19 @@ class DataArrayHMMAccessor:
 
     def map_estimate(self, transition: Any, initial: Any, *, config: Config | None = None,
                      **overrides: Any) -> xr.Dataset:
-        """Most probable state bin at each time; see ``xr.Dataset.hmm.map_estimate``."""
+        """Most probable state bin at each time; see ``xr.Dataset.hmm.map_estimate``.
+
+        The per-step marginal argmax; for one most likely path use
+        :meth:`most_likely_sequence`.
+        """
         return self.dataset.hmm.map_estimate(transition, initial, config=config,
                                              **overrides)
+
+    def most_likely_sequence(self, transition: Any, initial: Any, *,
+                             config: Config | None = None, **overrides: Any) -> xr.Dataset:
+        """The most likely path of state bins (Viterbi), also with a ``sequence`` dim.
+
+        See ``xr.Dataset.hmm.most_likely_sequence``.
+        """
+        return self.dataset.hmm.most_likely_sequence(transition, initial, config=config,
+                                                     **overrides)

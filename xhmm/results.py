@@ -23,7 +23,7 @@ from .engine.loop import EngineResult
 from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
 
-__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords"]
+__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords", "bin_variables"]
 
 
 _POSTERIORS = {
@@ -133,6 +133,41 @@ def _numeric_bin_coords(ds: xr.Dataset | None):
             continue
         if np.issubdtype(coord.dtype, np.number) and coord.dtype != bool:
             yield name, coord
+
+
+def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, prefix: str,
+                  dims: tuple[str, ...], long_name: str) -> dict[str, xr.DataArray]:
+    """A state bin per time step as result variables: index and coordinates.
+
+    Parameters
+    ----------
+    ds : xr.Dataset or None
+        The input, for the coordinates of ``state_bins``.
+    bins : int ndarray
+        Index into ``state_bins`` of each step, -1 where ``valid`` is False.
+    valid : bool ndarray
+        Steps that have a bin (False past a sequence's end).
+    prefix : str
+        ``"map"`` gives ``map_state_bin`` and ``map_<coord>``.
+    dims : tuple of str
+        Dims of ``bins``.
+    long_name : str
+        Of ``{prefix}_state_bin``.
+
+    Returns
+    -------
+    dict of str to xr.DataArray
+        ``{prefix}_state_bin`` and ``{prefix}_<coord>`` for each numeric
+        coordinate of ``state_bins`` (NaN where not valid).
+    """
+    out = {f"{prefix}_state_bin": xr.DataArray(bins, dims=dims,
+                                                 attrs={"long_name": long_name})}
+    for name, coord in _numeric_bin_coords(ds):
+        mapped = np.asarray(coord.values)[np.maximum(bins, 0)]
+        if not valid.all():
+            mapped = np.where(valid, mapped.astype(np.result_type(mapped, np.float32)), np.nan)
+        out[f"{prefix}_{name}"] = xr.DataArray(mapped, dims=dims, attrs=dict(coord.attrs))
+    return out
 
 
 class _Layout:
@@ -267,18 +302,11 @@ def build_result(
     if "map_index" in summaries:
         index = where.gather("map_index", 0, np.int64)
         bins = np.where(where.valid, layout.columns[index], -1)
-        data["map_state_bin"] = xr.DataArray(
-            pick(bins), dims=(*lead, TIME),
-            attrs={"long_name": "index into state_bins of the most probable bin"
-                                + (" (-1 past the sequence's end)" if sequences else "")},
-        )
-        for name, coord in _numeric_bin_coords(ds):
-            mapped = np.asarray(coord.values)[np.maximum(bins, 0)]
-            if not where.valid.all():
-                mapped = np.where(where.valid, mapped.astype(np.result_type(mapped, np.float32)),
-                                  np.nan)
-            data[f"map_{name}"] = xr.DataArray(pick(mapped), dims=(*lead, TIME),
-                                               attrs=dict(coord.attrs))
+        data.update(bin_variables(
+            ds, pick(bins), pick(where.valid), "map", (*lead, TIME),
+            "index into state_bins of the most probable bin"
+            + (" (-1 past the sequence's end)" if sequences else ""),
+        ))
     if "entropy" in summaries:
         data["entropy"] = xr.DataArray(
             pick(where.gather("entropy", np.nan, np.float32)), dims=(*lead, TIME),

@@ -68,14 +68,23 @@ from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .runs import run_metadata
 from .results import BinLayout, Part, build_result, part_of
 
-__all__ = ["smooth_sequences", "active_client", "SEQUENCE", "SEQUENCE_LENGTH"]
+__all__ = [
+    "smooth_sequences",
+    "active_client",
+    "SequenceInputs",
+    "resolve_sequences",
+    "sequence_batches",
+    "batch_data",
+    "SEQUENCE",
+    "SEQUENCE_LENGTH",
+]
 
 
 # -- inputs ----------------------------------------------------------------
 
 
 @dataclass
-class _SequenceInputs:
+class SequenceInputs:
     """Validated inputs of a multi-sequence run.
 
     Attributes
@@ -107,7 +116,14 @@ class _SequenceInputs:
         return int(self.log_likelihood.shape[1])
 
 
-def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
+def resolve_sequences(ds: xr.Dataset, transition, initial) -> SequenceInputs:
+    """Find and check the inputs of a ``(sequence, time, state_bins)`` run.
+
+    Raises
+    ------
+    InputError, DimensionError, TransitionError, InitialError
+        Naming the variable (and, for a per-sequence ``initial``, the sequence).
+    """
     if "log_likelihood" not in ds.variables:
         raise InputError(
             "the Dataset has no variable 'log_likelihood' (dims sequence, time, "
@@ -156,7 +172,7 @@ def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
         initial_array = shared.initial
     ll = ll.transpose(*wanted)
     lengths = _lengths(ds, ll.sizes[TIME], labels)
-    return _SequenceInputs(shared, ll.data, initial_array, lengths, labels)
+    return SequenceInputs(shared, ll.data, initial_array, lengths, labels)
 
 
 def _given_or_variable(ds: xr.Dataset, value, name: str):
@@ -289,7 +305,7 @@ def _run_batch_task(spec: _BatchSpec, transition,
     return part_of(result, spec.indices), [(w.category, str(w.message)) for w in caught]
 
 
-def _batches(inputs: _SequenceInputs, batch_size: int) -> list[np.ndarray]:
+def sequence_batches(inputs: SequenceInputs, batch_size: int) -> list[np.ndarray]:
     """Sequence indices of each batch: longest first when lengths are known."""
     n = inputs.n_sequences
     order = (
@@ -300,7 +316,7 @@ def _batches(inputs: _SequenceInputs, batch_size: int) -> list[np.ndarray]:
     return [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
 
 
-def _batch_data(data, indices: np.ndarray):
+def batch_data(data, indices: np.ndarray):
     """The log-likelihood of some sequences, lazily: nothing is read here."""
     if hasattr(data, "dask"):
         return data[indices]
@@ -440,7 +456,7 @@ def smooth_sequences(
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    inputs = _resolve_sequences(ds, transition, initial)
+    inputs = resolve_sequences(ds, transition, initial)
     client = active_client(client)
     if client is not None and cfg.lazy_expand and not cfg.use_memmap:
         # Lazy results reference memmaps by path; RAM buffers would travel
@@ -467,7 +483,7 @@ def smooth_sequences(
             cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"), overwrite=cfg.overwrite
         )
     specs = []
-    for number, indices in enumerate(_batches(inputs, batch_size)):
+    for number, indices in enumerate(sequence_batches(inputs, batch_size)):
         batch_config = cfg
         if memmap_dir is not None:
             # memmap_dir was checked above; a batch's own folder may be
@@ -485,7 +501,7 @@ def smooth_sequences(
             indices=indices,
             labels=inputs.labels[indices],
             lengths=None if inputs.lengths is None else inputs.lengths[indices],
-            log_likelihood=_batch_data(inputs.log_likelihood, indices),
+            log_likelihood=batch_data(inputs.log_likelihood, indices),
             initial=initial_rows,
             columns=inputs.shared.columns,
             state_onehot=inputs.shared.state_onehot,

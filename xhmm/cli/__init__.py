@@ -1,7 +1,7 @@
 """xhmm: out-of-core HMM filtering and smoothing, from the command line.
 
 Each sub-command lives in its own module (:mod:`xhmm.cli.decode` for
-``smooth`` and ``filter``, :mod:`xhmm.cli.info`, :mod:`xhmm.cli.demo`, and the
+``smooth``, ``filter`` and ``viterbi``, :mod:`xhmm.cli.info`, :mod:`xhmm.cli.demo`, and the
 benchmark harness :mod:`xhmm.bench`), which exposes ``add_arguments(parser)``
 and ``run(args) -> int``.
 """
@@ -25,6 +25,8 @@ _COMMANDS = {
     "bench": ("xhmm.bench", "benchmark smooth against a NumPy loop and peers"),
     "smooth": ("xhmm.cli.decode", "filter and smooth a log-likelihood file into results.nc"),
     "filter": ("xhmm.cli.decode", "filter (causal only) a log-likelihood file into results.nc"),
+    "viterbi": ("xhmm.cli.decode",
+                "most likely sequence (Viterbi path) of a log-likelihood file into path.nc"),
     "info": ("xhmm.cli.info", "describe a results file: sizes, dtypes, Config, completeness"),
 }
 

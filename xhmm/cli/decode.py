@@ -1,4 +1,7 @@
-"""``xhmm smooth`` and ``xhmm filter``: decode a likelihood file into a results file.
+"""``xhmm smooth``, ``xhmm filter`` and ``xhmm viterbi``: decode a likelihood file.
+
+``viterbi`` writes the most likely path (``ds.hmm.most_likely_sequence``),
+the others the posteriors.
 
 The log-likelihood is read lazily (dask, one engine chunk of rows at a time)
 from NetCDF or Zarr; the results are streamed to compressed NetCDF with
@@ -80,7 +83,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``xhmm smooth`` and ``xhmm filter``."""
+    """Options shared by ``xhmm smooth``, ``xhmm filter`` and ``xhmm viterbi``."""
     parser.add_argument(
         "likelihood", type=Path, metavar="LIKELIHOOD",
         help="NetCDF file or Zarr store with 'log_likelihood' (time x state_bins) and, "
@@ -235,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
     initial = _model_array(ds, args.initial, "initial", args.likelihood)
 
     start = time.perf_counter()
-    method = ds.hmm.smooth if args.command == "smooth" else ds.hmm.filter
+    method = {"smooth": ds.hmm.smooth, "filter": ds.hmm.filter,
+              "viterbi": ds.hmm.most_likely_sequence}[args.command]
     results = method(transition=transition, initial=initial, config=config)
     decoded = time.perf_counter() - start
     save_results(results, out, complevel=args.complevel, overwrite=args.force,
@@ -246,7 +250,10 @@ def run(args: argparse.Namespace) -> int:
     size = out.stat().st_size / 1e6
     print(f"xhmm {args.command}: {n_time:,} time steps x {n_bins:,} state bins "
           f"in {decoded:.1f} s; saved {out} ({size:,.1f} MB) in {saved:.1f} s")
-    print(f"marginal log-likelihood: {float(results.marginal_log_likelihood):,.3f}")
+    if args.command == "viterbi":
+        print(f"path log-probability: {float(results.path_log_probability):,.3f}")
+    else:
+        print(f"marginal log-likelihood: {float(results.marginal_log_likelihood):,.3f}")
     if "xhmm_memmap_dir" in results.attrs:
         print(f"memmap outputs: {results.attrs['xhmm_memmap_dir']}")
     return 0

@@ -18,9 +18,8 @@ last completed chunk with bit-identical results.
 from __future__ import annotations
 
 import math
-import tempfile
 import warnings
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,14 @@ from ..errors import (
     NumericalError,
     NumericalWarning,
     ResumeError,
-    StorageError,
     XHMMError,
     caller_stacklevel,
 )
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
-from .manifest import MANIFEST, Manifest, crc, fingerprint, load_manifest
+from .manifest import Manifest, crc, fingerprint, open_run_folder
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
-from .storage import alloc_out, prepare_memmap_dir, sync_rows, write_rows
+from .storage import alloc_out, sync_rows, write_rows
 from .transition import as_engine_transition
 
 __all__ = ["EngineResult", "run_engine", "precision"]
@@ -179,20 +177,13 @@ class _Run:
                                  reader.columns, state_onehot, smooth=smooth,
                                  store_acausal=store_acausal,
                                  lengths=None if reader.infer else reader.lengths)
-            if config.resume:
-                self.memmap_dir = Path(config.memmap_dir)
-                self.manifest = load_manifest(self.memmap_dir)
-                self.manifest.check_matches(config, inputs)
+            self.memmap_dir, self.manifest = open_run_folder(config, inputs)
+            if self.manifest is not None:
                 if reader.infer:
                     reader.restore_lengths(**self.manifest.data["reader"])
                 self.chunk_f64[:] = self.manifest.data["chunk_float64"]
                 self.chunk_tiny[:] = self.manifest.data["chunk_tiny"]
                 mode = "r+"
-            else:
-                folder = config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-")
-                self.memmap_dir = prepare_memmap_dir(folder, overwrite=config.overwrite)
-                # An earlier run's manifest must not vouch for files being replaced.
-                (self.memmap_dir / MANIFEST).unlink(missing_ok=True)
         self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
                        store_acausal)
         if config.use_memmap and not config.resume:
@@ -634,9 +625,7 @@ class _Run:
     def fail(self, exc: BaseException) -> None:
         """Record in the manifest that the run stopped with ``exc``."""
         if self.manifest is not None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            with suppress(StorageError):  # keep the original error in view
-                self.manifest.update(status=status, error=f"{type(exc).__name__}: {exc}")
+            self.manifest.record_stop(exc)
 
 
 def run_engine(

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zlib
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import IncompleteResultError, ResumeError, StorageError
+from .storage import prepare_memmap_dir
 
 __all__ = [
     "MANIFEST",
@@ -33,6 +36,7 @@ __all__ = [
     "array_digest",
     "crc",
     "load_manifest",
+    "open_run_folder",
     "result_config",
 ]
 
@@ -205,6 +209,16 @@ class Manifest:
                 f"({len(text):,} bytes): {exc.strerror or exc}"
             ) from exc
 
+    def record_stop(self, exc: BaseException) -> None:
+        """Record that the run stopped with ``exc`` (``interrupted`` or ``failed``).
+
+        A failure to write the manifest is swallowed, so that ``exc`` stays
+        the error the caller sees.
+        """
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with suppress(StorageError):
+            self.update(status=status, error=f"{type(exc).__name__}: {exc}")
+
     def require_complete(self) -> None:
         """Raise IncompleteResultError unless the run finished."""
         status = self.data.get("status")
@@ -241,3 +255,41 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
             f"this xhmm writes {FORMAT_VERSION}"
         )
     return Manifest(Path(folder), data)
+
+
+def open_run_folder(config: Config, inputs: dict[str, Any]) -> tuple[Path, Manifest | None]:
+    """The folder of a memmap run, and the manifest of the run it resumes.
+
+    Parameters
+    ----------
+    config : Config
+        ``use_memmap`` runs only: ``resume=True`` continues the run in
+        ``memmap_dir``; otherwise ``memmap_dir`` (or a new temporary folder)
+        is prepared for a fresh run.
+    inputs : dict
+        The run's :func:`fingerprint`, checked against a resumed manifest.
+
+    Returns
+    -------
+    folder : Path
+    manifest : Manifest or None
+        The resumed run's manifest; None for a fresh run, whose folder then
+        holds no earlier manifest (it must not vouch for files being
+        replaced).
+
+    Raises
+    ------
+    ResumeError
+        No readable manifest, or one recording other settings or inputs.
+    StorageError
+        The folder cannot be used (see :func:`xhmm.engine.storage.prepare_memmap_dir`).
+    """
+    if config.resume:
+        folder = Path(config.memmap_dir)
+        manifest = load_manifest(folder)
+        manifest.check_matches(config, inputs)
+        return folder, manifest
+    folder = prepare_memmap_dir(config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
+                                overwrite=config.overwrite)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    return folder, None

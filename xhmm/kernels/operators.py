@@ -12,6 +12,13 @@ rows of probabilities (``B`` sequences, ``K`` interior bins):
     ``P[:, i] @ A_i`` for every row of a whole chunk ``P`` (B, C, K) at
     once (the smoother's predictions do not depend on its carry, so they
     are one matrix-matrix product per chunk where the operator allows).
+``transition_counts(F, R, xs, states)``
+    the expected state-to-state transitions of a chunk (EM statistics).
+``max_predict(p, x)``
+    ``max_i p[b, i] * A[i, j]`` and its argmax ``i`` (int32, ties to the
+    lowest index) for each row of ``p`` (B, K): the max-product step of the
+    Viterbi decoder (:mod:`xhmm.kernels.viterbi`), built on
+    :mod:`xhmm.kernels.maxproduct`.
 
 ``x`` is the operator's per-step input for the *destination* step (the
 transition that moves step ``t - 1`` to step ``t`` is the input of step
@@ -45,6 +52,8 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .maxproduct import max_rows
 
 __all__ = [
     "TransitionOperator",
@@ -82,6 +91,9 @@ class TransitionOperator(Protocol):
         the next step, zero where there is none) and ``states`` (K, S) the
         bins' state membership.
         """
+
+    def max_predict(self, p: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[b, i] * A[i, j]`` and its int32 argmax (lowest on ties)."""
 
 
 def step_slice(xs: Any, start: int, stop: int) -> Any:
@@ -130,6 +142,21 @@ def _host_product(transposed: bool, values: np.ndarray, number: np.ndarray) -> n
     if values.shape[0] == 1:
         return (values[0] @ matrix)[None]
     return values @ matrix
+
+
+def _host_max_product(values: np.ndarray, number: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max_i values[b, i] * A[i, j]`` and its lowest argmax, in NumPy, column block by block."""
+    values = np.asarray(values)
+    matrix = HostMatrix.lookup(number)
+    best = np.empty_like(values)
+    where = np.empty(values.shape, dtype=np.int32)
+    step = max(1, 2**24 // max(1, matrix.shape[0]))
+    for b, row in enumerate(values):
+        for lo in range(0, matrix.shape[1], step):
+            products = row[:, None] * matrix[:, lo:lo + step]
+            where[b, lo:lo + step] = np.argmax(products, axis=0)  # first maximum
+            best[b, lo:lo + step] = products.max(axis=0)
+    return best, where
 
 
 def _on_host(number: jax.Array, transposed: bool, values: jax.Array) -> jax.Array:
@@ -200,6 +227,26 @@ class DenseOperator:
             return _on_host(self.host, False, flat).reshape(rows.shape)
         return (flat @ self.matrix).reshape(rows.shape)
 
+    def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
+                          states: jax.Array) -> jax.Array:
+        # One pullback of the whole chunk per to-state: A @ (ratios on s').
+        n_seq, n_rows, n_bins = ratios.shape
+        columns = []
+        for target in range(states.shape[1]):
+            masked = (ratios * states[:, target]).reshape(n_seq * n_rows, n_bins)
+            pulled = (_on_host(self.host, True, masked) if self.host is not None
+                      else masked @ self.matrix.T).reshape(ratios.shape)
+            columns.append(jnp.sum(filtered * pulled, axis=1) @ states)
+        return jnp.stack(columns, axis=-1)
+
+    def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[b, i] * A[i, j]`` and its argmax, row by row (``p`` is (B, K))."""
+        if self.host is not None:
+            shapes = (jax.ShapeDtypeStruct(p.shape, p.dtype),
+                      jax.ShapeDtypeStruct(p.shape, jnp.int32))
+            return jax.pure_callback(_host_max_product, shapes, p, self.host)
+        return max_rows(p[:, :, None] * self.matrix)
+
 
 def uses_host_blas(n_bins: int) -> bool:
     """Whether a dense matrix of ``n_bins`` bins runs its products in the host BLAS.
@@ -208,15 +255,6 @@ def uses_host_blas(n_bins: int) -> bool:
     is the CPU.
     """
     return n_bins >= HOST_BLAS_MIN_BINS and jax.default_backend() == "cpu"
-
-    def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
-                          states: jax.Array) -> jax.Array:
-        # One pullback of the whole chunk per to-state: A @ (ratios on s').
-        columns = []
-        for target in range(states.shape[1]):
-            pulled = jnp.einsum("ij,bcj->bci", self.matrix, ratios * states[:, target])
-            columns.append(jnp.sum(filtered * pulled, axis=1) @ states)
-        return jnp.stack(columns, axis=-1)
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:

@@ -25,6 +25,15 @@ operator's per-step input ``x`` of shape (S, S) (time-varying): the blocks
 never depend on the step, so a chunk's block products are computed once and
 each row is then scaled by its own discrete entries.
 
+Max-product (``max_predict``, for the Viterbi decoder) goes block by block
+too: each block's ``max_forward`` gives, for every to-bin, the largest
+``p[i] * block[i, j]`` and its from-bin ``i`` at the same cost as its
+product (the random walk in two stages: ``max_a gx[a, c] * max_b p[a, b] *
+gy[b, d]``, since every factor is non-negative), and the blocks into each
+to-state are compared after scaling by their discrete entries. Ties go to
+the lowest index within a block (within each stage for the random walk) and
+then to the lowest interior from-bin across blocks.
+
 Every shape and index array is fixed when the operator is built, so the
 scans compile once per layout.
 """
@@ -36,6 +45,8 @@ from typing import Any, Callable, Union
 
 import jax
 import jax.numpy as jnp
+
+from .maxproduct import first_max, keep_better, max_rows, row_offsets
 
 __all__ = [
     "RankOneBlock",
@@ -79,6 +90,17 @@ class RankOneBlock:
             return jnp.sum(r, axis=-1, keepdims=True) / self.n_to
         return (r @ self.vector)[..., None]
 
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[i] * block[i, j]`` and its argmax: ``max(p) * vector``, ``argmax(p)``.
+
+        Uniform: a trailing axis of 1, as :meth:`forward`.
+        """
+        peak, source = first_max(p)
+        if self.vector is None:
+            return peak / self.n_to, source
+        shape = peak.shape[:-1] + self.vector.shape
+        return peak * self.vector, jnp.broadcast_to(source, shape)
+
 
 @dataclass(frozen=True)
 class IdentityBlock:
@@ -103,6 +125,14 @@ class IdentityBlock:
     def backward(self, r: jax.Array) -> jax.Array:
         """``block @ r`` over the last axis."""
         return r if self.from_to is None else _gather(r, self.from_to)
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The value moving to each to-bin and its from-bin (0 where none does)."""
+        n_from = p.shape[-1]
+        if self.to_from is None:
+            return p, jnp.broadcast_to(jnp.arange(n_from, dtype=jnp.int32), p.shape)
+        source = jnp.minimum(self.to_from, n_from - 1)
+        return self.forward(p), jnp.broadcast_to(source, p.shape[:-1] + source.shape)
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,10 @@ class DenseBlock:
     def backward(self, r: jax.Array) -> jax.Array:
         """``matrix @ r`` over the last axis (no transposed copy of the matrix)."""
         return jnp.einsum("ij,...j->...i", self.matrix, r)
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax."""
+        return max_rows(p[..., :, None] * self.matrix)
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,22 @@ class SeparableBlock:
         grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy)
         grid = jnp.einsum("ac,...cb->...ab", self.gx, grid)
         return self._flat(grid, self.from_bins) * self.inv_z
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``max_{a, b} grid(p * inv_z)[a, b] * gx[a, c] * gy[b, d]`` and its from-bin.
+
+        Two stages, each a max over one grid axis: ``max_b grid[a, b] *
+        gy[b, d]`` for every ``(a, d)``, then ``max_a gx[a, c] * (that)``;
+        the from-cell of ``(c, d)`` is ``(a*, b*(a*, d))``.
+        """
+        grid = self._grid(p * self.inv_z, self.from_cells)
+        inner, best_b = max_rows(grid[..., :, :, None] * self.gy)  # [a, d]
+        outer, best_a = max_rows(jnp.swapaxes(inner, -1, -2)[..., :, :, None] * self.gx)
+        outer, best_a = jnp.swapaxes(outer, -1, -2), jnp.swapaxes(best_a, -1, -2)  # [c, d]
+        cells = best_a * self.shape[1] + jnp.take_along_axis(best_b, best_a, axis=-2)
+        n_from = self.from_bins.shape[0]
+        source = jnp.minimum(jnp.take(self.from_cells, cells), n_from - 1)
+        return self._flat(outer, self.to_bins), self._flat(source, self.to_bins)
 
 
 def _shift_tiles(tiles: jax.Array, offset: int) -> jax.Array:
@@ -247,6 +297,19 @@ class BandedBlock:
         for stack, offset in zip(self.tiles, self.offsets):
             out = out + jnp.einsum("nbc,...nc->...nb", stack, _shift_tiles(cols, offset))
         return self._untiled(out)
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax, by tiles."""
+        rows = self._tiled(p)
+        n_tiles, size = self.tiles[0].shape[:2]
+        first_rows = row_offsets(n_tiles, size, step=size)
+        best = None
+        for stack, offset in zip(self.tiles, self.offsets):
+            values, source = max_rows(rows[..., :, :, None] * stack)
+            values = _shift_tiles(values, -offset)
+            source = _shift_tiles(first_rows + source, -offset)
+            best = (values, source) if best is None else keep_better(*best, values, source)
+        return self._untiled(best[0]), self._untiled(best[1])
 
 
 Block = Union[RankOneBlock, IdentityBlock, DenseBlock, BandedBlock, SeparableBlock]
@@ -336,6 +399,40 @@ class BlocksOperator:
             coef = self.discrete[s, t] if xs is None else xs[:, s, t][None, :]
             counts = counts.at[:, s, t].set(jnp.sum(coef * per_row, axis=-1))
         return counts
+
+    def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:
+        """``max_i p[b, i] * A[i, j]`` and its argmax (interior bins) for each row of ``p``.
+
+        Each block's candidates, scaled by their discrete entry, are compared
+        in each to-state; ties go to the lowest interior from-bin (0 where
+        the maximum is 0).
+        """
+        discrete = self.discrete if x is None else x
+        ordered = p if self.perm is None else jnp.take(p, self.perm, axis=-1)
+        bounds = list(zip(self.offsets[:-1], self.offsets[1:]))
+        best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
+        for (s, t), block in zip(self.pairs, self.blocks):
+            lo, hi = bounds[s]
+            values, source = block.max_forward(ordered[..., lo:hi])
+            source = source + lo
+            if self.perm is not None:
+                source = jnp.take(self.perm, source)
+            candidate = (discrete[s, t] * values, source)
+            best[t] = candidate if best[t] is None else keep_better(*best[t], *candidate)
+        lead = ordered.shape[:-1]
+        values, sources = [], []
+        for found, (lo, hi) in zip(best, bounds):
+            shape = lead + (hi - lo,)
+            values.append(jnp.zeros(shape, p.dtype) if found is None
+                          else jnp.broadcast_to(found[0], shape))
+            sources.append(jnp.zeros(shape, jnp.int32) if found is None
+                           else jnp.broadcast_to(found[1], shape))
+        values = jnp.concatenate(values, -1)
+        # Where every candidate is 0 they all tie: the lowest from-bin is 0.
+        sources = jnp.where(values > 0, jnp.concatenate(sources, -1), 0)
+        if self.inv_perm is None:
+            return values, sources
+        return jnp.take(values, self.inv_perm, axis=-1), jnp.take(sources, self.inv_perm, axis=-1)
 
     def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
                forward: bool) -> jax.Array:

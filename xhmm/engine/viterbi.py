@@ -1,0 +1,417 @@
+"""The chunked Viterbi decoder: most likely paths of ``B`` sequences, out of core.
+
+Checkpointed recomputation keeps device and host memory at about one chunk
+whatever the length of the recording:
+
+1. **Forward.** The max-product recursion runs chunk by chunk
+   (:func:`xhmm.kernels.viterbi.viterbi_forward_chunk`); at each chunk
+   boundary only the rescaled max-message of every sequence is kept
+   (``max_checkpoints``, float64) and, per chunk, the float64 sum of its
+   rows' log scales and likelihood shifts (``log_scale``).
+2. **Backtrack.** Chunks in reverse order: each chunk's back-pointers
+   (``C x K``, uint16 where ``K <= 65,536``, else int32) are recomputed on the
+   device from its checkpoint, the path of its rows is traced back from the
+   state the chunk after it handed over, and the state before its first
+   row is handed to the chunk before it
+   (:func:`xhmm.kernels.viterbi.viterbi_backtrack_chunk`). Only the path
+   rows come back to the host.
+
+The log-probability of the path is ``math.fsum`` of the chunk sums: the
+same shift convention as the marginal log-likelihood, so it is at most that.
+
+Precision: ``compute_dtype="float64"`` runs every chunk in float64.
+``"auto"`` (and ``"float32"``, which here means the same) runs float32 until
+the kernel's flags say float32 may have lost the path (a max-product
+prediction below ``1e-30``, or zero, where the likelihood is within 30 nats
+of the step's best; or a step float32 cannot represent). The chunks since
+the last chunk without such tiny predictions are then recomputed in float64
+from their (exact, float64) checkpoint, and every later chunk runs in
+float64 too. A chunk is always backtracked in the dtype its forward pass
+used, so the recomputed pointers match the forward pass.
+
+Memmap runs use the smoother's storage and manifest
+(:mod:`xhmm.engine.storage`, :mod:`xhmm.engine.manifest`): each chunk's
+outputs are flushed before the manifest records it, so ``resume=True``
+continues a killed run from its last completed chunk with the identical
+path.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ..config import Config
+from ..errors import (
+    LikelihoodError,
+    NumericalWarning,
+    ResumeError,
+    XHMMError,
+    caller_stacklevel,
+)
+from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
+from .loop import UNDERFLOW_LOG, precision
+from .manifest import Manifest, crc, fingerprint, open_run_folder
+from .progress import progress_bar, progress_enabled
+from .reader import Chunk, LikelihoodReader
+from .storage import alloc_out, sync_rows
+from .transition import as_engine_transition
+
+__all__ = ["ViterbiResult", "run_viterbi"]
+
+_FLOAT32 = np.dtype("float32")
+_FLOAT64 = np.dtype("float64")
+
+
+@dataclass
+class ViterbiResult:
+    """What one decoder run produced.
+
+    Attributes
+    ----------
+    lengths : (B,) int64 ndarray
+        Real rows of each sequence (given or inferred).
+    path : (B, T) int32 ndarray
+        Index into the interior bins of each step's state on the most likely
+        path; -1 past each sequence's length (a memmap in memmap runs).
+    path_log_probability : (B,) float64 ndarray
+        ``log p(path, observations)`` of each sequence.
+    memmap_dir : Path or None
+    transition : dict
+        How the transition ran (its ``describe()``).
+    float64_chunks : int
+        Chunks that ran in float64.
+    """
+
+    lengths: np.ndarray
+    path: np.ndarray
+    path_log_probability: np.ndarray
+    memmap_dir: Path | None = None
+    transition: dict[str, Any] = field(default_factory=dict)
+    float64_chunks: int = 0
+
+
+class _Decoder:
+    """State of one decoder run: buffers, device constants, manifest, precision."""
+
+    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
+                 metadata: dict | None) -> None:
+        self.reader = reader
+        self.transition = transition
+        self.initial = initial
+        self.progress = progress_enabled(config.progress)
+        self.warned = False
+        self._devices: dict[str, tuple[Any, jax.Array]] = {}
+        n_chunks = reader.n_chunks
+        # Chunks from this index on run in float64; chunks up to ``clean``
+        # had no tiny prediction (``clean = -1``: none yet).
+        self.float64_from = 0 if config.compute_dtype == "float64" else n_chunks
+        self.clean = -1
+        self.memmap_dir: Path | None = None
+        self.manifest: Manifest | None = None
+        mode = "w+"
+        if config.use_memmap:
+            inputs = {
+                **fingerprint(reader.source, transition.digest(), initial, reader.columns,
+                              None, smooth=False, store_acausal=False,
+                              lengths=None if reader.infer else reader.lengths),
+                "algorithm": "viterbi",
+            }
+            self.memmap_dir, self.manifest = open_run_folder(config, inputs)
+            if self.manifest is not None:
+                if reader.infer:
+                    reader.restore_lengths(**self.manifest.data["reader"])
+                self.float64_from = self.manifest.data["float64_from"]
+                self.clean = self.manifest.data["clean"]
+                mode = "r+"
+        B, K = reader.n_seq, reader.n_bins
+
+        def alloc(shape, dtype, name):
+            return alloc_out(shape, dtype, name, self.memmap_dir, mode)
+
+        self.path = alloc((B, reader.n_rows), np.int32, "path")
+        self.checkpoints = alloc((n_chunks, B, K), np.float64, "max_checkpoints")
+        self.log_scale = alloc((n_chunks, B), np.float64, "log_scale")
+        if self.manifest is None and self.memmap_dir is not None:
+            buffers = {"path": self.path, "max_checkpoints": self.checkpoints,
+                       "log_scale": self.log_scale}
+            metadata = {**(metadata or {}), "algorithm": "viterbi",
+                        "transition": transition.describe()}
+            self.manifest = Manifest.new(self.memmap_dir, config, inputs, buffers, n_chunks,
+                                         metadata, reader=reader.inferred_state())
+            self.manifest.update(**self._precision_state(), entry=None)
+
+    # -- helpers -----------------------------------------------------------
+    def _precision_state(self) -> dict:
+        return {"float64_from": int(self.float64_from), "clean": int(self.clean)}
+
+    def _dtype(self, index: int) -> np.dtype:
+        return _FLOAT64 if index >= self.float64_from else _FLOAT32
+
+    def _done(self, key: str) -> int:
+        return 0 if self.manifest is None else int(self.manifest.data[key])
+
+    def _desc(self, kind: str) -> str:
+        n = self.reader.n_seq
+        return f"xhmm viterbi {kind}" + (f" ({n} sequences)" if n > 1 else "")
+
+    def _checkpoint(self, index: int) -> np.ndarray:
+        """The max-message before chunk ``index``, checked against its CRC."""
+        row = np.array(self.checkpoints[index])
+        stored = (None if self.manifest is None
+                  else self.manifest.data["forward_checkpoint_crc"].get(str(index)))
+        if stored is not None and stored != crc(row):
+            raise ResumeError(
+                f"checkpoint {index} in {str(self.memmap_dir)!r} is corrupt (CRC mismatch); "
+                "start the run again with overwrite=True"
+            )
+        return row
+
+    def _kernel_inputs(self, index: int, chunk: Chunk | None):
+        """Device arguments of chunk ``index`` in its dtype (re-read if needed)."""
+        dtype = self._dtype(index)
+        if chunk is None or chunk.log_lik.dtype != dtype:
+            chunk = self.reader.read(index, dtype)
+        key = dtype.name
+        if key not in self._devices:
+            B, K = self.reader.n_seq, self.reader.n_bins
+            with precision(key):
+                initial = np.broadcast_to(np.asarray(self.initial, dtype=dtype), (B, K))
+                self._devices[key] = (self.transition.device(dtype, B),
+                                      jax.device_put(np.ascontiguousarray(initial)))
+        operator, initial = self._devices[key]
+        xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1, dtype)
+        prev = self._checkpoint(index).astype(dtype)
+        return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, operator, xs, initial)
+
+    def _commit(self, **changes) -> None:
+        if self.manifest is not None:
+            self.manifest.update(**changes, **self._precision_state())
+
+    # -- forward -----------------------------------------------------------
+    def _dispatch_forward(self, index: int, chunk: Chunk | None):
+        chunk, args = self._kernel_inputs(index, chunk)
+        with precision(self._dtype(index).name):
+            return chunk, viterbi_forward_chunk(*args)
+
+    def forward(self) -> None:
+        """Carry the max-message through every chunk, keeping the checkpoints."""
+        reader = self.reader
+        first = self._done("forward_done")
+        if first >= reader.n_chunks:
+            return
+        if first == 0:
+            self.checkpoints[0] = 0.0
+        crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
+        with progress_bar(self.progress, reader.n_rows, self._desc("forward")) as bar:
+            bar.update(reader.bounds(first)[0])
+            chunk, out = self._dispatch_forward(first, reader.read(first))
+            for index in range(first, reader.n_chunks):
+                next_chunk, pending = None, None
+                if index + 1 < reader.n_chunks:
+                    try:
+                        next_chunk = reader.read(index + 1)  # overlaps device work
+                    except XHMMError as exc:  # raised once this chunk is committed
+                        pending = exc
+                last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
+                if self._lost_precision(chunk, log_scale, flags):
+                    self.float64_from = self.clean + 1
+                    for redo in range(self.float64_from, index + 1):
+                        chunk, out = self._dispatch_forward(redo, None)
+                        last, log_scale, _ = (np.asarray(a) for a in jax.block_until_ready(out))
+                        self._outputs(chunk, log_scale, last, crcs)
+                else:
+                    if not flags[..., 0].any() and self._dtype(index) == _FLOAT32:
+                        self.clean = index
+                    self._outputs(chunk, log_scale, last, crcs)
+                if next_chunk is not None:
+                    chunk, out = self._dispatch_forward(index + 1, next_chunk)
+                self._commit(forward_done=index + 1, forward_checkpoint_crc=crcs,
+                             reader=reader.inferred_state())
+                bar.update(reader.bounds(index)[1] - reader.bounds(index)[0])
+                if pending is not None:
+                    raise pending
+
+    def _lost_precision(self, chunk: Chunk, log_scale: np.ndarray, flags: np.ndarray) -> bool:
+        """Whether a float32 chunk may have lost the path (kernel flags, non-finite rows)."""
+        if self._dtype(chunk.index) != _FLOAT32:
+            return False
+        n_rows = chunk.stop - chunk.start
+        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
+        return bool((flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
+
+    def _outputs(self, chunk: Chunk, log_scale: np.ndarray, last: np.ndarray,
+                 crcs: dict) -> None:
+        """Check one chunk's log scales, keep their sum and the next checkpoint."""
+        n_rows = chunk.stop - chunk.start
+        values = chunk.shift[:, :n_rows] + log_scale[:, :n_rows].astype(np.float64)
+        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
+        bad = valid & ~np.isfinite(values)
+        if bad.any():
+            b, row = (int(i) for i in np.argwhere(bad)[0])
+            raise LikelihoodError(
+                f"every path has probability zero at {self.reader.where(b, chunk.start + row)}: "
+                "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
+            )
+        self._warn_near_underflow(chunk, log_scale[:, :n_rows], valid)
+        self.log_scale[chunk.index] = [math.fsum(v[:n]) for v, n in zip(values, chunk.n_valid)]
+        sync_rows(self.log_scale, chunk.index, chunk.index + 1)
+        if chunk.index + 1 < self.reader.n_chunks:
+            self.checkpoints[chunk.index + 1] = last
+            crcs[str(chunk.index + 1)] = crc(self.checkpoints[chunk.index + 1])
+            sync_rows(self.checkpoints, chunk.index + 1, chunk.index + 2)
+
+    def _warn_near_underflow(self, chunk: Chunk, log_scale: np.ndarray,
+                             valid: np.ndarray) -> None:
+        """Warn (once) where a float64 step's best came near float64's underflow limit."""
+        surprise = valid & (log_scale < UNDERFLOW_LOG)
+        if self.warned or self._dtype(chunk.index) != _FLOAT64 or not surprise.any():
+            return
+        self.warned = True
+        b, row = (int(i) for i in np.argwhere(surprise)[0])
+        warnings.warn(
+            f"at {self.reader.where(b, chunk.start + row)} the best path's prediction "
+            f"of the observed likelihood was about exp({float(log_scale[b, row]):.0f}), "
+            "near the float64 underflow limit: the most likely path may have lost precision",
+            NumericalWarning, stacklevel=caller_stacklevel(),
+        )
+
+    # -- backtrack ---------------------------------------------------------
+    def _dispatch_backtrack(self, index: int, chunk: Chunk | None, entry: np.ndarray):
+        chunk, args = self._kernel_inputs(index, chunk)
+        has_next = index < self.reader.last_chunk()
+        with precision(self._dtype(index).name):
+            return chunk, viterbi_backtrack_chunk(*args, entry, has_next)
+
+    def backtrack(self) -> None:
+        """Trace the path back through the chunks in reverse order."""
+        reader = self.reader
+        n_chunks = int(reader.last_chunk().max()) + 1
+        done = self._done("backward_done")
+        top = n_chunks - 1 - done
+        if top < 0:
+            return
+        entry = np.zeros(reader.n_seq, np.int32)
+        if done:
+            entry[:] = self.manifest.data["entry"]
+        total = n_chunks * reader.chunk_size
+        with progress_bar(self.progress, total, self._desc("backtrack")) as bar:
+            bar.update(done * reader.chunk_size)
+            chunk, out = self._dispatch_backtrack(top, None, entry)
+            for index in range(top, -1, -1):
+                before = reader.read(index - 1, self._dtype(index - 1)) if index else None
+                path, entry = (np.asarray(a) for a in jax.block_until_ready(out))
+                if before is not None:
+                    chunk_before, out = self._dispatch_backtrack(index - 1, before, entry)
+                self._write_path(chunk, path)
+                self._commit(backward_done=n_chunks - index, entry=entry.tolist())
+                bar.update(reader.chunk_size)
+                if before is not None:
+                    chunk = chunk_before
+
+    def _write_path(self, chunk: Chunk, path: np.ndarray) -> None:
+        """Write (and in a memmap run flush) the real rows of one chunk's path."""
+        flat = self.path.reshape(-1)  # one row per step: memmap rows by offset
+        n_time = self.path.shape[1]
+        for b, n in enumerate(chunk.n_valid):
+            start = b * n_time + chunk.start
+            flat[start:start + n] = path[b, :n]
+            sync_rows(flat, start, start + int(n))
+
+    # -- results -----------------------------------------------------------
+    def finish(self) -> ViterbiResult:
+        """Mark a memmap run complete and hand over the path."""
+        lengths = self.reader.lengths.copy()
+        last_chunk = self.reader.last_chunk()
+        log_probability = np.empty(len(lengths))
+        for b, n in enumerate(lengths):
+            self.path[b, n:] = -1
+            log_probability[b] = math.fsum(self.log_scale[:last_chunk[b] + 1, b])
+        if self.manifest is not None:
+            self.path.flush()
+            self.manifest.update(status="complete", error=None,
+                                 reader=self.reader.inferred_state())
+        return ViterbiResult(
+            lengths=lengths,
+            path=self.path,
+            path_log_probability=log_probability,
+            memmap_dir=self.memmap_dir,
+            transition=self.transition.describe(),
+            float64_chunks=int(self.reader.n_chunks - min(self.float64_from,
+                                                          self.reader.n_chunks)),
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        """Record in the manifest that the run stopped with ``exc``."""
+        if self.manifest is not None:
+            self.manifest.record_stop(exc)
+
+
+def run_viterbi(
+    log_likelihood,
+    transition,
+    initial: np.ndarray,
+    config: Config,
+    *,
+    lengths=None,
+    columns: np.ndarray | None = None,
+    metadata: dict | None = None,
+    sequence_ids=None,
+    scheduler: str | None = None,
+) -> ViterbiResult:
+    """The most likely path of each of ``B`` sequences (Viterbi), chunk by chunk.
+
+    Parameters
+    ----------
+    log_likelihood : (B, T, N) NumPy, memmap or dask array
+        Read one chunk of rows of every sequence at a time.
+    transition : (K, K) ndarray or engine transition
+        Row-stochastic over the interior bins, or an object with the methods
+        of :class:`xhmm.engine.transition.EngineTransition`.
+    initial : (K,) or (B, K) ndarray
+        First-step distribution over the interior bins.
+    config : Config
+        ``chunk_size``, ``compute_dtype`` (see the module docstring),
+        ``use_memmap`` / ``memmap_dir`` / ``overwrite`` / ``resume`` and
+        ``progress`` apply; the posterior settings do not.
+    lengths : (B,) int array-like, optional
+        Real rows of each sequence; None infers them from trailing all-NaN
+        rows (see :mod:`xhmm.engine.reader`).
+    columns : (K,) int ndarray, optional
+        Interior bins among the N; None means all.
+    metadata : dict, optional
+        JSON-serialisable description stored in a memmap run's manifest.
+    sequence_ids : (B,) array-like, optional
+        Labels of the sequences in messages.
+    scheduler : str, optional
+        dask scheduler for reading a dask input.
+
+    Returns
+    -------
+    ViterbiResult
+
+    Raises
+    ------
+    LikelihoodError
+        Bad likelihood rows (see :class:`xhmm.engine.reader.LikelihoodReader`),
+        or a step at which every path has probability zero, naming it.
+    ResumeError, StorageError
+        As for the smoother's memmap runs.
+    """
+    base = "float64" if config.compute_dtype == "float64" else "float32"
+    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size, base, lengths,
+                              sequence_ids, scheduler)
+    decoder = _Decoder(reader, as_engine_transition(transition), initial, config, metadata)
+    try:
+        decoder.forward()
+        decoder.backtrack()
+        return decoder.finish()
+    except BaseException as exc:
+        decoder.fail(exc)
+        raise
