@@ -63,6 +63,7 @@ from .errors import (
     TransitionError,
 )
 from .inputs import ResolvedInputs, check_initial, resolve_inputs
+from .missing import MISSING, flat_where_missing, resolve_is_missing
 from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .runs import run_metadata
 from .results import BinLayout, Part, build_result, part_of
@@ -83,7 +84,8 @@ class _SequenceInputs:
         What all sequences share (interior, transition, states), resolved on
         the first sequence; its ``initial`` is unused when ``initial`` below
         is per sequence.
-    log_likelihood : (S, T, N) NumPy or dask array
+    log_likelihood : (S, T, N) NumPy or dask array, or array-like
+        Rows of missing steps (``is_missing``) read as 0.
     initial : (K,) or (S, K) float64 ndarray
     lengths : (S,) int64 ndarray or None
         None: inferred by the engine from trailing all-NaN rows.
@@ -106,7 +108,7 @@ class _SequenceInputs:
         return int(self.log_likelihood.shape[1])
 
 
-def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
+def _resolve_sequences(ds: xr.Dataset, transition, initial, is_missing) -> _SequenceInputs:
     if "log_likelihood" not in ds.variables:
         raise InputError(
             "the Dataset has no variable 'log_likelihood' (dims sequence, time, "
@@ -138,7 +140,8 @@ def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
         SEQUENCE in getattr(p0, "dims", ()) or _ndim(p0) == 2
     )
     labels = _labels(ds, ll.sizes[SEQUENCE])
-    template = ds.isel({SEQUENCE: 0}, drop=True)
+    missing = resolve_is_missing(ds, is_missing, ll.sizes[TIME], ll.sizes[SEQUENCE])
+    template = ds.isel({SEQUENCE: 0}, drop=True).drop_vars(MISSING, errors="ignore")
     if per_sequence:
         rows = _as_rows(p0, ll.sizes[SEQUENCE])
         label = labels[0]
@@ -155,7 +158,8 @@ def _resolve_sequences(ds: xr.Dataset, transition, initial) -> _SequenceInputs:
         initial_array = shared.initial
     ll = ll.transpose(*wanted)
     lengths = _lengths(ds, ll.sizes[TIME], labels)
-    return _SequenceInputs(shared, ll.data, initial_array, lengths, labels)
+    return _SequenceInputs(shared, flat_where_missing(ll.data, missing), initial_array,
+                           lengths, labels)
 
 
 def _given_or_variable(ds: xr.Dataset, value, name: str):
@@ -377,6 +381,7 @@ def smooth_sequences(
     *,
     batch_size: int | None = None,
     memory_budget: int | None = None,
+    is_missing: Any = None,
     **overrides: Any,
 ) -> xr.Dataset:
     """Filter (and smooth) every sequence of a ``(sequence, time, state_bins)`` input.
@@ -409,6 +414,11 @@ def smooth_sequences(
         Bytes one batch may use on its device. Default:
         :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
         the workers with a client).
+    is_missing : (sequence, time) or (time,) bool array-like, optional
+        Time steps without data: a flat likelihood (0 in every bin) there,
+        adding 0 to the marginal log-likelihood. Defaults to
+        ``ds["is_missing"]`` if present. With lengths inferred from all-NaN
+        padding, leave the padding rows False (a missing row is a real step).
     **overrides
         Any :class:`xhmm.Config` field.
 
@@ -437,7 +447,7 @@ def smooth_sequences(
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    inputs = _resolve_sequences(ds, transition, initial)
+    inputs = _resolve_sequences(ds, transition, initial, is_missing)
     client = active_client(client)
     if client is not None and cfg.lazy_expand and not cfg.use_memmap:
         # Lazy results reference memmaps by path; RAM buffers would travel
