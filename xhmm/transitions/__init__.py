@@ -11,11 +11,15 @@ products), a small fraction of the dense product's cost.
 :func:`plan_transition` resolves either kind against a Dataset's layout
 into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
 :func:`to_dense` gives the equivalent matrix.
+:func:`from_non_local_detector` builds the transition (and the initial
+distribution, interior and ``state_bins``) of a fitted non_local_detector
+detector.
 """
 
 from .analyse import analyse_dense
 from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
 from .dense import to_dense
+from .detector import DetectorModel, from_non_local_detector
 from .plan import plan_blocks, plan_transition
 from .structured import StructuredTransition
 
@@ -31,4 +35,6 @@ __all__ = [
     "plan_blocks",
     "analyse_dense",
     "StructuredTransition",
+    "DetectorModel",
+    "from_non_local_detector",
 ]

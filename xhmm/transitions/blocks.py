@@ -79,9 +79,13 @@ class Dense:
         axis either way); rows of interior from-bins sum to 1 within
         :data:`~xhmm.names.STOCHASTIC_ATOL` and put no more than that on
         exterior to-bins.
+    note : str, optional
+        Where the matrix came from, shown after the block's plan in
+        ``describe()`` (the ``xhmm_transition`` attribute of the results).
     """
 
     matrix: np.ndarray
+    note: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -129,7 +133,7 @@ class Dense:
                 f"{name}: Dense row {i} moves probability {lost[i]:.6g} to exterior bins "
                 f"of {dst.label!r}; exterior bins must be unreachable"
             )
-        return PlannedDense(kept / kept_sums[:, None])
+        return PlannedDense(kept / kept_sums[:, None], self.note)
 
 
 @dataclass(frozen=True, eq=False)
