@@ -1,11 +1,16 @@
-"""The user docs stay in step with the code: Config table, figure, links."""
+"""The user docs stay in step with the code: Config table, figure, links, examples."""
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import xhmm
+from conftest import reference_forward_backward
+from doc_examples import run_migrating_example
+from fake_detector import FakeNonLocalDetector, nld_transition
+from tolerances import F32_ATOL, mll_atol
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md"]
@@ -41,3 +46,30 @@ def test_module_maps_name_existing_paths(page):
     named = set(re.findall(r"`((?:xhmm|tests)/[\w./]*)`", text))
     assert named, "no module paths found"
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
+def test_migrating_example_runs_on_a_fitted_detector():
+    """The example, on a stand-in with a fitted 0.6.9 detector's attributes.
+
+    Both results (Blocks and dense transition) equal the float64 reference
+    on the detector's own transition with the missing rows zeroed, within
+    the float32 tolerances of ``tests/tolerances.py``.
+    """
+    det = FakeNonLocalDetector(n_dims=2, movement_mean=0.5)
+    n_time = 60
+    time = np.arange(n_time) / 500.0
+    position = np.column_stack([np.linspace(0, 15, n_time), np.linspace(0, 8, n_time)])
+    position[[3, 4, 30]] = np.nan
+    spec = run_migrating_example(dict(det=det, time=time, position_time=time,
+                                      position=position, spike_times=[]))
+    ix = det.is_track_interior_state_bins_
+    missing = np.isnan(position).any(axis=1)
+    ll = det.compute_log_likelihood(time).astype(np.float64)
+    ll[missing] = 0.0
+    p0 = det.initial_conditions_[ix] / det.initial_conditions_[ix].sum()
+    _, smoothed, mll = reference_forward_backward(ll, nld_transition(det), p0)
+    for res in (spec["res"], spec["res_dense"]):
+        assert res.acausal_posterior.sizes["state_bins"] == ix.size
+        np.testing.assert_allclose(res.acausal_posterior.values[:, ix], smoothed, rtol=0,
+                                   atol=F32_ATOL)
+        assert abs(float(res.marginal_log_likelihood) - mll) <= mll_atol(ll, mll, 1e-6)
