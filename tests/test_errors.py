@@ -472,6 +472,18 @@ def _raised_smoothing(make_ll, **options):
     return run
 
 
+def _with_states(ds):
+    n = ds.sizes["state_bins"]
+    return ds.assign_coords(state=("state_bins", np.where(np.arange(n) < n // 2, "a", "b")))
+
+
+def _two_state_blocks(ds):
+    from xhmm.transitions import Blocks, Uniform
+
+    return Blocks([[0.9, 0.1], [0.1, 0.9]],
+                  {(s, t): Uniform() for s in "ab" for t in "ab"})
+
+
 def documented_cases(monkeypatch) -> dict:
     """Each documented row's label and a function of the model giving its error."""
     def set_at(index, value):
@@ -519,6 +531,13 @@ def documented_cases(monkeypatch) -> dict:
         "`filter` keeping nothing (`persist_causal=False`, no summary)":
             lambda ds, A, p0: _raised(lambda: ds.hmm.filter(
                 transition=A, initial=p0, persist_causal=False)),
+        "`emit_transition_counts` without a `state` coordinate": lambda ds, A, p0: _raised(
+            lambda: ds.hmm.smooth(transition=A, initial=p0, emit_transition_counts=True)),
+        "`fit` given a matrix": lambda ds, A, p0: _raised(
+            lambda: _with_states(ds).hmm.fit(transition=A, initial=p0)),
+        "`fit` with a prior below 1": lambda ds, A, p0: _raised(
+            lambda: _with_states(ds).hmm.fit(transition=_two_state_blocks(ds), initial=p0,
+                                             concentration=0.5)),
         "`memmap_dir` is a file": _memmap_dir_is_a_file,
         "`memmap_dir` not writable": _not_writable(monkeypatch),
         "`memmap_dir` holds files": _not_empty,

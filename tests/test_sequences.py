@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import dask.array as da
 import numpy as np
@@ -240,9 +242,26 @@ def test_unsupported_and_bad_options_are_named():
         smooth_sequences(_dataset(ll), A, np.stack([p0, -p0]), progress=False)
     with pytest.raises(xhmm.InputError, match="batch_size must be a positive int, got 0"):
         smooth_sequences(_dataset(ll), A, p0, batch_size=0)
-    with pytest.raises(xhmm.NotImplementedFeatureError, match="resume"):
-        smooth_sequences(_dataset(ll), A, p0, use_memmap=True, memmap_dir="unused",
-                         resume=True)
+
+
+def test_resume_continues_each_batch(tmp_path):
+    ds, A, p0, lengths = _ragged_case()
+    kw = dict(transition=A, initial=p0, chunk_size=8, progress=False, batch_size=2,
+              memmap_dir=tmp_path / "run")
+    first = smooth_sequences(ds, **kw)
+    want = first.acausal_posterior.values
+    # one batch never started, another stopped after its first forward chunk
+    shutil.rmtree(tmp_path / "run" / "batch-0001")
+    manifest = tmp_path / "run" / "batch-0000" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data.update(status="running", forward_done=1, backward_done=0)
+    manifest.write_text(json.dumps(data))
+    resumed = smooth_sequences(ds, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.acausal_posterior.values, want)
+    np.testing.assert_array_equal(resumed.marginal_log_likelihood.values,
+                                  first.marginal_log_likelihood.values)
+    with pytest.raises(xhmm.ResumeError, match="chunk_size"):
+        smooth_sequences(ds, resume=True, **{**kw, "chunk_size": 16})
 
 
 def test_batch_size_fits_the_budget():

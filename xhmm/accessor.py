@@ -8,6 +8,7 @@ import xarray as xr
 
 from .config import Config
 from .engine.loop import run_engine
+from .fit import fit_discrete
 from .errors import DimensionError
 from .inputs import resolve_inputs
 from .names import SEQUENCE, TIME
@@ -152,6 +153,73 @@ class HMMAccessor:
             return self._sequences(transition, initial, is_missing, cfg, lazy, {},
                                    smooth=False)
         return self._run(transition, initial, is_missing, cfg, lazy, {}, smooth=False)
+
+    def fit(
+        self,
+        transition: Any = None,
+        initial: Any = None,
+        *,
+        max_iter: int = 20,
+        tol: float = 1e-4,
+        concentration: float = 1.0,
+        stickiness: Any = 0.0,
+        prior_weight: Any = 0.0,
+        fit_initial: bool = True,
+        is_missing: Any = None,
+        config: Config | None = None,
+        **overrides: Any,
+    ) -> tuple[Any, xr.Dataset]:
+        """Fit the discrete transition of a ``Blocks`` (and ``initial``) by EM.
+
+        One smoother pass per iteration, storing no posterior (memory of
+        about one chunk), with exact expected transition counts; the
+        continuous blocks stay fixed; sequences are fitted jointly. See
+        :mod:`xhmm.fit` for the update.
+
+        Parameters
+        ----------
+        transition : xhmm.transitions.Blocks
+            With a static discrete transition (the starting point).
+        initial : array-like
+            Initial distribution (the starting point).
+        max_iter : int, default 20
+        tol : float, default 1e-4
+            Relative change of the marginal log-likelihood that stops EM.
+        concentration : float, default 1.0
+        stickiness : float or (S,) array, default 0.0
+        prior_weight : float or (S,) array, default 0.0
+            Dirichlet prior of each row, as in non_local_detector.
+        fit_initial : bool, default True
+        is_missing : bool array-like, optional
+            Time steps without data, as for :meth:`smooth`.
+        config : xhmm.Config, optional
+        **overrides
+            Config fields for the smoother passes (``chunk_size``,
+            ``compute_dtype``, ``progress`` for the iteration bar, ...).
+
+        Returns
+        -------
+        fitted : xhmm.transitions.Blocks
+        history : xr.Dataset
+            ``marginal_log_likelihood``, ``discrete_transition`` and
+            ``transition_counts`` per ``iteration``.
+        """
+        progress = overrides.pop("progress", None)
+        overrides.update(emit_transition_counts=True, persist_causal=False,
+                         emit_state_aggregates=False, progress=False)
+
+        def run(step_transition, step_initial):
+            if self._has_sequences():
+                return smooth_sequences(self._ds, step_transition, step_initial, config,
+                                        store_acausal=False, is_missing=is_missing,
+                                        **overrides)
+            return self._run(step_transition, step_initial, is_missing, config, None,
+                             dict(overrides), smooth=True, store_acausal=False)
+
+        return fit_discrete(self._ds, run, transition, initial, max_iter=max_iter, tol=tol,
+                            concentration=concentration, stickiness=stickiness,
+                            prior_weight=prior_weight, fit_initial=fit_initial,
+                            progress=progress)
 
     def map_estimate(
         self,

@@ -71,6 +71,14 @@ class Config:
         ``state_bins``), computed chunk by chunk.
     emit_entropy : bool, default False
         Add ``entropy`` (nats, over interior bins), computed chunk by chunk.
+    emit_transition_counts : bool, default False
+        Add ``transition_counts`` (dims ``from_state``, ``to_state``): the
+        expected number of moves between discrete states, ``sum_t
+        p(state_t, state_{t+1} | all data)``, exact (bin-level pair
+        posteriors summed block by block), and
+        ``predictive_state_probabilities`` (``time x states``: each step's
+        prediction, ``p(state_t | y_1..t-1)``). Needs a ``state``
+        coordinate and a smoother run; :meth:`ds.hmm.fit` uses it.
     emit_state_aggregates : bool, default True
         Add ``causal_state_probabilities`` / ``acausal_state_probabilities``
         when a ``state`` coordinate labels the bins.
@@ -105,6 +113,7 @@ class Config:
     persist_causal: bool = True
     emit_map: bool = False
     emit_entropy: bool = False
+    emit_transition_counts: bool = False
     emit_state_aggregates: bool = True
     progress: bool | None = None
     resume: bool = False
@@ -130,6 +139,7 @@ class Config:
             "persist_causal",
             "emit_map",
             "emit_entropy",
+            "emit_transition_counts",
             "emit_state_aggregates",
             "resume",
             "overwrite",

@@ -74,6 +74,10 @@ class Part:
         How the transition ran.
     float64_chunks : int
         Chunks the run computed in float64.
+    transition_counts : (B, S, S) ndarray or None
+        Expected state-to-state transitions of each sequence.
+    initial_posterior : (B, K) ndarray or None
+        Smoothed posterior of each sequence's first step.
     """
 
     indices: np.ndarray
@@ -85,6 +89,8 @@ class Part:
     memmap_dir: str | None = None
     transition: dict[str, Any] = field(default_factory=dict)
     float64_chunks: int = 0
+    transition_counts: np.ndarray | None = None
+    initial_posterior: np.ndarray | None = None
 
 
 def part_of(engine: EngineResult, indices) -> Part:
@@ -100,6 +106,8 @@ def part_of(engine: EngineResult, indices) -> Part:
         memmap_dir=None if folder is None else str(folder),
         transition=engine.transition,
         float64_chunks=engine.float64_chunks,
+        transition_counts=engine.transition_counts,
+        initial_posterior=engine.initial_posterior,
     )
 
 
@@ -230,7 +238,7 @@ def build_result(
             attrs={"long_name": "real time steps of each sequence"},
         )
     summaries = parts[0].summaries
-    for kind in ("causal", "acausal"):
+    for kind in ("causal", "acausal", "predictive"):
         name = f"{kind}_state_probabilities"
         if name in summaries:
             data[name] = xr.DataArray(
@@ -238,6 +246,24 @@ def build_result(
                 coords={STATES: layout.state_labels},
                 attrs={"long_name": f"{kind} probability of each discrete state"},
             )
+    if parts[0].transition_counts is not None:
+        counts = np.zeros((n_seq,) + parts[0].transition_counts.shape[1:])
+        for part in parts:
+            counts[part.indices] = part.transition_counts
+        data["transition_counts"] = xr.DataArray(
+            pick(counts), dims=(*lead, "from_state", "to_state"),
+            coords={"from_state": layout.state_labels, "to_state": layout.state_labels},
+            attrs={"long_name": "expected number of moves between discrete states, "
+                                "sum_t p(state_t, state_t+1 | all data)"},
+        )
+    if parts[0].initial_posterior is not None:
+        first = np.full((n_seq, layout.mask.size), np.nan)
+        for part in parts:
+            first[np.ix_(part.indices, layout.columns)] = part.initial_posterior
+        data["initial_posterior"] = xr.DataArray(
+            pick(first), dims=(*lead, BINS),
+            attrs={"long_name": "smoothed posterior of the first step, p(state_0 | y_1..T)"},
+        )
     if "map_index" in summaries:
         index = where.gather("map_index", 0, np.int64)
         bins = np.where(where.valid, layout.columns[index], -1)

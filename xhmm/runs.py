@@ -24,8 +24,8 @@ from .results import BinLayout, Part, build_result
 
 __all__ = ["open_run", "run_metadata"]
 
-_SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities", "map_index",
-              "entropy")
+_SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
+              "predictive_state_probabilities", "map_index", "entropy")
 
 
 def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False) -> dict[str, Any]:
@@ -98,6 +98,8 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         memmap_dir=str(memmap_dir),
         transition=meta.get("transition", {}),
         float64_chunks=int(sum(manifest.data.get("chunk_float64", []))),
+        transition_counts=(np.array(stored("transition_counts").open())
+                           if "transition_counts" in outputs else None),
     )
     return build_result(None, layout, [part], config, n_time=n_time,
                         sequences=meta.get("sequences", False))

@@ -45,6 +45,7 @@ import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,12 @@ from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
 from .engine.loop import run_engine
 from .engine.progress import progress_bar, progress_enabled
+from .engine.manifest import MANIFEST
 from .engine.storage import prepare_memmap_dir
 from .errors import (
     DimensionError,
     InitialError,
     InputError,
-    NotImplementedFeatureError,
     TransitionError,
 )
 from .inputs import ResolvedInputs, check_initial, resolve_inputs
@@ -259,6 +260,7 @@ class _BatchSpec:
     config: Config
     smooth: bool
     metadata: dict
+    store_acausal: bool = True
     scheduler: str | None = None
 
 
@@ -280,6 +282,7 @@ def _run_batch_task(spec: _BatchSpec, transition,
             spec.initial,
             spec.config,
             smooth=spec.smooth,
+            store_acausal=spec.store_acausal,
             lengths=spec.lengths,
             columns=spec.columns,
             state_onehot=spec.state_onehot,
@@ -381,6 +384,7 @@ def smooth_sequences(
     *,
     batch_size: int | None = None,
     memory_budget: int | None = None,
+    store_acausal: bool = True,
     is_missing: Any = None,
     **overrides: Any,
 ) -> xr.Dataset:
@@ -414,6 +418,9 @@ def smooth_sequences(
         Bytes one batch may use on its device. Default:
         :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
         the workers with a client).
+    store_acausal : bool, default True
+        Keep the smoothed posteriors (False keeps only summaries and
+        statistics, as :meth:`ds.hmm.fit` does).
     is_missing : (sequence, time) or (time,) bool array-like, optional
         Time steps without data: a flat likelihood (0 in every bin) there,
         adding 0 to the marginal log-likelihood. Defaults to
@@ -435,15 +442,11 @@ def smooth_sequences(
     ------
     InputError, DimensionError, TransitionError, InitialError, LikelihoodError
         Bad input, naming the variable (and sequence / time index).
-    NotImplementedFeatureError
-        For ``resume=True``.
+    ResumeError
+        With ``resume=True``, when a batch's folder holds a run of other
+        settings or inputs (give the same ``batch_size`` as the first run).
     """
     cfg = Config.resolve(config, overrides)
-    if cfg.resume:
-        raise NotImplementedFeatureError(
-            "Config.resume is not available for multi-sequence runs; rerun, or run "
-            "the unfinished sequences one by one with ds.isel(sequence=i).hmm.smooth"
-        )
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
@@ -467,7 +470,9 @@ def smooth_sequences(
             slots = max(1, sum(client.nthreads().values()))
             batch_size = min(batch_size, math.ceil(n_seq / slots))
     memmap_dir = None
-    if cfg.use_memmap:
+    if cfg.resume:
+        memmap_dir = Path(cfg.memmap_dir)
+    elif cfg.use_memmap:
         memmap_dir = prepare_memmap_dir(
             cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"), overwrite=cfg.overwrite
         )
@@ -476,9 +481,12 @@ def smooth_sequences(
         batch_config = cfg
         if memmap_dir is not None:
             # memmap_dir was checked above; a batch's own folder may be
-            # replaced (by a task dask reruns after its worker died)
+            # replaced (by a task dask reruns after its worker died). Resuming,
+            # each batch continues its own run, or starts one it never began.
+            folder = memmap_dir / f"batch-{number:04d}"
             batch_config = batch_config.replace(
-                memmap_dir=str(memmap_dir / f"batch-{number:04d}"), overwrite=True)
+                memmap_dir=str(folder), overwrite=True,
+                resume=cfg.resume and (folder / MANIFEST).exists())
         if client is not None:
             batch_config = batch_config.replace(progress=False)
         initial_rows = inputs.initial[indices] if inputs.initial.ndim == 2 else inputs.initial
@@ -493,6 +501,7 @@ def smooth_sequences(
             state_onehot=inputs.shared.state_onehot,
             config=batch_config,
             smooth=smooth,
+            store_acausal=store_acausal,
             metadata=run_metadata(inputs.shared, sequences=True),
             scheduler=None if client is None else "sync",
         ))

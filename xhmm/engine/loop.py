@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import (
+    ConfigError,
     LikelihoodError,
     NumericalError,
     NumericalWarning,
@@ -76,6 +77,12 @@ class EngineResult:
     float64_chunks : int
         Chunks that ran in float64 (all with ``compute_dtype="float64"``;
         those recomputed with ``"auto"``).
+    transition_counts : (B, S, S) float64 ndarray or None
+        Expected state-to-state transitions of each sequence
+        (``emit_transition_counts``).
+    initial_posterior : (B, K) float64 ndarray or None
+        Smoothed posterior of each sequence's first step
+        (``emit_transition_counts``), for re-estimating ``initial``.
     """
 
     lengths: np.ndarray
@@ -87,6 +94,8 @@ class EngineResult:
     memmap_dir: Path | None = None
     transition: dict[str, Any] = field(default_factory=dict)
     float64_chunks: int = 0
+    transition_counts: np.ndarray | None = None
+    initial_posterior: np.ndarray | None = None
 
 
 #: A float64 log normaliser (relative to the row maximum) below this means
@@ -149,6 +158,12 @@ class _Run:
         self.transition = transition
         self.initial_values = initial
         self.want_states = state_onehot is not None and config.emit_state_aggregates
+        self.want_counts = config.emit_transition_counts
+        if self.want_counts and (state_onehot is None or not smooth):
+            raise ConfigError(
+                "Config.emit_transition_counts needs a smoother run (smooth, not filter) "
+                "and a 'state' coordinate along state_bins naming each bin's discrete state"
+            )
         self.onehot_values = np.zeros((K, 0)) if state_onehot is None else state_onehot
         self._devices: dict[str, _Device] = {}
         self.progress = progress_enabled(config.progress)
@@ -232,6 +247,16 @@ class _Run:
             self.summaries["map_index"] = alloc((B, T), np.int32, "map_index")
         if self.config.emit_entropy:
             self.summaries["entropy"] = alloc((B, T), np.float32, "entropy")
+        self.counts = None
+        if self.want_counts:
+            name = "predictive_state_probabilities"
+            self.summaries[name] = alloc((B, T, n_states), np.float32, name)
+            self.counts = alloc((B, n_states, n_states), np.float64, "transition_counts")
+            if mode == "w+":
+                self.counts[:] = 0
+                # the first step's prediction is the initial distribution
+                self.summaries[name][:, 0] = (
+                    np.broadcast_to(self.initial_values, (B, K)) @ self.onehot_values)
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Every allocated output, by name."""
@@ -241,6 +266,7 @@ class _Run:
             "log_normalizer": self.log_norm,
             "checkpoints": self.checkpoints,
             "smooth_checkpoints": self.smooth_checkpoints,
+            "transition_counts": self.counts,
             **self.summaries,
         }
         return {name: buf for name, buf in named.items() if buf is not None}
@@ -483,7 +509,8 @@ class _Run:
                                              reader.chunk_size + 1, dtype)
             with precision(dtype.name):
                 return backward_chunk(jax.numpy.asarray(carry, dtype), index < last_chunk,
-                                      filtered, reader.n_valid(index), consts.operator, xs)
+                                      filtered, reader.n_valid(index), consts.operator, xs,
+                                      consts.onehot if self.want_counts else None)
 
         total = n_chunks * reader.chunk_size
         with progress_bar(self.progress, total, self._desc("backward")) as bar:
@@ -495,7 +522,7 @@ class _Run:
                 # The previous chunk's filtered rows, prepared while the device
                 # smooths this one.
                 filtered = self._filtered(index - 1) if index > 0 else None
-                smoothed, carry = jax.block_until_ready(out)
+                smoothed, carry, counted = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
                 self._summarize(smoothed, start, n_valid, "acausal", True,
@@ -508,12 +535,28 @@ class _Run:
                     self._write(self.acausal, start, rows, n_valid)
                 self._checkpoint(self.smooth_checkpoints, index, carry, crcs)
                 del smoothed, filtered, rows
+                if counted is not None:
+                    self._add_counts(counted, start, n_valid)
+                del counted
                 self._commit(start, n_valid, self._row_buffers("acausal"),
                              backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
                 if self.causal_exact:
                     self._sync([self.causal], start, n_valid)  # pages read back
                 bar.update(reader.chunk_size)
         del carry
+
+    def _add_counts(self, counted, start: int, n_valid: np.ndarray) -> None:
+        """Add a chunk's transition counts (float64 on the host) and predictions."""
+        counts, predicted = (np.asarray(a) for a in counted)
+        self.counts += counts
+        out = self.summaries["predictive_state_probabilities"]
+        # row i predicts step start + i + 1, which exists up to the length
+        stop = np.minimum(start + n_valid + 1, self.reader.lengths) - start - 1
+        for b, n in enumerate(stop):
+            out[b, start + 1:start + 1 + n] = predicted[b, :n]
+        if self.memmap_dir is not None:
+            sync_rows(self.counts, 0, self.counts.shape[0])
+            self._sync([out], start, stop + 1)
 
     def _check_backward(self, rows: np.ndarray, start: int, n_valid: np.ndarray) -> None:
         valid = np.arange(rows.shape[1])[None, :] < n_valid[:, None]
@@ -583,6 +626,9 @@ class _Run:
             memmap_dir=self.memmap_dir,
             transition=self.transition.describe(),
             float64_chunks=int(self.chunk_f64.sum()),
+            transition_counts=None if self.counts is None else np.array(self.counts),
+            initial_posterior=(None if self.counts is None
+                               else np.array(self.smooth_checkpoints[0])),
         )
 
     def fail(self, exc: BaseException) -> None:

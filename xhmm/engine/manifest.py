@@ -47,6 +47,7 @@ RESULT_FIELDS = (
     "emit_map",
     "emit_entropy",
     "emit_state_aggregates",
+    "emit_transition_counts",
     "compute_dtype",
 )
 _SAMPLE_ROWS = 64

@@ -118,7 +118,8 @@ def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
 
 
 @jax.jit
-def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs):
+def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
+                   count_states=None):
     """Smooth one chunk of ``B`` sequences, walking its rows backwards.
 
     Parameters
@@ -135,6 +136,9 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs):
     operator : TransitionOperator
     xs : pytree or None
         Per-step operator inputs, leading axis ``C + 1``.
+    count_states : (K, S) array, optional
+        Membership of each bin in each discrete state: also return the
+        expected transition counts between states (a separate compilation).
 
     Returns
     -------
@@ -143,6 +147,15 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs):
     first : (B, K) array
         Each sequence's smoothed distribution at the chunk's first row (the
         previous chunk's ``next_smoothed``).
+    counts : tuple or None
+        None without ``count_states``; else ``(counts, predicted_states)``:
+        ``counts`` (B, S, S) is ``sum_t p(state_t = s, state_{t+1} = s' |
+        all data)`` over the chunk's rows ``t`` that have a next step (the
+        pair posterior ``filtered_t[i] A[i, j] smoothed_{t+1}[j] /
+        predicted_{t+1}[j]`` summed over the bins of each pair of states,
+        block by block: see the operators' ``transition_counts``), and
+        ``predicted_states`` (B, C, S) the state probabilities of each
+        row's prediction of the next step, ``p(state_{t+1} | y_1..t)``.
     """
     n_rows = filtered.shape[1]
     after = step_slice(xs, 1, n_rows + 1)
@@ -152,21 +165,27 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs):
 
     def step(carry, inputs):
         filt, pred, i, x = inputs
-        safe = jnp.where(pred > 0, pred, 1)
-        ratio = jnp.where(pred > 0, carry / safe, 0)
+        is_end = (i == n_valid - 1) & ~has_next
+        # ratio = smoothed_{i+1} / predicted_{i+1}; none past a sequence's end
+        ratio = jnp.where((pred > 0) & ~is_end[:, None] & (i < n_valid)[:, None],
+                          carry / jnp.where(pred > 0, pred, 1), 0)
         smoothed = filt * operator.pullback(ratio, x)
         smoothed = smoothed / jnp.sum(smoothed, axis=1, keepdims=True)
-        is_end = (i == n_valid - 1) & ~has_next
         smoothed = jnp.where(is_end[:, None], filt, smoothed)
         new_carry = jnp.where((i < n_valid)[:, None], smoothed, carry)
-        return new_carry, smoothed
+        return new_carry, (smoothed, ratio if count_states is not None else None)
 
-    first, smoothed = jax.lax.scan(
+    first, (smoothed, ratios) = jax.lax.scan(
         step, next_smoothed,
         (_time_major(filtered), _time_major(predicted), jnp.arange(n_rows), after),
         reverse=True,
     )
-    return _time_major(smoothed), first
+    counts = None
+    if count_states is not None:
+        counts = (operator.transition_counts(filtered, _time_major(ratios), after,
+                                             count_states),
+                  predicted @ count_states)
+    return _time_major(smoothed), first, counts
 
 
 @jax.jit

@@ -48,6 +48,16 @@ class TransitionOperator(Protocol):
     def predict_chunk(self, rows: jax.Array, xs: Any) -> jax.Array:
         """``rows[:, i] @ A_i`` for a (B, C, K) chunk, ``xs`` with leading C."""
 
+    def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
+                          states: jax.Array) -> jax.Array:
+        """Expected state-to-state transitions of a chunk, (B, S, S).
+
+        ``sum_c sum_{i in s, j in s'} filtered[b, c, i] A_c[i, j] ratios[b, c, j]``
+        for (B, C, K) ``filtered`` and ``ratios`` (smoothed over predicted of
+        the next step, zero where there is none) and ``states`` (K, S) the
+        bins' state membership.
+        """
+
 
 def step_slice(xs: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of per-step operator inputs (``None`` stays ``None``)."""
@@ -96,6 +106,15 @@ class DenseOperator:
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
         n_seq, n_rows, n_bins = rows.shape
         return (rows.reshape(n_seq * n_rows, n_bins) @ self.matrix).reshape(rows.shape)
+
+    def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
+                          states: jax.Array) -> jax.Array:
+        # One pullback of the whole chunk per to-state: A @ (ratios on s').
+        columns = []
+        for target in range(states.shape[1]):
+            pulled = jnp.einsum("ij,bcj->bci", self.matrix, ratios * states[:, target])
+            columns.append(jnp.sum(filtered * pulled, axis=1) @ states)
+        return jnp.stack(columns, axis=-1)
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:

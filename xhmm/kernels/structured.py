@@ -316,6 +316,27 @@ class BlocksOperator:
             return self._apply(rows, lambda s, t: self.discrete[s, t], forward=True)
         return self._apply(rows, lambda s, t: xs[:, s, t][:, None], forward=True)
 
+    def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any = None,
+                          states: Any = None) -> jax.Array:
+        """Expected state-to-state transitions of a (B, C, K) chunk, (B, S, S).
+
+        Block by block: ``discrete[s, s'] * sum_c filtered_s . (block @ ratios_s')``,
+        one backward block product per pair (the states are the operator's
+        own, in the order of ``offsets``; ``states`` is not needed).
+        """
+        def parts(values):
+            ordered = values if self.perm is None else jnp.take(values, self.perm, axis=-1)
+            return [ordered[..., lo:hi] for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
+
+        f_parts, r_parts = parts(filtered), parts(ratios)
+        n_states = len(self.offsets) - 1
+        counts = jnp.zeros(filtered.shape[:1] + (n_states, n_states), filtered.dtype)
+        for (s, t), block in zip(self.pairs, self.blocks):
+            per_row = jnp.sum(f_parts[s] * block.backward(r_parts[t]), axis=-1)  # (B, C)
+            coef = self.discrete[s, t] if xs is None else xs[:, s, t][None, :]
+            counts = counts.at[:, s, t].set(jnp.sum(coef * per_row, axis=-1))
+        return counts
+
     def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
                forward: bool) -> jax.Array:
         """Sum ``coef(s, t) * block product`` into each destination state."""
