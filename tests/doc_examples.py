@@ -18,7 +18,7 @@ def section_code(page: str, heading: str) -> list[str]:
 def run_migrating_example(namespace: dict) -> dict:
     """Execute MIGRATING.md's "From a fitted detector" blocks in ``namespace``."""
     blocks = section_code("MIGRATING.md", "From a fitted detector")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for block in blocks:
         exec(compile(block, "MIGRATING.md", "exec"), namespace)
     return namespace

@@ -138,6 +138,8 @@ class FakeNonLocalDetector:
         for s in range(4):  # uniform over each state's interior, in float32 as nld has it
             continuous[self.state_ind_ == s] /= continuous[self.state_ind_ == s].sum()
         continuous = continuous.astype(np.float32)
+        self.discrete_transition_concentration = 1.1
+        self.discrete_transition_stickiness = np.array([30.0, 100_000.0, 30.0, 200.0])
         discrete_initial = np.array([0.7, 0.1, 0.1, 0.1])
         self.initial_conditions_ = continuous * discrete_initial[self.state_ind_]
         self.discrete_state_transitions_ = self._discrete(rng, n_time)

@@ -68,6 +68,9 @@ def test_migrating_example_runs_on_a_fitted_detector():
     ll[missing] = 0.0
     p0 = det.initial_conditions_[ix] / det.initial_conditions_[ix].sum()
     _, smoothed, mll = reference_forward_backward(ll, nld_transition(det), p0)
+    assert 1 <= spec["history"].sizes["iteration"] <= 3
+    assert spec["fitted"].discrete.sizes["from_state"] == len(det.state_names)
+    assert spec["res_fitted"].acausal_posterior.sizes["state_bins"] == ix.size
     for res in (spec["res"], spec["res_dense"]):
         assert res.acausal_posterior.sizes["state_bins"] == ix.size
         np.testing.assert_allclose(res.acausal_posterior.values[:, ix], smoothed, rtol=0,

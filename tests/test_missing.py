@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import xhmm
 from conftest import make_dataset, random_model, reference_forward_backward
 from tolerances import F64_ATOL, F64_RTOL, mll_atol
 from xhmm.errors import DimensionError, InputError
 from xhmm.missing import MissingRowsAsFlat, flat_where_missing
+from xhmm.transitions import Blocks, Uniform
 
 T, K = 60, 7
 MISSING_STEPS = [0, 5, 6, 7, 31, 59]
@@ -186,3 +186,24 @@ def test_bad_per_sequence_shape_is_named():
                                         np.stack([data, data]))})
     with pytest.raises(DimensionError, match=r"is_missing has shape \(3, 60\).*\(2, 60\)"):
         ds.hmm.smooth(A, p0, is_missing=np.zeros((3, T), bool))
+
+
+def test_fit_with_missing_steps_is_the_fit_with_those_rows_zeroed():
+    rng = np.random.default_rng(9)
+    labels = np.array(["a"] * 4 + ["b"] * 3)
+    blocks = {(s, t): Uniform() for s in "ab" for t in "ab"}
+    start = Blocks([[0.8, 0.2], [0.3, 0.7]], blocks)
+    ll = rng.normal(size=(T, labels.size)) * 2
+    missing = np.zeros(T, bool)
+    missing[MISSING_STEPS] = True
+    flat = np.where(missing[:, None], 0.0, ll)
+    p0 = np.full(labels.size, 1 / labels.size)
+    fits = []
+    for data, given in ((np.where(missing[:, None], np.nan, ll), missing), (flat, None)):
+        ds = make_dataset(data, state=("state_bins", labels))
+        fits.append(ds.hmm.fit(start, p0, is_missing=given, max_iter=3, **F64))
+    (fitted, history), (expected, expected_history) = fits
+    np.testing.assert_allclose(history.marginal_log_likelihood.values,
+                               expected_history.marginal_log_likelihood.values, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(fitted.discrete), np.asarray(expected.discrete),
+                               rtol=1e-12)
