@@ -1,11 +1,16 @@
-"""The user docs stay in step with the code: Config table, figure, links."""
+"""The user docs stay in step with the code: Config table, figure, links, examples."""
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import xhmm
+from conftest import reference_forward_backward
+from doc_examples import run_migrating_example
+from fake_detector import FakeNonLocalDetector, nld_transition
+from tolerances import F32_ATOL, mll_atol
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md"]
@@ -61,3 +66,33 @@ def test_structured_transitions_example_runs(tmp_path, monkeypatch):
     assert plan["kind"] == "blocks" and plan["n_bins"] == 770
     assert "Non-Local Continuous->Non-Local Continuous: separable 20x20" in plan["blocks"]
     assert (tmp_path / "model.nc").is_file()
+
+
+def test_migrating_example_runs_on_a_fitted_detector():
+    """The example, on a stand-in with a fitted 0.6.9 detector's attributes.
+
+    Both results (Blocks and dense transition) equal the float64 reference
+    on the detector's own transition with the missing rows zeroed, within
+    the float32 tolerances of ``tests/tolerances.py``.
+    """
+    det = FakeNonLocalDetector(n_dims=2, movement_mean=0.5)
+    n_time = 60
+    time = np.arange(n_time) / 500.0
+    position = np.column_stack([np.linspace(0, 15, n_time), np.linspace(0, 8, n_time)])
+    position[[3, 4, 30]] = np.nan
+    spec = run_migrating_example(dict(det=det, time=time, position_time=time,
+                                      position=position, spike_times=[]))
+    ix = det.is_track_interior_state_bins_
+    missing = np.isnan(position).any(axis=1)
+    ll = det.compute_log_likelihood(time).astype(np.float64)
+    ll[missing] = 0.0
+    p0 = det.initial_conditions_[ix] / det.initial_conditions_[ix].sum()
+    _, smoothed, mll = reference_forward_backward(ll, nld_transition(det), p0)
+    assert 1 <= spec["history"].sizes["iteration"] <= 3
+    assert spec["fitted"].discrete.sizes["from_state"] == len(det.state_names)
+    assert spec["res_fitted"].acausal_posterior.sizes["state_bins"] == ix.size
+    for res in (spec["res"], spec["res_dense"]):
+        assert res.acausal_posterior.sizes["state_bins"] == ix.size
+        np.testing.assert_allclose(res.acausal_posterior.values[:, ix], smoothed, rtol=0,
+                                   atol=F32_ATOL)
+        assert abs(float(res.marginal_log_likelihood) - mll) <= mll_atol(ll, mll, 1e-6)

@@ -103,6 +103,13 @@ BAD_CALLS = {
         lambda ds, A, p0: (ds.assign_coords(is_interior=("state_bins", np.zeros(K, bool))),
                            dict(transition=A, initial=p0)),
         xhmm.InputError, "no interior bin"),
+    "is_missing wrong length": (
+        lambda ds, A, p0: (ds, dict(transition=A, initial=p0, is_missing=np.zeros(T - 1, bool))),
+        xhmm.DimensionError, "is_missing has shape (39,)"),
+    "is_missing not bool": (
+        lambda ds, A, p0: (ds.assign(is_missing=("time", np.zeros(T))),
+                           dict(transition=A, initial=p0)),
+        xhmm.InputError, "is_missing must be boolean"),
     "chunk_size zero": (
         lambda ds, A, p0: (ds, dict(transition=A, initial=p0, chunk_size=0)),
         xhmm.ConfigError, "chunk_size"),
@@ -509,6 +516,8 @@ def documented_cases(monkeypatch) -> dict:
         "initial not summing to 1": _smoothing("initial sum"),
         "`is_interior` not boolean": _smoothing("is_interior not bool"),
         "no interior bin": _smoothing("no interior bin"),
+        "`is_missing` of the wrong length": _smoothing("is_missing wrong length"),
+        "`is_missing` not boolean": _smoothing("is_missing not bool"),
         "`chunk_size=0` (or 10.5)": _smoothing("chunk_size zero"),
         "unknown `posterior_dtype`": _smoothing("unknown posterior_dtype"),
         "unknown `compute_dtype`": _smoothing("unknown compute_dtype"),

@@ -52,14 +52,16 @@ def _x64():
 def nld_random_walk(centers, interior_from, interior_to, var, mean):
     """non_local_detector's random walk written from its definition.
 
-    ``w[i, j]`` = pdf of ``c_j - c_i`` under N(mean, var * I), zero where
-    ``i`` or ``j`` is exterior, rows normalised; returned over interior bins.
+    Column ``j`` is the pdf of N(c_j + mean, var * I) evaluated at every
+    centre, so ``w[i, j]`` = pdf of ``c_i - c_j`` under N(mean, var * I);
+    zero where ``i`` or ``j`` is exterior, rows normalised; returned over
+    interior bins.
     """
     n, n_dims = centers.shape
     w = np.zeros((n, n))
-    gauss = multivariate_normal(mean=np.broadcast_to(mean, (n_dims,)), cov=var * np.eye(n_dims))
-    for i in range(n):
-        w[i] = gauss.pdf(centers - centers[i])
+    for j in range(n):
+        w[:, j] = multivariate_normal(mean=centers[j] + mean, cov=var * np.eye(n_dims)).pdf(
+            centers).reshape(n)
     w[~interior_from] = 0
     w[:, ~interior_to] = 0
     w = w[interior_from][:, interior_to]
@@ -229,6 +231,15 @@ def test_random_walk_matches_nld_formula(centers, kind):
     A = nld_random_walk(centers, inside, inside, 4.0, mean)
     np.testing.assert_allclose(engine.matrix(), A, rtol=1e-11, atol=ATOL)
     check_products(engine, [A], np.random.default_rng(3))
+
+
+def test_random_walk_mean_has_non_local_detectors_sign():
+    """nld's pdf(c_i - c_j; mean): a positive mean moves towards smaller coordinates."""
+    centers = np.arange(10.0)
+    for mean, target in ((2.0, 3), (-2.0, 7)):
+        rw = Blocks([[1.0]], {("a", "a"): RandomWalk(1.0, centers, movement_mean=mean)})
+        matrix = plan(rw, ["a"] * 10, np.ones(10, bool)).matrix()
+        assert int(np.argmax(matrix[5])) == target
 
 
 def test_banded_tiles_skip_only_zero_tiles():

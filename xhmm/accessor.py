@@ -42,13 +42,14 @@ class HMMAccessor:
         ll = self._ds.variables.get("log_likelihood")
         return ll is not None and SEQUENCE in ll.dims
 
-    def _sequences(self, transition, initial, config, lazy, overrides, *, smooth):
+    def _sequences(self, transition, initial, is_missing, config, lazy, overrides, *,
+                   smooth):
         if lazy is not None:
             overrides["lazy_expand"] = lazy
         return smooth_sequences(self._ds, transition, initial, config, smooth=smooth,
-                                **overrides)
+                                is_missing=is_missing, **overrides)
 
-    def _run(self, transition, initial, config, lazy, overrides, *, smooth,
+    def _run(self, transition, initial, is_missing, config, lazy, overrides, *, smooth,
              store_acausal: bool = True) -> xr.Dataset:
         """One recording: a batch of one sequence through the engine."""
         if lazy is not None:
@@ -58,10 +59,10 @@ class HMMAccessor:
             # Lazy results reference memmaps by path; a RAM buffer would travel
             # inside every graph computed on the cluster.
             cfg = cfg.replace(use_memmap=True)
-        inputs = resolve_inputs(self._ds, transition, initial)
+        inputs = resolve_inputs(self._ds, transition, initial, is_missing)
         n_time = inputs.log_likelihood.sizes[TIME]
         engine = run_engine(
-            inputs.log_likelihood.data[None],
+            inputs.engine_log_likelihood(),
             inputs.transition,
             inputs.initial,
             cfg,
@@ -81,6 +82,7 @@ class HMMAccessor:
         transition: Any = None,
         initial: Any = None,
         *,
+        is_missing: Any = None,
         config: Config | None = None,
         lazy: bool | None = None,
         **overrides: Any,
@@ -99,6 +101,13 @@ class HMMAccessor:
         initial : (n,) array-like, optional
             Distribution of the first time step, before its likelihood.
             Defaults to ``ds["initial"]``.
+        is_missing : (time,) bool array-like, optional
+            True at time steps without data (``(sequence, time)`` or
+            ``(time,)`` with a ``sequence`` dim). Those steps get a flat
+            likelihood (log-likelihood 0 in every bin, whatever
+            ``log_likelihood`` holds there, NaN included) and add 0 to the
+            marginal log-likelihood. Defaults to ``ds["is_missing"]`` if
+            present, else no step is missing.
         config : xhmm.Config, optional
         lazy : bool, optional
             Shorthand for ``lazy_expand``.
@@ -113,14 +122,16 @@ class HMMAccessor:
             requested summaries, with the input's coordinates.
         """
         if self._has_sequences():
-            return self._sequences(transition, initial, config, lazy, overrides, smooth=True)
-        return self._run(transition, initial, config, lazy, overrides, smooth=True)
+            return self._sequences(transition, initial, is_missing, config, lazy, overrides,
+                                   smooth=True)
+        return self._run(transition, initial, is_missing, config, lazy, overrides, smooth=True)
 
     def filter(
         self,
         transition: Any = None,
         initial: Any = None,
         *,
+        is_missing: Any = None,
         config: Config | None = None,
         lazy: bool | None = None,
         **overrides: Any,
@@ -140,8 +151,9 @@ class HMMAccessor:
         state = self._ds.coords.get("state")
         cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
         if self._has_sequences():
-            return self._sequences(transition, initial, cfg, lazy, {}, smooth=False)
-        return self._run(transition, initial, cfg, lazy, {}, smooth=False)
+            return self._sequences(transition, initial, is_missing, cfg, lazy, {},
+                                   smooth=False)
+        return self._run(transition, initial, is_missing, cfg, lazy, {}, smooth=False)
 
     def fit(
         self,
@@ -154,6 +166,7 @@ class HMMAccessor:
         stickiness: Any = 0.0,
         prior_weight: Any = 0.0,
         fit_initial: bool = True,
+        is_missing: Any = None,
         config: Config | None = None,
         **overrides: Any,
     ) -> tuple[Any, xr.Dataset]:
@@ -178,6 +191,8 @@ class HMMAccessor:
         prior_weight : float or (S,) array, default 0.0
             Dirichlet prior of each row, as in non_local_detector.
         fit_initial : bool, default True
+        is_missing : bool array-like, optional
+            Time steps without data, as for :meth:`smooth`.
         config : xhmm.Config, optional
         **overrides
             Config fields for the smoother passes (``chunk_size``,
@@ -197,9 +212,10 @@ class HMMAccessor:
         def run(step_transition, step_initial):
             if self._has_sequences():
                 return smooth_sequences(self._ds, step_transition, step_initial, config,
-                                        store_acausal=False, **overrides)
-            return self._run(step_transition, step_initial, config, None, dict(overrides),
-                             smooth=True, store_acausal=False)
+                                        store_acausal=False, is_missing=is_missing,
+                                        **overrides)
+            return self._run(step_transition, step_initial, is_missing, config, None,
+                             dict(overrides), smooth=True, store_acausal=False)
 
         return fit_discrete(self._ds, run, transition, initial, max_iter=max_iter, tol=tol,
                             concentration=concentration, stickiness=stickiness,
@@ -211,6 +227,7 @@ class HMMAccessor:
         transition: Any = None,
         initial: Any = None,
         *,
+        is_missing: Any = None,
         config: Config | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
@@ -222,8 +239,9 @@ class HMMAccessor:
         between two modes of a bimodal posterior). For the single most likely
         *path*, use :meth:`most_likely_sequence`.
 
-        Runs the smoother keeping no full posterior (only the per-chunk MAP),
-        so memory stays at one chunk whatever the length of the recording.
+        Parameters as :meth:`smooth` (``is_missing`` included). Runs the
+        smoother keeping no full posterior (only the per-chunk MAP), so memory
+        stays at one chunk whatever the length of the recording.
 
         Returns
         -------
@@ -239,8 +257,8 @@ class HMMAccessor:
                 "ds.isel(sequence=i).hmm.map_estimate(...)"
             )
         overrides.update(emit_map=True, persist_causal=False)
-        res = self._run(transition, initial, config, None, overrides, smooth=True,
-                        store_acausal=False)
+        res = self._run(transition, initial, is_missing, config, None, overrides,
+                        smooth=True, store_acausal=False)
         keep = [name for name in res.data_vars if name.startswith("map_")]
         res = res[[*keep, "marginal_log_likelihood"]]
         return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims])

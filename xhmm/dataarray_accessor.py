@@ -44,8 +44,9 @@ class DataArrayHMMAccessor:
         """The DataArray as the ``log_likelihood`` variable of a Dataset."""
         return self._da.to_dataset(name="log_likelihood")
 
-    def smooth(self, transition: Any, initial: Any, *, config: Config | None = None,
-               lazy: bool | None = None, **overrides: Any) -> xr.Dataset:
+    def smooth(self, transition: Any, initial: Any, *, is_missing: Any = None,
+               config: Config | None = None, lazy: bool | None = None,
+               **overrides: Any) -> xr.Dataset:
         """Forward filter then backward smoother; see ``xr.Dataset.hmm.smooth``.
 
         Parameters
@@ -53,6 +54,9 @@ class DataArrayHMMAccessor:
         transition, initial : array-like
             As for ``ds.hmm.smooth``; required here, as a DataArray holds no
             ``transition`` or ``initial`` variable.
+        is_missing : bool array-like, optional
+            Time steps without data, as for ``ds.hmm.smooth``; defaults to an
+            ``is_missing`` coordinate of the DataArray along ``time``, if any.
         config, lazy, **overrides
             As for ``ds.hmm.smooth``: a :class:`xhmm.Config`, the shorthand for
             ``lazy_expand``, and any Config field as a keyword.
@@ -61,24 +65,25 @@ class DataArrayHMMAccessor:
         -------
         xr.Dataset
         """
-        return self.dataset.hmm.smooth(transition, initial, config=config, lazy=lazy,
-                                       **overrides)
+        return self.dataset.hmm.smooth(transition, initial, is_missing=is_missing,
+                                       config=config, lazy=lazy, **overrides)
 
-    def filter(self, transition: Any, initial: Any, *, config: Config | None = None,
-               lazy: bool | None = None, **overrides: Any) -> xr.Dataset:
+    def filter(self, transition: Any, initial: Any, *, is_missing: Any = None,
+               config: Config | None = None, lazy: bool | None = None,
+               **overrides: Any) -> xr.Dataset:
         """Forward filter only; parameters as :meth:`smooth`, see ``xr.Dataset.hmm.filter``."""
-        return self.dataset.hmm.filter(transition, initial, config=config, lazy=lazy,
-                                       **overrides)
+        return self.dataset.hmm.filter(transition, initial, is_missing=is_missing,
+                                       config=config, lazy=lazy, **overrides)
 
-    def map_estimate(self, transition: Any, initial: Any, *, config: Config | None = None,
-                     **overrides: Any) -> xr.Dataset:
+    def map_estimate(self, transition: Any, initial: Any, *, is_missing: Any = None,
+                     config: Config | None = None, **overrides: Any) -> xr.Dataset:
         """Most probable state bin at each time; see ``xr.Dataset.hmm.map_estimate``.
 
         The per-step marginal argmax; for one most likely path use
         :meth:`most_likely_sequence`.
         """
-        return self.dataset.hmm.map_estimate(transition, initial, config=config,
-                                             **overrides)
+        return self.dataset.hmm.map_estimate(transition, initial, is_missing=is_missing,
+                                             config=config, **overrides)
 
     def most_likely_sequence(self, transition: Any, initial: Any, *,
                              config: Config | None = None, **overrides: Any) -> xr.Dataset:

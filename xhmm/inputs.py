@@ -15,11 +15,11 @@ import xarray as xr
 
 from .engine.transition import EngineTransition
 from .errors import DimensionError, InitialError, InputError, TransitionError
+from .missing import flat_where_missing, resolve_is_missing
 from .names import BINS, STATES, STOCHASTIC_ATOL, TIME
 from .transitions import Blocks, plan_transition
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
-
 
 
 @dataclass
@@ -43,6 +43,8 @@ class ResolvedInputs:
     state_labels : ndarray or None
         Unique labels of the ``state`` coordinate, in order of appearance.
     state_onehot : (K, S) ndarray or None
+    missing : (T,) bool ndarray or None
+        ``is_missing``; None when no step is missing.
     """
 
     log_likelihood: xr.DataArray
@@ -52,18 +54,25 @@ class ResolvedInputs:
     initial: np.ndarray
     state_labels: np.ndarray | None
     state_onehot: np.ndarray | None
+    missing: np.ndarray | None = None
 
     @property
     def n_bins(self) -> int:
         """Number of state bins, interior or not."""
         return int(self.mask.size)
 
+    def engine_log_likelihood(self):
+        """The ``(1, T, N)`` engine input: missing rows read as 0, lazily."""
+        missing = None if self.missing is None else self.missing[None]
+        return flat_where_missing(self.log_likelihood.data[None], missing)
 
-def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
-    """Find and check ``log_likelihood``, ``is_interior``, transition, initial.
 
-    ``transition`` / ``initial`` default to the Dataset variables of those
-    names.
+def resolve_inputs(ds: xr.Dataset, transition, initial, is_missing=None) -> ResolvedInputs:
+    """Find and check ``log_likelihood``, ``is_interior``, transition, initial, is_missing.
+
+    ``transition`` / ``initial`` / ``is_missing`` default to the Dataset
+    variables of those names (``is_missing`` is optional, see
+    :mod:`xhmm.missing`).
 
     Raises
     ------
@@ -105,7 +114,8 @@ def resolve_inputs(ds: xr.Dataset, transition, initial) -> ResolvedInputs:
     labels, onehot = _states(ds, columns)
     state = ds.coords["state"].values if labels is not None else None
     plan = plan_transition(A, state_labels=state, is_interior=mask, n_time=ll.sizes[TIME])
-    return ResolvedInputs(ll, columns, mask, plan, p0, labels, onehot)
+    missing = resolve_is_missing(ds, is_missing, ll.sizes[TIME])
+    return ResolvedInputs(ll, columns, mask, plan, p0, labels, onehot, missing)
 
 
 def _interior(ds: xr.Dataset, n_bins: int) -> np.ndarray:

@@ -64,6 +64,7 @@ from .errors import (
     TransitionError,
 )
 from .inputs import ResolvedInputs, check_initial, resolve_inputs
+from .missing import MISSING, flat_where_missing, resolve_is_missing
 from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .runs import run_metadata
 from .results import BinLayout, Part, build_result, part_of
@@ -93,7 +94,8 @@ class SequenceInputs:
         What all sequences share (interior, transition, states), resolved on
         the first sequence; its ``initial`` is unused when ``initial`` below
         is per sequence.
-    log_likelihood : (S, T, N) NumPy or dask array
+    log_likelihood : (S, T, N) NumPy or dask array, or array-like
+        Rows of missing steps (``is_missing``) read as 0.
     initial : (K,) or (S, K) float64 ndarray
     lengths : (S,) int64 ndarray or None
         None: inferred by the engine from trailing all-NaN rows.
@@ -116,8 +118,12 @@ class SequenceInputs:
         return int(self.log_likelihood.shape[1])
 
 
-def resolve_sequences(ds: xr.Dataset, transition, initial) -> SequenceInputs:
+def resolve_sequences(ds: xr.Dataset, transition, initial,
+                      is_missing=None) -> SequenceInputs:
     """Find and check the inputs of a ``(sequence, time, state_bins)`` run.
+
+    ``is_missing`` (or ``ds["is_missing"]``) marks steps read as a flat
+    likelihood.
 
     Raises
     ------
@@ -155,7 +161,8 @@ def resolve_sequences(ds: xr.Dataset, transition, initial) -> SequenceInputs:
         SEQUENCE in getattr(p0, "dims", ()) or _ndim(p0) == 2
     )
     labels = _labels(ds, ll.sizes[SEQUENCE])
-    template = ds.isel({SEQUENCE: 0}, drop=True)
+    missing = resolve_is_missing(ds, is_missing, ll.sizes[TIME], ll.sizes[SEQUENCE])
+    template = ds.isel({SEQUENCE: 0}, drop=True).drop_vars(MISSING, errors="ignore")
     if per_sequence:
         rows = _as_rows(p0, ll.sizes[SEQUENCE])
         label = labels[0]
@@ -172,7 +179,8 @@ def resolve_sequences(ds: xr.Dataset, transition, initial) -> SequenceInputs:
         initial_array = shared.initial
     ll = ll.transpose(*wanted)
     lengths = _lengths(ds, ll.sizes[TIME], labels)
-    return SequenceInputs(shared, ll.data, initial_array, lengths, labels)
+    return SequenceInputs(shared, flat_where_missing(ll.data, missing), initial_array,
+                          lengths, labels)
 
 
 def _given_or_variable(ds: xr.Dataset, value, name: str):
@@ -397,6 +405,7 @@ def smooth_sequences(
     batch_size: int | None = None,
     memory_budget: int | None = None,
     store_acausal: bool = True,
+    is_missing: Any = None,
     **overrides: Any,
 ) -> xr.Dataset:
     """Filter (and smooth) every sequence of a ``(sequence, time, state_bins)`` input.
@@ -432,6 +441,11 @@ def smooth_sequences(
     store_acausal : bool, default True
         Keep the smoothed posteriors (False keeps only summaries and
         statistics, as :meth:`ds.hmm.fit` does).
+    is_missing : (sequence, time) or (time,) bool array-like, optional
+        Time steps without data: a flat likelihood (0 in every bin) there,
+        adding 0 to the marginal log-likelihood. Defaults to
+        ``ds["is_missing"]`` if present. With lengths inferred from all-NaN
+        padding, leave the padding rows False (a missing row is a real step).
     **overrides
         Any :class:`xhmm.Config` field.
 
@@ -456,7 +470,7 @@ def smooth_sequences(
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    inputs = resolve_sequences(ds, transition, initial)
+    inputs = resolve_sequences(ds, transition, initial, is_missing)
     client = active_client(client)
     if client is not None and cfg.lazy_expand and not cfg.use_memmap:
         # Lazy results reference memmaps by path; RAM buffers would travel

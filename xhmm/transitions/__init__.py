@@ -14,11 +14,15 @@ into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
 :meth:`Blocks.from_spec`, :func:`with_transition` and
 :func:`stored_transition` write and read a transition as a JSON spec plus
 named arrays (:mod:`xhmm.transitions.spec`).
+:func:`from_non_local_detector` builds the transition (and the initial
+distribution, interior and ``state_bins``) of a fitted non_local_detector
+detector.
 """
 
 from .analyse import analyse_dense
 from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
 from .dense import to_dense
+from .detector import DetectorModel, from_non_local_detector
 from .plan import plan_blocks, plan_transition
 from .spec import SPEC_ATTR, stored_transition, with_transition
 from .structured import StructuredTransition
@@ -38,4 +42,6 @@ __all__ = [
     "SPEC_ATTR",
     "with_transition",
     "stored_transition",
+    "DetectorModel",
+    "from_non_local_detector",
 ]

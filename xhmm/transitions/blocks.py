@@ -79,9 +79,13 @@ class Dense:
         axis either way); rows of interior from-bins sum to 1 within
         :data:`~xhmm.names.STOCHASTIC_ATOL` and put no more than that on
         exterior to-bins.
+    note : str, optional
+        Where the matrix came from, shown after the block's plan in
+        ``describe()`` (the ``xhmm_transition`` attribute of the results).
     """
 
     matrix: np.ndarray
+    note: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -129,17 +133,19 @@ class Dense:
                 f"{name}: Dense row {i} moves probability {lost[i]:.6g} to exterior bins "
                 f"of {dst.label!r}; exterior bins must be unreachable"
             )
-        return PlannedDense(kept / kept_sums[:, None])
+        return PlannedDense(kept / kept_sums[:, None], self.note)
 
 
 @dataclass(frozen=True, eq=False)
 class RandomWalk:
     """A Gaussian random walk between bin centres (non_local_detector's formula).
 
-    ``block[i, j]`` is proportional to the pdf of the displacement
-    ``centers[j] - centers[i]`` under a normal distribution with mean
-    ``movement_mean`` and covariance ``movement_var * I``; rows and columns
-    of exterior bins are zero and rows are normalised over the interior.
+    ``block[i, j]`` is proportional to the pdf of ``centers[i] - centers[j]``
+    under a normal distribution with mean ``movement_mean`` and covariance
+    ``movement_var * I``, as non_local_detector's ``RandomWalk`` builds it
+    (the same matrix for the same parameters): a positive ``movement_mean``
+    favours moves towards smaller coordinates. Rows and columns of exterior
+    bins are zero and rows are normalised over the interior.
     On a Cartesian 2-D grid it runs as two small dense products per step
     (separable); otherwise as a dense block.
 
@@ -151,7 +157,8 @@ class RandomWalk:
         Centre of each bin of the state (all its bins, interior or not, in
         ``state_bins`` order); 1-D for ``n_dims = 1``.
     movement_mean : float or (n_dims,) array-like, default 0.0
-        Mean displacement of one step.
+        Mean of ``centers[from] - centers[to]``: minus the mean displacement
+        of one step (non_local_detector's sign).
     """
 
     movement_var: float

@@ -114,18 +114,22 @@ class PlannedIdentity:
 
 @dataclass(frozen=True, eq=False)
 class PlannedDense:
-    """An (n_from, n_to) matrix; banded tiles where its zeros allow (:mod:`.tiles`)."""
+    """An (n_from, n_to) matrix; banded tiles where its zeros allow (:mod:`.tiles`).
+
+    ``note`` (where the matrix came from) follows the plan in :attr:`label`.
+    """
 
     matrix: np.ndarray
+    note: str = ""
 
     @property
     def label(self) -> str:
         """How the block runs, for ``describe()`` (banded as judged in float32)."""
         n_from, n_to = self.matrix.shape
         offsets = band_offsets(self.matrix.astype(np.float32))
-        if offsets is None:
-            return f"dense {n_from}x{n_to}"
-        return f"banded {n_from}x{n_to} ({len(offsets)} diagonals of {TILE}x{TILE} tiles)"
+        plan = (f"dense {n_from}x{n_to}" if offsets is None else
+                f"banded {n_from}x{n_to} ({len(offsets)} diagonals of {TILE}x{TILE} tiles)")
+        return f"{plan} ({self.note})" if self.note else plan
 
     @property
     def cost(self) -> int:

@@ -1,9 +1,11 @@
 """Plan a Gaussian random-walk block: separable on a grid, dense otherwise.
 
-The block from bin ``i`` to bin ``j`` is the Gaussian pdf of the
-displacement ``c_j - c_i`` (mean ``movement_mean``, covariance
-``movement_var * I``), zero where ``i`` or ``j`` is exterior, rows
-normalised over the interior. The pdf's constant and any per-row factor
+The block from bin ``i`` to bin ``j`` is the Gaussian pdf of ``c_i - c_j``
+(mean ``movement_mean``, covariance ``movement_var * I``), zero where ``i``
+or ``j`` is exterior, rows normalised over the interior. This is
+non_local_detector's ``RandomWalk`` exactly: it evaluates the pdf of
+``N(c_j + movement_mean, movement_var)`` at ``c_i``, so a positive
+``movement_mean`` favours moves towards smaller coordinates. The pdf's constant and any per-row factor
 cancel in the normalisation, so the factors here are scaled to peak at 1
 in every row (nothing underflows that the normalised value would keep).
 
@@ -30,7 +32,7 @@ def _peaked_exp(exponent: np.ndarray) -> np.ndarray:
 
 def _gaussian_1d(coords: np.ndarray, mean: float, var: float) -> np.ndarray:
     """``g[a, c]`` proportional to the pdf of a move from ``coords[a]`` to ``coords[c]``."""
-    step = coords[None, :] - coords[:, None] - mean
+    step = coords[:, None] - coords[None, :] - mean
     return _peaked_exp(-(step**2) / (2 * var))
 
 
@@ -106,7 +108,7 @@ def plan_random_walk(
     rows, cols = centers[from_interior], centers[to_interior]
     exponent = np.zeros((n_from, n_to))
     for dim in range(centers.shape[1]):
-        step = cols[None, :, dim] - rows[:, None, dim] - movement_mean[dim]
+        step = rows[:, None, dim] - cols[None, :, dim] - movement_mean[dim]
         exponent -= step**2 / (2 * movement_var)
     weights = _peaked_exp(exponent)
     z = weights.sum(axis=1)
