@@ -442,12 +442,12 @@ def _resume_no_manifest(ds, A, p0):
                                          resume=True))
 
 
-def _warned(make_ll, **options):
-    """The xhmm warning of smoothing ``make_ll(model)``."""
+def _warned(make_ll, method="smooth", **options):
+    """The xhmm warning of ``ds.hmm.<method>`` (smoothing) of ``make_ll(model)``."""
     def run(ds, A, p0):
         ll, A, p0 = make_ll(ds, A, p0)
         with pytest.warns(xhmm.XHMMWarning) as caught:
-            make_dataset(ll).hmm.smooth(transition=A, initial=p0, **options)
+            getattr(make_dataset(ll).hmm, method)(transition=A, initial=p0, **options)
         return caught[0].message
     return run
 
@@ -461,6 +461,18 @@ def _float64_edge(ds, A, p0):
     """One step predicted with probability 1e-305 where the likelihood is."""
     ll = np.array([[0.0, -800.0], [-800.0, 0.0]])
     return ll, np.array([[1 - 1e-305, 1e-305], [0.0, 1.0]]), np.array([1.0, 0.0])
+
+
+def _impossible_path(ds, A, p0):
+    ll = np.zeros((6, 3))
+    ll[4, 0] = -np.inf  # the absorbing chain stays in bin 0
+    return _raised(lambda: make_dataset(ll).hmm.most_likely_sequence(
+        transition=np.eye(3), initial=np.array([1.0, 0, 0])))
+
+
+def _viterbi_sequences_resume(ds, A, p0):
+    return _raised(lambda: xr.concat([ds, ds], "sequence").hmm.most_likely_sequence(
+        transition=A, initial=p0, memmap_dir="run", resume=True))
 
 
 def _raised_smoothing(make_ll, **options):
@@ -549,6 +561,12 @@ def documented_cases(monkeypatch) -> dict:
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),
+        "the same in `most_likely_sequence`": _warned(
+            _float64_edge, "most_likely_sequence", compute_dtype="float64"),
+        "every path impossible (`most_likely_sequence`, any `compute_dtype`)":
+            _impossible_path,
+        "`most_likely_sequence` of a `sequence` dim with `resume=True`":
+            _viterbi_sequences_resume,
         "probabilities passed as `log_likelihood`": _warned(
             lambda ds, A, p0: (_probabilities(ds.log_likelihood.values), A, p0)),
     }

@@ -12,63 +12,65 @@ for every destination bin, the largest of a set of non-negative products and
 :func:`keep_better`
     the better of two candidates that already carry their source index.
 
-Ties go to the lowest index, always: a candidate replaces another only when
-it is strictly larger, or equal with a lower index. So the Viterbi path is
-the same on every run, device and chunk size.
+Ties go to the lowest index, always (the lowest row equal to the maximum;
+between candidates, the larger, then the one with the lower index), so the
+Viterbi path is the same on every run, device and chunk size.
 
-XLA on CPU compiles a ``max`` or ``argmax`` reduction over a non-minor axis
-into a slow loop (measured 4x and 50x a matrix-vector product at K = 1,000).
-:func:`max_rows` instead folds adjacent pairs of rows, ``log2(n)`` levels of
-element-wise maxima that vectorise along the contiguous last axis. When only
-the values are used (the forward pass), XLA drops the index arithmetic.
+XLA on CPU compiles a ``max`` reduction over a non-minor axis of a large
+array into a slow loop and ``argmax`` (a reduction over value-index pairs)
+into a far slower one (measured 4x and 50x a matrix-vector product at
+K = 1,000). :func:`max_rows` computes the argmax as the lowest row equal to
+the maximum (a plain ``min``), and above :data:`SMALL_ROWS` rows it folds
+the rows by halves instead of reducing: ``log2(n)`` levels of element-wise
+maxima along the contiguous last axis (1.6x the matrix-vector product at
+K = 1,000; 6x with the argmax). When only the values are used (the forward
+pass), XLA drops the argmax.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["max_rows", "first_max", "keep_better", "row_offsets"]
+__all__ = ["max_rows", "first_max", "keep_better", "SMALL_ROWS"]
+
+#: Up to this many rows plain reductions are cheaper than the folds, whose
+#: ``log2(n)`` element-wise levels are separate XLA operations (measured on
+#: CPU, one thread, per step of an n x n product: 101 against 162 us at
+#: n = 512 with the argmax; 180 against 103 us at n = 1,000 for the maximum).
+SMALL_ROWS = 512
 
 
-def row_offsets(n_rows: int, n_cols: int, start: int = 0, step: int = 1) -> jax.Array:
-    """``(n_rows, n_cols)`` int32 array whose row ``r`` is ``start + r * step``."""
-    rows = start + step * jnp.arange(n_rows, dtype=jnp.int32)
-    return jnp.broadcast_to(rows[:, None], (n_rows, n_cols))
+def _fold(values: jax.Array, combine) -> jax.Array:
+    """Reduce the row axis (-2) by halves: ``combine(first half, second half)``.
 
-
-def _fold(values: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Halve the row axis (-2): the better of each pair of adjacent rows.
-
-    The first row of a pair always holds lower source indices than the
-    second, so "strictly larger" alone keeps ties at the lowest index. An odd
-    last row passes through unchanged.
+    ``log2(n)`` levels of element-wise operations on contiguous rows; an odd
+    last row passes to the next level unchanged.
     """
-    n_rows = values.shape[-2]
-    half = n_rows // 2
-    lead, n_cols = values.shape[:-2], values.shape[-1]
-
-    def pairs(array: jax.Array) -> tuple[jax.Array, jax.Array]:
-        paired = array[..., :2 * half, :].reshape(lead + (half, 2, n_cols))
-        return paired[..., 0, :], paired[..., 1, :]
-
-    first, second = pairs(values)
-    first_index, second_index = pairs(index)
-    folded = jnp.maximum(first, second)
-    folded_index = jnp.where(second > first, second_index, first_index)
-    if n_rows % 2:
-        folded = jnp.concatenate([folded, values[..., -1:, :]], axis=-2)
-        folded_index = jnp.concatenate([folded_index, index[..., -1:, :]], axis=-2)
-    return folded, folded_index
+    while values.shape[-2] > 1:
+        n_rows = values.shape[-2]
+        half = n_rows // 2
+        folded = combine(values[..., :half, :], values[..., half:2 * half, :])
+        if n_rows % 2:
+            folded = jnp.concatenate([folded, values[..., -1:, :]], axis=-2)
+        values = folded
+    return values[..., 0, :]
 
 
 def max_rows(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Maximum over the row axis (-2) and its argmax, ties to the lowest row.
 
+    Two folds: the maximum, then the lowest row whose value equals it
+    (recomputing ``values``, which XLA fuses into both: a product is read
+    twice rather than stored).
+
     Parameters
     ----------
     values : (..., n, m) array
-        Non-negative candidates (NaN never wins a comparison).
+        Candidates (NaN never equals the maximum: its column's argmax is
+        ``n - 1``).
 
     Returns
     -------
@@ -76,11 +78,16 @@ def max_rows(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     argmax : (..., m) int32 array
         Lowest ``i`` with ``values[..., i, j] == maximum[..., j]``.
     """
-    n_rows, n_cols = values.shape[-2:]
-    index = jnp.broadcast_to(row_offsets(n_rows, n_cols), values.shape)
-    while values.shape[-2] > 1:
-        values, index = _fold(values, index)
-    return values[..., 0, :], index[..., 0, :]
+    n_rows = values.shape[-2]
+    if n_rows <= SMALL_ROWS:
+        reduce_max, reduce_min = partial(jnp.max, axis=-2), partial(jnp.min, axis=-2)
+    else:
+        reduce_max, reduce_min = partial(_fold, combine=jnp.maximum), partial(
+            _fold, combine=jnp.minimum)
+    best = reduce_max(values)
+    rows = jnp.arange(n_rows, dtype=jnp.int16 if n_rows < 2**15 else jnp.int32)[:, None]
+    first = reduce_min(jnp.where(values == best[..., None, :], rows, n_rows))
+    return best, jnp.minimum(first, n_rows - 1).astype(jnp.int32)
 
 
 def first_max(values: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -121,4 +128,6 @@ def keep_better(values: jax.Array, index: jax.Array, other: jax.Array,
     values, index : arrays
     """
     take = (other > values) | ((other == values) & (other_index < index))
-    return jnp.where(take, other, values), jnp.where(take, other_index, index)
+    # The values do not depend on the indices, so a caller that uses only
+    # the values (the forward pass) does not compute them.
+    return jnp.maximum(values, other), jnp.where(take, other_index, index)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Union
 import jax
 import jax.numpy as jnp
 
-from .maxproduct import first_max, keep_better, max_rows, row_offsets
+from .maxproduct import first_max, keep_better, max_rows
 
 __all__ = [
     "RankOneBlock",
@@ -302,7 +302,7 @@ class BandedBlock:
         """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax, by tiles."""
         rows = self._tiled(p)
         n_tiles, size = self.tiles[0].shape[:2]
-        first_rows = row_offsets(n_tiles, size, step=size)
+        first_rows = size * jnp.arange(n_tiles, dtype=jnp.int32)[:, None]
         best = None
         for stack, offset in zip(self.tiles, self.offsets):
             values, source = max_rows(rows[..., :, :, None] * stack)

@@ -1,0 +1,171 @@
+"""Time and memory of ``most_likely_sequence`` (Viterbi) against ``smooth``.
+
+Two measurements:
+
+``time``
+    ``ds.hmm.most_likely_sequence`` and ``ds.hmm.smooth`` on the same model
+    in the same process, RAM outputs, default Config (float32 with the
+    float64 fall-back): a warm-up call of each (compiling), then
+    ``--rounds`` rounds of one call of each, back to back. Prints each
+    round's times and the ratio Viterbi / smooth, and the median ratio.
+    Models: ``dense`` (:class:`xhmm.bench.workload.Problem`: a Gaussian
+    likelihood bump on a sinusoidal path, a dense random-walk transition
+    with a uniform floor) and ``structured`` (non_local_detector's NonLocal
+    model on a ``--grid`` x ``--grid`` grid as
+    :class:`xhmm.transitions.Blocks`, see ``benchmarks/structured_step.py``,
+    with a likelihood bump on a circular path over the grid).
+``memory``
+    Peak host memory of ``most_likely_sequence`` with memmap outputs and a
+    lazy (dask) log-likelihood, at each ``--sweep-T``: each T in a fresh
+    process (so peaks do not carry over), one warm-up call on two chunks,
+    then the measured call under :class:`xhmm.bench.memory.RssSampler`.
+    Prints the peaks and the growth of the anonymous peak from the first T
+    to the last.
+
+Usage::
+
+    python benchmarks/viterbi.py time --model dense -T 20000 -K 1000
+    python benchmarks/viterbi.py time --model structured --grid 22 -T 20000
+    python benchmarks/viterbi.py memory -K 256 --sweep-T 40000,320000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import xhmm  # noqa: F401  (registers ds.hmm)
+from xhmm.bench.memory import RssSampler
+from xhmm.bench.workload import Problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from structured_step import nonlocal_model, sticky  # noqa: E402
+
+MIB = 2**20
+
+
+def dense_problem(n_time: int, n_bins: int, lazy: bool = False):
+    """(Dataset, transition, initial) of the benchmark harness's dense problem."""
+    problem = Problem(n_time, n_bins)
+    data = problem.lazy() if lazy else problem.in_ram()
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), data)})
+    return ds, problem.transition, problem.initial
+
+
+def structured_problem(n_time: int, n_grid: int):
+    """(Dataset, Blocks, initial) of the NonLocal model with a moving likelihood bump."""
+    transition, labels, mask = nonlocal_model(n_grid, 3, sticky(4, 0.98))
+    axis = np.arange(n_grid) * 2.0
+    xs, ys = (grid.ravel() for grid in np.meshgrid(axis, axis, indexing="ij"))
+    t = np.arange(n_time)
+    radius = np.ptp(axis) / 3
+    cx = axis.mean() + radius * np.cos(2 * np.pi * t / 2_000)
+    cy = axis.mean() + radius * np.sin(2 * np.pi * t / 2_000)
+    bump = -0.5 * ((xs[None] - cx[:, None]) ** 2 + (ys[None] - cy[:, None]) ** 2) / 16
+    rng = np.random.default_rng(0)
+    ll = np.concatenate([np.full((n_time, 2), -5.0), bump, bump - 1.0], axis=1)
+    ll = (ll + rng.standard_normal(ll.shape)).astype(np.float32)
+    ll[:, ~mask] = np.nan
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)},
+                    coords={"state": ("state_bins", labels),
+                            "is_interior": ("state_bins", mask)})
+    return ds, transition, mask / mask.sum()
+
+
+def time_both(args) -> None:
+    """Rounds of smooth and most_likely_sequence on one model, in this process."""
+    if args.model == "dense":
+        ds, transition, initial = dense_problem(args.n_time, args.n_bins)
+    else:
+        ds, transition, initial = structured_problem(args.n_time, args.grid)
+    kw = dict(transition=transition, initial=initial, chunk_size=args.chunk_size,
+              progress=False)
+    calls = {"smooth": ds.hmm.smooth, "viterbi": ds.hmm.most_likely_sequence}
+    for call in calls.values():
+        result = call(**kw)  # compile
+    print(f"{args.model}: T={ds.sizes['time']}, K={ds.sizes['state_bins']} "
+          f"({json.loads(result.attrs['xhmm_transition'])['kind']}), "
+          f"chunk {args.chunk_size}, float64 chunks {result.attrs['xhmm_float64_chunks']}")
+    ratios = []
+    for number in range(args.rounds):
+        seconds = {}
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(**kw)
+            seconds[name] = time.perf_counter() - start
+        ratios.append(seconds["viterbi"] / seconds["smooth"])
+        print(f"round {number + 1}: smooth {seconds['smooth']:.2f} s, "
+              f"most_likely_sequence {seconds['viterbi']:.2f} s, ratio {ratios[-1]:.2f}",
+              flush=True)
+    print(f"median ratio most_likely_sequence / smooth: {statistics.median(ratios):.2f}")
+
+
+def memory_worker(args) -> None:
+    """One T: warm up on two chunks, then measure (run in a fresh process)."""
+    with tempfile.TemporaryDirectory() as folder:
+        small, transition, initial = dense_problem(2 * args.chunk_size, args.n_bins, lazy=True)
+        kw = dict(transition=transition, initial=initial, chunk_size=args.chunk_size,
+                  progress=False)
+        small.hmm.most_likely_sequence(memmap_dir=f"{folder}/warm-up", **kw)
+        ds, _, _ = dense_problem(args.n_time, args.n_bins, lazy=True)
+        start = time.perf_counter()
+        with RssSampler() as sampler:
+            ds.hmm.most_likely_sequence(memmap_dir=f"{folder}/run", **kw)
+        seconds = time.perf_counter() - start
+        disk = sum(path.stat().st_size for path in Path(folder, "run").iterdir())
+    print(json.dumps({"n_time": args.n_time, "seconds": seconds, "memmap_bytes": disk,
+                      **sampler.result}))
+
+
+def memory_sweep(args) -> None:
+    """Each T of the sweep in a fresh process; prints the peaks and their growth."""
+    rows = []
+    for n_time in (int(value) for value in args.sweep_T.split(",")):
+        command = [sys.executable, __file__, "memory-worker", "-T", str(n_time),
+                   "-K", str(args.n_bins), "--chunk-size", str(args.chunk_size)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        row = rows[-1]
+        print(f"T={n_time:>8,}: {row['seconds']:6.2f} s, anon peak "
+              f"{row['peak_anon'] / MIB:7.1f} MiB (start {row['start_anon'] / MIB:7.1f}), "
+              f"file peak {row['peak_file'] / MIB:7.1f} MiB, memmap_dir "
+              f"{row['memmap_bytes'] / MIB:7.1f} MiB", flush=True)
+    growth = rows[-1]["peak_anon"] / rows[0]["peak_anon"] - 1
+    print(f"anonymous peak from T={rows[0]['n_time']:,} to T={rows[-1]['n_time']:,}: "
+          f"{100 * growth:+.1f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    timing = sub.add_parser("time", help="most_likely_sequence vs smooth, same process")
+    timing.add_argument("--model", choices=("dense", "structured"), default="dense")
+    timing.add_argument("-T", "--n-time", type=int, default=20_000)
+    timing.add_argument("-K", "--n-bins", type=int, default=1_000, help="dense model only")
+    timing.add_argument("--grid", type=int, default=22, help="structured model: grid side")
+    timing.add_argument("--chunk-size", type=int, default=5_000)
+    timing.add_argument("--rounds", type=int, default=3)
+    memory = sub.add_parser("memory", help="peak host memory vs T, memmap outputs")
+    memory.add_argument("-K", "--n-bins", type=int, default=256)
+    memory.add_argument("--sweep-T", default="40000,80000,160000,320000")
+    memory.add_argument("--chunk-size", type=int, default=5_000)
+    worker = sub.add_parser("memory-worker")
+    worker.add_argument("-T", "--n-time", type=int, required=True)
+    worker.add_argument("-K", "--n-bins", type=int, required=True)
+    worker.add_argument("--chunk-size", type=int, required=True)
+    args = parser.parse_args()
+    {"time": time_both, "memory": memory_sweep, "memory-worker": memory_worker}[args.command](
+        args)
+
+
+if __name__ == "__main__":
+    main()
