@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -35,7 +31,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import xhmm
-from conftest import make_dataset, random_model
+from conftest import make_dataset, random_model, run_killed_child
+from test_enumeration import tiny_models
 from xhmm.kernels.operators import dense_operator
 from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, plan_transition, to_dense
 
@@ -108,25 +105,6 @@ def assert_log_probability(got, want, n_time, compute):
 
 
 # ---------------------------------------------------------------- enumeration
-
-
-@st.composite
-def tiny_models(draw):
-    K = draw(st.integers(1, 4), label="K")
-    T = draw(st.integers(1, 7), label="T")
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
-    A = rng.random((K, K)) * (rng.random((K, K)) < 0.6)  # exact zeros
-    A[np.arange(K), rng.integers(0, K, K)] += 0.1
-    A /= A.sum(axis=1, keepdims=True)
-    p0 = rng.random(K) * (rng.random(K) < 0.7)
-    p0[rng.integers(K)] += 0.1
-    p0 /= p0.sum()
-    spread = draw(st.sampled_from([1.0, 10.0, 40.0, 120.0]), label="spread")
-    ll = rng.uniform(-spread, 0.0, (T, K))
-    ll[rng.random((T, K)) < 0.2] = -np.inf
-    ll += draw(st.sampled_from([0.0, 1000.0, -1000.0]), label="shift")
-    chunk = draw(st.integers(1, T), label="chunk_size")
-    return ll, A, p0, chunk
 
 
 @settings(max_examples=80, deadline=None, derandomize=True,
@@ -203,49 +181,19 @@ def test_ram_and_memmap_give_the_same_path(sticky_model, tmp_path):
     assert manifest["metadata"]["algorithm"] == "viterbi"
     again = ds.hmm.most_likely_sequence(memmap_dir=tmp_path / "run", resume=True, **kw)
     xr.testing.assert_identical(again.drop_attrs(), ram.drop_attrs())
+    with pytest.raises(xhmm.InputError, match="most_likely_sequence run"):
+        xhmm.open_run(tmp_path / "run")
 
 
 T_KILL, K_KILL, CHUNK_KILL = 240, 9, 16
 
-# The child reads the likelihood through a dask graph and SIGKILLs itself the
-# n-th time it reads block 10 (rows 160-175, which the manifest's fingerprint
-# does not sample): the first read is the forward pass, the second the
-# backtrack's recomputation of that chunk.
-KILLED_CHILD = textwrap.dedent(
-    """
-    import os, signal, sys
-    import dask.array as da
-    import numpy as np
-    sys.path.insert(0, {tests!r})
-    import xhmm
-    from conftest import make_dataset, random_model
-
-    ll, A, p0 = random_model(np.random.default_rng(42), {T}, {K})
-    reads = [0]
-
-    def read(block, block_info=None):
-        if block_info[None]["chunk-location"] == (10, 0):
-            reads[0] += 1
-            if reads[0] == {kill_at}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return block
-
-    src = da.from_array(ll, chunks=({chunk}, 3)).map_blocks(read, dtype=ll.dtype)
-    ds = make_dataset(np.zeros_like(ll))
-    ds["log_likelihood"] = (("time", "state_bins"), src)
-    ds.hmm.most_likely_sequence(transition=A, initial=p0, chunk_size={chunk},
-                                memmap_dir={folder!r}, progress=False)
-    """
-)
-
-
 @pytest.mark.parametrize("kill_at, passes", [(1, "forward"), (2, "backtrack")])
 def test_killed_run_resumes_with_the_identical_path(tmp_path, kill_at, passes):
+    """The first read of block 10 is the forward pass, the second the backtrack's."""
     folder = tmp_path / "run"
-    script = KILLED_CHILD.format(tests=os.path.dirname(__file__), T=T_KILL, K=K_KILL,
-                                 chunk=CHUNK_KILL, kill_at=kill_at, folder=str(folder))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    call = (f"ds.hmm.most_likely_sequence(transition=A, initial=p0, chunk_size={CHUNK_KILL}, "
+            "memmap_dir=folder, progress=False)")
+    proc = run_killed_child(tmp_path, folder, kill_at, call, T_KILL, K_KILL, CHUNK_KILL)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "running"
