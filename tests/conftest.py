@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -127,3 +132,45 @@ class NoCompute(Callback):
 
     def _start(self, dsk):
         raise AssertionError("dask computed before the input was validated")
+
+
+# A child process builds random_model(rng(42), T, K), reads the likelihood
+# through a dask graph of CHUNK-row blocks, runs ``call`` (an accessor call
+# on ``ds``, with ``A``, ``p0`` and ``folder`` in scope) and SIGKILLs itself
+# the ``kill_at``-th time it reads block 10 (rows 10 * CHUNK onwards, which
+# the manifest's fingerprint does not sample when T is 240 and CHUNK 16): a
+# run killed mid-flight.
+_KILLED_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import dask.array as da
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import xhmm
+    from conftest import make_dataset, random_model
+
+    ll, A, p0 = random_model(np.random.default_rng(42), {T}, {K})
+    folder = {folder!r}
+    reads = [0]
+
+    def read(block, block_info=None):
+        if block_info[None]["chunk-location"] == (10, 0):
+            reads[0] += 1
+            if reads[0] == {kill_at}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return block
+
+    src = da.from_array(ll, chunks=({chunk}, 3)).map_blocks(read, dtype=ll.dtype)
+    ds = make_dataset(np.zeros_like(ll))
+    ds["log_likelihood"] = (("time", "state_bins"), src)
+    {call}
+    """
+)
+
+
+def run_killed_child(tmp_path, folder, kill_at: int, call: str, T: int, K: int, chunk: int):
+    """Run ``call`` in a child process that kills itself (see ``_KILLED_CHILD``)."""
+    script = _KILLED_CHILD.format(tests=os.path.dirname(__file__), T=T, K=K, chunk=chunk,
+                                  kill_at=kill_at, folder=str(folder), call=call)
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)

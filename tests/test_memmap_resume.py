@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ import pytest
 import xhmm
 from xhmm.engine.storage import alloc_out
 
-from conftest import make_dataset, random_model
+from conftest import make_dataset, random_model, run_killed_child
 
 T, K, CHUNK = 240, 9, 16
 
@@ -24,42 +20,11 @@ def _model():
     return random_model(np.random.default_rng(42), T, K)
 
 
-# The child process builds the same model, reads the likelihood through a dask
-# graph, and SIGKILLs itself the n-th time it reads block 10 (rows 160-175,
-# which the manifest's fingerprint does not sample): a run killed mid-flight.
-CHILD = textwrap.dedent(
-    """
-    import os, signal, sys
-    import dask.array as da
-    import numpy as np
-    sys.path.insert(0, {tests!r})
-    import xhmm
-    from conftest import make_dataset, random_model
-
-    ll, A, p0 = random_model(np.random.default_rng(42), {T}, {K})
-    reads = [0]
-
-    def read(block, block_info=None):
-        if block_info[None]["chunk-location"] == (10, 0):
-            reads[0] += 1
-            if reads[0] == {kill_at}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return block
-
-    src = da.from_array(ll, chunks=({CHUNK}, 3)).map_blocks(read, dtype=ll.dtype)
-    ds = make_dataset(np.zeros_like(ll))
-    ds["log_likelihood"] = (("time", "state_bins"), src)
-    ds.hmm.smooth(transition=A, initial=p0, chunk_size={CHUNK}, use_memmap=True,
-                  memmap_dir={folder!r}, persist_causal={persist}, progress=False)
-    """
-)
-
-
 def _run_child(tmp_path, folder, kill_at, persist):
-    script = CHILD.format(tests=os.path.dirname(__file__), T=T, K=K, CHUNK=CHUNK,
-                          kill_at=kill_at, folder=str(folder), persist=persist)
-    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    call = ("ds.hmm.smooth(transition=A, initial=p0, chunk_size={chunk}, use_memmap=True, "
+            "memmap_dir=folder, persist_causal={persist}, progress=False)")
+    return run_killed_child(tmp_path, folder, kill_at,
+                            call.format(chunk=CHUNK, persist=persist), T, K, CHUNK)
 
 
 @pytest.mark.parametrize(

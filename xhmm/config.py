@@ -29,9 +29,11 @@ class Config:
     """Settings of one filter/smoother run.
 
     Every field can also be passed as a keyword to ``ds.hmm.smooth``,
-    ``ds.hmm.filter`` and ``ds.hmm.map_estimate``. Values are validated on
-    construction; a bad value raises :class:`xhmm.ConfigError` naming the
-    field.
+    ``ds.hmm.filter``, ``ds.hmm.map_estimate`` and
+    ``ds.hmm.most_likely_sequence`` (which uses the fields that do not
+    concern posteriors, with its own ``compute_dtype`` rule). Values are
+    validated on construction; a bad value raises :class:`xhmm.ConfigError`
+    naming the field.
 
     Parameters
     ----------

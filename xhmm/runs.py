@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .config import Config
+from .errors import InputError
 from .engine.manifest import load_manifest
 from .inputs import ResolvedInputs
 from .lazy import StoredArray
@@ -64,8 +65,15 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         If the folder holds no readable manifest.
     xhmm.IncompleteResultError
         If the run did not finish (killed, failed, or still running).
+    xhmm.InputError
+        If the folder holds a ``most_likely_sequence`` run.
     """
     manifest = load_manifest(memmap_dir)
+    if manifest.data["metadata"].get("algorithm") == "viterbi":
+        raise InputError(
+            f"{str(memmap_dir)!r} holds a most_likely_sequence run (its path is in "
+            "path.dat); open_run reopens smooth and filter runs"
+        )
     manifest.require_complete()
     config = Config(**manifest.data["config"])
     if time_chunks is not None:

@@ -34,7 +34,6 @@ from ..errors import (
     NumericalError,
     NumericalWarning,
     ResumeError,
-    XHMMError,
     caller_stacklevel,
 )
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
@@ -342,12 +341,8 @@ class _Run:
             dtype = self._next_dtype(first)
             out = self._forward_kernel(prev, first == 0, chunk, dtype)
             for index in range(first, reader.n_chunks):
-                next_chunk, pending = None, None
-                if index + 1 < reader.n_chunks:
-                    try:
-                        next_chunk = reader.read(index + 1)  # overlaps device work
-                    except XHMMError as exc:  # raised once this chunk is committed
-                        pending = exc
+                # overlaps device work; an error is raised once this chunk is committed
+                next_chunk, pending = reader.read_ahead(index + 1)
                 filtered, log_norm, prev, flags = jax.block_until_ready(out)
                 log_norm, flags = np.asarray(log_norm), np.asarray(flags)
                 if self._lost_precision(chunk, log_norm, flags, dtype):
@@ -455,13 +450,11 @@ class _Run:
 
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray, dtype: np.dtype) -> None:
         n_rows = chunk.stop - chunk.start
-        values = chunk.shift[:, :n_rows] + log_norm[:, :n_rows].astype(np.float64)
-        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
-        bad = valid & ~np.isfinite(values)
-        if bad.any():
-            b, row = (int(i) for i in np.argwhere(bad)[0])
+        values, valid = chunk.unshifted(log_norm), chunk.valid
+        impossible = self.reader.first_where(chunk, valid & ~np.isfinite(values))
+        if impossible is not None:
             raise LikelihoodError(
-                f"no state bin is possible at {self.reader.where(b, chunk.start + row)}: "
+                f"no state bin is possible at {impossible}: "
                 "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
             )
         for b, n in enumerate(chunk.n_valid):

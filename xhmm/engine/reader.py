@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputWarning, LikelihoodError, caller_stacklevel
+from ..errors import InputWarning, LikelihoodError, XHMMError, caller_stacklevel
 
 __all__ = ["LikelihoodReader", "Chunk"]
 
@@ -61,6 +61,20 @@ class Chunk:
     log_lik: np.ndarray
     shift: np.ndarray
     n_valid: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(B, stop - start) bool: the real rows of each sequence."""
+        return np.arange(self.stop - self.start)[None, :] < self.n_valid[:, None]
+
+    def unshifted(self, relative: np.ndarray) -> np.ndarray:
+        """(B, stop - start) float64: per-row values relative to the shift, plus the shift.
+
+        ``relative`` is a kernel's (B, C) per-row log value (a log
+        normaliser or log scale), computed from the shifted rows.
+        """
+        n_rows = self.stop - self.start
+        return self.shift[:, :n_rows] + relative[:, :n_rows].astype(np.float64)
 
 
 class LikelihoodReader:
@@ -152,6 +166,16 @@ class LikelihoodReader:
             return f"time index {t}"
         return f"sequence {self.sequence_ids[b].item()}, time index {t}"
 
+    def first_where(self, chunk: Chunk, mask: np.ndarray) -> str | None:
+        """Where the first True of a (B, rows) mask over ``chunk`` is, as :meth:`where` says it.
+
+        None when the mask is all False.
+        """
+        if not mask.any():
+            return None
+        b, row = (int(i) for i in np.argwhere(mask)[0])
+        return self.where(b, chunk.start + row)
+
     def restore_lengths(self, lengths, ended, scanned: int) -> None:
         """Take back lengths inferred by an earlier (resumed) run."""
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -209,6 +233,24 @@ class LikelihoodReader:
         full_shift = np.zeros((self.n_seq, self.chunk_size), dtype=np.float64)
         full_shift[:, :n_rows] = shift
         return Chunk(index, start, stop, padded, full_shift, n_valid)
+
+    def read_ahead(self, index: int) -> tuple[Chunk | None, XHMMError | None]:
+        """Read chunk ``index`` while the device works on the chunk before it.
+
+        Returns
+        -------
+        chunk : Chunk or None
+            None past the last chunk or when reading failed.
+        error : XHMMError or None
+            The error reading raised (bad likelihood values), returned so
+            that the caller can finish and commit the chunk before it first.
+        """
+        if index >= self.n_chunks:
+            return None, None
+        try:
+            return self.read(index), None
+        except XHMMError as exc:
+            return None, exc
 
     def _warn_if_probabilities(self, block: np.ndarray, shift: np.ndarray,
                                valid: np.ndarray) -> None:

@@ -52,7 +52,6 @@ from ..errors import (
     LikelihoodError,
     NumericalWarning,
     ResumeError,
-    XHMMError,
     caller_stacklevel,
 )
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
@@ -213,12 +212,8 @@ class _Decoder:
             bar.update(reader.bounds(first)[0])
             chunk, out = self._dispatch_forward(first, reader.read(first))
             for index in range(first, reader.n_chunks):
-                next_chunk, pending = None, None
-                if index + 1 < reader.n_chunks:
-                    try:
-                        next_chunk = reader.read(index + 1)  # overlaps device work
-                    except XHMMError as exc:  # raised once this chunk is committed
-                        pending = exc
+                # overlaps device work; an error is raised once this chunk is committed
+                next_chunk, pending = reader.read_ahead(index + 1)
                 last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
                 if self._lost_precision(chunk, log_scale, flags):
                     self.float64_from = self.clean + 1
@@ -243,20 +238,18 @@ class _Decoder:
         if self._dtype(chunk.index) != _FLOAT32:
             return False
         n_rows = chunk.stop - chunk.start
-        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
-        return bool((flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
+        return bool((flags[:, :n_rows, 1]
+                     | (chunk.valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
 
     def _outputs(self, chunk: Chunk, log_scale: np.ndarray, last: np.ndarray,
                  crcs: dict) -> None:
         """Check one chunk's log scales, keep their sum and the next checkpoint."""
         n_rows = chunk.stop - chunk.start
-        values = chunk.shift[:, :n_rows] + log_scale[:, :n_rows].astype(np.float64)
-        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
-        bad = valid & ~np.isfinite(values)
-        if bad.any():
-            b, row = (int(i) for i in np.argwhere(bad)[0])
+        values, valid = chunk.unshifted(log_scale), chunk.valid
+        impossible = self.reader.first_where(chunk, valid & ~np.isfinite(values))
+        if impossible is not None:
             raise LikelihoodError(
-                f"every path has probability zero at {self.reader.where(b, chunk.start + row)}: "
+                f"every path has probability zero at {impossible}: "
                 "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
             )
         self._warn_near_underflow(chunk, log_scale[:, :n_rows], valid)
@@ -347,11 +340,6 @@ class _Decoder:
                                                           self.reader.n_chunks)),
         )
 
-    def fail(self, exc: BaseException) -> None:
-        """Record in the manifest that the run stopped with ``exc``."""
-        if self.manifest is not None:
-            self.manifest.record_stop(exc)
-
 
 def run_viterbi(
     log_likelihood,
@@ -413,5 +401,6 @@ def run_viterbi(
         decoder.backtrack()
         return decoder.finish()
     except BaseException as exc:
-        decoder.fail(exc)
+        if decoder.manifest is not None:
+            decoder.manifest.record_stop(exc)
         raise
