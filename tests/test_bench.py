@@ -5,7 +5,6 @@ import json
 import math
 import re
 
-import jax
 import numpy as np
 import pytest
 import xarray as xr
@@ -130,7 +129,6 @@ def test_compiled_scans_read_the_matrix_along_rows():
     K, C = 64, 10
     f32 = np.float32
     op = operators.dense_operator(np.full((K, K), 1 / K), f32, 1)
-    assert op.host is None  # small K: the products stay in XLA
     for text in _compiled_scans(op, K, C):
         assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)
         (body,) = _while_bodies(text)
@@ -139,72 +137,3 @@ def test_compiled_scans_read_the_matrix_along_rows():
         dots = re.findall(r"= f32\[(\d+),1\]\{[\d,]+\} dot\([^)]*\), "
                           r"lhs_contracting_dims=\{1\}", body)
         assert dots == [str(K)]
-
-
-requires_cpu = pytest.mark.skipif(jax.default_backend() != "cpu",
-                                  reason="the host BLAS path is for the CPU backend")
-
-
-@requires_cpu
-def test_host_blas_products_match_float64(monkeypatch):
-    """Above the threshold the dense products run in NumPy: same values, any batch."""
-    monkeypatch.setattr(operators, "HOST_BLAS_MIN_BINS", 48)
-    rng = np.random.default_rng(4)
-    K, C = 64, 5
-    _, A, _ = random_model(rng, 1, K)
-    for n_seq in (1, 3):
-        op = operators.dense_operator(A, np.float32, n_seq)
-        assert op.matrix is None and op.matrix_t is None
-        assert op.host_matrix.matrix.dtype == np.float32
-        p = rng.random((n_seq, K)).astype(np.float32)
-        rows = rng.random((n_seq, C, K)).astype(np.float32)
-        predicted, pulled, chunk = jax.jit(
-            lambda op, p, rows: (op.predict(p), op.pullback(p), op.predict_chunk(rows)))(
-            op, p, rows)
-        np.testing.assert_allclose(predicted, p @ A, rtol=1e-6)
-        np.testing.assert_allclose(pulled, p @ A.T, rtol=1e-6)
-        np.testing.assert_allclose(chunk, rows @ A, rtol=1e-6)
-    assert not operators.uses_host_blas(47) and operators.uses_host_blas(48)
-
-
-@requires_cpu
-def test_host_blas_compiled_loop_and_results(monkeypatch, reference):
-    """The loops call NumPy (a callback) and never hold the (K, K) matrix; a run
-    matches the float64 reference and compiles once for any matrix."""
-    monkeypatch.setattr(operators, "HOST_BLAS_MIN_BINS", 48)
-    K, C = 64, 10
-    f32 = np.float32
-    op = operators.dense_operator(np.full((K, K), 1 / K), f32, 1)
-    for text in _compiled_scans(op, K, C):
-        assert f"f32[{K},{K}]" not in text
-        (body,) = _while_bodies(text)
-        assert "xla_ffi_python_cpu_callback" in body
-
-    compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, seconds, **_: compiles.append(event)
-        if event == "/jax/core/compile/backend_compile_duration" else None)
-    rng = np.random.default_rng(5)
-    counts = []
-    for _ in range(2):  # a second matrix reuses the compiled kernels
-        ll, A, p0 = random_model(rng, 90, K)
-        ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)})
-        res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=32, progress=False)
-        filtered, smoothed, mll = reference(ll, A, p0)
-        np.testing.assert_allclose(res.causal_posterior.values, filtered, atol=F32_ATOL)
-        np.testing.assert_allclose(res.acausal_posterior.values, smoothed, atol=F32_ATOL)
-        assert math.isclose(float(res.marginal_log_likelihood), mll, rel_tol=1e-6)
-        counts.append(len(compiles))
-    assert counts[1] == counts[0]
-
-
-@requires_cpu
-def test_host_matrix_lives_as_long_as_its_operator(monkeypatch):
-    monkeypatch.setattr(operators, "HOST_BLAS_MIN_BINS", 48)
-    op = operators.dense_operator(np.eye(48), np.float32, 1)
-    number = int(op.host)
-    np.testing.assert_array_equal(operators.HostMatrix.lookup(number), np.eye(48))
-    del op
-    gc.collect()
-    with pytest.raises(KeyError):
-        operators.HostMatrix.lookup(number)
