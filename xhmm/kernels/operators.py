@@ -23,42 +23,17 @@ stay the same whatever the operator; adding a transition kind touches only
 this layer.
 
 Every operator here is exact: no truncation, products in the compute dtype.
-
-Large dense matrices on the CPU backend
----------------------------------------
-From :data:`HOST_BLAS_MIN_BINS` bins on, when JAX runs on the CPU, a dense
-operator's products go to the host's BLAS (NumPy's ``matmul``) through
-:func:`jax.pure_callback`: XLA's CPU matrix-vector product streams a matrix
-of hundreds of MB slower than OpenBLAS. The matrix then lives once, in host
-memory (:class:`HostMatrix`), and the operator carries only its number, a
-traced scalar: the kernels compile once per shape whatever the matrix, and a
-dropped operator frees its matrix.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import weakref
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "TransitionOperator",
-    "DenseOperator",
-    "HostMatrix",
-    "HOST_BLAS_MIN_BINS",
-    "dense_operator",
-    "uses_host_blas",
-    "step_slice",
-]
-
-#: Dense matrices with at least this many bins run their products in the
-#: host BLAS when JAX's default backend is the CPU.
-HOST_BLAS_MIN_BINS = 4_000
+__all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice"]
 
 
 class TransitionOperator(Protocol):
@@ -79,104 +54,39 @@ def step_slice(xs: Any, start: int, stop: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a[start:stop], xs)
 
 
-class HostMatrix:
-    """A transition matrix in host memory, for products in the host BLAS.
-
-    Compiled code finds it by :attr:`number` in a registry of weak
-    references, so it lives exactly as long as the operators holding it.
-
-    Parameters
-    ----------
-    matrix : (K, K) ndarray
-        In the compute dtype; copied to C order if needed.
-    """
-
-    _registry: weakref.WeakValueDictionary[int, "HostMatrix"] = weakref.WeakValueDictionary()
-    _numbers = itertools.count()
-
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.matrix = np.ascontiguousarray(matrix)
-        self.number = next(self._numbers)
-        self._registry[self.number] = self
-
-    @classmethod
-    def lookup(cls, number: int) -> np.ndarray:
-        """The matrix of the live :class:`HostMatrix` numbered ``number``."""
-        return cls._registry[int(number)].matrix
-
-
-def _host_product(transposed: bool, values: np.ndarray, number: np.ndarray) -> np.ndarray:
-    """``values @ A`` (``values @ A.T`` if ``transposed``) row by row in NumPy's BLAS.
-
-    One row is a vector-matrix product (``gemv``), as in the NumPy loop;
-    more rows are one matrix-matrix product. ``values`` arrives as a JAX
-    array: it is viewed as a NumPy array first, or ``@`` would run in JAX
-    and copy the matrix to the device at every call.
-    """
-    values = np.asarray(values)
-    matrix = HostMatrix.lookup(number)
-    if transposed:
-        matrix = matrix.T
-    if values.shape[0] == 1:
-        return (values[0] @ matrix)[None]
-    return values @ matrix
-
-
-def _on_host(number: jax.Array, transposed: bool, values: jax.Array) -> jax.Array:
-    """A (n, K) product with host matrix ``number``, called from compiled code."""
-    return jax.pure_callback(functools.partial(_host_product, transposed),
-                             jax.ShapeDtypeStruct(values.shape, values.dtype), values, number)
-
-
 @jax.tree_util.register_pytree_node_class
 class DenseOperator:
     """A dense (K, K) row-stochastic matrix, the same at every step.
 
     Parameters
     ----------
-    matrix : (K, K) array or None
-        ``matrix[i, j]`` = P(bin j at t + 1 | bin i at t), on the device;
-        None when the products run in the host BLAS (``host``).
+    matrix : (K, K) array
+        ``matrix[i, j]`` = P(bin j at t + 1 | bin i at t).
     matrix_t : (K, K) array or None
         ``matrix.T`` stored row-major, for a single sequence's filter:
         ``matrix_t @ p`` reads contiguous rows, which on CPU is 1.2x faster
         than ``p @ matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000.
         None when the batch has more than one sequence (``p @ matrix`` is
-        then a matrix-matrix product and needs no transposed copy) or the
-        products run on the host.
-    host : () int32 array or None
-        Number of the :class:`HostMatrix` whose products run in the host
-        BLAS, or None for products in XLA.
-    host_matrix : HostMatrix or None
-        That matrix, held so it lives as long as this operator (not part of
-        the pytree: copies made while tracing do not need it).
+        then a matrix-matrix product and needs no transposed copy).
     """
 
-    def __init__(self, matrix: jax.Array | None, matrix_t: jax.Array | None,
-                 host: jax.Array | None = None,
-                 host_matrix: HostMatrix | None = None) -> None:
+    def __init__(self, matrix: jax.Array, matrix_t: jax.Array | None) -> None:
         self.matrix = matrix
         self.matrix_t = matrix_t
-        self.host = host
-        self.host_matrix = host_matrix
 
     def tree_flatten(self):
-        return (self.matrix, self.matrix_t, self.host), None
+        return (self.matrix, self.matrix_t), None
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         return cls(*children)
 
     def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
-        if self.host is not None:
-            return _on_host(self.host, False, p)
         if self.matrix_t is not None and p.shape[0] == 1:
             return (self.matrix_t @ p[0])[None]
         return p @ self.matrix
 
     def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
-        if self.host is not None:
-            return _on_host(self.host, True, r)
         # Contracts the matrix's second (contiguous) axis with each row: no
         # transposed copy of the matrix inside the scan.
         if r.shape[0] == 1:
@@ -185,23 +95,11 @@ class DenseOperator:
 
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
         n_seq, n_rows, n_bins = rows.shape
-        flat = rows.reshape(n_seq * n_rows, n_bins)
-        if self.host is not None:
-            return _on_host(self.host, False, flat).reshape(rows.shape)
-        return (flat @ self.matrix).reshape(rows.shape)
-
-
-def uses_host_blas(n_bins: int) -> bool:
-    """Whether a dense matrix of ``n_bins`` bins runs its products in the host BLAS.
-
-    True from :data:`HOST_BLAS_MIN_BINS` bins on when JAX's default backend
-    is the CPU.
-    """
-    return n_bins >= HOST_BLAS_MIN_BINS and jax.default_backend() == "cpu"
+        return (rows.reshape(n_seq * n_rows, n_bins) @ self.matrix).reshape(rows.shape)
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:
-    """Put a dense transition where its products run fastest, in their layout.
+    """Put a dense transition on the device in the layout its products want.
 
     Parameters
     ----------
@@ -210,20 +108,12 @@ def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) 
     dtype : dtype
         Compute dtype.
     n_sequences : int
-        Sequences per batch; on the device, one sequence also stores the
-        transposed matrix (transposed on the device, no host temporary of
-        K * K values).
+        Sequences per batch; one sequence also stores the transposed matrix
+        (transposed on the device, no host temporary of K * K values).
 
     Returns
     -------
     DenseOperator
-        With a :class:`HostMatrix` (kept alive by the operator) when
-        :func:`uses_host_blas`, else with the matrix on the device.
     """
-    host = np.asarray(matrix, dtype=dtype)
-    if uses_host_blas(host.shape[0]):
-        kept = HostMatrix(host)
-        return DenseOperator(None, None, host=jnp.asarray(kept.number, dtype=jnp.int32),
-                             host_matrix=kept)
-    device = jax.device_put(host)
+    device = jax.device_put(np.asarray(matrix, dtype=dtype))
     return DenseOperator(device, jnp.transpose(device) if n_sequences == 1 else None)
