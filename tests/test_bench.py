@@ -1,23 +1,21 @@
 """The benchmark harness end to end at tiny sizes (no wall-clock thresholds)."""
 
-import gc
 import json
 import math
 import re
 
 import numpy as np
 import pytest
-import xarray as xr
 
-import xhmm.kernels.operators as operators
-from conftest import random_model
 from tolerances import F32_ATOL
 from xhmm.bench.baselines import numpy_forward_backward
 from xhmm.bench.memory import RssSampler
 from xhmm.bench.report import write_plots
 from xhmm.bench.workload import Problem
 from xhmm.cli import main
+from xhmm.errors import InputError
 from xhmm.kernels.hmm import backward_chunk, forward_chunk
+from xhmm.kernels.operators import dense_operator
 
 
 def test_bench_end_to_end(tmp_path, capsys):
@@ -55,6 +53,69 @@ def test_bench_end_to_end(tmp_path, capsys):
     assert doc["plots"] == []  # one size: nothing to plot
 
 
+def test_bench_structured_models(tmp_path, capsys):
+    """Blocks against the same model through the dense path and the NumPy loop;
+    the time-varying model against the static one."""
+    status = main([
+        "bench", "--model", "nonlocal-2d,nonlocal-2d-tv", "-T", "150", "-K", "60",
+        "--chunk-size", "64", "--repeats", "1", "--baselines", "numpy,xhmm-dense",
+        "--no-save", "--out", str(tmp_path), "--name", "structured",
+    ])
+    assert status == 0
+    table = capsys.readouterr().out
+    for column in ("model", "x dense", "max |d| dense", "x static"):
+        assert column in table
+    doc = json.loads((tmp_path / "structured.json").read_text())
+    rows = {(r["model"], r["impl"]): r for r in doc["summary"]}
+    assert set(rows) == {("nonlocal-2d", "xhmm"), ("nonlocal-2d", "numpy"),
+                         ("nonlocal-2d", "xhmm-dense"), ("nonlocal-2d-tv", "xhmm")}
+    assert all(r["status"] == "ok" and r["compiles_timed"] == 0 for r in rows.values())
+    ours = rows["nonlocal-2d", "xhmm"]
+    assert ours["ratio_to_dense"] > 0 and ours["ratio_to_numpy"] > 0
+    # the same model: posteriors within float32 rounding, equal likelihoods
+    assert ours["max_abs_diff_vs_dense"] <= F32_ATOL
+    for impl in ("numpy", "xhmm-dense"):
+        assert math.isclose(ours["marginal_log_likelihood"],
+                            rows["nonlocal-2d", impl]["marginal_log_likelihood"], rel_tol=1e-5)
+    varying = rows["nonlocal-2d-tv", "xhmm"]
+    assert varying["ratio_to_static"] > 0 and varying["ratio_to_numpy"] is None
+
+
+@pytest.mark.parametrize(
+    "model, n_bins, n_state_bins, n_states",
+    [("dense", 40, 40, 0), ("nonlocal-2d", 10_650, 10_660, 4), ("nonlocal-2d", 60, 74, 4),
+     ("contfrag-1d", 1_000, 1_000, 2), ("decoder-1d", 300, 300, 1),
+     ("contfrag-1d-tv", 40, 40, 2)],
+)
+def test_workload_layouts(model, n_bins, n_state_bins, n_states):
+    problem = Problem(30, n_bins, model=model)
+    assert problem.n_state_bins == n_state_bins
+    assert int(problem.interior.sum()) == n_bins
+    assert len(set(problem.labels)) == n_states if n_states else problem.labels is None
+    assert problem.initial.sum() == pytest.approx(1.0)
+    assert not problem.initial[~problem.interior].any()
+
+
+@pytest.mark.parametrize("model", ["nonlocal-2d", "contfrag-1d", "decoder-1d"])
+def test_workload_dense_equivalent(model):
+    problem = Problem(10, 60, model=model)
+    dense = problem.dense_transition()
+    mask = problem.interior
+    np.testing.assert_allclose(dense[mask].sum(axis=1), 1.0, rtol=1e-12)
+    assert not dense[:, ~mask].any()
+    ll, A, p0 = problem.interior_inputs(problem.in_ram())
+    assert ll.shape == (10, 60) and A.shape == (60, 60) and np.isfinite(ll).all()
+
+
+def test_workload_size_and_time_varying_errors():
+    with pytest.raises(InputError, match="even number of interior bins K >= 4"):
+        Problem(10, 61, model="nonlocal-2d")
+    with pytest.raises(InputError, match="unknown benchmark model 'grid'"):
+        Problem(10, 60, model="grid")
+    with pytest.raises(InputError, match="no single dense matrix"):
+        Problem(10, 60, model="nonlocal-2d-tv").dense_transition()
+
+
 def test_plots_of_sweeps(tmp_path):
     base = {"status": "ok", "chunk_size": 64, "compile_s": 0.1,
             "memory": {"peak_anon": 2**20, "peak_file": 2**20}}
@@ -81,11 +142,13 @@ def test_numpy_baseline_matches_reference(reference):
     assert math.isclose(mll, ref_mll, rel_tol=1e-12)
 
 
-def test_workload_does_not_depend_on_how_it_is_held(tmp_path):
-    problem = Problem(12_345, 5, seed=1)
+@pytest.mark.parametrize("model, n_bins", [("dense", 5), ("nonlocal-2d", 18)])
+def test_workload_does_not_depend_on_how_it_is_held(tmp_path, model, n_bins):
+    problem = Problem(12_345, n_bins, seed=1, model=model)
     ram = problem.in_ram()
     np.testing.assert_array_equal(np.asarray(problem.lazy()), ram)
     np.testing.assert_array_equal(problem.log_likelihood("memmap", tmp_path), ram)
+    assert np.isnan(ram[:, ~problem.interior]).all()
 
 
 def test_rss_sampler_sees_an_allocation():
@@ -110,17 +173,6 @@ def _while_bodies(hlo: str) -> list[str]:
         return "\n".join([text, *(with_callees(c) for c in called if c in by_name)])
 
     return [with_callees(b) for b in re.findall(r"body=%([\w.\-]+)", hlo)]
-
-
-def _compiled_scans(op, K: int, C: int) -> list[str]:
-    """Compiled HLO text of the forward and backward kernels of one sequence."""
-    f32 = np.float32
-    p = np.full((1, K), 1 / K, f32)
-    n_valid = np.array([C], np.int32)
-    fwd = forward_chunk.lower(p, True, np.zeros((1, C, K), f32), n_valid, op, None, p)
-    bwd = backward_chunk.lower(p, np.array([True]), np.full((1, C, K), 1 / K, f32), n_valid,
-                               op, None)
-    return [stage.compile().as_text() for stage in (fwd, bwd)]
 
 
 def test_compiled_scans_read_the_matrix_along_rows():

@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group = parser.add_argument_group("measurement")
     run_group.add_argument("--repeats", type=_positive_int, default=3,
                            help="timed runs per configuration after one warm-up")
+    run_group.add_argument("--stat", choices=("median", "min"), default="median",
+                           help="a configuration's time in one round: the median of its "
+                                "timed runs, or the fastest (least disturbed by other "
+                                "processes)")
     run_group.add_argument("--rounds", type=_positive_int, default=1,
                            help="repeat the whole set of configurations, interleaved; "
                                 "ratios are medians over rounds")
@@ -154,7 +158,8 @@ def _specs(args: argparse.Namespace, workdir: Path) -> list[RunSpec]:
                     use_memmap=args.memmap, lazy=args.lazy,
                     persist_causal=args.persist_causal,
                     input_kind=args.input if impl in ("xhmm", DENSE_IMPL) else "ram",
-                    repeats=args.repeats, save=args.save and impl == "xhmm",
+                    repeats=args.repeats, statistic=args.stat,
+                    save=args.save and impl == "xhmm",
                     seed=args.seed, model=model,
                     keep_posteriors=compare and impl in ("xhmm", DENSE_IMPL),
                     workdir=str(workdir / f"{model}-{impl}-{n_time}-{n_bins}"),

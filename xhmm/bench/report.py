@@ -64,8 +64,10 @@ def summarize(records: list[dict[str, Any]],
     ``ratio_to_dense`` against the same model through xhmm's dense path
     (:data:`~xhmm.bench.worker.DENSE_IMPL`), and, for xhmm on a
     time-varying model (``*-tv``), ``ratio_to_static`` against xhmm on the
-    same model with a static discrete transition. ``memory`` combines the
-    rounds with :func:`~xhmm.bench.memory.combine_runs`; ``input_mb_s``
+    same model with a static discrete transition (each round's ratio in
+    ``ratios_to_numpy``, ``ratios_to_dense``, ``ratios_to_static``).
+    ``memory`` combines the rounds with
+    :func:`~xhmm.bench.memory.combine_runs`; ``input_mb_s``
     and ``output_mb_s`` are the log-likelihood bytes and the memmap bytes
     over the wall time; ``max_abs_diff_vs_dense`` comes from
     :func:`posterior_differences`.
@@ -105,7 +107,6 @@ def summarize(records: list[dict[str, Any]],
         last = ok[-1]
         row.update(
             status="ok", wall_s=wall, per_step_us=wall / n_time * 1e6,
-            ratios_to_numpy=ratios["numpy"],
             compile_s=statistics.median(r["compile_s"] for r in ok),
             compiles_warmup=last["compiles_warmup"],
             compiles_timed=max(r["compiles_timed"] for r in ok),
@@ -116,6 +117,7 @@ def summarize(records: list[dict[str, Any]],
         )
         for name, values in ratios.items():
             row[f"ratio_to_{name}"] = statistics.median(values) if values else None
+            row[f"ratios_to_{name}"] = values
         if "input_bytes" in last:
             row["input_mb_s"] = last["input_bytes"] / wall / 1e6
         if "memmap_bytes" in last:
