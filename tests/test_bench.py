@@ -180,8 +180,15 @@ def test_compiled_scans_read_the_matrix_along_rows():
     transposed copy of it in (or before) either loop."""
     K, C = 64, 10
     f32 = np.float32
-    op = operators.dense_operator(np.full((K, K), 1 / K), f32, 1)
-    for text in _compiled_scans(op, K, C):
+    op = dense_operator(np.full((K, K), 1 / K), f32, 1)
+    p = np.full((1, K), 1 / K, f32)
+    n_valid = np.array([C], np.int32)
+    fwd = forward_chunk.lower(p, True, np.zeros((1, C, K), f32), n_valid, op, None,
+                              p).compile()
+    bwd = backward_chunk.lower(p, np.array([True]), np.full((1, C, K), 1 / K, f32), n_valid,
+                               op, None).compile()
+    for compiled in (fwd, bwd):
+        text = compiled.as_text()
         assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)
         (body,) = _while_bodies(text)
         # (K, K) @ (K, 1): the matrix is the left operand, contracted on its
