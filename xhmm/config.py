@@ -199,6 +199,15 @@ class Config:
         object.__setattr__(self, name, normalised)
 
     @property
+    def attempt_dtype(self) -> str:
+        """The dtype every chunk is first computed in.
+
+        ``"float64"`` for ``compute_dtype="float64"``, else ``"float32"``
+        (``"auto"`` recomputes in float64 the chunks that need it).
+        """
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
+    @property
     def storage_dtype(self) -> str:
         """The dtype the posteriors are stored in (after ``quantize_posteriors``)."""
         return "uint16" if self.quantize_posteriors else self.posterior_dtype

@@ -86,7 +86,7 @@ def _sequences(ds: xr.Dataset, transition, initial, cfg: Config) -> xr.Dataset:
     shared = inputs.shared
     n_seq, n_time = inputs.n_sequences, inputs.n_time
     batch_size = choose_batch_size(n_seq, len(shared.columns), cfg.chunk_size,
-                                   cfg.compute_dtype, default_memory_budget())
+                                   cfg.attempt_dtype, default_memory_budget())
     folder = None
     if cfg.use_memmap:
         folder = prepare_memmap_dir(cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),

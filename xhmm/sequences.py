@@ -484,7 +484,7 @@ def smooth_sequences(
                 default_memory_budget() if client is None
                 else min(client.run(default_memory_budget).values())
             )
-        batch_size = choose_batch_size(n_seq, n_bins, cfg.chunk_size, cfg.compute_dtype,
+        batch_size = choose_batch_size(n_seq, n_bins, cfg.chunk_size, cfg.attempt_dtype,
                                        memory_budget)
         if client is not None:
             slots = max(1, sum(client.nthreads().values()))

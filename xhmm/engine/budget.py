@@ -40,6 +40,7 @@ def choose_batch_size(
     chunk_size : int
         Rows per chunk ``C``.
     compute_dtype : dtype
+        The dtype chunks are computed in (``Config.attempt_dtype``).
     memory_budget : int
         Bytes the batch may use: ``itemsize * (2 K^2 + 6 B C K)`` must fit.
 
@@ -47,8 +48,7 @@ def choose_batch_size(
     -------
     int
     """
-    # "auto" runs float32 and falls back to float64 chunk by chunk
-    item = np.dtype("float32" if compute_dtype == "auto" else compute_dtype).itemsize
+    item = np.dtype(compute_dtype).itemsize
     free = memory_budget - 2 * n_bins * n_bins * item
     per_sequence = _BLOCKS_PER_BATCH * chunk_size * n_bins * item
     return int(max(1, min(n_sequences, free // per_sequence)))

@@ -102,6 +102,9 @@ UNDERFLOW_LOG = -700.0
 #: Largest difference of a float32 filtered entry from its float64
 #: recomputation that explicit ``compute_dtype="float32"`` accepts.
 FLOAT32_TOLERANCE = 1e-5
+#: Chunk-boundary carries (checkpoints) are kept in float64: exact whatever
+#: dtype a chunk ran in.
+CARRY_DTYPE = np.float64
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -148,9 +151,7 @@ class _Run:
         self.config = config
         self.smooth = smooth
         self.mode = config.compute_dtype
-        self.base = np.dtype("float64" if self.mode == "float64" else "float32")
-        # Carries are kept exactly whatever dtype a chunk ran in.
-        self.carry_dtype = np.dtype("float64")
+        self.base = np.dtype(config.attempt_dtype)
         B, K = reader.n_seq, reader.n_bins
         self.transition = transition
         self.initial_values = initial
@@ -189,8 +190,8 @@ class _Run:
             metadata = {**(metadata or {}), "transition": transition.describe()}
             self.manifest = Manifest.new(self.memmap_dir, config, inputs,
                                          self.buffers(), n_chunks, metadata,
-                                         reader=reader.inferred_state())
-            self.manifest.update(**self._chunk_state())
+                                         reader=reader.inferred_state(),
+                                         state=self._chunk_state())
         # The causal buffer holds float32 chunks' filtered rows exactly when
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
@@ -223,9 +224,9 @@ class _Run:
         n_chunks = self.reader.n_chunks
         # Filtered distribution before each chunk (the forward carry) and the
         # smoothed distribution of each chunk's first row (the backward carry).
-        self.checkpoints = alloc((n_chunks, B, K), self.carry_dtype, "checkpoints")
+        self.checkpoints = alloc((n_chunks, B, K), CARRY_DTYPE, "checkpoints")
         self.smooth_checkpoints = (
-            alloc((n_chunks, B, K), self.carry_dtype, "smooth_checkpoints")
+            alloc((n_chunks, B, K), CARRY_DTYPE, "smooth_checkpoints")
             if self.smooth else None
         )
         self.summaries: dict[str, np.ndarray] = {}
@@ -330,7 +331,7 @@ class _Run:
         if first >= reader.n_chunks:
             return
         if first == 0:
-            prev = np.zeros((reader.n_seq, reader.n_bins), self.carry_dtype)
+            prev = np.zeros((reader.n_seq, reader.n_bins), CARRY_DTYPE)
             self.checkpoints[0] = prev
         else:
             prev = self._verified_checkpoint(self.checkpoints, first, "forward")
@@ -481,7 +482,7 @@ class _Run:
         if top < 0:
             return
         if done == 0:
-            carry = np.zeros((reader.n_seq, reader.n_bins), self.carry_dtype)
+            carry = np.zeros((reader.n_seq, reader.n_bins), CARRY_DTYPE)
         else:
             carry = self._verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
         crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
@@ -598,8 +599,7 @@ class _Run:
             marginal[b] = math.fsum(self.log_norm[b, :n])
         if self.manifest is not None:
             self.log_norm.flush()
-            self.manifest.update(status="complete", error=None,
-                                 reader=self.reader.inferred_state())
+            self.manifest.record_complete(self.reader.inferred_state())
         return EngineResult(
             lengths=lengths,
             causal=self.causal,
@@ -676,10 +676,9 @@ def run_engine(
     -------
     EngineResult
     """
-    base = "float64" if config.compute_dtype == "float64" else "float32"
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size, base, lengths,
-                              sequence_ids, scheduler)
-    with precision(base):
+    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
+                              config.attempt_dtype, lengths, sequence_ids, scheduler)
+    with precision(config.attempt_dtype):
         run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
                    state_onehot, store_acausal, metadata)
         try:

@@ -134,12 +134,15 @@ class Manifest:
     def new(cls, folder: Path, config: Config, inputs: dict[str, Any],
             outputs: dict[str, np.ndarray], n_chunks: int,
             metadata: dict[str, Any] | None = None,
-            reader: dict[str, Any] | None = None) -> "Manifest":
+            reader: dict[str, Any] | None = None,
+            state: dict[str, Any] | None = None) -> "Manifest":
         """Start the manifest of a fresh run (status ``running``).
 
         ``metadata`` is stored as given (JSON-serialisable), for the layer
         above to reopen the run (e.g. bin layout and state labels);
-        ``reader`` is the likelihood reader's inferred lengths so far.
+        ``reader`` is the likelihood reader's inferred lengths so far;
+        ``state`` holds the run's own progress fields (written with the rest,
+        in the one first write).
         """
         manifest = cls(folder, {
             "format_version": FORMAT_VERSION,
@@ -160,6 +163,7 @@ class Manifest:
                        "dtype": str(buf.dtype)}
                 for name, buf in outputs.items()
             },
+            **(state or {}),
         })
         manifest.write()
         return manifest
@@ -208,6 +212,10 @@ class Manifest:
                 f"cannot write the run manifest {str(self.path)!r} "
                 f"({len(text):,} bytes): {exc.strerror or exc}"
             ) from exc
+
+    def record_complete(self, reader: dict[str, Any]) -> None:
+        """Record that the run finished (``reader``: its final inferred lengths)."""
+        self.update(status="complete", error=None, reader=reader)
 
     def record_stop(self, exc: BaseException) -> None:
         """Record that the run stopped with ``exc`` (``interrupted`` or ``failed``).

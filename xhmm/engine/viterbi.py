@@ -143,8 +143,8 @@ class _Decoder:
             metadata = {**(metadata or {}), "algorithm": "viterbi",
                         "transition": transition.describe()}
             self.manifest = Manifest.new(self.memmap_dir, config, inputs, buffers, n_chunks,
-                                         metadata, reader=reader.inferred_state())
-            self.manifest.update(**self._precision_state(), entry=None)
+                                         metadata, reader=reader.inferred_state(),
+                                         state={**self._precision_state(), "entry": None})
 
     # -- helpers -----------------------------------------------------------
     def _precision_state(self) -> dict:
@@ -328,8 +328,7 @@ class _Decoder:
             log_probability[b] = math.fsum(self.log_scale[:last_chunk[b] + 1, b])
         if self.manifest is not None:
             self.path.flush()
-            self.manifest.update(status="complete", error=None,
-                                 reader=self.reader.inferred_state())
+            self.manifest.record_complete(self.reader.inferred_state())
         return ViterbiResult(
             lengths=lengths,
             path=self.path,
@@ -392,9 +391,8 @@ def run_viterbi(
     ResumeError, StorageError
         As for the smoother's memmap runs.
     """
-    base = "float64" if config.compute_dtype == "float64" else "float32"
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size, base, lengths,
-                              sequence_ids, scheduler)
+    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
+                              config.attempt_dtype, lengths, sequence_ids, scheduler)
     decoder = _Decoder(reader, as_engine_transition(transition), initial, config, metadata)
     try:
         decoder.forward()
