@@ -18,12 +18,16 @@ import xhmm  # noqa: F401  (registers ds.hmm)
 def reference_forward_backward(log_lik, transition, initial):
     """Float64 NumPy forward-backward, the golden reference.
 
+    ``transition`` is one (K, K) matrix, or a sequence of T - 1 of them
+    (time-varying: ``transition[t]`` moves step t to step t + 1).
     Returns filtered (T, K), smoothed (T, K) and the marginal log-likelihood.
     Bins where prediction and likelihood are both impossible get 0.
     """
     log_lik = np.asarray(log_lik, dtype=np.float64)
-    A = np.asarray(transition, dtype=np.float64)
     T, K = log_lik.shape
+    matrices = np.asarray(transition, dtype=np.float64)
+    if matrices.ndim == 2:
+        matrices = np.broadcast_to(matrices, (max(T - 1, 1), K, K))
     filtered = np.zeros((T, K))
     total = 0.0
     predicted = np.asarray(initial, dtype=np.float64)
@@ -34,13 +38,14 @@ def reference_forward_backward(log_lik, transition, initial):
         w = np.exp(log_w - peak)
         filtered[t] = w / w.sum()
         total += peak + np.log(w.sum())
-        predicted = filtered[t] @ A
+        if t + 1 < T:
+            predicted = filtered[t] @ matrices[t]
     smoothed = np.zeros((T, K))
     smoothed[-1] = filtered[-1]
     for t in range(T - 2, -1, -1):
-        pred = filtered[t] @ A
+        pred = filtered[t] @ matrices[t]
         ratio = np.divide(smoothed[t + 1], pred, out=np.zeros(K), where=pred > 0)
-        s = filtered[t] * (A @ ratio)
+        s = filtered[t] * (matrices[t] @ ratio)
         smoothed[t] = s / s.sum()
     return filtered, smoothed, total
 

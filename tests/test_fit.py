@@ -45,23 +45,10 @@ def _reference_counts(ds, transition, p0, labels, time_varying):
     """Counts, predictive state probabilities and first-step posterior, float64."""
     ll = ds.log_likelihood.values
     n_time = ll.shape[0]
-    mats = [to_dense(transition, ds, time_index=t if time_varying else None)
-            for t in range(n_time - 1)]
-    filt = np.zeros_like(ll)
-    pred = p0
-    preds = [p0]
-    for t in range(n_time):
-        w = pred * np.exp(ll[t] - ll[t].max())
-        filt[t] = w / w.sum()
-        if t + 1 < n_time:
-            pred = filt[t] @ mats[t]
-            preds.append(pred)
-    smooth = filt.copy()
-    for t in range(n_time - 2, -1, -1):
-        ratio = np.divide(smooth[t + 1], preds[t + 1], out=np.zeros_like(p0),
-                          where=preds[t + 1] > 0)
-        s = filt[t] * (mats[t] @ ratio)
-        smooth[t] = s / s.sum()
+    mats = ([to_dense(transition, ds, time_index=t) for t in range(n_time - 1)]
+            if time_varying else [to_dense(transition, ds)] * (n_time - 1))
+    filt, smooth, _ = reference_forward_backward(ll, mats, p0)
+    preds = [p0] + [filt[t] @ mats[t] for t in range(n_time - 1)]
     onehot = (labels[:, None] == np.array(LABELS)[None, :]).astype(float)
     counts = np.zeros((3, 3))
     for t in range(n_time - 1):

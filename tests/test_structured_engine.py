@@ -79,28 +79,9 @@ def _reference(ds, mask, p0, transition):
     """Float64 filter and smoother over the dense matrix (per step if time-varying)."""
     ll = ds.log_likelihood.values[:, mask]
     varying = np.ndim(getattr(transition.discrete, "values", transition.discrete)) == 3
-    if not varying:
-        return reference_forward_backward(ll, to_dense(transition, ds)[np.ix_(mask, mask)],
-                                          p0[mask])
-    mats = [to_dense(transition, ds, time_index=t)[np.ix_(mask, mask)] for t in range(T - 1)]
-    filt = np.zeros_like(ll)
-    pred, mll = p0[mask], 0.0
-    for t in range(T):
-        with np.errstate(divide="ignore"):
-            w = np.log(pred) + ll[t]
-        peak = w.max()
-        e = np.exp(w - peak)
-        filt[t] = e / e.sum()
-        mll += peak + np.log(e.sum())
-        if t + 1 < T:
-            pred = filt[t] @ mats[t]
-    smooth = filt.copy()
-    for t in range(T - 2, -1, -1):
-        pred = filt[t] @ mats[t]
-        ratio = np.divide(smooth[t + 1], pred, out=np.zeros_like(pred), where=pred > 0)
-        s = filt[t] * (mats[t] @ ratio)
-        smooth[t] = s / s.sum()
-    return filt, smooth, mll
+    steps = range(T - 1) if varying else [None]
+    matrices = [to_dense(transition, ds, time_index=t)[np.ix_(mask, mask)] for t in steps]
+    return reference_forward_backward(ll, matrices if varying else matrices[0], p0[mask])
 
 
 def _check(res, ref, mask, names=("causal_posterior", "acausal_posterior")):
