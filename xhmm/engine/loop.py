@@ -18,42 +18,32 @@ last completed chunk with bit-identical results.
 from __future__ import annotations
 
 import math
-import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import (
-    ConfigError,
-    LikelihoodError,
-    NumericalError,
-    NumericalWarning,
-    ResumeError,
-    caller_stacklevel,
-)
+from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
-from .manifest import Manifest, crc, fingerprint, open_run_folder
-from .progress import progress_bar, progress_enabled
+from .manifest import Manifest, crc, fingerprint
+from .progress import progress_bar
 from .reader import Chunk, LikelihoodReader
+from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import as_engine_transition
 
 __all__ = ["EngineResult", "run_engine", "precision"]
 
 
-@dataclass
-class EngineResult:
-    """What one engine run produced (interior bins only).
+@dataclass(kw_only=True)
+class EngineResult(RunResult):
+    """What one engine run produced (interior bins only), besides
+    :class:`~xhmm.engine.runstate.RunResult`'s fields.
 
     Attributes
     ----------
-    lengths : (B,) int64 ndarray
-        Real rows of each sequence (given or inferred).
     causal : (B, T, K) ndarray or None
         Filtered posteriors in the storage dtype; rows past a sequence's
         length are unwritten. None when not persisted.
@@ -67,13 +57,6 @@ class EngineResult:
         Any of ``causal_state_probabilities``, ``acausal_state_probabilities``
         (B, T, S), ``map_index`` (B, T) index into the interior bins,
         ``entropy`` (B, T).
-    memmap_dir : Path or None
-        Folder of the memmap files.
-    transition : dict
-        How the transition ran (its ``describe()``).
-    float64_chunks : int
-        Chunks that ran in float64 (all with ``compute_dtype="float64"``;
-        those recomputed with ``"auto"``).
     transition_counts : (B, S, S) float64 ndarray or None
         Expected state-to-state transitions of each sequence
         (``emit_transition_counts``).
@@ -82,23 +65,15 @@ class EngineResult:
         (``emit_transition_counts``), for re-estimating ``initial``.
     """
 
-    lengths: np.ndarray
     causal: np.ndarray | None
     acausal: np.ndarray | None
     log_normalizers: np.ndarray
     marginal_log_likelihood: np.ndarray
     summaries: dict[str, np.ndarray] = field(default_factory=dict)
-    memmap_dir: Path | None = None
-    transition: dict[str, Any] = field(default_factory=dict)
-    float64_chunks: int = 0
     transition_counts: np.ndarray | None = None
     initial_posterior: np.ndarray | None = None
 
 
-#: A float64 log normaliser (relative to the row maximum) below this means
-#: the prediction was near float64's smallest normal number where the
-#: likelihood is high, so some bins may have underflowed to zero.
-UNDERFLOW_LOG = -700.0
 #: Largest difference of a float32 filtered entry from its float64
 #: recomputation that explicit ``compute_dtype="float32"`` accepts.
 FLOAT32_TOLERANCE = 1e-5
@@ -134,7 +109,7 @@ class _Device:
             self.onehot = jax.device_put(np.asarray(run.onehot_values, dtype=dtype))
 
 
-class _Run:
+class _Run(RunState):
     """State of one engine run: buffers, device constants, manifest.
 
     With ``compute_dtype="auto"`` each chunk runs in float32 unless the
@@ -147,14 +122,11 @@ class _Run:
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
                  smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
-        self.reader = reader
-        self.config = config
+        super().__init__(reader, transition, initial, config)
         self.smooth = smooth
         self.mode = config.compute_dtype
         self.base = np.dtype(config.attempt_dtype)
-        B, K = reader.n_seq, reader.n_bins
-        self.transition = transition
-        self.initial_values = initial
+        K = reader.n_bins
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.want_counts = config.emit_transition_counts
         if self.want_counts and (state_onehot is None or not smooth):
@@ -164,10 +136,6 @@ class _Run:
             )
         self.onehot_values = np.zeros((K, 0)) if state_onehot is None else state_onehot
         self._devices: dict[str, _Device] = {}
-        self.progress = progress_enabled(config.progress)
-        self.warned = False
-        self.memmap_dir: Path | None = None
-        self.manifest: Manifest | None = None
         n_chunks = reader.n_chunks
         self.chunk_f64 = np.full(n_chunks, self.mode == "float64")
         self.chunk_tiny = np.zeros(n_chunks, dtype=bool)
@@ -177,13 +145,10 @@ class _Run:
                                  reader.columns, state_onehot, smooth=smooth,
                                  store_acausal=store_acausal,
                                  lengths=None if reader.infer else reader.lengths)
-            self.memmap_dir, self.manifest = open_run_folder(config, inputs)
+            mode = self.open_folder(inputs)
             if self.manifest is not None:
-                if reader.infer:
-                    reader.restore_lengths(**self.manifest.data["reader"])
                 self.chunk_f64[:] = self.manifest.data["chunk_float64"]
                 self.chunk_tiny[:] = self.manifest.data["chunk_tiny"]
-                mode = "r+"
         self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
                        store_acausal)
         if config.use_memmap and not config.resume:
@@ -262,21 +227,6 @@ class _Run:
         }
         return {name: buf for name, buf in named.items() if buf is not None}
 
-    def _done(self, key: str) -> int:
-        return 0 if self.manifest is None else int(self.manifest.data[key])
-
-    def _verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
-        row = np.array(buffer[index])
-        if self.manifest is None:
-            return row
-        stored = self.manifest.data[f"{kind}_checkpoint_crc"].get(str(index))
-        if stored is not None and stored != crc(row):
-            raise ResumeError(
-                f"{kind} checkpoint {index} in {str(self.memmap_dir)!r} is corrupt "
-                "(CRC mismatch); start the run again with overwrite=True"
-            )
-        return row
-
     def _row_buffers(self, kind: str) -> list:
         rows = [self.causal if kind == "causal" else self.acausal]
         if kind == "causal":
@@ -327,16 +277,10 @@ class _Run:
     # -- forward -----------------------------------------------------------
     def forward(self) -> None:
         reader = self.reader
-        first = self._done("forward_done")
-        if first >= reader.n_chunks:
+        first, crcs, prev = self.start_forward(self.checkpoints)
+        if prev is None:
             return
-        if first == 0:
-            prev = np.zeros((reader.n_seq, reader.n_bins), CARRY_DTYPE)
-            self.checkpoints[0] = prev
-        else:
-            prev = self._verified_checkpoint(self.checkpoints, first, "forward")
-        crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
-        with progress_bar(self.progress, reader.n_rows, self._desc("forward")) as bar:
+        with progress_bar(self.progress, reader.n_rows, self.desc("forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
             dtype = self._next_dtype(first)
@@ -424,7 +368,7 @@ class _Run:
         Returns the carry after ``stop`` and the filtered rows of ``stop``.
         """
         f64 = np.dtype("float64")
-        prev = self._verified_checkpoint(self.checkpoints, start, "forward")
+        prev = self.verified_checkpoint(self.checkpoints, start, "forward")
         for index in range(start, stop + 1):
             chunk = self.reader.read(index, f64)
             filtered, log_norm, prev, flags = jax.block_until_ready(
@@ -445,47 +389,31 @@ class _Run:
         if chunk.index + 1 < self.reader.n_chunks:
             self._checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
 
-    def _desc(self, kind: str) -> str:
-        n = self.reader.n_seq
-        return f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None else "")
-
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray, dtype: np.dtype) -> None:
-        n_rows = chunk.stop - chunk.start
-        values, valid = chunk.unshifted(log_norm), chunk.valid
-        impossible = self.reader.first_where(chunk, valid & ~np.isfinite(values))
-        if impossible is not None:
-            raise LikelihoodError(
-                f"no state bin is possible at {impossible}: "
-                "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
-            )
+        values = self.checked_log_scales(
+            chunk, log_norm, dtype,
+            impossible="no state bin is possible at {where}: the likelihood is zero (-inf) "
+                       "wherever the model's prediction is non-zero",
+            near_underflow="at {where} the model gave the observed likelihood a prediction "
+                           "of about exp({log:.0f}), near the float64 underflow limit: "
+                           "posteriors may have lost precision",
+        )
         for b, n in enumerate(chunk.n_valid):
             self.log_norm[b, chunk.start:chunk.start + n] = values[b, :n]
-        surprise = valid & (log_norm[:, :n_rows] < UNDERFLOW_LOG)
-        if dtype == np.float64 and surprise.any() and not self.warned:
-            self.warned = True
-            b, row = (int(i) for i in np.argwhere(surprise)[0])
-            warnings.warn(
-                f"at {self.reader.where(b, chunk.start + row)} the model gave the "
-                "observed likelihood a prediction of about "
-                f"exp({float(log_norm[b, row]):.0f}), near the float64 underflow "
-                "limit: posteriors may have lost precision",
-                NumericalWarning, stacklevel=caller_stacklevel(),
-            )
 
     # -- backward ----------------------------------------------------------
     def backward(self) -> None:
         reader = self.reader
         last_chunk = reader.last_chunk()
         n_chunks = int(last_chunk.max()) + 1
-        done = self._done("backward_done")
+        done, crcs = self.resume_point("backward")
         top = n_chunks - 1 - done
         if top < 0:
             return
         if done == 0:
             carry = np.zeros((reader.n_seq, reader.n_bins), CARRY_DTYPE)
         else:
-            carry = self._verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
-        crcs = {} if self.manifest is None else self.manifest.data["backward_checkpoint_crc"]
+            carry = self.verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
 
         def dispatch(carry, index: int, filtered):
             dtype = self._dtype_of(index)
@@ -498,7 +426,7 @@ class _Run:
                                       consts.onehot if self.want_counts else None)
 
         total = n_chunks * reader.chunk_size
-        with progress_bar(self.progress, total, self._desc("backward")) as bar:
+        with progress_bar(self.progress, total, self.desc("backward")) as bar:
             bar.update(done * reader.chunk_size)
             out = dispatch(carry, top, self._filtered(top))
             for index in range(top, -1, -1):
@@ -597,9 +525,7 @@ class _Run:
         for b, n in enumerate(lengths):
             self.log_norm[b, n:] = np.nan
             marginal[b] = math.fsum(self.log_norm[b, :n])
-        if self.manifest is not None:
-            self.log_norm.flush()
-            self.manifest.record_complete(self.reader.inferred_state())
+        self.complete(self.log_norm)
         return EngineResult(
             lengths=lengths,
             causal=self.causal,
@@ -614,11 +540,6 @@ class _Run:
             initial_posterior=(None if self.counts is None
                                else np.array(self.smooth_checkpoints[0])),
         )
-
-    def fail(self, exc: BaseException) -> None:
-        """Record in the manifest that the run stopped with ``exc``."""
-        if self.manifest is not None:
-            self.manifest.record_stop(exc)
 
 
 def run_engine(
@@ -681,11 +602,5 @@ def run_engine(
     with precision(config.attempt_dtype):
         run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
                    state_onehot, store_acausal, metadata)
-        try:
-            run.forward()
-            if smooth:
-                run.backward()
-            return run.finish()
-        except BaseException as exc:
-            run.fail(exc)
-            raise
+        passes = (run.forward, run.backward) if smooth else (run.forward,)
+        return drive(run, *passes, finish=run.finish)

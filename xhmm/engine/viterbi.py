@@ -39,26 +39,19 @@ path.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import (
-    LikelihoodError,
-    NumericalWarning,
-    ResumeError,
-    caller_stacklevel,
-)
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
-from .loop import UNDERFLOW_LOG, precision
-from .manifest import Manifest, crc, fingerprint, open_run_folder
-from .progress import progress_bar, progress_enabled
+from .loop import precision
+from .manifest import Manifest, crc, fingerprint
+from .progress import progress_bar
 from .reader import Chunk, LikelihoodReader
+from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows
 from .transition import as_engine_transition
 
@@ -68,52 +61,36 @@ _FLOAT32 = np.dtype("float32")
 _FLOAT64 = np.dtype("float64")
 
 
-@dataclass
-class ViterbiResult:
-    """What one decoder run produced.
+@dataclass(kw_only=True)
+class ViterbiResult(RunResult):
+    """What one decoder run produced, besides
+    :class:`~xhmm.engine.runstate.RunResult`'s fields.
 
     Attributes
     ----------
-    lengths : (B,) int64 ndarray
-        Real rows of each sequence (given or inferred).
     path : (B, T) int32 ndarray
         Index into the interior bins of each step's state on the most likely
         path; -1 past each sequence's length (a memmap in memmap runs).
     path_log_probability : (B,) float64 ndarray
         ``log p(path, observations)`` of each sequence.
-    memmap_dir : Path or None
-    transition : dict
-        How the transition ran (its ``describe()``).
-    float64_chunks : int
-        Chunks that ran in float64.
     """
 
-    lengths: np.ndarray
     path: np.ndarray
     path_log_probability: np.ndarray
-    memmap_dir: Path | None = None
-    transition: dict[str, Any] = field(default_factory=dict)
-    float64_chunks: int = 0
 
 
-class _Decoder:
+class _Decoder(RunState):
     """State of one decoder run: buffers, device constants, manifest, precision."""
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
                  metadata: dict | None) -> None:
-        self.reader = reader
-        self.transition = transition
-        self.initial = initial
-        self.progress = progress_enabled(config.progress)
-        self.warned = False
+        super().__init__(reader, transition, initial, config)
         self._devices: dict[str, tuple[Any, jax.Array]] = {}
         n_chunks = reader.n_chunks
         # Chunks from this index on run in float64; chunks up to ``clean``
         # had no tiny prediction (``clean = -1``: none yet).
         self.float64_from = 0 if config.compute_dtype == "float64" else n_chunks
         self.clean = -1
-        self.memmap_dir: Path | None = None
-        self.manifest: Manifest | None = None
         mode = "w+"
         if config.use_memmap:
             inputs = {
@@ -122,13 +99,10 @@ class _Decoder:
                               lengths=None if reader.infer else reader.lengths),
                 "algorithm": "viterbi",
             }
-            self.memmap_dir, self.manifest = open_run_folder(config, inputs)
+            mode = self.open_folder(inputs)
             if self.manifest is not None:
-                if reader.infer:
-                    reader.restore_lengths(**self.manifest.data["reader"])
                 self.float64_from = self.manifest.data["float64_from"]
                 self.clean = self.manifest.data["clean"]
-                mode = "r+"
         B, K = reader.n_seq, reader.n_bins
 
         def alloc(shape, dtype, name):
@@ -153,25 +127,6 @@ class _Decoder:
     def _dtype(self, index: int) -> np.dtype:
         return _FLOAT64 if index >= self.float64_from else _FLOAT32
 
-    def _done(self, key: str) -> int:
-        return 0 if self.manifest is None else int(self.manifest.data[key])
-
-    def _desc(self, kind: str) -> str:
-        n = self.reader.n_seq
-        return f"xhmm viterbi {kind}" + (f" ({n} sequences)" if n > 1 else "")
-
-    def _checkpoint(self, index: int) -> np.ndarray:
-        """The max-message before chunk ``index``, checked against its CRC."""
-        row = np.array(self.checkpoints[index])
-        stored = (None if self.manifest is None
-                  else self.manifest.data["forward_checkpoint_crc"].get(str(index)))
-        if stored is not None and stored != crc(row):
-            raise ResumeError(
-                f"checkpoint {index} in {str(self.memmap_dir)!r} is corrupt (CRC mismatch); "
-                "start the run again with overwrite=True"
-            )
-        return row
-
     def _kernel_inputs(self, index: int, chunk: Chunk | None):
         """Device arguments of chunk ``index`` in its dtype (re-read if needed)."""
         dtype = self._dtype(index)
@@ -181,12 +136,12 @@ class _Decoder:
         if key not in self._devices:
             B, K = self.reader.n_seq, self.reader.n_bins
             with precision(key):
-                initial = np.broadcast_to(np.asarray(self.initial, dtype=dtype), (B, K))
+                initial = np.broadcast_to(np.asarray(self.initial_values, dtype=dtype), (B, K))
                 self._devices[key] = (self.transition.device(dtype, B),
                                       jax.device_put(np.ascontiguousarray(initial)))
         operator, initial = self._devices[key]
         xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1, dtype)
-        prev = self._checkpoint(index).astype(dtype)
+        prev = self.verified_checkpoint(self.checkpoints, index, "forward").astype(dtype)
         return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, operator, xs, initial)
 
     def _commit(self, **changes) -> None:
@@ -202,13 +157,10 @@ class _Decoder:
     def forward(self) -> None:
         """Carry the max-message through every chunk, keeping the checkpoints."""
         reader = self.reader
-        first = self._done("forward_done")
-        if first >= reader.n_chunks:
+        first, crcs, prev = self.start_forward(self.checkpoints)
+        if prev is None:
             return
-        if first == 0:
-            self.checkpoints[0] = 0.0
-        crcs = {} if self.manifest is None else self.manifest.data["forward_checkpoint_crc"]
-        with progress_bar(self.progress, reader.n_rows, self._desc("forward")) as bar:
+        with progress_bar(self.progress, reader.n_rows, self.desc("viterbi forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk, out = self._dispatch_forward(first, reader.read(first))
             for index in range(first, reader.n_chunks):
@@ -244,36 +196,20 @@ class _Decoder:
     def _outputs(self, chunk: Chunk, log_scale: np.ndarray, last: np.ndarray,
                  crcs: dict) -> None:
         """Check one chunk's log scales, keep their sum and the next checkpoint."""
-        n_rows = chunk.stop - chunk.start
-        values, valid = chunk.unshifted(log_scale), chunk.valid
-        impossible = self.reader.first_where(chunk, valid & ~np.isfinite(values))
-        if impossible is not None:
-            raise LikelihoodError(
-                f"every path has probability zero at {impossible}: "
-                "the likelihood is zero (-inf) wherever the model's prediction is non-zero"
-            )
-        self._warn_near_underflow(chunk, log_scale[:, :n_rows], valid)
+        values = self.checked_log_scales(
+            chunk, log_scale, self._dtype(chunk.index),
+            impossible="every path has probability zero at {where}: the likelihood is zero "
+                       "(-inf) wherever the model's prediction is non-zero",
+            near_underflow="at {where} the best path's prediction of the observed likelihood "
+                           "was about exp({log:.0f}), near the float64 underflow limit: the "
+                           "most likely path may have lost precision",
+        )
         self.log_scale[chunk.index] = [math.fsum(v[:n]) for v, n in zip(values, chunk.n_valid)]
         sync_rows(self.log_scale, chunk.index, chunk.index + 1)
         if chunk.index + 1 < self.reader.n_chunks:
             self.checkpoints[chunk.index + 1] = last
             crcs[str(chunk.index + 1)] = crc(self.checkpoints[chunk.index + 1])
             sync_rows(self.checkpoints, chunk.index + 1, chunk.index + 2)
-
-    def _warn_near_underflow(self, chunk: Chunk, log_scale: np.ndarray,
-                             valid: np.ndarray) -> None:
-        """Warn (once) where a float64 step's best came near float64's underflow limit."""
-        surprise = valid & (log_scale < UNDERFLOW_LOG)
-        if self.warned or self._dtype(chunk.index) != _FLOAT64 or not surprise.any():
-            return
-        self.warned = True
-        b, row = (int(i) for i in np.argwhere(surprise)[0])
-        warnings.warn(
-            f"at {self.reader.where(b, chunk.start + row)} the best path's prediction "
-            f"of the observed likelihood was about exp({float(log_scale[b, row]):.0f}), "
-            "near the float64 underflow limit: the most likely path may have lost precision",
-            NumericalWarning, stacklevel=caller_stacklevel(),
-        )
 
     # -- backtrack ---------------------------------------------------------
     def _dispatch_backtrack(self, index: int, chunk: Chunk | None, entry: np.ndarray):
@@ -286,7 +222,7 @@ class _Decoder:
         """Trace the path back through the chunks in reverse order."""
         reader = self.reader
         n_chunks = int(reader.last_chunk().max()) + 1
-        done = self._done("backward_done")
+        done = self.done("backward_done")
         top = n_chunks - 1 - done
         if top < 0:
             return
@@ -294,7 +230,7 @@ class _Decoder:
         if done:
             entry[:] = self.manifest.data["entry"]
         total = n_chunks * reader.chunk_size
-        with progress_bar(self.progress, total, self._desc("backtrack")) as bar:
+        with progress_bar(self.progress, total, self.desc("viterbi backtrack")) as bar:
             bar.update(done * reader.chunk_size)
             chunk, out = self._dispatch_backtrack(top, None, entry)
             for index in range(top, -1, -1):
@@ -326,9 +262,7 @@ class _Decoder:
         for b, n in enumerate(lengths):
             self.path[b, n:] = -1
             log_probability[b] = math.fsum(self.log_scale[:last_chunk[b] + 1, b])
-        if self.manifest is not None:
-            self.path.flush()
-            self.manifest.record_complete(self.reader.inferred_state())
+        self.complete(self.path)
         return ViterbiResult(
             lengths=lengths,
             path=self.path,
@@ -354,30 +288,10 @@ def run_viterbi(
 ) -> ViterbiResult:
     """The most likely path of each of ``B`` sequences (Viterbi), chunk by chunk.
 
-    Parameters
-    ----------
-    log_likelihood : (B, T, N) NumPy, memmap or dask array
-        Read one chunk of rows of every sequence at a time.
-    transition : (K, K) ndarray or engine transition
-        Row-stochastic over the interior bins, or an object with the methods
-        of :class:`xhmm.engine.transition.EngineTransition`.
-    initial : (K,) or (B, K) ndarray
-        First-step distribution over the interior bins.
-    config : Config
-        ``chunk_size``, ``compute_dtype`` (see the module docstring),
-        ``use_memmap`` / ``memmap_dir`` / ``overwrite`` / ``resume`` and
-        ``progress`` apply; the posterior settings do not.
-    lengths : (B,) int array-like, optional
-        Real rows of each sequence; None infers them from trailing all-NaN
-        rows (see :mod:`xhmm.engine.reader`).
-    columns : (K,) int ndarray, optional
-        Interior bins among the N; None means all.
-    metadata : dict, optional
-        JSON-serialisable description stored in a memmap run's manifest.
-    sequence_ids : (B,) array-like, optional
-        Labels of the sequences in messages.
-    scheduler : str, optional
-        dask scheduler for reading a dask input.
+    The arguments are those of :func:`xhmm.engine.loop.run_engine` (without
+    the smoother's outputs): of ``config``, ``chunk_size``, ``compute_dtype``
+    (see the module docstring), ``use_memmap`` / ``memmap_dir`` /
+    ``overwrite`` / ``resume`` and ``progress`` apply.
 
     Returns
     -------
@@ -394,11 +308,4 @@ def run_viterbi(
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
     decoder = _Decoder(reader, as_engine_transition(transition), initial, config, metadata)
-    try:
-        decoder.forward()
-        decoder.backtrack()
-        return decoder.finish()
-    except BaseException as exc:
-        if decoder.manifest is not None:
-            decoder.manifest.record_stop(exc)
-        raise
+    return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

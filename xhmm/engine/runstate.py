@@ -1,0 +1,177 @@
+"""What every chunked run keeps besides its own buffers.
+
+The smoother (:mod:`xhmm.engine.loop`) and the Viterbi decoder
+(:mod:`xhmm.engine.viterbi`) are different recursions over the same chunks
+of the same :class:`~xhmm.engine.reader.LikelihoodReader`; this module holds
+what they share: the memmap folder and its manifest (opening, resuming,
+CRC-checked checkpoints, completion), progress settings, the once-only
+numerical warning and the way a run is driven and its failure recorded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+from ..config import Config
+from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stacklevel
+from .manifest import Manifest, crc, open_run_folder
+from .progress import progress_enabled
+from .reader import Chunk, LikelihoodReader
+
+__all__ = ["RunResult", "RunState", "drive"]
+
+Result = TypeVar("Result")
+
+#: A float64 per-step log scale (relative to the row maximum) below this
+#: means the prediction was near float64's smallest normal number where the
+#: likelihood is high, so some bins may have underflowed to zero.
+UNDERFLOW_LOG = -700.0
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """What every run reports besides its outputs.
+
+    Attributes
+    ----------
+    lengths : (B,) int64 ndarray
+        Real rows of each sequence (given or inferred).
+    memmap_dir : Path or None
+        Folder of the memmap files.
+    transition : dict
+        How the transition ran (its ``describe()``).
+    float64_chunks : int
+        Chunks that ran in float64 (all with ``compute_dtype="float64"``;
+        those recomputed with ``"auto"``).
+    """
+
+    lengths: np.ndarray
+    memmap_dir: Path | None = None
+    transition: dict[str, Any] = field(default_factory=dict)
+    float64_chunks: int = 0
+
+
+class RunState:
+    """The reader, transition, manifest and settings of one run.
+
+    Parameters
+    ----------
+    reader : LikelihoodReader
+    transition : EngineTransition
+    initial : (K,) or (B, K) array
+        First-step distribution over the interior bins.
+    config : Config
+    """
+
+    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config) -> None:
+        self.reader = reader
+        self.transition = transition
+        self.initial_values = initial
+        self.config = config
+        self.progress = progress_enabled(config.progress)
+        self.warned = False
+        self.memmap_dir: Path | None = None
+        self.manifest: Manifest | None = None
+
+    def open_folder(self, inputs: dict[str, Any]) -> str:
+        """Open (or resume) the memmap folder of a run with these ``inputs``.
+
+        Returns the buffers' open mode: ``"r+"`` when resuming a run (the
+        reader's inferred lengths are restored from its manifest), else
+        ``"w+"``.
+        """
+        self.memmap_dir, self.manifest = open_run_folder(self.config, inputs)
+        if self.manifest is None:
+            return "w+"
+        if self.reader.infer:
+            self.reader.restore_lengths(**self.manifest.data["reader"])
+        return "r+"
+
+    def done(self, key: str) -> int:
+        """A progress counter of the manifest (0 without one)."""
+        return 0 if self.manifest is None else int(self.manifest.data[key])
+
+    def resume_point(self, kind: str) -> tuple[int, dict]:
+        """Chunks of pass ``kind`` already done and its checkpoint CRCs so far."""
+        crcs = {} if self.manifest is None else self.manifest.data[f"{kind}_checkpoint_crc"]
+        return self.done(f"{kind}_done"), crcs
+
+    def start_forward(self, checkpoints: np.ndarray) -> tuple[int, dict, np.ndarray | None]:
+        """Where a forward pass starts.
+
+        Returns the first chunk to run, the checkpoint CRCs so far and the
+        carry before that chunk (a fresh run's checkpoint 0 is written as
+        zeros); the carry is None when the pass is already complete.
+        """
+        first, crcs = self.resume_point("forward")
+        if first >= self.reader.n_chunks:
+            return first, crcs, None
+        if first == 0:
+            checkpoints[0] = 0.0
+        return first, crcs, self.verified_checkpoint(checkpoints, first, "forward")
+
+    def verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
+        """Row ``index`` of a checkpoint buffer, checked against its stored CRC."""
+        row = np.array(buffer[index])
+        stored = (None if self.manifest is None
+                  else self.manifest.data[f"{kind}_checkpoint_crc"].get(str(index)))
+        if stored is not None and stored != crc(row):
+            raise ResumeError(
+                f"{kind} checkpoint {index} in {str(self.memmap_dir)!r} is corrupt "
+                "(CRC mismatch); start the run again with overwrite=True"
+            )
+        return row
+
+    def desc(self, kind: str) -> str:
+        """The progress bar's label."""
+        n = self.reader.n_seq
+        return f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None
+                                 else "")
+
+    def checked_log_scales(self, chunk: Chunk, log_scale: np.ndarray, dtype: np.dtype,
+                           impossible: str, near_underflow: str) -> np.ndarray:
+        """A chunk's per-row log scales with the likelihood shifts added back.
+
+        Raises ``LikelihoodError(impossible.format(where=...))`` at the first
+        real row whose scale is not finite, and warns once per run
+        (``near_underflow.format(where=..., log=...)``) where a float64
+        row's scale is below :data:`UNDERFLOW_LOG`.
+        """
+        n_rows = chunk.stop - chunk.start
+        values, valid = chunk.unshifted(log_scale), chunk.valid
+        where = self.reader.first_where(chunk, valid & ~np.isfinite(values))
+        if where is not None:
+            raise LikelihoodError(impossible.format(where=where))
+        surprise = valid & (log_scale[:, :n_rows] < UNDERFLOW_LOG)
+        if dtype == np.float64 and surprise.any() and not self.warned:
+            self.warned = True
+            b, row = (int(i) for i in np.argwhere(surprise)[0])
+            warnings.warn(
+                near_underflow.format(where=self.reader.where(b, chunk.start + row),
+                                      log=float(log_scale[b, row])),
+                NumericalWarning, stacklevel=caller_stacklevel(),
+            )
+        return values
+
+    def complete(self, buffer: np.ndarray) -> None:
+        """Flush a memmap run's last buffer and mark the run complete."""
+        if self.manifest is not None:
+            buffer.flush()
+            self.manifest.record_complete(self.reader.inferred_state())
+
+
+def drive(run: RunState, *passes: Callable[[], None], finish: Callable[[], Result]) -> Result:
+    """Run ``passes`` in order, then ``finish``; a failure is recorded in the manifest."""
+    try:
+        for step in passes:
+            step()
+        return finish()
+    except BaseException as exc:
+        if run.manifest is not None:
+            run.manifest.record_stop(exc)
+        raise
