@@ -41,7 +41,7 @@ def kernels(operator, log_lik: np.ndarray, xs):
     n_bins, n_rows = log_lik.shape[2], log_lik.shape[1]
     start = np.full((1, n_bins), 1 / n_bins, np.float32)
     n_valid = np.array([n_rows], np.int32)
-    filtered, _, last = jax.block_until_ready(
+    filtered, _, last, _ = jax.block_until_ready(
         forward_chunk(start, True, log_lik, n_valid, operator, xs, start))
     not_next = np.array([False])
 

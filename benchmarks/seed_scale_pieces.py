@@ -88,12 +88,13 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         return value
 
     def forward(chunk):
-        filtered, log_norm, last = forward_chunk(initial, True, chunk.log_lik, chunk.n_valid,
-                                                 operator, None, initial)
+        filtered, log_norm, last, _ = forward_chunk(initial, True, chunk.log_lik,
+                                                    chunk.n_valid, operator, None, initial)
         return np.asarray(filtered), np.asarray(log_norm), last
 
     def backward(filtered, n_valid):
-        smoothed, first = backward_chunk(initial, not_next, filtered, n_valid, operator, None)
+        smoothed, first, _ = backward_chunk(initial, not_next, filtered, n_valid, operator,
+                                            None)
         return np.asarray(smoothed), first
 
     def summaries(rows):
