@@ -470,11 +470,6 @@ def _impossible_path(ds, A, p0):
         transition=np.eye(3), initial=np.array([1.0, 0, 0])))
 
 
-def _viterbi_sequences_resume(ds, A, p0):
-    return _raised(lambda: xr.concat([ds, ds], "sequence").hmm.most_likely_sequence(
-        transition=A, initial=p0, memmap_dir="run", resume=True))
-
-
 def _raised_smoothing(make_ll, **options):
     """The xhmm error of smoothing ``make_ll(model)``."""
     def run(ds, A, p0):
@@ -565,8 +560,6 @@ def documented_cases(monkeypatch) -> dict:
             _float64_edge, "most_likely_sequence", compute_dtype="float64"),
         "every path impossible (`most_likely_sequence`, any `compute_dtype`)":
             _impossible_path,
-        "`most_likely_sequence` of a `sequence` dim with `resume=True`":
-            _viterbi_sequences_resume,
         "probabilities passed as `log_likelihood`": _warned(
             lambda ds, A, p0: (_probabilities(ds.log_likelihood.values), A, p0)),
     }

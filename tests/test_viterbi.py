@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -437,6 +438,43 @@ def test_dataarray_accessor_and_memmap_sequences(tmp_path):
                                       want.most_likely_state_bin.values)
 
 
+def test_sequence_runs_resume_batch_by_batch(tmp_path, monkeypatch):
+    """One batch stopped after its first forward chunk, one never started: resume
+    gives the same paths (a run killed mid-backtrack: test_killed_run_resumes...)."""
+    monkeypatch.setattr("xhmm.most_likely.choose_batch_size", lambda *args: 2)
+    rng = np.random.default_rng(12)
+    many = xr.concat([make_dataset(random_model(rng, 40, 5)[0]) for _ in range(3)],
+                     dim="sequence")
+    _, A, p0 = random_model(rng, 40, 5)
+    kw = dict(transition=A, initial=p0, chunk_size=8, progress=False,
+              memmap_dir=tmp_path / "run")
+    first = many.hmm.most_likely_sequence(**kw)
+    folders = sorted((tmp_path / "run").glob("batch-*"))
+    assert [f.name for f in folders] == ["batch-0000", "batch-0001"]
+    manifest = folders[0] / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data.update(status="running", forward_done=1, backward_done=0)
+    manifest.write_text(json.dumps(data))
+    for extra in folders[1:]:
+        shutil.rmtree(extra)
+    # batch 0 continues from its checkpoint 1: a torn checkpoint is detected
+    checkpoints = folders[0] / "max_checkpoints.dat"
+    kept = checkpoints.read_bytes()
+    row = len(kept) // 5  # 5 chunks of 8 steps: rows of equal size
+    checkpoints.write_bytes(kept[:row] + bytes(row) + kept[2 * row:])
+    with pytest.raises(xhmm.ResumeError, match="checkpoint 1 .* corrupt"):
+        many.hmm.most_likely_sequence(resume=True, **kw)
+    checkpoints.write_bytes(kept)
+    resumed = many.hmm.most_likely_sequence(resume=True, **kw)
+    np.testing.assert_array_equal(resumed.most_likely_state_bin.values,
+                                  first.most_likely_state_bin.values)
+    np.testing.assert_array_equal(resumed.path_log_probability.values,
+                                  first.path_log_probability.values)
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    with pytest.raises(xhmm.ResumeError, match="chunk_size"):
+        many.hmm.most_likely_sequence(resume=True, **{**kw, "chunk_size": 16})
+
+
 # -------------------------------------------------------------- operators, ties
 
 
@@ -501,9 +539,6 @@ def test_failed_memmap_run_is_marked_failed(tmp_path):
      "chunk_size"),
     (lambda ds, A, p0: (ds.expand_dims(trial=2), dict(transition=A, initial=p0)),
      xhmm.DimensionError, "'trial'"),
-    (lambda ds, A, p0: (xr.concat([ds, ds], "sequence"),
-                        dict(transition=A, initial=p0, memmap_dir="run", resume=True)),
-     xhmm.NotImplementedFeatureError, "most_likely_sequence"),
 ])
 def test_bad_inputs_are_named(tmp_path, monkeypatch, change, error, fragment):
     monkeypatch.chdir(tmp_path)

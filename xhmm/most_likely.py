@@ -10,7 +10,6 @@ as indices into ``state_bins``, its coordinates and its log-probability.
 from __future__ import annotations
 
 import json
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -18,14 +17,18 @@ import xarray as xr
 
 from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
-from .engine.storage import prepare_memmap_dir
 from .engine.viterbi import ViterbiResult, run_viterbi
-from .errors import NotImplementedFeatureError
 from .inputs import resolve_inputs
 from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .results import bin_variables, result_coords
 from .runs import run_metadata
-from .sequences import batch_data, resolve_sequences, sequence_batches
+from .sequences import (
+    batch_config,
+    batch_data,
+    batch_folder,
+    resolve_sequences,
+    sequence_batches,
+)
 
 __all__ = ["most_likely_sequence"]
 
@@ -57,8 +60,9 @@ def most_likely_sequence(ds: xr.Dataset, transition: Any = None, initial: Any = 
 
     Raises
     ------
-    NotImplementedFeatureError
-        ``resume=True`` with a ``sequence`` dim.
+    ResumeError
+        With ``resume=True``, when the run (or, with a ``sequence`` dim, a
+        batch's sub-folder) holds a run of other settings or inputs.
     """
     cfg = Config.resolve(config, overrides)
     ll = ds.variables.get("log_likelihood")
@@ -76,30 +80,19 @@ def most_likely_sequence(ds: xr.Dataset, transition: Any = None, initial: Any = 
 
 def _sequences(ds: xr.Dataset, transition, initial, cfg: Config) -> xr.Dataset:
     """Every sequence of a ``sequence`` dim, in batches that fit the device."""
-    if cfg.resume:
-        raise NotImplementedFeatureError(
-            "Config.resume is not available for multi-sequence runs; rerun, or run the "
-            "unfinished sequences one by one with ds.isel(sequence=i).hmm."
-            "most_likely_sequence"
-        )
     inputs = resolve_sequences(ds, transition, initial)
     shared = inputs.shared
     n_seq, n_time = inputs.n_sequences, inputs.n_time
     batch_size = choose_batch_size(n_seq, len(shared.columns), cfg.chunk_size,
                                    cfg.attempt_dtype, default_memory_budget())
-    folder = None
-    if cfg.use_memmap:
-        folder = prepare_memmap_dir(cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
-                                    overwrite=cfg.overwrite)
+    folder = batch_folder(cfg)
     paths = np.full((n_seq, n_time), -1, dtype=np.int32)
     results = []
     for number, indices in enumerate(sequence_batches(inputs, batch_size)):
-        batch_config = cfg if folder is None else cfg.replace(
-            memmap_dir=str(folder / f"batch-{number:04d}"), overwrite=True)
         result = run_viterbi(
             batch_data(inputs.log_likelihood, indices), shared.transition,
             inputs.initial[indices] if inputs.initial.ndim == 2 else inputs.initial,
-            batch_config,
+            batch_config(cfg, folder, number),
             lengths=None if inputs.lengths is None else inputs.lengths[indices],
             columns=shared.columns, metadata=run_metadata(shared, sequences=True),
             sequence_ids=inputs.labels[indices],

@@ -76,6 +76,8 @@ __all__ = [
     "resolve_sequences",
     "sequence_batches",
     "batch_data",
+    "batch_folder",
+    "batch_config",
     "SEQUENCE",
     "SEQUENCE_LENGTH",
 ]
@@ -324,6 +326,35 @@ def sequence_batches(inputs: SequenceInputs, batch_size: int) -> list[np.ndarray
     return [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
 
 
+def batch_folder(cfg: Config) -> Path | None:
+    """The folder of a multi-sequence memmap run (None in RAM).
+
+    Resuming, the folder given; otherwise it is prepared (created, or
+    emptied with ``overwrite``), a temporary one when none is given. Each
+    batch runs in its own sub-folder (:func:`batch_config`).
+    """
+    if cfg.resume:
+        return Path(cfg.memmap_dir)
+    if cfg.use_memmap:
+        return prepare_memmap_dir(cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
+                                  overwrite=cfg.overwrite)
+    return None
+
+
+def batch_config(cfg: Config, folder: Path | None, number: int) -> Config:
+    """The Config of batch ``number``: its own sub-folder ``batch-NNNN`` of ``folder``.
+
+    The batch's folder may be replaced (by a task dask reruns after its
+    worker died). Resuming, each batch continues its own run, or starts the
+    one it never began.
+    """
+    if folder is None:
+        return cfg
+    own = folder / f"batch-{number:04d}"
+    return cfg.replace(memmap_dir=str(own), overwrite=True,
+                       resume=cfg.resume and (own / MANIFEST).exists())
+
+
 def batch_data(data, indices: np.ndarray):
     """The log-likelihood of some sequences, lazily: nothing is read here."""
     if hasattr(data, "dask"):
@@ -489,26 +520,12 @@ def smooth_sequences(
         if client is not None:
             slots = max(1, sum(client.nthreads().values()))
             batch_size = min(batch_size, math.ceil(n_seq / slots))
-    memmap_dir = None
-    if cfg.resume:
-        memmap_dir = Path(cfg.memmap_dir)
-    elif cfg.use_memmap:
-        memmap_dir = prepare_memmap_dir(
-            cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"), overwrite=cfg.overwrite
-        )
+    memmap_dir = batch_folder(cfg)
     specs = []
     for number, indices in enumerate(sequence_batches(inputs, batch_size)):
-        batch_config = cfg
-        if memmap_dir is not None:
-            # memmap_dir was checked above; a batch's own folder may be
-            # replaced (by a task dask reruns after its worker died). Resuming,
-            # each batch continues its own run, or starts one it never began.
-            folder = memmap_dir / f"batch-{number:04d}"
-            batch_config = batch_config.replace(
-                memmap_dir=str(folder), overwrite=True,
-                resume=cfg.resume and (folder / MANIFEST).exists())
+        config_of_batch = batch_config(cfg, memmap_dir, number)
         if client is not None:
-            batch_config = batch_config.replace(progress=False)
+            config_of_batch = config_of_batch.replace(progress=False)
         initial_rows = inputs.initial[indices] if inputs.initial.ndim == 2 else inputs.initial
         specs.append(_BatchSpec(
             number=number,
@@ -519,7 +536,7 @@ def smooth_sequences(
             initial=initial_rows,
             columns=inputs.shared.columns,
             state_onehot=inputs.shared.state_onehot,
-            config=batch_config,
+            config=config_of_batch,
             smooth=smooth,
             store_acausal=store_acausal,
             metadata=run_metadata(inputs.shared, sequences=True),
