@@ -238,6 +238,53 @@ def test_max_column_is_the_column_of_max_predict(kind, dtype):
         check_max_column(op, rows[1:2] if n_seq == 1 else rows, x)
 
 
+def _tied_blocks(rng, dtype):
+    """One kernel block of each kind, entries from three values (exact ties), by hand."""
+    def tied(*shape):
+        return jax.numpy.asarray(rng.integers(0, 3, shape) / 4, dtype)
+
+    def bins(n_cells, holes):
+        inside = np.setdiff1d(np.arange(n_cells), holes).astype(np.int32)
+        cells = np.full(n_cells, inside.size, np.int32)
+        cells[inside] = np.arange(inside.size)
+        return jax.numpy.asarray(cells), jax.numpy.asarray(inside)
+
+    from_cells, from_bins = bins(12, [5])
+    to_cells, to_bins = bins(12, [0, 7])
+    to_from = jax.numpy.asarray([2, 4, 0, 4], np.int32)  # 4: no from-bin moves there
+    return {
+        "rank-one": (RankOneBlock(tied(9), 9), 6),
+        "uniform": (RankOneBlock(None, 9), 6),
+        "identity": (IdentityBlock(None, None), 6),
+        "identity into more bins": (IdentityBlock(to_from, None), 4),
+        "dense block": (DenseBlock(tied(6, 9), None), 6),
+        "separable": (SeparableBlock(tied(4, 4), tied(3, 3), jax.numpy.ones(11, dtype),
+                                     from_cells, from_bins, to_cells, to_bins, (4, 3)), 11),
+        "banded": (BandedBlock((tied(4, 5, 5), tied(4, 5, 5), tied(4, 5, 5)), (-1, 0, 2), 18),
+                   18),
+    }
+
+
+@pytest.mark.parametrize("kind", ["rank-one", "uniform", "identity", "identity into more bins",
+                                  "dense block", "separable", "banded"])
+def test_block_max_column_is_the_column_of_max_forward(kind):
+    """Each block's ``max_column`` is its ``max_forward``'s entry, with many exact ties
+    (every stage of the random walk, every tile diagonal of a banded block)."""
+    rng = np.random.default_rng(23)
+    for dtype in (np.float32, np.float64):
+        block, n_from = _tied_blocks(rng, dtype)[kind]
+        p = jax.numpy.asarray(tie_rows(rng, n_from, dtype))
+        values, source = block.max_forward(p)
+        n_to = block.n_to if isinstance(block, RankOneBlock) else None
+        values, source = (np.broadcast_to(a, (3, n_to or a.shape[-1])) for a in (values, source))
+        for j in range(values.shape[1]):
+            column = jax.numpy.asarray((j + np.arange(3)) % values.shape[1], np.int32)
+            got = block.max_column(p, column)
+            want = np.arange(3), np.asarray(column)
+            np.testing.assert_array_equal(np.asarray(got[1]), source[want])
+            np.testing.assert_array_equal(np.asarray(got[0]), values[want])
+
+
 # ---------------------------------------------------------------- NonLocal model
 
 NX, NY = 5, 4
