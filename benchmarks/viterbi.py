@@ -1,6 +1,6 @@
 """Time and memory of ``most_likely_sequence`` (Viterbi) against ``smooth``.
 
-Two measurements:
+Three measurements:
 
 ``time``
     ``ds.hmm.most_likely_sequence`` and ``ds.hmm.smooth`` on the same model
@@ -14,6 +14,12 @@ Two measurements:
     model on a ``--grid`` x ``--grid`` grid as
     :class:`xhmm.transitions.Blocks`, see ``benchmarks/structured_step.py``,
     with a likelihood bump on a circular path over the grid).
+``kernels``
+    The two chunk kernels alone (:func:`xhmm.kernels.viterbi.viterbi_forward_chunk`
+    and :func:`xhmm.kernels.viterbi.viterbi_backtrack_chunk`) on one chunk
+    of ``--chunk-size`` rows, one sequence, float32, a random dense
+    transition: ``--rounds`` interleaved calls of each after a compiling
+    one; prints the minimum per step and the ratio backtrack / forward.
 ``memory``
     Peak host memory of ``most_likely_sequence`` with memmap outputs and a
     lazy (dask) log-likelihood, at each ``--sweep-T``: each T in a fresh
@@ -26,6 +32,7 @@ Usage::
 
     python benchmarks/viterbi.py time --model dense -T 20000 -K 1000
     python benchmarks/viterbi.py time --model structured --grid 22 -T 20000
+    python benchmarks/viterbi.py kernels -K 1000 --chunk-size 2000
     python benchmarks/viterbi.py memory -K 256 --sweep-T 40000,320000
 """
 
@@ -40,12 +47,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 import xhmm  # noqa: F401  (registers ds.hmm)
 from xhmm.bench.memory import RssSampler
 from xhmm.bench.workload import Problem
+from xhmm.kernels.operators import dense_operator
+from xhmm.kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from structured_step import nonlocal_model, sticky  # noqa: E402
@@ -109,6 +120,33 @@ def time_both(args) -> None:
     print(f"median ratio most_likely_sequence / smooth: {statistics.median(ratios):.2f}")
 
 
+def time_kernels(args) -> None:
+    """Forward and backtrack chunk kernels, interleaved, minimum per step."""
+    n_bins, n_rows = args.n_bins, args.chunk_size
+    rng = np.random.default_rng(0)
+    matrix = rng.random((n_bins, n_bins)) + 0.01
+    operator = dense_operator(matrix / matrix.sum(axis=1, keepdims=True), np.float32, 1)
+    log_lik = jnp.asarray(-5 * rng.random((1, n_rows, n_bins)), jnp.float32)
+    uniform = jnp.full((1, n_bins), 1 / n_bins, jnp.float32)
+    inputs = (uniform, True, log_lik, jnp.array([n_rows]), operator, None, uniform)
+    kernels = {
+        "forward": lambda: viterbi_forward_chunk(*inputs),
+        "backtrack": lambda: viterbi_backtrack_chunk(*inputs, jnp.zeros(1, jnp.int32),
+                                                     jnp.array([False])),
+    }
+    seconds = {name: [] for name in kernels}
+    for number in range(args.rounds + 1):
+        for name, kernel in kernels.items():
+            start = time.perf_counter()
+            jax.block_until_ready(kernel())
+            if number:  # the first call compiles
+                seconds[name].append(time.perf_counter() - start)
+    best = {name: min(values) for name, values in seconds.items()}
+    print(f"K={n_bins}, chunk {n_rows}: forward {1e6 * best['forward'] / n_rows:.1f} us/step, "
+          f"backtrack {1e6 * best['backtrack'] / n_rows:.1f} us/step, "
+          f"ratio {best['backtrack'] / best['forward']:.2f}")
+
+
 def memory_worker(args) -> None:
     """One T: warm up on two chunks, then measure (run in a fresh process)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -154,6 +192,10 @@ def main() -> None:
     timing.add_argument("--grid", type=int, default=22, help="structured model: grid side")
     timing.add_argument("--chunk-size", type=int, default=5_000)
     timing.add_argument("--rounds", type=int, default=3)
+    kernel = sub.add_parser("kernels", help="the forward and backtrack chunk kernels")
+    kernel.add_argument("-K", "--n-bins", type=int, default=1_000)
+    kernel.add_argument("--chunk-size", type=int, default=2_000)
+    kernel.add_argument("--rounds", type=int, default=5)
     memory = sub.add_parser("memory", help="peak host memory vs T, memmap outputs")
     memory.add_argument("-K", "--n-bins", type=int, default=256)
     memory.add_argument("--sweep-T", default="40000,80000,160000,320000")
@@ -163,8 +205,9 @@ def main() -> None:
     worker.add_argument("-K", "--n-bins", type=int, required=True)
     worker.add_argument("--chunk-size", type=int, required=True)
     args = parser.parse_args()
-    {"time": time_both, "memory": memory_sweep, "memory-worker": memory_worker}[args.command](
-        args)
+    commands = {"time": time_both, "kernels": time_kernels, "memory": memory_sweep,
+                "memory-worker": memory_worker}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ from scipy.stats import multivariate_normal
 from conftest import make_dataset, reference_forward_backward
 from xhmm.engine.transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
-from xhmm.kernels.structured import BandedBlock
+from xhmm.kernels.operators import DenseOperator
+from xhmm.kernels.structured import (
+    BandedBlock,
+    DenseBlock,
+    IdentityBlock,
+    RankOneBlock,
+    SeparableBlock,
+)
 from xhmm.transitions import (
     SPEC_ATTR,
     Blocks,
@@ -101,8 +108,42 @@ def check_max_product(p, A, values, argmax, rtol):
     np.testing.assert_array_equal(argmax[clear], products.argmax(axis=1)[clear])
 
 
+@jax.jit
+def _every_column(op, p, x):
+    """``max_column`` at every to-bin (row ``b`` at ``(j + 7 b) % K``) and ``max_predict``."""
+    n_seq, n_bins = p.shape
+
+    def at(j):
+        return op.max_column(p, (j + 7 * jax.numpy.arange(n_seq, dtype=np.int32)) % n_bins, x)
+
+    return jax.vmap(at)(jax.numpy.arange(n_bins, dtype=np.int32)), op.max_predict(p, x)
+
+
+def tie_rows(rng, n_bins, dtype):
+    """Messages with ties: continuous, three values (many ties, zeros), all zero."""
+    return np.stack([rng.random(n_bins), rng.integers(0, 3, n_bins) / 2,
+                     np.zeros(n_bins)]).astype(dtype)
+
+
+def check_max_column(op, p, x=None):
+    """``max_column`` is ``max_predict``'s entry ``j[b]``, bit for bit, at every ``j``.
+
+    Both the maximum and the argmax (the Viterbi backtrack's pointer must be
+    the one the full ``max_predict`` would give, ties included), each row
+    ``b`` of ``p`` at its own to-bin.
+    """
+    (values, argmax), (all_values, all_argmax) = _every_column(op, p, x)
+    n_seq, n_bins = p.shape
+    rows = np.arange(n_seq)[None, :]
+    j = (np.arange(n_bins)[:, None] + 7 * rows) % n_bins
+    assert np.asarray(argmax).dtype == np.int32
+    np.testing.assert_array_equal(np.asarray(argmax), np.asarray(all_argmax)[rows, j])
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(all_values)[rows, j])
+
+
 def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rtol=RTOL):
-    """predict / pullback / predict_chunk / max_predict against dense matrices (one per row).
+    """predict / pullback / predict_chunk / max_predict against dense matrices (one per row),
+    and ``max_column`` against ``max_predict`` (random and tied messages).
 
     ``x`` is the input of a single step (whose matrix is ``matrices[0]``),
     ``xs`` those of the chunk rows.
@@ -121,6 +162,127 @@ def check_products(engine, matrices, rng, x=None, xs=None, dtype=np.float64, rto
         np.testing.assert_allclose(pulled, p @ A.T, rtol=rtol, atol=ATOL)
         np.testing.assert_allclose(chunk, expected, rtol=rtol, atol=ATOL)
         check_max_product(p, A, np.asarray(maxima), np.asarray(argmax), rtol)
+        check_max_column(op, cast(p), cast(x))
+        check_max_column(op, tie_rows(rng, K, dtype), cast(x))
+
+
+def _kind_engine(kind):
+    """The engine transition of one operator kind, with entries that tie."""
+    rng = np.random.default_rng(21)
+    if kind == "dense":  # three values: many products tie
+        return DenseTransition(rng.integers(0, 3, (40, 40)) / 4)
+    if kind in ("dense block", "banded", "separable"):
+        if kind == "dense block":  # every row a permutation of one row: ties across rows
+            base = rng.integers(0, 3, 30).astype(float)
+            block = Dense(np.stack([rng.permutation(base) for _ in range(30)]) / base.sum())
+            n = 30
+        else:  # a random walk without drift is symmetric: ties between mirror bins
+            centers = grid_centers(6, 5) if kind == "separable" else np.arange(400) * 2.0
+            n = len(centers)
+            block = RandomWalk(6.0, centers)
+        return plan(Blocks([[1.0]], {("a", "a"): block}), ["a"] * n, np.ones(n, bool))
+    if kind == "rank-one":
+        A, labels = contfrag_dense(200, [[0.9, 0.1], [0.0, 1.0]])
+        return plan_transition(A, state_labels=labels, is_interior=np.ones(400, bool),
+                               n_time=5)
+    if kind in ("uniform", "identity"):  # interleaved states, exterior bins
+        block = Uniform() if kind == "uniform" else Identity()
+        labels = np.array(list("abab" * 6))
+        mask = np.ones(24, bool)
+        mask[[4, 5]] = False
+        return plan(Blocks([[0.5, 0.5], [0.5, 0.5]], {
+            (s, t): block for s in "ab" for t in "ab"}), labels, mask)
+    if kind == "identity into more bins":
+        return plan(Blocks([[0.5, 0.5], [0.0, 1.0]], {
+            ("a", "a"): Uniform(), ("a", "b"): Identity(), ("b", "b"): Uniform()}),
+            list("aaabbb"), np.array([1, 0, 1, 1, 1, 1], dtype=bool))
+    labels, mask, _ = nonlocal_layout()  # time-varying
+    return plan(nonlocal_blocks(varying_discrete(rng, 4)), labels, mask, n_time=4)
+
+
+def _runs(op, kind):
+    """Whether the operator runs the kind's block (or is dense)."""
+    wanted = {
+        "dense": lambda: isinstance(op, DenseOperator),
+        "dense block": lambda: isinstance(op.blocks[0], DenseBlock),
+        "banded": lambda: isinstance(op.blocks[0], BandedBlock),
+        "separable": lambda: isinstance(op.blocks[0], SeparableBlock),
+        "rank-one": lambda: any(isinstance(b, RankOneBlock) and b.vector is not None
+                                for b in op.blocks),
+        "uniform": lambda: all(isinstance(b, RankOneBlock) and b.vector is None
+                               for b in op.blocks),
+        "identity": lambda: all(isinstance(b, IdentityBlock) and b.to_from is None
+                                for b in op.blocks),
+        "identity into more bins": lambda: any(
+            isinstance(b, IdentityBlock) and b.to_from is not None for b in op.blocks),
+        "time-varying": lambda: op.discrete is None,
+    }
+    return wanted[kind]()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["dense", "dense block", "banded", "separable", "rank-one",
+                                  "uniform", "identity", "identity into more bins",
+                                  "time-varying"])
+def test_max_column_is_the_column_of_max_predict(kind, dtype):
+    """The Viterbi backtrack's one-column argmax of every operator kind, ties and zeros
+    included, equals the entry of the full ``max_predict`` (values bit for bit)."""
+    engine = _kind_engine(kind)
+    x = engine.step_inputs(1, 2, dtype)
+    x = None if x is None else x[0]
+    rng = np.random.default_rng(22)
+    for n_seq in (1, 3):  # one sequence: the dense matrices' transposed copies
+        op = engine.device(dtype, n_seq)
+        assert _runs(op, kind)
+        rows = tie_rows(rng, engine.n_bins, dtype)
+        check_max_column(op, rows[1:2] if n_seq == 1 else rows, x)
+
+
+def _tied_blocks(rng, dtype):
+    """One kernel block of each kind, entries from three values (exact ties), by hand."""
+    def tied(*shape):
+        return jax.numpy.asarray(rng.integers(0, 3, shape) / 4, dtype)
+
+    def bins(n_cells, holes):
+        inside = np.setdiff1d(np.arange(n_cells), holes).astype(np.int32)
+        cells = np.full(n_cells, inside.size, np.int32)
+        cells[inside] = np.arange(inside.size)
+        return jax.numpy.asarray(cells), jax.numpy.asarray(inside)
+
+    from_cells, from_bins = bins(12, [5])
+    to_cells, to_bins = bins(12, [0, 7])
+    to_from = jax.numpy.asarray([2, 4, 0, 4], np.int32)  # 4: no from-bin moves there
+    return {
+        "rank-one": (RankOneBlock(tied(9), 9), 6),
+        "uniform": (RankOneBlock(None, 9), 6),
+        "identity": (IdentityBlock(None, None), 6),
+        "identity into more bins": (IdentityBlock(to_from, None), 4),
+        "dense block": (DenseBlock(tied(6, 9), None), 6),
+        "separable": (SeparableBlock(tied(4, 4), tied(3, 3), jax.numpy.ones(11, dtype),
+                                     from_cells, from_bins, to_cells, to_bins, (4, 3)), 11),
+        "banded": (BandedBlock((tied(4, 5, 5), tied(4, 5, 5), tied(4, 5, 5)), (-1, 0, 2), 18),
+                   18),
+    }
+
+
+@pytest.mark.parametrize("kind", ["rank-one", "uniform", "identity", "identity into more bins",
+                                  "dense block", "separable", "banded"])
+def test_block_max_column_is_the_column_of_max_forward(kind):
+    """Each block's ``max_column`` is its ``max_forward``'s entry, with many exact ties
+    (every stage of the random walk, every tile diagonal of a banded block)."""
+    rng = np.random.default_rng(23)
+    for dtype in (np.float32, np.float64):
+        block, n_from = _tied_blocks(rng, dtype)[kind]
+        p = jax.numpy.asarray(tie_rows(rng, n_from, dtype))
+        values, source = block.max_forward(p)
+        n_to = block.n_to if isinstance(block, RankOneBlock) else None
+        values, source = (np.broadcast_to(a, (3, n_to or a.shape[-1])) for a in (values, source))
+        for j in range(values.shape[1]):
+            column = jax.numpy.asarray((j + np.arange(3)) % values.shape[1], np.int32)
+            got = block.max_column(p, column)
+            want = np.arange(3), np.asarray(column)
+            np.testing.assert_array_equal(np.asarray(got[1]), source[want])
+            np.testing.assert_array_equal(np.asarray(got[0]), values[want])
 
 
 # ---------------------------------------------------------------- NonLocal model

@@ -8,11 +8,13 @@ whatever the length of the recording:
    boundary only the rescaled max-message of every sequence is kept
    (``max_checkpoints``, float64) and, per chunk, the float64 sum of its
    rows' log scales and likelihood shifts (``log_scale``).
-2. **Backtrack.** Chunks in reverse order: each chunk's back-pointers
-   (``C x K``, uint16 where ``K <= 65,536``, else int32) are recomputed on the
-   device from its checkpoint, the path of its rows is traced back from the
-   state the chunk after it handed over, and the state before its first
-   row is handed to the chunk before it
+2. **Backtrack.** Chunks in reverse order: each chunk's max-messages
+   (``C x K``, the message entering each row) are recomputed on the device
+   from its checkpoint (the forward pass's cost, values only), the path of
+   its rows is traced back from the state the chunk after it handed over,
+   taking at each row the back-pointer of the path's state alone (one
+   column of the transition, ``O(K)``, instead of all ``C x K`` pointers),
+   and the state before its first row is handed to the chunk before it
    (:func:`xhmm.kernels.viterbi.viterbi_backtrack_chunk`). Only the path
    rows come back to the host.
 
@@ -27,7 +29,8 @@ of the step's best; or a step float32 cannot represent). The chunks since
 the last chunk without such tiny predictions are then recomputed in float64
 from their (exact, float64) checkpoint, and every later chunk runs in
 float64 too. A chunk is always backtracked in the dtype its forward pass
-used, so the recomputed pointers match the forward pass.
+used, so the recomputed messages, and the pointers taken from them, match
+the forward pass.
 
 Memmap runs use the smoother's storage and manifest
 (:mod:`xhmm.engine.storage`, :mod:`xhmm.engine.manifest`): each chunk's

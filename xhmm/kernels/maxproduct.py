@@ -2,19 +2,26 @@
 
 The operators' ``max_predict`` (see :mod:`xhmm.kernels.operators`) needs,
 for every destination bin, the largest of a set of non-negative products and
-*which* source gave it. Two helpers serve every operator:
+*which* source gave it; their ``max_column`` the same for one destination
+bin per sequence (the Viterbi backtrack). These helpers serve every
+operator:
 
 :func:`max_rows`
     the maximum over the second-to-last axis of a ``(..., n, m)`` array and
     its argmax;
 :func:`first_max`
     the maximum over the last axis and the first index holding it;
+:func:`column_max`
+    ``max_i p[b, i] * matrix[i, j[b]]`` and its argmax: one column of a
+    dense matrix's ``max_rows``, the same products;
 :func:`keep_better`
     the better of two candidates that already carry their source index.
 
 Ties go to the lowest index, always (the lowest row equal to the maximum;
 between candidates, the larger, then the one with the lower index), so the
-Viterbi path is the same on every run, device and chunk size.
+Viterbi path is the same on every run, device and chunk size. NaN never
+equals the maximum: where it is the maximum, the index is the last one
+(``n - 1``) in every helper, so a row and a column reduction agree.
 
 XLA on CPU compiles a ``max`` reduction over a non-minor axis of a large
 array into a slow loop and ``argmax`` (a reduction over value-index pairs)
@@ -34,7 +41,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-__all__ = ["max_rows", "first_max", "keep_better", "SMALL_ROWS"]
+__all__ = ["max_rows", "first_max", "column_max", "keep_better", "SMALL_ROWS"]
 
 #: Up to this many rows plain reductions are cheaper than the folds, whose
 #: ``log2(n)`` element-wise levels are separate XLA operations (measured on
@@ -99,17 +106,46 @@ def first_max(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     Parameters
     ----------
     values : (..., n) array
+        Candidates (NaN never equals the maximum: the argmax is then
+        ``n - 1``, as in :func:`max_rows`).
 
     Returns
     -------
     maximum : (..., 1) array
     argmax : (..., 1) int32 array
     """
+    n = values.shape[-1]
     peak = jnp.max(values, axis=-1, keepdims=True)
-    positions = jnp.arange(values.shape[-1], dtype=jnp.int32)
-    first = jnp.min(jnp.where(values == peak, positions, values.shape[-1]), axis=-1,
-                    keepdims=True)
-    return peak, first
+    positions = jnp.arange(n, dtype=jnp.int32)
+    first = jnp.min(jnp.where(values == peak, positions, n), axis=-1, keepdims=True)
+    return peak, jnp.minimum(first, n - 1)
+
+
+def column_max(p: jax.Array, matrix: jax.Array, matrix_t: jax.Array | None,
+               column: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``max_i p[b, i] * matrix[i, column[b]]`` and its lowest argmax, per row of ``p``.
+
+    Column ``column[b]`` of ``max_rows(p[:, :, None] * matrix)`` for each
+    ``b``: the same products (one rounding each), so the same maximum and
+    argmax, at the cost of ``n`` products instead of ``n * m``.
+
+    Parameters
+    ----------
+    p : (B, n) array
+    matrix : (n, m) array
+    matrix_t : (m, n) array or None
+        ``matrix.T`` stored row-major (a column is then a contiguous row).
+    column : (B,) int array
+
+    Returns
+    -------
+    maximum : (B,) array
+    argmax : (B,) int32 array
+    """
+    weights = (jnp.take(matrix, column, axis=1).T if matrix_t is None
+               else jnp.take(matrix_t, column, axis=0))
+    peak, first = first_max(p * weights)
+    return peak[:, 0], first[:, 0]
 
 
 def keep_better(values: jax.Array, index: jax.Array, other: jax.Array,

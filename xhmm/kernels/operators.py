@@ -19,6 +19,11 @@ rows of probabilities (``B`` sequences, ``K`` interior bins):
     lowest index) for each row of ``p`` (B, K): the max-product step of the
     Viterbi decoder (:mod:`xhmm.kernels.viterbi`), built on
     :mod:`xhmm.kernels.maxproduct`.
+``max_column(p, j, x)``
+    the same for one to-bin ``j[b]`` per row of ``p``: ``max_i p[b, i] *
+    A[i, j[b]]`` and its argmax, each equal (bit for bit) to entry
+    ``j[b]`` of ``max_predict``'s, at the cost of one column (the Viterbi
+    backtrack's back-pointer of the path's state).
 
 ``x`` is the operator's per-step input for the *destination* step (the
 transition that moves step ``t - 1`` to step ``t`` is the input of step
@@ -40,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .maxproduct import max_rows
+from .maxproduct import column_max, max_rows
 
 __all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice"]
 
@@ -69,6 +74,9 @@ class TransitionOperator(Protocol):
 
     def max_predict(self, p: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
         """``max_i p[b, i] * A[i, j]`` and its int32 argmax (lowest on ties)."""
+
+    def max_column(self, p: jax.Array, j: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of ``max_predict(p, x)`` for each row ``b``, each (B,)."""
 
 
 def step_slice(xs: Any, start: int, stop: int) -> Any:
@@ -131,6 +139,11 @@ class DenseOperator:
     def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:
         """``max_i p[b, i] * A[i, j]`` and its argmax, row by row (``p`` is (B, K))."""
         return max_rows(p[:, :, None] * self.matrix)
+
+    def max_column(self, p: jax.Array, j: jax.Array, x: Any = None
+                   ) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_predict` for each row ``b`` (one column each)."""
+        return column_max(p, self.matrix, self.matrix_t, j)
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:

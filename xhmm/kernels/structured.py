@@ -32,7 +32,10 @@ product (the random walk in two stages: ``max_a gx[a, c] * max_b p[a, b] *
 gy[b, d]``, since every factor is non-negative), and the blocks into each
 to-state are compared after scaling by their discrete entries. Ties go to
 the lowest index within a block (within each stage for the random walk) and
-then to the lowest interior from-bin across blocks.
+then to the lowest interior from-bin across blocks. ``max_column`` (the
+Viterbi backtrack's back-pointer of one to-bin per sequence) computes the
+same candidates for that to-bin only, with the same products and ties:
+each block's ``max_column`` is one entry of its ``max_forward``, bit for bit.
 
 Every shape and index array is fixed when the operator is built, so the
 scans compile once per layout.
@@ -46,7 +49,7 @@ from typing import Any, Callable, Union
 import jax
 import jax.numpy as jnp
 
-from .maxproduct import first_max, keep_better, max_rows
+from .maxproduct import column_max, first_max, keep_better, max_rows
 
 __all__ = [
     "RankOneBlock",
@@ -101,6 +104,13 @@ class RankOneBlock:
         shape = peak.shape[:-1] + self.vector.shape
         return peak * self.vector, jnp.broadcast_to(source, shape)
 
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from)."""
+        peak, source = (a[:, 0] for a in first_max(p))
+        if self.vector is None:
+            return peak / self.n_to, source
+        return peak * jnp.take(self.vector, j), source
+
 
 @dataclass(frozen=True)
 class IdentityBlock:
@@ -134,6 +144,12 @@ class IdentityBlock:
         source = jnp.minimum(self.to_from, n_from - 1)
         return self.forward(p), jnp.broadcast_to(source, p.shape[:-1] + source.shape)
 
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from)."""
+        source = j if self.to_from is None else jnp.take(self.to_from, j)
+        value = jnp.take_along_axis(p, source[:, None], axis=-1, mode="fill", fill_value=0)
+        return value[:, 0], jnp.minimum(source, p.shape[-1] - 1)
+
 
 @dataclass(frozen=True)
 class DenseBlock:
@@ -163,6 +179,10 @@ class DenseBlock:
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax."""
         return max_rows(p[..., :, None] * self.matrix)
+
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from)."""
+        return column_max(p, self.matrix, self.matrix_t, j)
 
 
 @dataclass(frozen=True)
@@ -231,9 +251,24 @@ class SeparableBlock:
         outer, best_a = max_rows(jnp.swapaxes(inner, -1, -2)[..., :, :, None] * self.gx)
         outer, best_a = jnp.swapaxes(outer, -1, -2), jnp.swapaxes(best_a, -1, -2)  # [c, d]
         cells = best_a * self.shape[1] + jnp.take_along_axis(best_b, best_a, axis=-2)
-        n_from = self.from_bins.shape[0]
-        source = jnp.minimum(jnp.take(self.from_cells, cells), n_from - 1)
-        return self._flat(outer, self.to_bins), self._flat(source, self.to_bins)
+        return self._flat(outer, self.to_bins), self._flat(self._from_bin(cells), self.to_bins)
+
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from).
+
+        The two stages at the to-cell ``(c, d)`` only: ``max_b grid[a, b] *
+        gy[b, d]`` for every ``a``, then ``max_a gx[a, c] * (that)``.
+        """
+        grid = self._grid(p * self.inv_z, self.from_cells)  # (B, nx, ny)
+        c, d = jnp.divmod(jnp.take(self.to_bins, j), self.shape[1])
+        inner, best_b = first_max(grid * jnp.take(self.gy, d, axis=1).T[:, None, :])
+        outer, best_a = first_max(inner[..., 0] * jnp.take(self.gx, c, axis=1).T)
+        cells = best_a * self.shape[1] + jnp.take_along_axis(best_b[..., 0], best_a, axis=1)
+        return outer[:, 0], self._from_bin(cells[:, 0])
+
+    def _from_bin(self, cells: jax.Array) -> jax.Array:
+        """Interior from-bin of each from-cell (the last bin for a cell outside)."""
+        return jnp.minimum(jnp.take(self.from_cells, cells), self.from_bins.shape[0] - 1)
 
 
 def _shift_tiles(tiles: jax.Array, offset: int) -> jax.Array:
@@ -310,6 +345,27 @@ class BandedBlock:
             source = _shift_tiles(first_rows + source, -offset)
             best = (values, source) if best is None else keep_better(*best, values, source)
         return self._untiled(best[0]), self._untiled(best[1])
+
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n).
+
+        On each tile diagonal, column ``j`` of the one tile above it (value
+        0, from-bin 0 where that tile lies outside the matrix).
+        """
+        rows = self._tiled(p)
+        n_tiles, size = self.tiles[0].shape[:2]
+        tile, within = jnp.divmod(j, size)
+        best = None
+        for stack, offset in zip(self.tiles, self.offsets):
+            row_tile = tile - offset
+            inside = (row_tile >= 0) & (row_tile < n_tiles)
+            row_tile = jnp.clip(row_tile, 0, n_tiles - 1)
+            sources = jnp.take_along_axis(rows, row_tile[:, None, None], axis=1)[:, 0]
+            values, source = (a[:, 0] for a in first_max(sources * stack[row_tile, :, within]))
+            values = jnp.where(inside, values, 0)
+            source = jnp.where(inside, size * row_tile + source, 0)
+            best = (values, source) if best is None else keep_better(*best, values, source)
+        return best
 
 
 Block = Union[RankOneBlock, IdentityBlock, DenseBlock, BandedBlock, SeparableBlock]
@@ -407,19 +463,9 @@ class BlocksOperator:
         in each to-state; ties go to the lowest interior from-bin (0 where
         the maximum is 0).
         """
-        discrete = self.discrete if x is None else x
-        ordered = p if self.perm is None else jnp.take(p, self.perm, axis=-1)
-        bounds = list(zip(self.offsets[:-1], self.offsets[1:]))
-        best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
-        for (s, t), block in zip(self.pairs, self.blocks):
-            lo, hi = bounds[s]
-            values, source = block.max_forward(ordered[..., lo:hi])
-            source = source + lo
-            if self.perm is not None:
-                source = jnp.take(self.perm, source)
-            candidate = (discrete[s, t] * values, source)
-            best[t] = candidate if best[t] is None else keep_better(*best[t], *candidate)
-        lead = ordered.shape[:-1]
+        bounds = self._bounds()
+        best = self._max_candidates(p, x, lambda block, part, t: block.max_forward(part))
+        lead = p.shape[:-1]
         values, sources = [], []
         for found, (lo, hi) in zip(best, bounds):
             shape = lead + (hi - lo,)
@@ -433,6 +479,60 @@ class BlocksOperator:
         if self.inv_perm is None:
             return values, sources
         return jnp.take(values, self.inv_perm, axis=-1), jnp.take(sources, self.inv_perm, axis=-1)
+
+    def max_column(self, p: jax.Array, j: jax.Array, x: Any = None
+                   ) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_predict` for each row ``b`` of ``p`` (B, K).
+
+        Every block's :meth:`max_column` at ``j[b]``'s place in its to-state
+        (clipped into the block's range, so each block runs for every row),
+        compared as in :meth:`max_predict`; each row then takes the
+        candidates of its own to-state.
+        """
+        bounds = self._bounds()
+        position = j if self.inv_perm is None else jnp.take(self.inv_perm, j)
+
+        def block_max(block, part, t):
+            lo, hi = bounds[t]
+            return block.max_column(part, jnp.clip(position - lo, 0, hi - lo - 1))
+
+        value = jnp.zeros(p.shape[:1], p.dtype)
+        source = jnp.zeros(p.shape[:1], jnp.int32)
+        for found, (lo, hi) in zip(self._max_candidates(p, x, block_max), bounds):
+            if found is not None:
+                inside = (position >= lo) & (position < hi)
+                value = jnp.where(inside, found[0], value)
+                source = jnp.where(inside, found[1], source)
+        # Where every candidate is 0 they all tie: the lowest from-bin is 0.
+        return value, jnp.where(value > 0, source, 0)
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        """Each state's slice of the state-ordered bins."""
+        return list(zip(self.offsets[:-1], self.offsets[1:]))
+
+    def _max_candidates(self, p: jax.Array, x: Any, block_max: Callable
+                        ) -> list[tuple[jax.Array, jax.Array] | None]:
+        """The best scaled block candidate into each to-state (None: no block).
+
+        ``block_max(block, part, t)`` gives a block's values and from-bins
+        (relative to the from-state's slice ``part`` of ``p``) for to-state
+        ``t``; they are scaled by the discrete entry (``x`` when
+        time-varying), the from-bins made interior bins, and the blocks into
+        one to-state compared in order (larger, then lower from-bin).
+        """
+        discrete = self.discrete if x is None else x
+        ordered = p if self.perm is None else jnp.take(p, self.perm, axis=-1)
+        bounds = self._bounds()
+        best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
+        for (s, t), block in zip(self.pairs, self.blocks):
+            lo, hi = bounds[s]
+            values, source = block_max(block, ordered[..., lo:hi], t)
+            source = source + lo
+            if self.perm is not None:
+                source = jnp.take(self.perm, source)
+            candidate = (discrete[s, t] * values, source)
+            best[t] = candidate if best[t] is None else keep_better(*best[t], *candidate)
+        return best
 
     def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
                forward: bool) -> jax.Array:

@@ -4,8 +4,13 @@ The decoder runs out of core by checkpointed recomputation
 (:mod:`xhmm.engine.viterbi`): :func:`viterbi_forward_chunk` carries the
 max-message through a chunk, keeping nothing per row but its log scale;
 :func:`viterbi_backtrack_chunk` recomputes the same chunk from its
-checkpoint, this time keeping each row's back-pointers on the device, and
-traces the path back through them.
+checkpoint, this time keeping on the device the max-message entering each
+row (``C x K`` values, like the smoother's filtered chunk), and traces the
+path back: the back-pointer of the path's state ``j`` at a row is the
+lowest ``i`` maximising ``m(i) * A[i, j]`` for the message ``m`` entering
+it (the operator's ``max_column``: one column, ``O(K)``), the same products
+and tie rule as the operator's ``max_predict`` in the forward pass, so the
+same pointer as the full ``C x K`` argmax, which is never computed.
 
 Conventions are those of :mod:`xhmm.kernels.hmm` (rows "from", columns
 "to"; ``log_lik`` rows shifted on the host to a maximum of 0; ``n_valid``
@@ -22,8 +27,8 @@ The precision flags are the filter's (:data:`xhmm.kernels.hmm.HEADROOM`,
 predictions: a prediction near float32's underflow limit where the
 likelihood is high means float32 may have lost the path there.
 
-Ties go to the lowest index: in the operators' ``max_predict`` (the
-back-pointers) and in the last step's best bin.
+Ties go to the lowest index: in the operators' ``max_predict`` and
+``max_column`` (the back-pointers) and in the last step's best bin.
 """
 
 from __future__ import annotations
@@ -34,12 +39,7 @@ import jax.numpy as jnp
 from .hmm import HEADROOM, RELEVANT_NATS
 from .operators import step_slice
 
-__all__ = ["viterbi_forward_chunk", "viterbi_backtrack_chunk", "pointer_dtype"]
-
-
-def pointer_dtype(n_bins: int) -> jnp.dtype:
-    """uint16 back-pointers where every bin index fits, else int32."""
-    return jnp.dtype(jnp.uint16 if n_bins <= 2**16 else jnp.int32)
+__all__ = ["viterbi_forward_chunk", "viterbi_backtrack_chunk"]
 
 
 def _time_major(array: jax.Array) -> jax.Array:
@@ -51,17 +51,18 @@ def _max_scan(prev, is_first, log_lik, n_valid, operator, xs, initial):
     """The max-product recursion over a chunk's rows (shared by both kernels).
 
     Returns the carry after the last real row of each sequence and, per row
-    (time-major), the log scale, the precision flags and the back-pointers.
+    (time-major), the log scale, the precision flags and the message
+    entering the row (each output a caller does not use is not computed:
+    the argmax of ``max_predict`` never is).
     """
-    n_rows, n_bins = log_lik.shape[1:]
+    n_rows = log_lik.shape[1]
     valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
     limit = HEADROOM * jnp.finfo(log_lik.dtype).tiny
-    pointers_as = pointer_dtype(n_bins)
 
     def step(message, inputs):
         row_ll, row_valid, i, x = inputs
         first = is_first & (i == 0)
-        best, source = operator.max_predict(message, x)
+        best, _ = operator.max_predict(message, x)
         predicted = jnp.where(first, initial, best)
         log_weights = jnp.log(predicted) + row_ll
         peak = jnp.max(log_weights, axis=1, keepdims=True)
@@ -70,13 +71,13 @@ def _max_scan(prev, is_first, log_lik, n_valid, operator, xs, initial):
         relevant = row_ll > jnp.where(jnp.isfinite(peak), peak, 0) - RELEVANT_NATS
         flags = jnp.stack([jnp.any(small, axis=1), jnp.any(small & relevant, axis=1)], 1)
         carry = jnp.where(row_valid[:, None], rescaled, message)
-        return carry, (peak[:, 0], flags & row_valid[:, None], source.astype(pointers_as))
+        return carry, (peak[:, 0], flags & row_valid[:, None], message)
 
-    last, (log_scale, flags, pointers) = jax.lax.scan(
+    last, (log_scale, flags, entering) = jax.lax.scan(
         step, prev,
         (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
     )
-    return last, log_scale, flags, pointers, valid
+    return last, log_scale, flags, entering, valid
 
 
 @jax.jit
@@ -118,7 +119,7 @@ def viterbi_forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initia
 @jax.jit
 def viterbi_backtrack_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
                             entry, has_next):
-    """Recompute one chunk's back-pointers from its checkpoint and trace the path back.
+    """Recompute one chunk's max-messages from its checkpoint and trace the path back.
 
     Parameters
     ----------
@@ -140,15 +141,16 @@ def viterbi_backtrack_chunk(prev, is_first, log_lik, n_valid, operator, xs, init
         Each sequence's state at the row before the chunk (the previous
         chunk's ``entry``).
     """
-    last, _, _, pointers, valid = _max_scan(prev, is_first, log_lik, n_valid, operator,
+    last, _, _, entering, valid = _max_scan(prev, is_first, log_lik, n_valid, operator,
                                             xs, initial)
     start = jnp.where(has_next, entry, jnp.argmax(last, axis=1).astype(jnp.int32))
 
     def step(state, inputs):
-        row_pointers, row_valid = inputs
-        before = jnp.take_along_axis(row_pointers, state[:, None], axis=1)[:, 0]
+        message, row_valid, x = inputs
+        _, before = operator.max_column(message, state, x)
         here = jnp.where(row_valid, state, -1)
-        return jnp.where(row_valid, before.astype(jnp.int32), state), here
+        return jnp.where(row_valid, before, state), here
 
-    exit_state, path = jax.lax.scan(step, start, (pointers, valid), reverse=True)
+    exit_state, path = jax.lax.scan(
+        step, start, (entering, valid, step_slice(xs, 0, log_lik.shape[1])), reverse=True)
     return jnp.swapaxes(path, 0, 1), exit_state
