@@ -37,6 +37,8 @@ RUNS = [
       "--chunk-size", "20", "--single", "2", "--repeat", "1"], "speed-up per sequence: "),
     (["viterbi.py", "time", "--model", "dense", "-T", "60", "-K", "8", "--chunk-size", "20",
       "--rounds", "1"], "median ratio most_likely_sequence / smooth: "),
+    (["viterbi.py", "kernels", "-K", "8", "--chunk-size", "20", "--rounds", "1"],
+     "backtrack"),
 ]
 
 
