@@ -33,12 +33,15 @@ never flagged.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
 from .operators import step_slice
 
-__all__ = ["forward_chunk", "backward_chunk", "summarize_chunk", "HEADROOM", "RELEVANT_NATS"]
+__all__ = ["forward_chunk", "backward_chunk", "summarize_chunk", "rescaled_scan",
+           "HEADROOM", "RELEVANT_NATS"]
 
 #: A prediction below ``HEADROOM`` times the dtype's smallest normal number
 #: is "tiny": within 8 orders of magnitude of where values are lost.
@@ -51,6 +54,63 @@ RELEVANT_NATS = 30.0
 def _time_major(array: jax.Array) -> jax.Array:
     """(B, C, ...) -> (C, B, ...) for a scan over rows (free when B = 1)."""
     return jnp.swapaxes(array, 0, 1)
+
+
+def rescaled_scan(prev, is_first, log_lik, n_valid, xs, initial,
+                  predict: Callable, normalise: Callable):
+    """The recursion the filter and the Viterbi decoder share, over a chunk's rows.
+
+    At each row: ``predicted = predict(carry, x)`` (``initial`` for the
+    recording's first row), weights ``predicted * exp(row_ll)`` rescaled to
+    a maximum of 1 (in logs, by their ``peak``), then ``normalise(weights,
+    peak)`` gives the new carry and the row's log scale; the precision flags
+    compare each prediction with :data:`HEADROOM` and each likelihood with
+    that log scale (see the module docstring). Padded rows keep the carry
+    and are not flagged.
+
+    Parameters
+    ----------
+    prev, is_first, log_lik, n_valid, xs, initial
+        As for :func:`forward_chunk`.
+    predict : callable
+        ``(carry (B, K), x) -> (B, K)``: the operator's ``predict`` (sum) or
+        the values of its ``max_predict`` (max).
+    normalise : callable
+        ``(weights (B, K), peak (B, 1)) -> (carry (B, K), log_scale (B, 1))``.
+
+    Returns
+    -------
+    last : (B, K) array
+        The carry after each sequence's last real row.
+    rows : tuple of time-major arrays
+        Per row: the new carries (C, B, K), log scales (C, B), flags
+        (C, B, 2) and the carry entering the row (C, B, K); an output a
+        caller does not use is not computed.
+    valid : (C, B) bool array
+        Which rows are real.
+    """
+    n_rows = log_lik.shape[1]
+    valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
+    limit = HEADROOM * jnp.finfo(log_lik.dtype).tiny
+
+    def step(carry, inputs):
+        row_ll, row_valid, i, x = inputs
+        first = is_first & (i == 0)
+        predicted = jnp.where(first, initial, predict(carry, x))
+        log_weights = jnp.log(predicted) + row_ll
+        peak = jnp.max(log_weights, axis=1, keepdims=True)
+        rows, log_scale = normalise(jnp.exp(log_weights - peak), peak)
+        small = (predicted < limit) & ~first
+        relevant = row_ll > jnp.where(jnp.isfinite(log_scale), log_scale, 0) - RELEVANT_NATS
+        flags = jnp.stack([jnp.any(small, axis=1), jnp.any(small & relevant, axis=1)], 1)
+        new_carry = jnp.where(row_valid[:, None], rows, carry)
+        return new_carry, (rows, log_scale[:, 0], flags & row_valid[:, None], carry)
+
+    last, outputs = jax.lax.scan(
+        step, prev,
+        (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
+    )
+    return last, outputs, valid
 
 
 @jax.jit
@@ -90,30 +150,12 @@ def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
         ``tiny`` and ``risk`` of each row (see the module docstring; False
         on padded rows).
     """
-    n_rows = log_lik.shape[1]
-    valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
-    limit = HEADROOM * jnp.finfo(log_lik.dtype).tiny
-
-    def step(prev, inputs):
-        row_ll, row_valid, i, x = inputs
-        first = is_first & (i == 0)
-        predicted = jnp.where(first, initial, operator.predict(prev, x))
-        log_weights = jnp.log(predicted) + row_ll
-        peak = jnp.max(log_weights, axis=1, keepdims=True)
-        weights = jnp.exp(log_weights - peak)
+    def normalise(weights, peak):
         total = jnp.sum(weights, axis=1, keepdims=True)
-        filtered = weights / total
-        log_norm = peak + jnp.log(total)
-        small = (predicted < limit) & ~first
-        relevant = row_ll > jnp.where(jnp.isfinite(log_norm), log_norm, 0) - RELEVANT_NATS
-        flags = jnp.stack([jnp.any(small, axis=1), jnp.any(small & relevant, axis=1)], 1)
-        new_prev = jnp.where(row_valid[:, None], filtered, prev)
-        return new_prev, (filtered, log_norm[:, 0], flags & row_valid[:, None])
+        return weights / total, peak + jnp.log(total)
 
-    last, (filtered, log_norm, flags) = jax.lax.scan(
-        step, prev,
-        (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
-    )
+    last, (filtered, log_norm, flags, _), _ = rescaled_scan(
+        prev, is_first, log_lik, n_valid, xs, initial, operator.predict, normalise)
     return _time_major(filtered), jnp.swapaxes(log_norm, 0, 1), last, _time_major(flags)
 
 

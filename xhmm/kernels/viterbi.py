@@ -36,7 +36,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .hmm import HEADROOM, RELEVANT_NATS
+from .hmm import rescaled_scan
 from .operators import step_slice
 
 __all__ = ["viterbi_forward_chunk", "viterbi_backtrack_chunk"]
@@ -55,28 +55,14 @@ def _max_scan(prev, is_first, log_lik, n_valid, operator, xs, initial):
     entering the row (each output a caller does not use is not computed:
     the argmax of ``max_predict`` never is).
     """
-    n_rows = log_lik.shape[1]
-    valid = jnp.arange(n_rows)[:, None] < n_valid[None, :]
-    limit = HEADROOM * jnp.finfo(log_lik.dtype).tiny
+    def best(message, x):
+        return operator.max_predict(message, x)[0]
 
-    def step(message, inputs):
-        row_ll, row_valid, i, x = inputs
-        first = is_first & (i == 0)
-        best, _ = operator.max_predict(message, x)
-        predicted = jnp.where(first, initial, best)
-        log_weights = jnp.log(predicted) + row_ll
-        peak = jnp.max(log_weights, axis=1, keepdims=True)
-        rescaled = jnp.exp(log_weights - peak)
-        small = (predicted < limit) & ~first
-        relevant = row_ll > jnp.where(jnp.isfinite(peak), peak, 0) - RELEVANT_NATS
-        flags = jnp.stack([jnp.any(small, axis=1), jnp.any(small & relevant, axis=1)], 1)
-        carry = jnp.where(row_valid[:, None], rescaled, message)
-        return carry, (peak[:, 0], flags & row_valid[:, None], message)
+    def keep(rescaled, peak):
+        return rescaled, peak
 
-    last, (log_scale, flags, entering) = jax.lax.scan(
-        step, prev,
-        (_time_major(log_lik), valid, jnp.arange(n_rows), step_slice(xs, 0, n_rows)),
-    )
+    last, (_, log_scale, flags, entering), valid = rescaled_scan(
+        prev, is_first, log_lik, n_valid, xs, initial, best, keep)
     return last, log_scale, flags, entering, valid
 
 
