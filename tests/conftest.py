@@ -168,14 +168,20 @@ _KILLED_CHILD = textwrap.dedent(
     src = da.from_array(ll, chunks=({chunk}, 3)).map_blocks(read, dtype=ll.dtype)
     ds = make_dataset(np.zeros_like(ll))
     ds["log_likelihood"] = (("time", "state_bins"), src)
+    {setup}
     {call}
     """
 )
 
 
-def run_killed_child(tmp_path, folder, kill_at: int, call: str, T: int, K: int, chunk: int):
-    """Run ``call`` in a child process that kills itself (see ``_KILLED_CHILD``)."""
+def run_killed_child(tmp_path, folder, kill_at: int, call: str, T: int, K: int, chunk: int,
+                     setup: str = ""):
+    """Run ``call`` in a child process that kills itself (see ``_KILLED_CHILD``).
+
+    ``setup`` is code run before ``call`` (e.g. another way to die).
+    """
     script = _KILLED_CHILD.format(tests=os.path.dirname(__file__), T=T, K=K, chunk=chunk,
-                                  kill_at=kill_at, folder=str(folder), call=call)
+                                  kill_at=kill_at, folder=str(folder), call=call,
+                                  setup=setup)
     return subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

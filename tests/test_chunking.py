@@ -9,7 +9,10 @@ Measured tolerances (float32 compute):
   the smoothed rows can differ by a few float32 ulps: 7.8 ulps of the entry
   (1.8e-7 absolute) on this model, up to 16 ulps (2.4e-7) on banded models
   while exploring; asserted within ``2**-18`` (32 ulps) of the larger entry.
-* NumPy vs dask input, memmap vs RAM, persist_causal on/off: bit-identical.
+* NumPy vs dask input, memmap vs RAM, persist_causal on/off: bit-identical
+  (a memmap smoother run storing uint16 or float16 takes the filtered rows
+  back from a scratch file, a RAM run filters each chunk again: the same
+  bits).
 * Storage dtypes against float32 storage: uint16 within half a quantisation
   step plus one float32 rounding of the decoded value (``0.5/65534 +
   2**-24``); float16 within its rounding, ``2**-11`` relative (``2**-25``
@@ -23,8 +26,8 @@ import numpy as np
 import pytest
 
 import xhmm
-from conftest import make_dataset
-from tolerances import assert_backward_close, storage_error
+from conftest import make_dataset, underflow_model
+from tolerances import F32_ATOL, assert_backward_close, storage_error
 
 T = 600
 N = 60
@@ -201,3 +204,25 @@ def test_persist_causal_false(by_chunk, tmp_path):
     np.testing.assert_array_equal(res.acausal_posterior.values,
                                   base.acausal_posterior.values)
     assert float(res.marginal_log_likelihood) == float(base.marginal_log_likelihood)
+
+
+def test_scratch_rows_beside_float64_chunks(tmp_path, reference):
+    # auto runs the hard stretch's chunks in float64: the backward pass must
+    # filter those again in float64, and take the others from the scratch file
+    hard, A = underflow_model()
+    K = A.shape[0]
+    easy = -0.5 * ((np.arange(K)[None, :] - 20) / 8.0) ** 2 * np.ones((60, 1))
+    ll = np.concatenate([easy, hard, easy])
+    p0 = np.full(K, 1 / K)
+    kw = dict(transition=A, initial=p0, chunk_size=20, posterior_dtype="uint16",
+              progress=False)
+    ram = make_dataset(ll).hmm.smooth(**kw)
+    folder = tmp_path / "run"
+    disk = make_dataset(ll).hmm.smooth(**kw, use_memmap=True, memmap_dir=folder)
+    assert 0 < disk.attrs["xhmm_float64_chunks"] < len(ll) // 20
+    np.testing.assert_array_equal(disk.acausal_posterior.values, ram.acausal_posterior.values)
+    _, smooth, _ = reference(ll, A, p0)
+    excess = (np.abs(disk.acausal_posterior.values - smooth)
+              - storage_error(smooth, "uint16") - F32_ATOL)
+    assert excess.max() <= 0
+    assert not (folder / "filtered_scratch.dat").exists()

@@ -20,22 +20,42 @@ def _model():
     return random_model(np.random.default_rng(42), T, K)
 
 
-def _run_child(tmp_path, folder, kill_at, persist):
+# Dies at the 5th chunk of the backward pass (code for the child's script).
+KILL_IN_BACKWARD = """
+import xhmm.engine.loop as loop
+kernel, calls = loop.backward_chunk, [0]
+
+def backward_chunk(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kernel(*args, **kwargs)
+
+loop.backward_chunk = backward_chunk
+"""
+
+
+def _run_child(tmp_path, folder, kill_at, persist, setup=""):
     call = ("ds.hmm.smooth(transition=A, initial=p0, chunk_size={chunk}, use_memmap=True, "
             "memmap_dir=folder, persist_causal={persist}, progress=False)")
     return run_killed_child(tmp_path, folder, kill_at,
-                            call.format(chunk=CHUNK, persist=persist), T, K, CHUNK)
+                            call.format(chunk=CHUNK, persist=persist), T, K, CHUNK, setup)
 
 
 @pytest.mark.parametrize(
-    "kill_at, persist",
-    [(1, True),    # first read of block 10: during the forward pass
-     (2, False)],  # second read: the backward pass re-reads the input
+    "kill_at, persist, setup",
+    [(1, True, ""),    # first read of block 10: during the forward pass
+     # the same without a causal buffer: the filtered rows of the chunks after
+     # the resume come from the scratch file, those before are filtered again
+     (1, False, ""),
+     (0, False, KILL_IN_BACKWARD)],  # the backward pass, filtered rows in scratch
 )
-def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist):
+def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist, setup):
     folder = tmp_path / "run"
-    proc = _run_child(tmp_path, folder, kill_at, persist)
+    proc = _run_child(tmp_path, folder, kill_at, persist, setup)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if not persist:  # the run had its scratch file when it died
+        assert (folder / "filtered_scratch.dat").is_file()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "running"
     n_chunks = -(-T // CHUNK)
@@ -55,6 +75,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist):
         np.testing.assert_array_equal(resumed.causal_posterior.values,
                                       fresh.causal_posterior.values)
     assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"
+    assert not (folder / "filtered_scratch.dat").exists()
 
 
 def test_resume_with_other_settings_says_what_differs(tmp_path):

@@ -13,6 +13,16 @@ dispatch is asynchronous). No time chunks are ever concatenated.
 Memmap runs keep a manifest (:mod:`xhmm.engine.manifest`) updated after each
 chunk's data are flushed, so ``resume=True`` continues a killed run from its
 last completed chunk with bit-identical results.
+
+The backward pass needs each chunk's filtered rows in the dtype the chunk
+ran in. A causal buffer stored in the attempt dtype holds them; otherwise a
+memmap smoother run writes the rows of the chunks that ran in the attempt
+dtype to a scratch file, ``{memmap_dir}/filtered_scratch.dat`` (4 bytes per
+bin and step in float32; not flushed: the kernel writes it back in its own
+time), removed when the run finishes. Chunks missing there (float64 chunks
+of ``compute_dtype="auto"``, chunks filtered before a resume, RAM runs, a
+disk without room for the file) are read and filtered again from their
+checkpoint.
 """
 
 from __future__ import annotations
@@ -25,11 +35,11 @@ import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import ConfigError, NumericalError
+from ..errors import ConfigError, NumericalError, StorageError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import Manifest, crc, fingerprint
 from .progress import progress_bar
-from .reader import Chunk, LikelihoodReader
+from .reader import BufferRing, Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import as_engine_transition
@@ -80,6 +90,12 @@ FLOAT32_TOLERANCE = 1e-5
 #: Chunk-boundary carries (checkpoints) are kept in float64: exact whatever
 #: dtype a chunk ran in.
 CARRY_DTYPE = np.float64
+#: Name of the memmap file keeping filtered rows for the backward pass.
+SCRATCH = "filtered_scratch"
+#: Reused host buffers per dtype for chunks going to the device. Two are
+#: enough: each pass waits for a chunk's kernels to finish before it reads
+#: (or prepares) the chunk after the next one.
+HOST_BUFFERS = 2
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -161,6 +177,12 @@ class _Run(RunState):
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
                              and np.dtype(config.storage_dtype) == self.base)
+        # Otherwise a memmap smoother run keeps them in a scratch file
+        # (opened by the forward pass; chunks filtered in this process only).
+        self.scratch: np.ndarray | None = None
+        self.in_scratch = np.zeros(n_chunks, dtype=bool)
+        self.filtered_buffers = BufferRing((reader.n_seq, reader.chunk_size, K),
+                                           HOST_BUFFERS)
 
     def device(self, dtype: np.dtype) -> _Device:
         """Device constants in ``dtype`` (built on first use)."""
@@ -236,15 +258,19 @@ class _Run(RunState):
                                               and (kind == "acausal") == self.smooth)]
         return [buf for buf in rows if buf is not None]
 
-    def _sync(self, buffers, start: int, n_valid: np.ndarray) -> None:
-        """Flush each sequence's rows just written (memmap only) and drop their pages."""
+    def _sync(self, buffers, start: int, n_valid: np.ndarray, flush: bool = True) -> None:
+        """Flush each sequence's rows just written (memmap only) and drop their pages.
+
+        ``flush=False`` only drops the pages (for rows already on disk or
+        not needed there).
+        """
         if self.memmap_dir is None:
             return
         for buffer in buffers:
             n_seq, n_time = buffer.shape[:2]
             flat = buffer.reshape(n_seq * n_time, *buffer.shape[2:])
             for b, n in enumerate(n_valid):
-                sync_rows(flat, b * n_time + start, b * n_time + start + int(n))
+                sync_rows(flat, b * n_time + start, b * n_time + start + int(n), flush)
 
     def _commit(self, start: int, n_valid: np.ndarray, buffers, **manifest_changes) -> None:
         """Flush the rows just written, then record progress in the manifest."""
@@ -280,6 +306,7 @@ class _Run(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
+        self._open_scratch()
         with progress_bar(self.progress, reader.n_rows, self.desc("forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
@@ -313,6 +340,26 @@ class _Run(RunState):
                     raise pending
                 chunk = next_chunk
         del prev
+
+    def _open_scratch(self) -> None:
+        """Create the scratch file of filtered rows when the backward pass needs one.
+
+        Without room on the disk for it the run goes on without (the
+        backward pass then filters every chunk again).
+        """
+        if not self.smooth or self.memmap_dir is None or self.causal_exact:
+            return
+        shape = (self.reader.n_seq, self.reader.n_rows, self.reader.n_bins)
+        try:
+            self.scratch = alloc_out(shape, self.base, SCRATCH, self.memmap_dir)
+        except StorageError:
+            self.scratch = None
+
+    def _close_scratch(self) -> None:
+        """Remove the scratch file, this run's or one left by a killed run."""
+        self.scratch = None
+        if self.memmap_dir is not None:
+            (self.memmap_dir / f"{SCRATCH}.dat").unlink(missing_ok=True)
 
     def _next_dtype(self, index: int) -> np.dtype:
         """float64 after a float64 chunk that still had tiny predictions (auto)."""
@@ -384,8 +431,13 @@ class _Run(RunState):
         self._summarize(filtered, chunk.start, chunk.n_valid, "causal", not self.smooth,
                         dtype)
         self._check_forward(chunk, log_norm, dtype)
+        rows = np.asarray(filtered)
         if self.causal is not None:
-            self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
+            self._write(self.causal, chunk.start, rows, chunk.n_valid)
+        if self.scratch is not None and dtype == self.base:
+            self._write(self.scratch, chunk.start, rows, chunk.n_valid)
+            self._sync([self.scratch], chunk.start, chunk.n_valid, flush=False)
+            self.in_scratch[chunk.index] = True
         if chunk.index + 1 < self.reader.n_chunks:
             self._checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
 
@@ -453,8 +505,6 @@ class _Run(RunState):
                 del counted
                 self._commit(start, n_valid, self._row_buffers("acausal"),
                              backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
-                if self.causal_exact:
-                    self._sync([self.causal], start, n_valid)  # pages read back
                 bar.update(reader.chunk_size)
         del carry
 
@@ -482,15 +532,31 @@ class _Run(RunState):
                 "compute_dtype='float64'"
             )
 
+    def _stored_filtered(self, index: int) -> np.ndarray | None:
+        """The buffer holding chunk ``index``'s filtered rows exactly, if any."""
+        if self._dtype_of(index) != self.base:
+            return None
+        if self.causal_exact:
+            return self.causal
+        return self.scratch if self.in_scratch[index] else None
+
     def _filtered(self, index: int):
-        """Filtered rows of chunk ``index`` on the device, in the chunk's dtype."""
+        """Filtered rows of chunk ``index`` on the device, in the chunk's dtype.
+
+        Taken from the causal buffer or the scratch file when they hold
+        them, else filtered again from the chunk's checkpoint.
+        """
         reader = self.reader
         dtype = self._dtype_of(index)
-        if self.causal_exact and dtype == self.base:
+        source = self._stored_filtered(index)
+        if source is not None:
             start = reader.bounds(index)[0]
-            rows = np.zeros((reader.n_seq, reader.chunk_size, reader.n_bins), dtype)
-            for b, n in enumerate(reader.n_valid(index)):
-                rows[b, :n] = self.causal[b, start:start + n]
+            n_valid = reader.n_valid(index)
+            rows = self.filtered_buffers.take(dtype)
+            for b, n in enumerate(n_valid):
+                rows[b, :n] = source[b, start:start + n]
+                rows[b, n:] = 0
+            self._sync([source], start, n_valid, flush=False)  # pages read back
             with precision(dtype.name):
                 return jax.device_put(rows)
         chunk = reader.read(index, dtype)
@@ -501,11 +567,14 @@ class _Run(RunState):
     # -- summaries ---------------------------------------------------------
     def _summarize(self, posterior, start: int, n_valid: np.ndarray, kind: str,
                    final: bool, dtype: np.dtype) -> None:
-        want_final = final and (self.config.emit_map or self.config.emit_entropy)
-        if not (self.want_states or want_final):
+        want_map = final and self.config.emit_map
+        want_entropy = final and self.config.emit_entropy
+        if not (self.want_states or want_map or want_entropy):
             return
         with precision(dtype.name):
-            argmax, entropy, states = summarize_chunk(posterior, self.device(dtype).onehot)
+            argmax, entropy, states = summarize_chunk(
+                posterior, self.device(dtype).onehot, argmax=want_map,
+                entropy=want_entropy, states=self.want_states)
         outputs = []
         if self.want_states:
             outputs.append((self.summaries[f"{kind}_state_probabilities"], states))
@@ -520,6 +589,7 @@ class _Run(RunState):
 
     def finish(self) -> EngineResult:
         """Mark a memmap run complete and hand over its buffers."""
+        self._close_scratch()
         lengths = self.reader.lengths.copy()
         marginal = np.empty(len(lengths), dtype=np.float64)
         for b, n in enumerate(lengths):
@@ -598,7 +668,8 @@ def run_engine(
     EngineResult
     """
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.attempt_dtype, lengths, sequence_ids, scheduler)
+                              config.attempt_dtype, lengths, sequence_ids, scheduler,
+                              buffers=HOST_BUFFERS)
     with precision(config.attempt_dtype):
         run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
                    state_onehot, store_acausal, metadata)

@@ -127,12 +127,15 @@ def prepare_memmap_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return folder
 
 
-def sync_rows(buffer: np.ndarray, start: int, stop: int) -> None:
+def sync_rows(buffer: np.ndarray, start: int, stop: int, flush: bool = True) -> None:
     """Flush rows ``start:stop`` of a memmap to disk and drop them from RSS.
 
     After ``msync`` the pages are clean copies of the file, so
     ``MADV_DONTNEED`` only unmaps them from this process: host memory stays at
-    about one chunk however long the recording. RAM buffers are left alone.
+    about one chunk however long the recording. With ``flush=False`` the
+    pages are only unmapped: dirty ones stay in the page cache, written back
+    by the kernel in its own time (the data survive the process, not a
+    crash of the machine). RAM buffers are left alone.
     """
     mm = getattr(buffer, "_mmap", None)
     if mm is None or stop <= start:
@@ -143,7 +146,8 @@ def sync_rows(buffer: np.ndarray, start: int, stop: int) -> None:
     aligned = first - first % mmap.PAGESIZE
     length = base + stop * row_bytes - aligned
     try:
-        mm.flush(aligned, length)
+        if flush:
+            mm.flush(aligned, length)
     except OSError as exc:
         raise StorageError(
             f"cannot write {length:,} bytes to {getattr(buffer, 'filename', '?')!r}: "

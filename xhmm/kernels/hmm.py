@@ -33,6 +33,7 @@ never flagged.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import jax
@@ -230,9 +231,11 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     return _time_major(smoothed), first, counts
 
 
-@jax.jit
-def summarize_chunk(posterior, state_onehot):
+@partial(jax.jit, static_argnames=("argmax", "entropy", "states"))
+def summarize_chunk(posterior, state_onehot, *, argmax=True, entropy=True, states=True):
     """Per-row summaries of a chunk of posteriors.
+
+    Each summary left out is not computed (one compilation per choice).
 
     Parameters
     ----------
@@ -240,19 +243,23 @@ def summarize_chunk(posterior, state_onehot):
     state_onehot : (K, S) array
         ``state_onehot[k, s]`` is 1 when bin ``k`` belongs to state ``s``
         (S may be 0).
+    argmax, entropy, states : bool, default True
+        Which summaries to compute.
 
     Returns
     -------
-    argmax : (B, C) int32 array
+    argmax : (B, C) int32 array or None
         Index of the most probable bin of each row.
-    entropy : (B, C) array
+    entropy : (B, C) array or None
         ``-sum p log p`` of each row, in nats.
-    state_probabilities : (B, C, S) array
+    state_probabilities : (B, C, S) array or None
         Probability of each state in each row.
     """
-    argmax = jnp.argmax(posterior, axis=2).astype(jnp.int32)
-    positive = posterior > 0
-    plogp = jnp.where(positive, posterior * jnp.log(jnp.where(positive, posterior, 1)), 0)
-    entropy = -jnp.sum(plogp, axis=2)
-    state_probabilities = posterior @ state_onehot
-    return argmax, entropy, state_probabilities
+    index = jnp.argmax(posterior, axis=2).astype(jnp.int32) if argmax else None
+    nats = None
+    if entropy:
+        positive = posterior > 0
+        plogp = jnp.where(positive, posterior * jnp.log(jnp.where(positive, posterior, 1)), 0)
+        nats = -jnp.sum(plogp, axis=2)
+    state_probabilities = posterior @ state_onehot if states else None
+    return index, nats, state_probabilities
