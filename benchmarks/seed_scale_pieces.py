@@ -7,24 +7,27 @@ be. One process times, chunk by chunk, what the engine does to each chunk
 (the order of :mod:`xhmm.engine.loop`), each piece alone:
 
 ``read``
-    :meth:`xhmm.engine.reader.LikelihoodReader.read`: rows from the memmap,
-    interior columns, checks, the float64 row-maximum shift.
+    :meth:`xhmm.engine.reader.LikelihoodReader.read` with the engine's
+    reused buffers: rows from the memmap, interior columns, checks, the
+    row-maximum shift.
 ``forward``, ``backward``
     The kernels (:func:`xhmm.kernels.hmm.forward_chunk`,
     :func:`~xhmm.kernels.hmm.backward_chunk`) with the structured operator,
     on the chunk already read, to the host (``np.asarray``).
 ``summaries``
-    :func:`~xhmm.kernels.hmm.summarize_chunk` (state probabilities) to the
-    host.
+    :func:`~xhmm.kernels.hmm.summarize_chunk` (state probabilities only)
+    to the host.
+``scratch``
+    The filtered rows into the scratch memmap (float32, pages dropped, not
+    flushed) and back into a reused buffer, as the engine keeps them for
+    the backward pass.
 ``write``
     :func:`xhmm.engine.storage.write_rows` of a chunk into a uint16
     memmap, then :func:`~xhmm.engine.storage.sync_rows` (flush to disk).
 
-and then a whole ``ds.hmm.smooth`` with the same settings. Reading,
-``forward`` and ``write`` happen twice per step in a smooth that stores
-uint16: the backward pass recomputes each chunk's filtered rows from the
-input (they are not stored in the compute dtype), and both posteriors are
-written. Prints milliseconds per step of each piece (median over chunks),
+and then a whole ``ds.hmm.smooth`` with the same settings. ``summaries``
+and ``write`` happen twice per step (both posteriors). Prints milliseconds
+per step of each piece (median over chunks),
 their sum as the engine runs them, the measured ``smooth``, and the
 projection to ``--project`` steps.
 
@@ -46,7 +49,8 @@ import xarray as xr
 
 import xhmm  # noqa: F401  (registers ds.hmm)
 from xhmm.bench.workload import Problem
-from xhmm.engine.reader import LikelihoodReader
+from xhmm.engine.loop import HOST_BUFFERS
+from xhmm.engine.reader import BufferRing, LikelihoodReader
 from xhmm.engine.storage import alloc_out, sync_rows, write_rows
 from xhmm.kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from xhmm.transitions import plan_transition
@@ -73,13 +77,17 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     plan = plan_transition(problem.transition, state_labels=problem.labels,
                            is_interior=problem.interior, n_time=args.steps)
     operator = plan.device(np.float32, 1)
-    reader = LikelihoodReader(log_lik[None], columns, args.chunk_size, "float32", [args.steps])
+    reader = LikelihoodReader(log_lik[None], columns, args.chunk_size, "float32", [args.steps],
+                              buffers=HOST_BUFFERS)
     out = alloc_out((args.steps, len(columns)), np.uint16, "posterior", folder)
+    scratch = alloc_out((args.steps, len(columns)), np.float32, "scratch", folder)
+    kept = BufferRing((1, args.chunk_size, len(columns)), HOST_BUFFERS)
     initial = jax.device_put(problem.initial[columns][None].astype(np.float32))
     onehot = jax.device_put(onehot)
     not_next = np.array([False])
     times: dict[str, list[float]] = {name: [] for name in
-                                     ("read", "forward", "backward", "summaries", "write")}
+                                     ("read", "forward", "scratch", "backward", "summaries",
+                                      "write")}
 
     def timed(name, function, *arguments):
         tic = time.perf_counter()
@@ -98,7 +106,15 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         return np.asarray(smoothed), first
 
     def summaries(rows):
-        return [np.asarray(value) for value in summarize_chunk(rows, onehot)]
+        return np.asarray(summarize_chunk(rows, onehot, argmax=False, entropy=False)[2])
+
+    def keep(rows, start, n_rows):
+        scratch[start:start + n_rows] = rows[0, :n_rows]
+        sync_rows(scratch, start, start + n_rows, flush=False)
+        back = kept.take(np.float32)
+        back[0, :n_rows] = scratch[start:start + n_rows]
+        sync_rows(scratch, start, start + n_rows, flush=False)
+        return back
 
     def write(rows, start, n_rows):
         write_rows(out, start, rows[0, :n_rows])
@@ -110,12 +126,13 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     for index in range(reader.n_chunks):
         chunk = timed("read", reader.read, index)
         filtered = timed("forward", forward, chunk)[0]
+        filtered = timed("scratch", keep, filtered, chunk.start, chunk.stop - chunk.start)
         timed("backward", backward, filtered, chunk.n_valid)
         timed("summaries", summaries, filtered)
         timed("write", write, filtered, chunk.start, chunk.stop - chunk.start)
     ms = {name: statistics.median(values) for name, values in times.items()}
-    engine = (2 * (ms["read"] + ms["forward"] + ms["write"]) + ms["backward"]
-              + 2 * ms["summaries"])
+    engine = (ms["read"] + ms["forward"] + ms["scratch"] + ms["backward"]
+              + 2 * (ms["summaries"] + ms["write"]))
 
     ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), log_lik)},
                     coords=problem.coords())
@@ -131,7 +148,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
           f"JAX on {jax.default_backend()}: ms per step (median over chunks)")
     for name, value in ms.items():
         print(f"  {name:10s} {value:7.3f}")
-    print(f"  engine sum {engine:7.3f}  (2 x read, forward, write; backward; 2 x summaries)")
+    print(f"  engine sum {engine:7.3f}  (read, forward, scratch, backward; 2 x summaries, write)")
     print(f"  smooth     {smooth:7.3f}  (measured: memmap input, uint16 memmap outputs)")
     for label, value in (("engine sum", engine), ("smooth", smooth)):
         print(f"projected to T={args.project:,} from {label}: "

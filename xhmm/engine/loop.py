@@ -317,7 +317,8 @@ class _Run(RunState):
                 next_chunk, pending = reader.read_ahead(index + 1)
                 filtered, log_norm, prev, flags = jax.block_until_ready(out)
                 log_norm, flags = np.asarray(log_norm), np.asarray(flags)
-                if self._lost_precision(chunk, log_norm, flags, dtype):
+                lost = self._lost_precision(chunk, log_norm, flags, dtype)
+                if lost:
                     rows = np.asarray(filtered)
                     del filtered, out
                     prev, exact = self._redo_float64(self._run_start(index), index, crcs)
@@ -327,11 +328,14 @@ class _Run(RunState):
                 else:
                     self.chunk_f64[index] = dtype == np.float64
                     self.chunk_tiny[index] = flags[..., 0].any()
-                    self._forward_outputs(chunk, filtered, log_norm, prev, crcs, dtype)
-                    del filtered, log_norm
+                    summaries = self._summaries(filtered, "causal", not self.smooth, dtype)
                 dtype = self._next_dtype(index + 1)
                 if next_chunk is not None:
                     out = self._forward_kernel(prev, False, next_chunk, dtype)
+                if not lost:  # host work overlapping the next chunk's filter
+                    self._forward_outputs(chunk, filtered, log_norm, prev, crcs, dtype,
+                                          summaries)
+                    del filtered, log_norm, summaries
                 self._commit(chunk.start, chunk.n_valid, self._row_buffers("causal"),
                              forward_done=index + 1, forward_checkpoint_crc=crcs,
                              reader=reader.inferred_state())
@@ -422,14 +426,17 @@ class _Run(RunState):
                 self._forward_kernel(prev, index == 0, chunk, f64))
             self.chunk_f64[index] = True
             self.chunk_tiny[index] = np.asarray(flags)[..., 0].any()
-            self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, f64)
+            self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, f64,
+                                  self._summaries(filtered, "causal", not self.smooth, f64))
         return prev, np.asarray(filtered)
 
     def _forward_outputs(self, chunk: Chunk, filtered, log_norm: np.ndarray, prev, crcs,
-                         dtype: np.dtype) -> None:
-        """Check and write one chunk's filtered rows, summaries and next checkpoint."""
-        self._summarize(filtered, chunk.start, chunk.n_valid, "causal", not self.smooth,
-                        dtype)
+                         dtype: np.dtype, summaries: list) -> None:
+        """Check and write one chunk's filtered rows, summaries and next checkpoint.
+
+        ``summaries`` are the chunk's dispatched summaries (:meth:`_summaries`).
+        """
+        self._store_summaries(summaries, chunk.start, chunk.n_valid)
         self._check_forward(chunk, log_norm, dtype)
         rows = np.asarray(filtered)
         if self.causal is not None:
@@ -490,10 +497,11 @@ class _Run(RunState):
                 smoothed, carry, counted = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
-                self._summarize(smoothed, start, n_valid, "acausal", True,
-                                self._dtype_of(index))
+                summaries = self._summaries(smoothed, "acausal", True, self._dtype_of(index))
                 if filtered is not None:
                     out = dispatch(carry, index - 1, filtered)
+                self._store_summaries(summaries, start, n_valid)
+                del summaries
                 rows = np.asarray(smoothed)
                 self._check_backward(rows, start, n_valid)
                 if self.acausal is not None:
@@ -565,12 +573,17 @@ class _Run(RunState):
         return filtered
 
     # -- summaries ---------------------------------------------------------
-    def _summarize(self, posterior, start: int, n_valid: np.ndarray, kind: str,
-                   final: bool, dtype: np.dtype) -> None:
+    def _summaries(self, posterior, kind: str, final: bool, dtype: np.dtype) -> list:
+        """Dispatch the summaries of a chunk of ``kind`` posteriors.
+
+        Returns ``(buffer, device values)`` pairs for :meth:`_store_summaries`;
+        only the summaries wanted are computed (``final``: the posterior the
+        MAP and entropy are taken of).
+        """
         want_map = final and self.config.emit_map
         want_entropy = final and self.config.emit_entropy
         if not (self.want_states or want_map or want_entropy):
-            return
+            return []
         with precision(dtype.name):
             argmax, entropy, states = summarize_chunk(
                 posterior, self.device(dtype).onehot, argmax=want_map,
@@ -578,10 +591,15 @@ class _Run(RunState):
         outputs = []
         if self.want_states:
             outputs.append((self.summaries[f"{kind}_state_probabilities"], states))
-        if final and self.config.emit_map:
+        if want_map:
             outputs.append((self.summaries["map_index"], argmax))
-        if final and self.config.emit_entropy:
+        if want_entropy:
             outputs.append((self.summaries["entropy"], entropy))
+        return outputs
+
+    @staticmethod
+    def _store_summaries(outputs: list, start: int, n_valid: np.ndarray) -> None:
+        """Copy dispatched summaries (:meth:`_summaries`) into their buffers."""
         for buffer, values in outputs:
             values = np.asarray(values)
             for b, n in enumerate(n_valid):
