@@ -50,7 +50,7 @@ import xarray as xr
 import xhmm  # noqa: F401  (registers ds.hmm)
 from xhmm.bench.workload import Problem
 from xhmm.engine.loop import HOST_BUFFERS
-from xhmm.engine.reader import BufferRing, LikelihoodReader
+from xhmm.engine.reader import LikelihoodReader
 from xhmm.engine.storage import alloc_out, sync_rows, write_rows
 from xhmm.kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from xhmm.transitions import plan_transition
@@ -81,7 +81,6 @@ def run(args: argparse.Namespace, folder: Path) -> None:
                               buffers=HOST_BUFFERS)
     out = alloc_out((args.steps, len(columns)), np.uint16, "posterior", folder)
     scratch = alloc_out((args.steps, len(columns)), np.float32, "scratch", folder)
-    kept = BufferRing((1, args.chunk_size, len(columns)), HOST_BUFFERS)
     initial = jax.device_put(problem.initial[columns][None].astype(np.float32))
     onehot = jax.device_put(onehot)
     not_next = np.array([False])
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     def keep(rows, start, n_rows):
         scratch[start:start + n_rows] = rows[0, :n_rows]
         sync_rows(scratch, start, start + n_rows, flush=False)
-        back = kept.take(np.float32)
+        back = reader.buffers.take(np.float32)
         back[0, :n_rows] = scratch[start:start + n_rows]
         sync_rows(scratch, start, start + n_rows, flush=False)
         return back

@@ -39,7 +39,7 @@ from ..errors import ConfigError, NumericalError, StorageError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import Manifest, crc, fingerprint
 from .progress import progress_bar
-from .reader import BufferRing, Chunk, LikelihoodReader
+from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import as_engine_transition
@@ -92,9 +92,10 @@ FLOAT32_TOLERANCE = 1e-5
 CARRY_DTYPE = np.float64
 #: Name of the memmap file keeping filtered rows for the backward pass.
 SCRATCH = "filtered_scratch"
-#: Reused host buffers per dtype for chunks going to the device. Two are
-#: enough: each pass waits for a chunk's kernels to finish before it reads
-#: (or prepares) the chunk after the next one.
+#: Reused host buffers per dtype for chunks going to the device (read, or
+#: filtered rows taken back for the backward pass). Two are enough: each
+#: pass waits for a chunk's kernels to finish before it reads (or takes
+#: back) the chunk after the next one.
 HOST_BUFFERS = 2
 
 
@@ -181,8 +182,6 @@ class _Run(RunState):
         # (opened by the forward pass; chunks filtered in this process only).
         self.scratch: np.ndarray | None = None
         self.in_scratch = np.zeros(n_chunks, dtype=bool)
-        self.filtered_buffers = BufferRing((reader.n_seq, reader.chunk_size, K),
-                                           HOST_BUFFERS)
 
     def device(self, dtype: np.dtype) -> _Device:
         """Device constants in ``dtype`` (built on first use)."""
@@ -560,7 +559,8 @@ class _Run(RunState):
         if source is not None:
             start = reader.bounds(index)[0]
             n_valid = reader.n_valid(index)
-            rows = self.filtered_buffers.take(dtype)
+            # the reader's buffers: each backward step takes one, as reading does
+            rows = reader.buffers.take(dtype)
             for b, n in enumerate(n_valid):
                 rows[b, :n] = source[b, start:start + n]
                 rows[b, n:] = 0

@@ -166,8 +166,9 @@ class LikelihoodReader:
         dask scheduler used to compute chunks of a dask input (None: the
         current default).
     buffers : int, default 0
-        Chunk buffers reused per dtype (0: a fresh array per chunk); see
-        the module docstring for what the caller then guarantees.
+        Chunk buffers reused per dtype (0: a fresh array per chunk), in
+        :attr:`buffers`; see the module docstring for what the caller then
+        guarantees.
     """
 
     def __init__(
@@ -200,7 +201,9 @@ class LikelihoodReader:
         )
         self.chunk_size = min(int(chunk_size), self.n_rows)
         self._runs = _column_runs(self.columns)
-        self._buffers = BufferRing((self.n_seq, self.chunk_size, self.n_bins), buffers)
+        #: The chunks' rows come from here; a caller may take other (B, C, K)
+        #: arrays for the device from it, under the same rule.
+        self.buffers = BufferRing((self.n_seq, self.chunk_size, self.n_bins), buffers)
         self._ended = np.zeros(self.n_seq, dtype=bool)
         self._scanned = 0
         self._scale_checked = False
@@ -272,7 +275,7 @@ class LikelihoodReader:
         """
         start, stop = self.bounds(index)
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        padded = self._buffers.take(dtype)
+        padded = self.buffers.take(dtype)
         block = self._interior_rows(start, stop, padded)
         if self.infer and index >= self._scanned:
             self._find_ends(block, start)
