@@ -35,27 +35,31 @@ loop.backward_chunk = backward_chunk
 """
 
 
-def _run_child(tmp_path, folder, kill_at, persist, setup=""):
+def _run_child(tmp_path, folder, kill_at, options, setup=""):
     call = ("ds.hmm.smooth(transition=A, initial=p0, chunk_size={chunk}, use_memmap=True, "
-            "memmap_dir=folder, persist_causal={persist}, progress=False)")
+            "memmap_dir=folder, progress=False, **{options!r})")
     return run_killed_child(tmp_path, folder, kill_at,
-                            call.format(chunk=CHUNK, persist=persist), T, K, CHUNK, setup)
+                            call.format(chunk=CHUNK, options=options), T, K, CHUNK, setup)
 
 
 @pytest.mark.parametrize(
-    "kill_at, persist, setup",
-    [(1, True, ""),    # first read of block 10: during the forward pass
-     # the same without a causal buffer: the filtered rows of the chunks after
-     # the resume come from the scratch file, those before are filtered again
-     (1, False, ""),
-     (0, False, KILL_IN_BACKWARD)],  # the backward pass, filtered rows in scratch
+    "kill_at, options, setup",
+    [(1, {}, ""),  # first read of block 10: during the forward pass
+     # second read: the backward pass filters the input again
+     (2, {"persist_causal": False}, ""),
+     # uint16 storage: the filtered rows of the chunks after the resume come
+     # from the scratch file, those before are filtered again
+     (1, {"posterior_dtype": "uint16"}, ""),
+     (0, {"posterior_dtype": "uint16"}, KILL_IN_BACKWARD)],  # rows in the scratch file
+    ids=["forward", "backward-recomputing", "forward-scratch", "backward-scratch"],
 )
-def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist, setup):
+def test_killed_run_resumes_bit_identical(tmp_path, kill_at, options, setup):
     folder = tmp_path / "run"
-    proc = _run_child(tmp_path, folder, kill_at, persist, setup)
+    proc = _run_child(tmp_path, folder, kill_at, options, setup)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    if not persist:  # the run had its scratch file when it died
-        assert (folder / "filtered_scratch.dat").is_file()
+    # the run had its scratch file when it died
+    scratch = options.get("posterior_dtype") == "uint16"
+    assert (folder / "filtered_scratch.dat").is_file() == scratch
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "running"
     n_chunks = -(-T // CHUNK)
@@ -65,13 +69,13 @@ def test_killed_run_resumes_bit_identical(tmp_path, kill_at, persist, setup):
     ll, A, p0 = _model()
     ds = make_dataset(ll)
     resumed = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, use_memmap=True,
-                            memmap_dir=folder, resume=True, persist_causal=persist)
-    fresh = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
-                          persist_causal=persist)
+                            memmap_dir=folder, resume=True, **options)
+    fresh = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, **options)
     np.testing.assert_array_equal(resumed.acausal_posterior.values,
                                   fresh.acausal_posterior.values)
     assert float(resumed.marginal_log_likelihood) == float(fresh.marginal_log_likelihood)
-    if persist:
+    assert ("causal_posterior" in resumed) == options.get("persist_causal", True)
+    if "causal_posterior" in fresh:
         np.testing.assert_array_equal(resumed.causal_posterior.values,
                                       fresh.causal_posterior.values)
     assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"
@@ -180,7 +184,7 @@ def test_open_run_reopens_a_finished_run(tmp_path):
 
 def test_open_run_refuses_an_unfinished_run(tmp_path):
     folder = tmp_path / "run"
-    proc = _run_child(tmp_path, folder, 1, True)
+    proc = _run_child(tmp_path, folder, 1, {})
     assert proc.returncode == -signal.SIGKILL
     with pytest.raises(xhmm.IncompleteResultError, match="not complete.*resume=True"):
         xhmm.open_run(folder)

@@ -15,14 +15,15 @@ chunk's data are flushed, so ``resume=True`` continues a killed run from its
 last completed chunk with bit-identical results.
 
 The backward pass needs each chunk's filtered rows in the dtype the chunk
-ran in. A causal buffer stored in the attempt dtype holds them; otherwise a
-memmap smoother run writes the rows of the chunks that ran in the attempt
-dtype to a scratch file, ``{memmap_dir}/filtered_scratch.dat`` (4 bytes per
-bin and step in float32; not flushed: the kernel writes it back in its own
-time), removed when the run finishes. Chunks missing there (float64 chunks
-of ``compute_dtype="auto"``, chunks filtered before a resume, RAM runs, a
-disk without room for the file) are read and filtered again from their
-checkpoint.
+ran in. A causal buffer stored in the attempt dtype holds them; a memmap
+smoother run storing it in another dtype (uint16, float16) writes the rows
+of the chunks that ran in the attempt dtype to a scratch file,
+``{memmap_dir}/filtered_scratch.dat`` (4 bytes per bin and step in float32;
+not flushed: the kernel writes it back in its own time), removed when the
+run finishes. Chunks missing there (float64 chunks of
+``compute_dtype="auto"``, chunks filtered before a resume, RAM runs,
+``persist_causal=False``, a disk without room for the file) are read and
+filtered again from their checkpoint.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class _Run(RunState):
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
                              and np.dtype(config.storage_dtype) == self.base)
-        # Otherwise a memmap smoother run keeps them in a scratch file
+        # Otherwise a memmap smoother run may keep them in a scratch file
         # (opened by the forward pass; chunks filtered in this process only).
         self.scratch: np.ndarray | None = None
         self.in_scratch = np.zeros(n_chunks, dtype=bool)
@@ -347,10 +348,13 @@ class _Run(RunState):
     def _open_scratch(self) -> None:
         """Create the scratch file of filtered rows when the backward pass needs one.
 
-        Without room on the disk for it the run goes on without (the
+        Only for a memmap smoother run that stores its causal posterior in
+        another dtype (``persist_causal=False`` asks for less disk, not
+        more). Without room on the disk for it the run goes on without (the
         backward pass then filters every chunk again).
         """
-        if not self.smooth or self.memmap_dir is None or self.causal_exact:
+        if (not self.smooth or self.memmap_dir is None or self.causal is None
+                or self.causal_exact):
             return
         shape = (self.reader.n_seq, self.reader.n_rows, self.reader.n_bins)
         try:
