@@ -54,7 +54,7 @@ ALIGNMENT = 64
 MAX_RUNS = 32
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data start on an :data:`ALIGNMENT` boundary."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -67,7 +67,7 @@ class BufferRing:
     """Host arrays of one shape, ``size`` per dtype, handed out in turn.
 
     With ``size = 0`` every call returns a fresh array. Otherwise the
-    arrays are aligned (see :func:`aligned_empty`), so JAX on CPU may use
+    arrays are aligned (see :func:`_aligned_empty`), so JAX on CPU may use
     them in place: whatever was computed from an array must be complete
     before ``size`` more arrays of its dtype are taken.
 
@@ -92,7 +92,7 @@ class BufferRing:
         turn = self._taken.get(dtype.name, 0)
         self._taken[dtype.name] = turn + 1
         if len(arrays) < self.size:
-            arrays.append(aligned_empty(self.shape, dtype))
+            arrays.append(_aligned_empty(self.shape, dtype))
         return arrays[turn % self.size]
 
 
