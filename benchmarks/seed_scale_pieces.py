@@ -17,16 +17,14 @@ be. One process times, chunk by chunk, what the engine does to each chunk
 ``summaries``
     :func:`~xhmm.kernels.hmm.summarize_chunk` (state probabilities only)
     to the host.
-``scratch``
-    The filtered rows into the scratch memmap (float32, pages dropped, not
-    flushed) and back into a reused buffer, as the engine keeps them for
-    the backward pass.
 ``write``
     :func:`xhmm.engine.storage.write_rows` of a chunk into a uint16
     memmap, then :func:`~xhmm.engine.storage.sync_rows` (flush to disk).
 
-and then a whole ``ds.hmm.smooth`` with the same settings. ``summaries``
-and ``write`` happen twice per step (both posteriors). Prints milliseconds
+and then a whole ``ds.hmm.smooth`` with the same settings. ``read``,
+``forward``, ``summaries`` and ``write`` happen twice per step (uint16
+storage does not hold the filtered rows exactly, so the backward pass reads
+and filters each chunk again; both posteriors are summarised and written). Prints milliseconds
 per step of each piece (median over chunks),
 their sum as the engine runs them, the measured ``smooth``, and the
 projection to ``--project`` steps.
@@ -80,13 +78,11 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     reader = LikelihoodReader(log_lik[None], columns, args.chunk_size, "float32", [args.steps],
                               buffers=HOST_BUFFERS)
     out = alloc_out((args.steps, len(columns)), np.uint16, "posterior", folder)
-    scratch = alloc_out((args.steps, len(columns)), np.float32, "scratch", folder)
     initial = jax.device_put(problem.initial[columns][None].astype(np.float32))
     onehot = jax.device_put(onehot)
     not_next = np.array([False])
     times: dict[str, list[float]] = {name: [] for name in
-                                     ("read", "forward", "scratch", "backward", "summaries",
-                                      "write")}
+                                     ("read", "forward", "backward", "summaries", "write")}
 
     def timed(name, function, *arguments):
         tic = time.perf_counter()
@@ -107,14 +103,6 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     def summaries(rows):
         return np.asarray(summarize_chunk(rows, onehot, argmax=False, entropy=False)[2])
 
-    def keep(rows, start, n_rows):
-        scratch[start:start + n_rows] = rows[0, :n_rows]
-        sync_rows(scratch, start, start + n_rows, flush=False)
-        back = reader.buffers.take(np.float32)
-        back[0, :n_rows] = scratch[start:start + n_rows]
-        sync_rows(scratch, start, start + n_rows, flush=False)
-        return back
-
     def write(rows, start, n_rows):
         write_rows(out, start, rows[0, :n_rows])
         sync_rows(out, start, start + n_rows)
@@ -125,13 +113,12 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     for index in range(reader.n_chunks):
         chunk = timed("read", reader.read, index)
         filtered = timed("forward", forward, chunk)[0]
-        filtered = timed("scratch", keep, filtered, chunk.start, chunk.stop - chunk.start)
         timed("backward", backward, filtered, chunk.n_valid)
         timed("summaries", summaries, filtered)
         timed("write", write, filtered, chunk.start, chunk.stop - chunk.start)
     ms = {name: statistics.median(values) for name, values in times.items()}
-    engine = (ms["read"] + ms["forward"] + ms["scratch"] + ms["backward"]
-              + 2 * (ms["summaries"] + ms["write"]))
+    engine = (2 * (ms["read"] + ms["forward"] + ms["summaries"] + ms["write"])
+              + ms["backward"])
 
     ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), log_lik)},
                     coords=problem.coords())
@@ -147,7 +134,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
           f"JAX on {jax.default_backend()}: ms per step (median over chunks)")
     for name, value in ms.items():
         print(f"  {name:10s} {value:7.3f}")
-    print(f"  engine sum {engine:7.3f}  (read, forward, scratch, backward; 2 x summaries, write)")
+    print(f"  engine sum {engine:7.3f}  (2 x read, forward, summaries, write; backward)")
     print(f"  smooth     {smooth:7.3f}  (measured: memmap input, uint16 memmap outputs)")
     for label, value in (("engine sum", engine), ("smooth", smooth)):
         print(f"projected to T={args.project:,} from {label}: "

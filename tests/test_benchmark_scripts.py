@@ -29,8 +29,6 @@ RUNS = [
       "--repeat", "1"], "pullback dense"),
     (["seed_scale_pieces.py", "--bins", "100", "--steps", "200", "--chunk-size", "50"],
      "projected to T=1,976,441 from smooth: "),
-    (["scratch_ab.py", "--bins", "100", "--steps", "200", "--chunk-size", "50",
-      "--rounds", "1"], "paired ratio scratch/recompute: "),
     (["lazy_block_memory.py", "--n-time", "200", "--n-bins", "20", "--time-chunks", "50"],
      "lazy.blocks[1].compute()"),
     (["persist_causal.py", "--duration", "1", "--repeats", "1", "--chunk-size", "100"],

@@ -10,9 +10,8 @@ Measured tolerances (float32 compute):
   (1.8e-7 absolute) on this model, up to 16 ulps (2.4e-7) on banded models
   while exploring; asserted within ``2**-18`` (32 ulps) of the larger entry.
 * NumPy vs dask input, memmap vs RAM, persist_causal on/off: bit-identical
-  (a memmap smoother run storing uint16 or float16 takes the filtered rows
-  back from a scratch file, a RAM run filters each chunk again: the same
-  bits).
+  (where the stored causal posterior does not hold the filtered rows
+  exactly, the smoother filters each chunk again: the same bits).
 * Storage dtypes against float32 storage: uint16 within half a quantisation
   step plus one float32 rounding of the decoded value (``0.5/65534 +
   2**-24``); float16 within its rounding, ``2**-11`` relative (``2**-25``
@@ -206,9 +205,9 @@ def test_persist_causal_false(by_chunk, tmp_path):
     assert float(res.marginal_log_likelihood) == float(base.marginal_log_likelihood)
 
 
-def test_scratch_rows_beside_float64_chunks(tmp_path, reference):
+def test_uint16_memmap_run_beside_float64_chunks(tmp_path, reference):
     # auto runs the hard stretch's chunks in float64: the backward pass must
-    # filter those again in float64, and take the others from the scratch file
+    # filter those again in float64, the others in float32
     hard, A = underflow_model()
     K = A.shape[0]
     easy = -0.5 * ((np.arange(K)[None, :] - 20) / 8.0) ** 2 * np.ones((60, 1))
@@ -225,4 +224,3 @@ def test_scratch_rows_beside_float64_chunks(tmp_path, reference):
     excess = (np.abs(disk.acausal_posterior.values - smooth)
               - storage_error(smooth, "uint16") - F32_ATOL)
     assert excess.max() <= 0
-    assert not (folder / "filtered_scratch.dat").exists()

@@ -47,19 +47,15 @@ def _run_child(tmp_path, folder, kill_at, options, setup=""):
     [(1, {}, ""),  # first read of block 10: during the forward pass
      # second read: the backward pass filters the input again
      (2, {"persist_causal": False}, ""),
-     # uint16 storage: the filtered rows of the chunks after the resume come
-     # from the scratch file, those before are filtered again
+     # uint16 storage: the backward pass filters every chunk again
      (1, {"posterior_dtype": "uint16"}, ""),
-     (0, {"posterior_dtype": "uint16"}, KILL_IN_BACKWARD)],  # rows in the scratch file
-    ids=["forward", "backward-recomputing", "forward-scratch", "backward-scratch"],
+     (0, {"posterior_dtype": "uint16"}, KILL_IN_BACKWARD)],
+    ids=["forward", "backward-recomputing", "forward-uint16", "backward-uint16"],
 )
 def test_killed_run_resumes_bit_identical(tmp_path, kill_at, options, setup):
     folder = tmp_path / "run"
     proc = _run_child(tmp_path, folder, kill_at, options, setup)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    # the run had its scratch file when it died
-    scratch = options.get("posterior_dtype") == "uint16"
-    assert (folder / "filtered_scratch.dat").is_file() == scratch
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "running"
     n_chunks = -(-T // CHUNK)
@@ -79,7 +75,6 @@ def test_killed_run_resumes_bit_identical(tmp_path, kill_at, options, setup):
         np.testing.assert_array_equal(resumed.causal_posterior.values,
                                       fresh.causal_posterior.values)
     assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"
-    assert not (folder / "filtered_scratch.dat").exists()
 
 
 def test_resume_with_other_settings_says_what_differs(tmp_path):

@@ -15,15 +15,11 @@ chunk's data are flushed, so ``resume=True`` continues a killed run from its
 last completed chunk with bit-identical results.
 
 The backward pass needs each chunk's filtered rows in the dtype the chunk
-ran in. A causal buffer stored in the attempt dtype holds them; a memmap
-smoother run storing it in another dtype (uint16, float16) writes the rows
-of the chunks that ran in the attempt dtype to a scratch file,
-``{memmap_dir}/filtered_scratch.dat`` (4 bytes per bin and step in float32;
-not flushed: the kernel writes it back in its own time), removed when the
-run finishes. Chunks missing there (float64 chunks of
-``compute_dtype="auto"``, chunks filtered before a resume, RAM runs,
-``persist_causal=False``, a disk without room for the file) are read and
-filtered again from their checkpoint.
+ran in. A causal buffer stored in the attempt dtype holds them; otherwise
+(uint16 or float16 storage, ``persist_causal=False``, the float64 chunks of
+``compute_dtype="auto"``) the chunk is read and filtered again from its
+checkpoint, which costs about what keeping the rows in a scratch file would
+(measured in docs/benchmarks.md) without its disk space.
 """
 
 from __future__ import annotations
@@ -36,7 +32,7 @@ import jax
 import numpy as np
 
 from ..config import Config
-from ..errors import ConfigError, NumericalError, StorageError
+from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import Manifest, crc, fingerprint
 from .progress import progress_bar
@@ -91,8 +87,6 @@ FLOAT32_TOLERANCE = 1e-5
 #: Chunk-boundary carries (checkpoints) are kept in float64: exact whatever
 #: dtype a chunk ran in.
 CARRY_DTYPE = np.float64
-#: Name of the memmap file keeping filtered rows for the backward pass.
-SCRATCH = "filtered_scratch"
 #: Reused host buffers per dtype for chunks going to the device (read, or
 #: filtered rows taken back for the backward pass). Two are enough: each
 #: pass waits for a chunk's kernels to finish before it reads (or takes
@@ -179,10 +173,6 @@ class _Run(RunState):
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
                              and np.dtype(config.storage_dtype) == self.base)
-        # Otherwise a memmap smoother run may keep them in a scratch file
-        # (opened by the forward pass; chunks filtered in this process only).
-        self.scratch: np.ndarray | None = None
-        self.in_scratch = np.zeros(n_chunks, dtype=bool)
 
     def device(self, dtype: np.dtype) -> _Device:
         """Device constants in ``dtype`` (built on first use)."""
@@ -306,7 +296,6 @@ class _Run(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
-        self._open_scratch()
         with progress_bar(self.progress, reader.n_rows, self.desc("forward")) as bar:
             bar.update(reader.bounds(first)[0])
             chunk = reader.read(first)
@@ -344,29 +333,6 @@ class _Run(RunState):
                     raise pending
                 chunk = next_chunk
         del prev
-
-    def _open_scratch(self) -> None:
-        """Create the scratch file of filtered rows when the backward pass needs one.
-
-        Only for a memmap smoother run that stores its causal posterior in
-        another dtype (``persist_causal=False`` asks for less disk, not
-        more). Without room on the disk for it the run goes on without (the
-        backward pass then filters every chunk again).
-        """
-        if (not self.smooth or self.memmap_dir is None or self.causal is None
-                or self.causal_exact):
-            return
-        shape = (self.reader.n_seq, self.reader.n_rows, self.reader.n_bins)
-        try:
-            self.scratch = alloc_out(shape, self.base, SCRATCH, self.memmap_dir)
-        except StorageError:
-            self.scratch = None
-
-    def _close_scratch(self) -> None:
-        """Remove the scratch file, this run's or one left by a killed run."""
-        self.scratch = None
-        if self.memmap_dir is not None:
-            (self.memmap_dir / f"{SCRATCH}.dat").unlink(missing_ok=True)
 
     def _next_dtype(self, index: int) -> np.dtype:
         """float64 after a float64 chunk that still had tiny predictions (auto)."""
@@ -441,13 +407,8 @@ class _Run(RunState):
         """
         self._store_summaries(summaries, chunk.start, chunk.n_valid)
         self._check_forward(chunk, log_norm, dtype)
-        rows = np.asarray(filtered)
         if self.causal is not None:
-            self._write(self.causal, chunk.start, rows, chunk.n_valid)
-        if self.scratch is not None and dtype == self.base:
-            self._write(self.scratch, chunk.start, rows, chunk.n_valid)
-            self._sync([self.scratch], chunk.start, chunk.n_valid, flush=False)
-            self.in_scratch[chunk.index] = True
+            self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
         if chunk.index + 1 < self.reader.n_chunks:
             self._checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
 
@@ -543,24 +504,16 @@ class _Run(RunState):
                 "compute_dtype='float64'"
             )
 
-    def _stored_filtered(self, index: int) -> np.ndarray | None:
-        """The buffer holding chunk ``index``'s filtered rows exactly, if any."""
-        if self._dtype_of(index) != self.base:
-            return None
-        if self.causal_exact:
-            return self.causal
-        return self.scratch if self.in_scratch[index] else None
-
     def _filtered(self, index: int):
         """Filtered rows of chunk ``index`` on the device, in the chunk's dtype.
 
-        Taken from the causal buffer or the scratch file when they hold
-        them, else filtered again from the chunk's checkpoint.
+        Taken from the causal buffer when it holds them exactly, else
+        filtered again from the chunk's checkpoint.
         """
         reader = self.reader
         dtype = self._dtype_of(index)
-        source = self._stored_filtered(index)
-        if source is not None:
+        if self.causal_exact and dtype == self.base:
+            source = self.causal
             start = reader.bounds(index)[0]
             n_valid = reader.n_valid(index)
             # the reader's buffers: each backward step takes one, as reading does
@@ -611,7 +564,6 @@ class _Run(RunState):
 
     def finish(self) -> EngineResult:
         """Mark a memmap run complete and hand over its buffers."""
-        self._close_scratch()
         lengths = self.reader.lengths.copy()
         marginal = np.empty(len(lengths), dtype=np.float64)
         for b, n in enumerate(lengths):
