@@ -35,7 +35,6 @@ from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import Manifest, crc, fingerprint
-from .progress import progress_bar
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows, write_rows
@@ -296,8 +295,7 @@ class _Run(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
-        with progress_bar(self.progress, reader.n_rows, self.desc("forward")) as bar:
-            bar.update(reader.bounds(first)[0])
+        with self.pass_bar("forward", reader.n_rows, reader.bounds(first)[0]) as bar:
             chunk = reader.read(first)
             dtype = self._next_dtype(first)
             out = self._forward_kernel(prev, first == 0, chunk, dtype)
@@ -449,8 +447,7 @@ class _Run(RunState):
                                       consts.onehot if self.want_counts else None)
 
         total = n_chunks * reader.chunk_size
-        with progress_bar(self.progress, total, self.desc("backward")) as bar:
-            bar.update(done * reader.chunk_size)
+        with self.pass_bar("backward", total, done * reader.chunk_size) as bar:
             out = dispatch(carry, top, self._filtered(top))
             for index in range(top, -1, -1):
                 start = reader.bounds(index)[0]

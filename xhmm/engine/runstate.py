@@ -11,16 +11,17 @@ numerical warning and the way a run is driven and its failure recorded.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from ..config import Config
 from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stacklevel
 from .manifest import Manifest, crc, open_run_folder
-from .progress import progress_enabled
+from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
 
 __all__ = ["RunResult", "RunState", "drive"]
@@ -127,11 +128,15 @@ class RunState:
             )
         return row
 
-    def desc(self, kind: str) -> str:
-        """The progress bar's label."""
+    @contextmanager
+    def pass_bar(self, kind: str, total: int, done: int) -> Iterator[Any]:
+        """The progress bar of pass ``kind`` over ``total`` rows, ``done`` already."""
         n = self.reader.n_seq
-        return f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None
-                                 else "")
+        label = f"xhmm {kind}" + (f" ({n} sequences)" if self.reader.sequence_ids is not None
+                                  else "")
+        with progress_bar(self.progress, total, label) as bar:
+            bar.update(done)
+            yield bar
 
     def checked_log_scales(self, chunk: Chunk, log_scale: np.ndarray, dtype: np.dtype,
                            impossible: str, near_underflow: str) -> np.ndarray:

@@ -52,7 +52,6 @@ from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 from .loop import precision
 from .manifest import Manifest, crc, fingerprint
-from .progress import progress_bar
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive
 from .storage import alloc_out, sync_rows
@@ -163,8 +162,7 @@ class _Decoder(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
-        with progress_bar(self.progress, reader.n_rows, self.desc("viterbi forward")) as bar:
-            bar.update(reader.bounds(first)[0])
+        with self.pass_bar("viterbi forward", reader.n_rows, reader.bounds(first)[0]) as bar:
             chunk, out = self._dispatch_forward(first, reader.read(first))
             for index in range(first, reader.n_chunks):
                 # overlaps device work; an error is raised once this chunk is committed
@@ -233,8 +231,7 @@ class _Decoder(RunState):
         if done:
             entry[:] = self.manifest.data["entry"]
         total = n_chunks * reader.chunk_size
-        with progress_bar(self.progress, total, self.desc("viterbi backtrack")) as bar:
-            bar.update(done * reader.chunk_size)
+        with self.pass_bar("viterbi backtrack", total, done * reader.chunk_size) as bar:
             chunk, out = self._dispatch_backtrack(top, None, entry)
             for index in range(top, -1, -1):
                 before = reader.read(index - 1, self._dtype(index - 1)) if index else None
