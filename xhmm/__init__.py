@@ -24,7 +24,6 @@ from .errors import (
     InputError,
     InputWarning,
     LikelihoodError,
-    NotImplementedFeatureError,
     NumericalError,
     NumericalWarning,
     ResumeError,
@@ -64,5 +63,4 @@ __all__ = [
     "StorageError",
     "ResumeError",
     "IncompleteResultError",
-    "NotImplementedFeatureError",
 ]

@@ -23,7 +23,6 @@ __all__ = [
     "StorageError",
     "ResumeError",
     "IncompleteResultError",
-    "NotImplementedFeatureError",
     "XHMMWarning",
     "NumericalWarning",
     "InputWarning",
@@ -73,10 +72,6 @@ class ResumeError(StorageError):
 
 class IncompleteResultError(StorageError):
     """Results were requested from a run or file that did not finish."""
-
-
-class NotImplementedFeatureError(XHMMError, NotImplementedError):
-    """A Config option was turned on whose feature is not available yet."""
 
 
 class XHMMWarning(UserWarning):
