@@ -25,7 +25,6 @@ checkpoint, which costs about what keeping the rows in a scratch file would
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import jax
@@ -34,13 +33,13 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
-from .manifest import Manifest, crc, fingerprint
+from .manifest import Manifest, fingerprint
 from .reader import Chunk, LikelihoodReader
-from .runstate import RunResult, RunState, drive
+from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import as_engine_transition
 
-__all__ = ["EngineResult", "run_engine", "precision"]
+__all__ = ["EngineResult", "run_engine"]
 
 
 @dataclass(kw_only=True)
@@ -93,33 +92,6 @@ CARRY_DTYPE = np.float64
 HOST_BUFFERS = 2
 
 
-def precision(compute_dtype: str) -> AbstractContextManager:
-    """JAX 64-bit mode for a float64 computation only (thread-local).
-
-    ``jax.enable_x64`` on recent JAX, ``jax.experimental.enable_x64`` on
-    older releases (0.6.x and earlier).
-    """
-    if compute_dtype != "float64":
-        return nullcontext()
-    enable = getattr(jax, "enable_x64", None)
-    if enable is None:
-        from jax.experimental import enable_x64 as enable
-    return enable(True)
-
-
-class _Device:
-    """The device constants of a run in one compute dtype."""
-
-    def __init__(self, run: "_Run", dtype: np.dtype) -> None:
-        self.dtype = dtype
-        B, K = run.reader.n_seq, run.reader.n_bins
-        with precision(dtype.name):
-            self.operator = run.transition.device(dtype, B)
-            initial = np.broadcast_to(np.asarray(run.initial_values, dtype=dtype), (B, K))
-            self.initial = jax.device_put(np.ascontiguousarray(initial))
-            self.onehot = jax.device_put(np.asarray(run.onehot_values, dtype=dtype))
-
-
 class _Run(RunState):
     """State of one engine run: buffers, device constants, manifest.
 
@@ -137,7 +109,6 @@ class _Run(RunState):
         self.smooth = smooth
         self.mode = config.compute_dtype
         self.base = np.dtype(config.attempt_dtype)
-        K = reader.n_bins
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.want_counts = config.emit_transition_counts
         if self.want_counts and (state_onehot is None or not smooth):
@@ -145,8 +116,8 @@ class _Run(RunState):
                 "Config.emit_transition_counts needs a smoother run (smooth, not filter) "
                 "and a 'state' coordinate along state_bins naming each bin's discrete state"
             )
-        self.onehot_values = np.zeros((K, 0)) if state_onehot is None else state_onehot
-        self._devices: dict[str, _Device] = {}
+        if state_onehot is not None:
+            self.onehot_values = state_onehot
         n_chunks = reader.n_chunks
         self.chunk_f64 = np.full(n_chunks, self.mode == "float64")
         self.chunk_tiny = np.zeros(n_chunks, dtype=bool)
@@ -172,12 +143,6 @@ class _Run(RunState):
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
                              and np.dtype(config.storage_dtype) == self.base)
-
-    def device(self, dtype: np.dtype) -> _Device:
-        """Device constants in ``dtype`` (built on first use)."""
-        if dtype.name not in self._devices:
-            self._devices[dtype.name] = _Device(self, dtype)
-        return self._devices[dtype.name]
 
     def _chunk_state(self) -> dict:
         return {"chunk_float64": self.chunk_f64.tolist(), "chunk_tiny": self.chunk_tiny.tolist()}
@@ -268,11 +233,6 @@ class _Run(RunState):
         self._sync(buffers, start, n_valid)
         self.manifest.update(**manifest_changes, **self._chunk_state())
 
-    def _checkpoint(self, buffer: np.ndarray, index: int, carry, crcs: dict) -> None:
-        buffer[index] = np.asarray(carry)
-        crcs[str(index)] = crc(buffer[index])
-        sync_rows(buffer, index, index + 1)
-
     def _forward_kernel(self, prev, is_first: bool, chunk: Chunk, dtype: np.dtype):
         """Dispatch one chunk's filter in ``dtype`` (``prev`` is cast to it)."""
         if chunk.log_lik.dtype != dtype:  # shifted in float64 again, rounded once
@@ -304,7 +264,7 @@ class _Run(RunState):
                 next_chunk, pending = reader.read_ahead(index + 1)
                 filtered, log_norm, prev, flags = jax.block_until_ready(out)
                 log_norm, flags = np.asarray(log_norm), np.asarray(flags)
-                lost = self._lost_precision(chunk, log_norm, flags, dtype)
+                lost = self.lost_precision(chunk, log_norm, flags, dtype)
                 if lost:
                     rows = np.asarray(filtered)
                     del filtered, out
@@ -347,18 +307,6 @@ class _Run(RunState):
             start -= 1
         return start
 
-    def _lost_precision(self, chunk: Chunk, log_norm: np.ndarray, flags: np.ndarray,
-                        dtype: np.dtype) -> bool:
-        """Whether float32 may have lost the answer in this chunk (kernel flags).
-
-        ``flags`` is the kernel's (B, C, 2) ``tiny`` / ``risk`` per row.
-        """
-        if dtype != np.float32:
-            return False
-        n_rows = chunk.stop - chunk.start
-        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
-        return bool((flags[:, :n_rows, 1] | (valid & ~np.isfinite(log_norm[:, :n_rows]))).any())
-
     def _verify_float32(self, chunk: Chunk, rows: np.ndarray, log_norm: np.ndarray,
                         exact: np.ndarray) -> None:
         """Explicit float32: raise where its rows differ from the float64 recomputation.
@@ -367,10 +315,9 @@ class _Run(RunState):
         is a suspicion, e.g. a bin no path reaches).
         """
         n_rows = chunk.stop - chunk.start
-        valid = np.arange(n_rows)[None, :] < chunk.n_valid[:, None]
         with np.errstate(invalid="ignore"):
             error = np.abs(rows[:, :n_rows] - exact[:, :n_rows]).max(axis=2)
-        wrong = valid & ~(error <= FLOAT32_TOLERANCE)
+        wrong = chunk.valid & ~(error <= FLOAT32_TOLERANCE)
         if wrong.any():
             b, row = (int(i) for i in np.argwhere(wrong)[0])
             raise NumericalError(
@@ -408,7 +355,7 @@ class _Run(RunState):
         if self.causal is not None:
             self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
         if chunk.index + 1 < self.reader.n_chunks:
-            self._checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
+            self.store_checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
 
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray, dtype: np.dtype) -> None:
         values = self.checked_log_scales(
@@ -426,8 +373,7 @@ class _Run(RunState):
     def backward(self) -> None:
         reader = self.reader
         last_chunk = reader.last_chunk()
-        n_chunks = int(last_chunk.max()) + 1
-        done, crcs = self.resume_point("backward")
+        n_chunks, done, crcs = self.start_backward()
         top = n_chunks - 1 - done
         if top < 0:
             return
@@ -467,7 +413,7 @@ class _Run(RunState):
                 self._check_backward(rows, start, n_valid)
                 if self.acausal is not None:
                     self._write(self.acausal, start, rows, n_valid)
-                self._checkpoint(self.smooth_checkpoints, index, carry, crcs)
+                self.store_checkpoint(self.smooth_checkpoints, index, carry, crcs)
                 del smoothed, filtered, rows
                 if counted is not None:
                     self._add_counts(counted, start, n_valid)

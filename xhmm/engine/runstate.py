@@ -4,18 +4,20 @@ The smoother (:mod:`xhmm.engine.loop`) and the Viterbi decoder
 (:mod:`xhmm.engine.viterbi`) are different recursions over the same chunks
 of the same :class:`~xhmm.engine.reader.LikelihoodReader`; this module holds
 what they share: the memmap folder and its manifest (opening, resuming,
-CRC-checked checkpoints, completion), progress settings, the once-only
+CRC-checked checkpoints, completion), the device constants of each compute
+dtype, the float32 precision check, progress settings, the once-only
 numerical warning and the way a run is driven and its failure recorded.
 """
 
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import jax
 import numpy as np
 
 from ..config import Config
@@ -23,8 +25,9 @@ from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stac
 from .manifest import Manifest, crc, open_run_folder
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
+from .storage import sync_rows
 
-__all__ = ["RunResult", "RunState", "drive"]
+__all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision"]
 
 Result = TypeVar("Result")
 
@@ -32,6 +35,35 @@ Result = TypeVar("Result")
 #: means the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
 UNDERFLOW_LOG = -700.0
+
+
+def precision(compute_dtype: str) -> AbstractContextManager:
+    """JAX 64-bit mode for a float64 computation only (thread-local).
+
+    ``jax.enable_x64`` on recent JAX, ``jax.experimental.enable_x64`` on
+    older releases (0.6.x and earlier).
+    """
+    if compute_dtype != "float64":
+        return nullcontext()
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
+
+
+class DeviceConstants:
+    """The device constants of a run in one compute dtype: the transition
+    operator, each sequence's initial distribution and the state membership
+    of the bins (``(K, 0)`` when per-state results are not asked for)."""
+
+    def __init__(self, run: "RunState", dtype: np.dtype) -> None:
+        self.dtype = dtype
+        B, K = run.reader.n_seq, run.reader.n_bins
+        with precision(dtype.name):
+            self.operator = run.transition.device(dtype, B)
+            initial = np.broadcast_to(np.asarray(run.initial_values, dtype=dtype), (B, K))
+            self.initial = jax.device_put(np.ascontiguousarray(initial))
+            self.onehot = jax.device_put(np.asarray(run.onehot_values, dtype=dtype))
 
 
 @dataclass(kw_only=True)
@@ -78,6 +110,14 @@ class RunState:
         self.warned = False
         self.memmap_dir: Path | None = None
         self.manifest: Manifest | None = None
+        self.onehot_values = np.zeros((reader.n_bins, 0))
+        self._devices: dict[str, DeviceConstants] = {}
+
+    def device(self, dtype: np.dtype) -> DeviceConstants:
+        """Device constants in ``dtype`` (built on first use)."""
+        if dtype.name not in self._devices:
+            self._devices[dtype.name] = DeviceConstants(self, dtype)
+        return self._devices[dtype.name]
 
     def open_folder(self, inputs: dict[str, Any]) -> str:
         """Open (or resume) the memmap folder of a run with these ``inputs``.
@@ -116,6 +156,16 @@ class RunState:
             checkpoints[0] = 0.0
         return first, crcs, self.verified_checkpoint(checkpoints, first, "forward")
 
+    def start_backward(self) -> tuple[int, int, dict]:
+        """Where a backward pass starts, in reverse chunk order.
+
+        Returns the number of chunks holding real rows, how many of them
+        the pass has already done (the next is ``n_chunks - 1 - done``;
+        negative when complete) and its checkpoint CRCs so far.
+        """
+        done, crcs = self.resume_point("backward")
+        return int(self.reader.last_chunk().max()) + 1, done, crcs
+
     def verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
         """Row ``index`` of a checkpoint buffer, checked against its stored CRC."""
         row = np.array(buffer[index])
@@ -127,6 +177,27 @@ class RunState:
                 "(CRC mismatch); start the run again with overwrite=True"
             )
         return row
+
+    def store_checkpoint(self, buffer: np.ndarray, index: int, carry, crcs: dict) -> None:
+        """Keep ``carry`` as checkpoint ``index`` (flushed), its CRC in ``crcs``."""
+        buffer[index] = np.asarray(carry)
+        crcs[str(index)] = crc(buffer[index])
+        sync_rows(buffer, index, index + 1)
+
+    @staticmethod
+    def lost_precision(chunk: Chunk, log_scale: np.ndarray, flags: np.ndarray,
+                       dtype: np.dtype) -> bool:
+        """Whether a float32 chunk may have lost the answer.
+
+        ``flags`` is the kernel's (B, C, 2) ``tiny`` / ``risk`` per row
+        (:mod:`xhmm.kernels.hmm`); a real row whose log scale is not finite
+        counts too.
+        """
+        if dtype != np.float32:
+            return False
+        n_rows = chunk.stop - chunk.start
+        return bool((flags[:, :n_rows, 1]
+                     | (chunk.valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
 
     @contextmanager
     def pass_bar(self, kind: str, total: int, done: int) -> Iterator[Any]:

@@ -43,17 +43,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import jax
 import numpy as np
 
 from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
-from .loop import precision
-from .manifest import Manifest, crc, fingerprint
+from .manifest import Manifest, fingerprint
 from .reader import Chunk, LikelihoodReader
-from .runstate import RunResult, RunState, drive
+from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows
 from .transition import as_engine_transition
 
@@ -87,7 +85,6 @@ class _Decoder(RunState):
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
                  metadata: dict | None) -> None:
         super().__init__(reader, transition, initial, config)
-        self._devices: dict[str, tuple[Any, jax.Array]] = {}
         n_chunks = reader.n_chunks
         # Chunks from this index on run in float64; chunks up to ``clean``
         # had no tiny prediction (``clean = -1``: none yet).
@@ -134,17 +131,11 @@ class _Decoder(RunState):
         dtype = self._dtype(index)
         if chunk is None or chunk.log_lik.dtype != dtype:
             chunk = self.reader.read(index, dtype)
-        key = dtype.name
-        if key not in self._devices:
-            B, K = self.reader.n_seq, self.reader.n_bins
-            with precision(key):
-                initial = np.broadcast_to(np.asarray(self.initial_values, dtype=dtype), (B, K))
-                self._devices[key] = (self.transition.device(dtype, B),
-                                      jax.device_put(np.ascontiguousarray(initial)))
-        operator, initial = self._devices[key]
+        consts = self.device(dtype)
         xs = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1, dtype)
         prev = self.verified_checkpoint(self.checkpoints, index, "forward").astype(dtype)
-        return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, operator, xs, initial)
+        return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, consts.operator, xs,
+                       consts.initial)
 
     def _commit(self, **changes) -> None:
         if self.manifest is not None:
@@ -168,7 +159,7 @@ class _Decoder(RunState):
                 # overlaps device work; an error is raised once this chunk is committed
                 next_chunk, pending = reader.read_ahead(index + 1)
                 last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
-                if self._lost_precision(chunk, log_scale, flags):
+                if self.lost_precision(chunk, log_scale, flags, self._dtype(index)):
                     self.float64_from = self.clean + 1
                     for redo in range(self.float64_from, index + 1):
                         chunk, out = self._dispatch_forward(redo, None)
@@ -186,14 +177,6 @@ class _Decoder(RunState):
                 if pending is not None:
                     raise pending
 
-    def _lost_precision(self, chunk: Chunk, log_scale: np.ndarray, flags: np.ndarray) -> bool:
-        """Whether a float32 chunk may have lost the path (kernel flags, non-finite rows)."""
-        if self._dtype(chunk.index) != _FLOAT32:
-            return False
-        n_rows = chunk.stop - chunk.start
-        return bool((flags[:, :n_rows, 1]
-                     | (chunk.valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
-
     def _outputs(self, chunk: Chunk, log_scale: np.ndarray, last: np.ndarray,
                  crcs: dict) -> None:
         """Check one chunk's log scales, keep their sum and the next checkpoint."""
@@ -208,9 +191,7 @@ class _Decoder(RunState):
         self.log_scale[chunk.index] = [math.fsum(v[:n]) for v, n in zip(values, chunk.n_valid)]
         sync_rows(self.log_scale, chunk.index, chunk.index + 1)
         if chunk.index + 1 < self.reader.n_chunks:
-            self.checkpoints[chunk.index + 1] = last
-            crcs[str(chunk.index + 1)] = crc(self.checkpoints[chunk.index + 1])
-            sync_rows(self.checkpoints, chunk.index + 1, chunk.index + 2)
+            self.store_checkpoint(self.checkpoints, chunk.index + 1, last, crcs)
 
     # -- backtrack ---------------------------------------------------------
     def _dispatch_backtrack(self, index: int, chunk: Chunk | None, entry: np.ndarray):
@@ -222,8 +203,7 @@ class _Decoder(RunState):
     def backtrack(self) -> None:
         """Trace the path back through the chunks in reverse order."""
         reader = self.reader
-        n_chunks = int(reader.last_chunk().max()) + 1
-        done = self.done("backward_done")
+        n_chunks, done, _ = self.start_backward()
         top = n_chunks - 1 - done
         if top < 0:
             return
