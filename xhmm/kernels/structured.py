@@ -444,8 +444,8 @@ class BlocksOperator:
         own, in the order of ``offsets``; ``states`` is not needed).
         """
         def parts(values):
-            ordered = values if self.perm is None else jnp.take(values, self.perm, axis=-1)
-            return [ordered[..., lo:hi] for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
+            ordered = self._ordered(values)
+            return [ordered[..., lo:hi] for lo, hi in self._bounds()]
 
         f_parts, r_parts = parts(filtered), parts(ratios)
         n_states = len(self.offsets) - 1
@@ -506,6 +506,10 @@ class BlocksOperator:
         # Where every candidate is 0 they all tie: the lowest from-bin is 0.
         return value, jnp.where(value > 0, source, 0)
 
+    def _ordered(self, values: jax.Array) -> jax.Array:
+        """``values`` over the interior bins (last axis) in state order."""
+        return values if self.perm is None else jnp.take(values, self.perm, axis=-1)
+
     def _bounds(self) -> list[tuple[int, int]]:
         """Each state's slice of the state-ordered bins."""
         return list(zip(self.offsets[:-1], self.offsets[1:]))
@@ -521,7 +525,7 @@ class BlocksOperator:
         one to-state compared in order (larger, then lower from-bin).
         """
         discrete = self.discrete if x is None else x
-        ordered = p if self.perm is None else jnp.take(p, self.perm, axis=-1)
+        ordered = self._ordered(p)
         bounds = self._bounds()
         best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
         for (s, t), block in zip(self.pairs, self.blocks):
@@ -537,8 +541,8 @@ class BlocksOperator:
     def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
                forward: bool) -> jax.Array:
         """Sum ``coef(s, t) * block product`` into each destination state."""
-        ordered = values if self.perm is None else jnp.take(values, self.perm, axis=-1)
-        bounds = list(zip(self.offsets[:-1], self.offsets[1:]))
+        ordered = self._ordered(values)
+        bounds = self._bounds()
         parts = [ordered[..., lo:hi] for lo, hi in bounds]
         sums: list[jax.Array | None] = [None] * len(bounds)
         for (s, t), block in zip(self.pairs, self.blocks):
