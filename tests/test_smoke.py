@@ -34,27 +34,3 @@ def test_bad_transition_is_named():
     with pytest.raises(xhmm.TransitionError, match="row 2"):
         make_dataset(ll).hmm.smooth(transition=A, initial=p0)
 
-
-@pytest.mark.parametrize("compute_dtype", ["float32", "float64"])
-def test_kernels_trace_with_true_float32_products(monkeypatch, compute_dtype):
-    # JAX lets recent NVIDIA GPUs compute float32 products in TensorFloat-32
-    # unless told otherwise: every kernel must be traced with "highest".
-    import jax
-    from xhmm.kernels.operators import DenseOperator
-
-    seen = []
-    predict, pullback = DenseOperator.predict, DenseOperator.pullback
-
-    def spy(method):
-        def wrapped(self, rows, x=None):
-            seen.append(jax.config.jax_default_matmul_precision)
-            return method(self, rows, x)
-        return wrapped
-
-    monkeypatch.setattr(DenseOperator, "predict", spy(predict))
-    monkeypatch.setattr(DenseOperator, "pullback", spy(pullback))
-    rng = np.random.default_rng(4)
-    ll, A, p0 = random_model(rng, 23, 13)  # a shape no other test compiles
-    make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=11,
-                                compute_dtype=compute_dtype)
-    assert len(seen) >= 2 and set(seen) == {"highest"}

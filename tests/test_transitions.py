@@ -932,3 +932,44 @@ def test_spec_writing_errors():
         with_transition(ds, two_state())
     with pytest.raises(TransitionError, match="not valid JSON"):
         stored_transition(xr.Dataset(attrs={SPEC_ATTR: "{"}))
+
+
+def test_every_product_asks_for_true_float32():
+    """JAX lets NVIDIA GPUs compute float32 products in TensorFloat-32 (1e-3
+    relative) unless a product asks for HIGHEST: every dot of every kernel,
+    for each kind of block, must."""
+    from xhmm.kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+    from xhmm.kernels.operators import dense_operator
+
+    rng = np.random.default_rng(21)
+    labels, mask, inside = nonlocal_layout()
+    n = 300
+    two = ["a"] * n + ["b"] * 7
+    dense_block = rng.random((7, 7)) + 0.1
+    engines = [
+        plan(nonlocal_blocks(nonlocal_discrete(rng)), labels, mask),  # separable, rank one
+        plan(Blocks([[0.9, 0.1], [0.5, 0.5]],
+                    {("a", "a"): RandomWalk(6.0, np.arange(n) * 2.0),  # banded tiles
+                     ("a", "b"): Uniform(), ("b", "a"): Uniform(),
+                     ("b", "b"): Dense(dense_block / dense_block.sum(1, keepdims=True))}),
+             two, np.ones(n + 7, dtype=bool)),
+    ]
+    texts = []
+    for n_seq in (1, 3):
+        ops = [e.device(np.float32, n_seq) for e in engines]
+        ops.append(dense_operator(rng.random((9, 9)), np.float32, n_seq))
+        for op, K in zip(ops, [e.n_bins for e in engines] + [9]):
+            p = np.full((n_seq, K), 1 / K, dtype=np.float32)
+            chunk = np.zeros((n_seq, 4, K), dtype=np.float32)
+            states = np.ones((K, 2), dtype=np.float32)
+            valid = np.full(n_seq, 4)
+            texts += [
+                forward_chunk.lower(p, True, chunk, valid, op, None, p).as_text(),
+                backward_chunk.lower(p, np.ones(n_seq, bool), chunk, valid, op, None,
+                                     count_states=states).as_text(),
+                summarize_chunk.lower(chunk, states).as_text(),
+            ]
+    dots = [line for text in texts for line in text.splitlines() if "dot_general" in line]
+    assert len(dots) > 20
+    loose = [line.strip() for line in dots if "precision = [HIGHEST, HIGHEST]" not in line]
+    assert not loose, loose[:3]

@@ -12,7 +12,7 @@ numerical warning and the way a run is driven and its failure recorded.
 from __future__ import annotations
 
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -37,26 +37,18 @@ Result = TypeVar("Result")
 UNDERFLOW_LOG = -700.0
 
 
-@contextmanager
-def precision(compute_dtype: str) -> Iterator[None]:
-    """The JAX arithmetic of a run in ``compute_dtype`` (thread-local).
+def precision(compute_dtype: str) -> AbstractContextManager:
+    """JAX 64-bit mode for a float64 computation only (thread-local).
 
-    Matrix products in true float32 (``jax.default_matmul_precision
-    ("highest")``): JAX's default lets recent NVIDIA GPUs round float32
-    operands to TensorFloat-32 (10-bit mantissa), about 1e-3 relative per
-    product, far beyond the float32 targets; on CPU it changes nothing.
-    For ``"float64"`` also JAX's 64-bit mode: ``jax.enable_x64`` on recent
-    JAX, ``jax.experimental.enable_x64`` on older releases (0.6.x and
-    earlier).
+    ``jax.enable_x64`` on recent JAX, ``jax.experimental.enable_x64`` on
+    older releases (0.6.x and earlier).
     """
-    with ExitStack() as stack:
-        stack.enter_context(jax.default_matmul_precision("highest"))
-        if compute_dtype == "float64":
-            enable = getattr(jax, "enable_x64", None)
-            if enable is None:
-                from jax.experimental import enable_x64 as enable
-            stack.enter_context(enable(True))
-        yield
+    if compute_dtype != "float64":
+        return nullcontext()
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
 
 
 class DeviceConstants:

@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .operators import step_slice
+from .operators import HIGHEST, step_slice
 
 __all__ = ["forward_chunk", "backward_chunk", "summarize_chunk", "rescaled_scan",
            "HEADROOM", "RELEVANT_NATS"]
@@ -227,7 +227,7 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     if count_states is not None:
         counts = (operator.transition_counts(filtered, _time_major(ratios), after,
                                              count_states),
-                  predicted @ count_states)
+                  jnp.matmul(predicted, count_states, precision=HIGHEST))
     return _time_major(smoothed), first, counts
 
 
@@ -261,5 +261,5 @@ def summarize_chunk(posterior, state_onehot, *, argmax=True, entropy=True, state
         positive = posterior > 0
         plogp = jnp.where(positive, posterior * jnp.log(jnp.where(positive, posterior, 1)), 0)
         nats = -jnp.sum(plogp, axis=2)
-    state_probabilities = posterior @ state_onehot if states else None
+    state_probabilities = (jnp.matmul(posterior, state_onehot, precision=HIGHEST) if states else None)
     return index, nats, state_probabilities

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from .maxproduct import column_max, first_max, keep_better, max_rows
+from .operators import HIGHEST
 
 __all__ = [
     "RankOneBlock",
@@ -91,7 +92,7 @@ class RankOneBlock:
         """``block @ r`` over the last axis, a trailing axis of 1 (all rows equal)."""
         if self.vector is None:
             return jnp.sum(r, axis=-1, keepdims=True) / self.n_to
-        return (r @ self.vector)[..., None]
+        return jnp.matmul(r, self.vector, precision=HIGHEST)[..., None]
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_i p[i] * block[i, j]`` and its argmax: ``max(p) * vector``, ``argmax(p)``.
@@ -169,12 +170,12 @@ class DenseBlock:
     def forward(self, p: jax.Array) -> jax.Array:
         """``p @ matrix`` over the last axis."""
         if self.matrix_t is not None and p.shape[:-1] == (1,):
-            return (self.matrix_t @ p[0])[None]
-        return p @ self.matrix
+            return jnp.matmul(self.matrix_t, p[0], precision=HIGHEST)[None]
+        return jnp.matmul(p, self.matrix, precision=HIGHEST)
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``matrix @ r`` over the last axis (no transposed copy of the matrix)."""
-        return jnp.einsum("ij,...j->...i", self.matrix, r)
+        return jnp.einsum("ij,...j->...i", self.matrix, r, precision=HIGHEST)
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax."""
@@ -230,13 +231,13 @@ class SeparableBlock:
 
     def forward(self, p: jax.Array) -> jax.Array:
         """``p @ block``: ``gx.T @ grid(p * inv_z) @ gy`` at the to-bins."""
-        grid = self._grid(p * self.inv_z, self.from_cells) @ self.gy
-        return self._flat(jnp.einsum("ac,...ad->...cd", self.gx, grid), self.to_bins)
+        grid = jnp.matmul(self._grid(p * self.inv_z, self.from_cells), self.gy, precision=HIGHEST)
+        return self._flat(jnp.einsum("ac,...ad->...cd", self.gx, grid, precision=HIGHEST), self.to_bins)
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``block @ r``: ``gx @ grid(r) @ gy.T`` at the from-bins, times ``inv_z``."""
-        grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy)
-        grid = jnp.einsum("ac,...cb->...ab", self.gx, grid)
+        grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy, precision=HIGHEST)
+        grid = jnp.einsum("ac,...cb->...ab", self.gx, grid, precision=HIGHEST)
         return self._flat(grid, self.from_bins) * self.inv_z
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -322,7 +323,7 @@ class BandedBlock:
         out = 0
         for stack, offset in zip(self.tiles, self.offsets):
             # row tile i lands in column tile i + offset
-            out = out + _shift_tiles(jnp.einsum("...nb,nbc->...nc", rows, stack), -offset)
+            out = out + _shift_tiles(jnp.einsum("...nb,nbc->...nc", rows, stack, precision=HIGHEST), -offset)
         return self._untiled(out)
 
     def backward(self, r: jax.Array) -> jax.Array:
@@ -330,7 +331,7 @@ class BandedBlock:
         cols = self._tiled(r)
         out = 0
         for stack, offset in zip(self.tiles, self.offsets):
-            out = out + jnp.einsum("nbc,...nc->...nb", stack, _shift_tiles(cols, offset))
+            out = out + jnp.einsum("nbc,...nc->...nb", stack, _shift_tiles(cols, offset), precision=HIGHEST)
         return self._untiled(out)
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
