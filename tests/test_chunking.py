@@ -3,7 +3,10 @@
 Measured tolerances (float32 compute):
 
 * Forward pass (causal posterior) and marginal log-likelihood: bit-identical
-  for every chunk size; the filter does the same operations per step.
+  for every chunk size on CPU; the filter does the same operations per step.
+  On a GPU a one-row chunk compiles to other fused kernels: measured on an
+  H200, 4.1e-6 relative (3.9e-7 absolute) forward and 1.5e-12 over the
+  backward bound; held there to ``GPU_ONE_ROW_RTOL``.
 * Backward pass: chunks shorter than a few dozen rows take a different
   matrix-product kernel for the chunk's predictions (``filtered @ A``), so
   the smoothed rows can differ by a few float32 ulps: 7.8 ulps of the entry
@@ -21,6 +24,7 @@ Measured tolerances (float32 compute):
 from __future__ import annotations
 
 import dask.array as da
+import jax
 import numpy as np
 import pytest
 
@@ -31,6 +35,9 @@ from tolerances import F32_ATOL, assert_backward_close, storage_error
 T = 600
 N = 60
 CHUNK_SIZES = [1, 37, T // 3, T, T + 157]  # 1, a prime not dividing T, T/3, T, > T
+#: One-row chunks on a GPU (module docstring): 256 float32 ulps of the entry.
+GPU_ONE_ROW_RTOL = 2.0**-15
+ONE_ROW_ON_GPU = jax.default_backend() == "gpu"
 
 
 def _model():
@@ -83,6 +90,12 @@ def by_chunk():
 @pytest.mark.parametrize("chunk", CHUNK_SIZES)
 def test_forward_is_bit_identical(by_chunk, chunk):
     base, res = by_chunk[T], by_chunk[chunk]
+    if chunk == 1 and ONE_ROW_ON_GPU:
+        np.testing.assert_allclose(res.causal_posterior.values, base.causal_posterior.values,
+                                   rtol=GPU_ONE_ROW_RTOL, atol=float(np.finfo(np.float32).tiny))
+        assert float(res.marginal_log_likelihood) == pytest.approx(
+            float(base.marginal_log_likelihood), rel=1e-6, abs=0)
+        return
     np.testing.assert_array_equal(res.causal_posterior.values, base.causal_posterior.values)
     # log normalisers summed in float64 on the host: 1e-12 relative (measured: equal)
     assert float(res.marginal_log_likelihood) == pytest.approx(
@@ -92,7 +105,8 @@ def test_forward_is_bit_identical(by_chunk, chunk):
 @pytest.mark.parametrize("chunk", CHUNK_SIZES)
 def test_backward_within_a_few_ulps(by_chunk, chunk):
     assert_backward_close(by_chunk[chunk].acausal_posterior.values,
-                           by_chunk[T].acausal_posterior.values)
+                          by_chunk[T].acausal_posterior.values,
+                          rtol=GPU_ONE_ROW_RTOL if chunk == 1 and ONE_ROW_ON_GPU else None)
 
 
 def test_float64_compute_forward_is_bit_identical():

@@ -127,8 +127,8 @@ def assert_rows(posterior, mask=None, sum_atol=None):
     return inner
 
 
-def assert_backward_close(got, want):
-    """Smoothed posteriors equal within ``BACKWARD_RTOL`` of the larger entry.
+def assert_backward_close(got, want, rtol=None):
+    """Smoothed posteriors equal within ``rtol`` of the larger entry.
 
     NaN (exterior) positions must match; below float32's smallest normal
     number the bound is absolute (subnormals carry fewer bits).
@@ -136,12 +136,14 @@ def assert_backward_close(got, want):
     Parameters
     ----------
     got, want : (T, N) ndarray
+    rtol : float, optional
+        Default ``BACKWARD_RTOL``.
     """
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     inner = ~np.isnan(want)
     scale = np.maximum(np.abs(got[inner]), np.abs(want[inner]))
-    bound = BACKWARD_RTOL * scale + float(np.finfo(np.float32).tiny)
+    bound = (BACKWARD_RTOL if rtol is None else rtol) * scale + float(np.finfo(np.float32).tiny)
     excess = np.abs(got[inner] - want[inner]) - bound
     assert excess.max(initial=0.0) <= 0, f"largest excess over the bound: {excess.max():.3g}"
