@@ -260,8 +260,7 @@ def _tied_blocks(rng, dtype):
         "dense block": (DenseBlock(tied(6, 9), None), 6),
         "separable": (SeparableBlock(tied(4, 4), tied(3, 3), jax.numpy.ones(11, dtype),
                                      from_cells, from_bins, to_cells, to_bins, (4, 3)), 11),
-        "banded": (BandedBlock((tied(4, 5, 5), tied(4, 5, 5), tied(4, 5, 5)), (-1, 0, 2), 18),
-                   18),
+        "banded": (BandedBlock(tied(3, 24, 8), tied(3, 24, 8), 18), 18),  # tiles of 8 bins
     }
 
 
@@ -269,7 +268,7 @@ def _tied_blocks(rng, dtype):
                                   "dense block", "separable", "banded"])
 def test_block_max_column_is_the_column_of_max_forward(kind):
     """Each block's ``max_column`` is its ``max_forward``'s entry, with many exact ties
-    (every stage of the random walk, every tile diagonal of a banded block)."""
+    (every stage of the random walk, every window row of a banded block)."""
     rng = np.random.default_rng(23)
     for dtype in (np.float32, np.float64):
         block, n_from = _tied_blocks(rng, dtype)[kind]
@@ -404,29 +403,47 @@ def test_random_walk_mean_has_non_local_detectors_sign():
         assert int(np.argmax(matrix[5])) == target
 
 
-def test_banded_tiles_skip_only_zero_tiles():
-    """Blocks whose far tiles are exactly zero run as tile diagonals, in both dtypes."""
+def _reach(matrix):
+    """Largest ``|column - row|`` of a non-zero entry."""
+    rows, cols = np.nonzero(matrix)
+    return int(np.abs(cols - rows).max())
+
+
+def test_banded_blocks_skip_only_zero_entries():
+    """Blocks whose entries beyond a band are exactly zero run as windowed tiles
+    of at least the band's reach, in both dtypes (float64 keeps a wider band)."""
     n = 400
     centers = np.arange(n) * 2.0
     inside = np.ones(n, dtype=bool)
     inside[[0, 150, 151]] = False
     rw = Blocks([[1.0]], {("a", "a"): RandomWalk(6.0, centers, movement_mean=1.0)})
     engine = plan(rw, ["a"] * n, inside)
-    assert engine.describe()["blocks"] == "a->a: banded 397x397 (3 diagonals of 64x64 tiles)"
     A = nld_random_walk(centers[:, None], inside, inside, 6.0, 1.0)
+    reach32 = _reach(A.astype(np.float32))
+    assert 10 < reach32 < _reach(A) < 60
+    assert engine.describe()["blocks"] == (
+        f"a->a: banded 397x397 (tiles of {8 * -(-reach32 // 8)} bins)")
     for dtype, rtol in ((np.float64, 1e-11), (np.float32, 1e-5)):
-        assert isinstance(engine.device(dtype, 1).blocks[0], BandedBlock)
+        block = engine.device(dtype, 1).blocks[0]
+        assert isinstance(block, BandedBlock)
+        n_tiles, window, width = block.forward_windows.shape
+        assert _reach(A.astype(dtype)) <= width < _reach(A.astype(dtype)) + 8
+        assert window == 3 * width and n_tiles * width >= 397 > (n_tiles - 1) * width
         check_products(engine, [A, A], np.random.default_rng(14), dtype=dtype, rtol=rtol)
 
-    rng = np.random.default_rng(15)  # upper band: tile diagonals 0 and +1 only
+    rng = np.random.default_rng(15)  # an upper band only: reach 20, tiles of 24
     m = np.zeros((300, 300))
     for i in range(300):
-        m[i, i:min(300, (i // 64 + 2) * 64)] = rng.random(min(300, (i // 64 + 2) * 64) - i)
+        m[i, i:i + 21] = rng.random(min(300, i + 21) - i)
     m /= m.sum(axis=1, keepdims=True)
     engine = plan(Blocks([[1.0]], {("a", "a"): Dense(m)}), ["a"] * 300, np.ones(300, bool))
     op = engine.device(np.float64, 3)
-    assert op.blocks[0].offsets == (0, 1)
+    assert op.blocks[0].forward_windows.shape == (13, 72, 24)
     check_products(engine, [m, m], rng)
+
+    wide = np.full((300, 300), 1 / 300)  # no zeros: dense
+    engine = plan(Blocks([[1.0]], {("a", "a"): Dense(wide)}), ["a"] * 300, np.ones(300, bool))
+    assert isinstance(engine.device(np.float32, 1).blocks[0], DenseBlock)
 
 
 def test_random_walk_between_states_with_different_masks():
@@ -726,8 +743,8 @@ def test_analysis_finds_zero_and_rank_one_blocks():
     assert isinstance(engine, StructuredTransition)
     info = engine.describe()
     assert info["kind"] == "dense-analysed"
-    assert info["blocks"] == ("cont->cont: dense 200x200; cont->frag: rank-one; "
-                              "frag->frag: rank-one")
+    assert info["blocks"] == ("cont->cont: banded 200x200 (tiles of 24 bins); "
+                              "cont->frag: rank-one; frag->frag: rank-one")
     check_products(engine, [A, A], np.random.default_rng(10))
     assert engine.digest() == DenseTransition(A).digest()
     via_plan = plan_transition(A, state_labels=labels, is_interior=np.ones(400, bool),

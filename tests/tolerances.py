@@ -144,6 +144,7 @@ def assert_backward_close(got, want, rtol=None):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     inner = ~np.isnan(want)
     scale = np.maximum(np.abs(got[inner]), np.abs(want[inner]))
-    bound = (BACKWARD_RTOL if rtol is None else rtol) * scale + float(np.finfo(np.float32).tiny)
+    rtol = BACKWARD_RTOL if rtol is None else rtol
+    bound = rtol * scale + float(np.finfo(np.float32).tiny)
     excess = np.abs(got[inner] - want[inner]) - bound
     assert excess.max(initial=0.0) <= 0, f"largest excess over the bound: {excess.max():.3g}"

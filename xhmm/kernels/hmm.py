@@ -261,5 +261,6 @@ def summarize_chunk(posterior, state_onehot, *, argmax=True, entropy=True, state
         positive = posterior > 0
         plogp = jnp.where(positive, posterior * jnp.log(jnp.where(positive, posterior, 1)), 0)
         nats = -jnp.sum(plogp, axis=2)
-    state_probabilities = (jnp.matmul(posterior, state_onehot, precision=HIGHEST) if states else None)
+    state_probabilities = (jnp.matmul(posterior, state_onehot, precision=HIGHEST)
+                           if states else None)
     return index, nats, state_probabilities

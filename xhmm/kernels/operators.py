@@ -139,8 +139,10 @@ class DenseOperator:
         # One pullback of the whole chunk per to-state: A @ (ratios on s').
         columns = []
         for target in range(states.shape[1]):
-            pulled = jnp.einsum("ij,bcj->bci", self.matrix, ratios * states[:, target], precision=HIGHEST)
-            columns.append(jnp.matmul(jnp.sum(filtered * pulled, axis=1), states, precision=HIGHEST))
+            pulled = jnp.einsum("ij,bcj->bci", self.matrix, ratios * states[:, target],
+                                precision=HIGHEST)
+            columns.append(jnp.matmul(jnp.sum(filtered * pulled, axis=1), states,
+                                      precision=HIGHEST))
         return jnp.stack(columns, axis=-1)
 
     def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:

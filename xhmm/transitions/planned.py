@@ -22,7 +22,7 @@ from ..kernels.structured import (
     RankOneBlock,
     SeparableBlock,
 )
-from .tiles import TILE, band_offsets, tile_stacks
+from .bands import band_width, windows
 
 __all__ = [
     "PlannedRankOne",
@@ -114,7 +114,7 @@ class PlannedIdentity:
 
 @dataclass(frozen=True, eq=False)
 class PlannedDense:
-    """An (n_from, n_to) matrix; banded tiles where its zeros allow (:mod:`.tiles`).
+    """An (n_from, n_to) matrix; banded where its zeros allow (:mod:`.bands`).
 
     ``note`` (where the matrix came from) follows the plan in :attr:`label`.
     """
@@ -126,9 +126,9 @@ class PlannedDense:
     def label(self) -> str:
         """How the block runs, for ``describe()`` (banded as judged in float32)."""
         n_from, n_to = self.matrix.shape
-        offsets = band_offsets(self.matrix.astype(np.float32))
-        plan = (f"dense {n_from}x{n_to}" if offsets is None else
-                f"banded {n_from}x{n_to} ({len(offsets)} diagonals of {TILE}x{TILE} tiles)")
+        width = band_width(self.matrix.astype(np.float32))
+        plan = (f"dense {n_from}x{n_to}" if width is None else
+                f"banded {n_from}x{n_to} (tiles of {width} bins)")
         return f"{plan} ({self.note})" if self.note else plan
 
     @property
@@ -147,10 +147,10 @@ class PlannedDense:
     def device(self, dtype: np.dtype, n_sequences: int) -> DenseBlock | BandedBlock:
         """A :class:`BandedBlock` if banded in ``dtype``, else a :class:`DenseBlock`."""
         host = np.asarray(self.matrix, dtype=dtype)
-        offsets = band_offsets(host)
-        if offsets is not None:
-            tiles = tuple(jnp.asarray(stack) for stack in tile_stacks(host, offsets))
-            return BandedBlock(tiles, offsets, host.shape[0])
+        width = band_width(host)
+        if width is not None:
+            forward, backward = windows(host, width)
+            return BandedBlock(jnp.asarray(forward), jnp.asarray(backward), host.shape[0])
         matrix = jax.device_put(host)
         return DenseBlock(matrix, jnp.transpose(matrix) if n_sequences == 1 else None)
 
