@@ -14,8 +14,10 @@ import xarray as xr
 
 import xhmm
 from conftest import reference_forward_backward
+from xhmm.engine.runstate import precision
 from xhmm.fit import dirichlet_map
-from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, to_dense
+from xhmm.kernels.hmm import backward_chunk
+from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, plan_transition, to_dense
 
 LABELS = ("cont", "frag", "local")
 
@@ -202,3 +204,28 @@ def test_the_usage_example_runs(capsys):
     mll = namespace["history"].marginal_log_likelihood.values
     assert len(mll) == 5 and (np.diff(mll) >= 0).all()
     assert isinstance(namespace["fitted"], Blocks)
+
+
+@pytest.mark.parametrize("block", [7, 120, 500])
+def test_smoother_blocks_equal_the_reference(block):
+    """The backward kernel walks a chunk in blocks (7: 18 blocks, the last one
+    padded; 120: one block): smoothed rows, counts and predictive state
+    probabilities of a time-varying model equal the float64 reference."""
+    ds, transition, p0, labels = _model(np.random.default_rng(5), time_varying=True)
+    n_time, n_bins = ds.log_likelihood.shape
+    mats = [to_dense(transition, ds, time_index=t) for t in range(n_time - 1)]
+    filt, smooth, _ = reference_forward_backward(ds.log_likelihood.values, mats, p0)
+    counts, predictive, _ = _reference_counts(ds, transition, p0, labels, True)
+    engine = plan_transition(transition, state_labels=labels,
+                             is_interior=np.ones(n_bins, bool), n_time=n_time)
+    onehot = (labels[:, None] == np.array(LABELS)[None, :]).astype(float)
+    with precision("float64"):
+        smoothed, first, (got_counts, got_predictive) = backward_chunk(
+            smooth[-1][None], np.array([False]), filt[None], np.array([n_time]),
+            engine.device(np.float64, 1), engine.step_inputs(0, n_time + 1, np.float64),
+            count_states=onehot, block=block)
+    np.testing.assert_allclose(np.asarray(smoothed[0]), smooth, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(first[0]), smooth[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(got_counts[0]), counts, rtol=0, atol=1e-9)
+    # predictions of steps 1 .. T (the last: of a step past the end)
+    np.testing.assert_allclose(np.asarray(got_predictive[0, :-1]), predictive[1:], atol=1e-12)
