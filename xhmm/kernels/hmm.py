@@ -210,6 +210,15 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     """
     n_rows = filtered.shape[1]
     after = step_slice(xs, 1, n_rows + 1)
+    # Blocks of at most ``block`` rows (the last padded), walked in reverse:
+    # each block's predictions stay in cache for its scan.
+    n_blocks = -(-n_rows // block)
+    size = -(-n_rows // n_blocks)
+    extra = n_blocks * size - n_rows
+    padded = jnp.pad(filtered, ((0, 0), (0, extra), (0, 0))) if extra else filtered
+    padded_after = jax.tree_util.tree_map(
+        lambda a: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+        if extra else a, after)
 
     def step(carry, inputs):
         filt, pred, i, x = inputs
@@ -239,15 +248,6 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
                   else jnp.matmul(predicted, count_states, precision=HIGHEST))
         return carry, (smoothed, ratios, states)
 
-    # Blocks of at most ``block`` rows (the last padded), walked in reverse:
-    # each block's predictions stay in cache for its scan.
-    n_blocks = -(-n_rows // block)
-    size = -(-n_rows // n_blocks)
-    extra = n_blocks * size - n_rows
-    padded = jnp.pad(filtered, ((0, 0), (0, extra), (0, 0))) if extra else filtered
-    padded_after = jax.tree_util.tree_map(
-        lambda a: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-        if extra else a, after)
     first, (smoothed, ratios, states) = jax.lax.scan(
         one_block, next_smoothed, size * jnp.arange(n_blocks), reverse=True)
 
