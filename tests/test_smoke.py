@@ -33,4 +33,3 @@ def test_bad_transition_is_named():
     A[2, 1] += 0.5
     with pytest.raises(xhmm.TransitionError, match="row 2"):
         make_dataset(ll).hmm.smooth(transition=A, initial=p0)
-
