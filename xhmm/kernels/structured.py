@@ -296,8 +296,8 @@ class BandedBlock:
         Window of each tile for ``p @ matrix``: rows of tiles ``t - 1 ..
         t + 1`` into the columns of tile ``t``.
     backward_windows : (n_tiles, 3 width, width) array
-        The same for ``matrix @ r``: ``backward[t, r, c] = matrix[t width +
-        c, (t - 1) width + r]``.
+        The same for ``matrix @ r``: ``backward_windows[t, r, c] =
+        matrix[t width + c, (t - 1) width + r]``.
     n : int
         Matrix size (static).
     """
@@ -314,9 +314,13 @@ class BandedBlock:
         tiles = padded.reshape(lead + (n_tiles + 2, width))
         return jnp.concatenate([tiles[..., :-2, :], tiles[..., 1:-1, :], tiles[..., 2:, :]], -1)
 
+    def _bins(self, tiles: jax.Array) -> jax.Array:
+        """(..., n_tiles, width) -> (..., n): the tiles' entries of the matrix's bins."""
+        return tiles.reshape(tiles.shape[:-2] + (-1,))[..., :self.n]
+
     def _product(self, values: jax.Array, windows: jax.Array) -> jax.Array:
-        out = jnp.einsum("...tr,trc->...tc", self._around(values), windows, precision=HIGHEST)
-        return out.reshape(out.shape[:-2] + (-1,))[..., :self.n]
+        return self._bins(
+            jnp.einsum("...tr,trc->...tc", self._around(values), windows, precision=HIGHEST))
 
     def forward(self, p: jax.Array) -> jax.Array:
         """``p @ matrix`` over the last axis."""
@@ -340,8 +344,7 @@ class BandedBlock:
         n_tiles = self.forward_windows.shape[0]
         values, rows = max_rows(self._around(p)[..., :, :, None] * self.forward_windows)
         source = self._from_bins(jnp.arange(n_tiles, dtype=jnp.int32)[:, None], rows)
-        values = values.reshape(values.shape[:-2] + (-1,))[..., :self.n]
-        source = source.reshape(source.shape[:-2] + (-1,))[..., :self.n]
+        values, source = self._bins(values), self._bins(source)
         return values, jnp.where(values > 0, source, 0)
 
     def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
