@@ -244,8 +244,8 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
             (_time_major(rows), _time_major(predicted), start + jnp.arange(size), xs_rows),
             reverse=True,
         )
-        states = (None if count_states is None
-                  else jnp.matmul(predicted, count_states, precision=HIGHEST))
+        states = (None if count_states is None else
+                  jnp.matmul(_time_major(predicted), count_states, precision=HIGHEST))
         return carry, (smoothed, ratios, states)
 
     first, (smoothed, ratios, states) = jax.lax.scan(
@@ -258,8 +258,7 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     if count_states is not None:
         counts = (operator.transition_counts(filtered, _time_major(rows_of(ratios)), after,
                                              count_states),
-                  jnp.swapaxes(states, 0, 1).reshape(
-                      (filtered.shape[0], n_blocks * size, -1))[:, :n_rows])
+                  _time_major(rows_of(states)))
     smoothed = rows_of(smoothed)
     return _time_major(smoothed), first, counts
 
