@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import ordered
 from .maxproduct import column_max, max_rows
 
 __all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice", "HIGHEST"]
@@ -118,6 +119,8 @@ class DenseOperator:
         return cls(*children)
 
     def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
+        if ordered.active(p.dtype):
+            return ordered.matmul(p, self.matrix)
         if self.matrix_t is not None and p.shape[0] == 1:
             return jnp.matmul(self.matrix_t, p[0], precision=HIGHEST)[None]
         return jnp.matmul(p, self.matrix, precision=HIGHEST)
@@ -125,11 +128,15 @@ class DenseOperator:
     def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
         # Contracts the matrix's second (contiguous) axis with each row: no
         # transposed copy of the matrix inside the scan.
+        if ordered.active(r.dtype):
+            return ordered.matmul_t(r, self.matrix)
         if r.shape[0] == 1:
             return jnp.matmul(self.matrix, r[0], precision=HIGHEST)[None]
         return jnp.einsum("ij,bj->bi", self.matrix, r, precision=HIGHEST)
 
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
+        if ordered.active(rows.dtype):
+            return ordered.matmul(rows, self.matrix)
         n_seq, n_rows, n_bins = rows.shape
         flat = rows.reshape(n_seq * n_rows, n_bins)
         return jnp.matmul(flat, self.matrix, precision=HIGHEST).reshape(rows.shape)
