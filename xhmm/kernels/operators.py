@@ -100,11 +100,13 @@ class DenseOperator:
     matrix : (K, K) array
         ``matrix[i, j]`` = P(bin j at t + 1 | bin i at t).
     matrix_t : (K, K) array or None
-        ``matrix.T`` stored row-major, for a single sequence's filter:
-        ``matrix_t @ p`` reads contiguous rows, which on CPU is 1.2x faster
-        than ``p @ matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000.
-        None when the batch has more than one sequence (``p @ matrix`` is
-        then a matrix-matrix product and needs no transposed copy).
+        ``matrix.T`` stored row-major, for the filter: ``matrix_t @ p``
+        reads contiguous rows, which on CPU is 1.2x faster than ``p @
+        matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000 for one
+        sequence, and the fixed-order products (:mod:`xhmm.kernels.ordered`,
+        float32 on CPU) use it for any batch. Otherwise None when the batch
+        has more than one sequence (``p @ matrix`` is then a matrix-matrix
+        product and needs no transposed copy).
     """
 
     def __init__(self, matrix: jax.Array, matrix_t: jax.Array | None) -> None:
@@ -120,7 +122,8 @@ class DenseOperator:
 
     def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
         if ordered.active(p.dtype):
-            return ordered.matmul(p, self.matrix)
+            # rows of the stored transpose: faster than streaming the matrix
+            return ordered.matmul_t(p, self.matrix_t)
         if self.matrix_t is not None and p.shape[0] == 1:
             return jnp.matmul(self.matrix_t, p[0], precision=HIGHEST)[None]
         return jnp.matmul(p, self.matrix, precision=HIGHEST)
@@ -172,12 +175,14 @@ def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) 
     dtype : dtype
         Compute dtype.
     n_sequences : int
-        Sequences per batch; one sequence also stores the transposed matrix
-        (transposed on the device, no host temporary of K * K values).
+        Sequences per batch; one sequence, or float32 on CPU, also stores
+        the transposed matrix (transposed on the device, no host temporary
+        of K * K values).
 
     Returns
     -------
     DenseOperator
     """
     device = jax.device_put(np.asarray(matrix, dtype=dtype))
-    return DenseOperator(device, jnp.transpose(device) if n_sequences == 1 else None)
+    transposed = n_sequences == 1 or ordered.active(dtype)
+    return DenseOperator(device, jnp.transpose(device) if transposed else None)

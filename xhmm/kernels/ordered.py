@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import warnings
 from functools import lru_cache
 
 import jax
@@ -672,15 +673,28 @@ def available() -> bool:
     """True when the ordered kernels are compiled and registered with XLA (CPU).
 
     Compiles the LLVM module for the host CPU and registers its two handlers
-    on first call; False (and :func:`matmul` and friends fall back to
-    ``jnp.matmul``) where JAX has no :mod:`jax.ffi`.
+    on first call. False where JAX has no :mod:`jax.ffi`, or (with a
+    warning that says why) where compiling or registering fails: products
+    then fall back to ``jnp.matmul``, equal to rounding.
     """
     if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):
         return False
-    import numba  # noqa: F401  (initialises LLVM's native target for llvmlite)
+    try:
+        _register()
+    except Exception as error:  # any failure here only costs the fixed order
+        warnings.warn(f"xhmm: fixed-order float32 kernels unavailable ({error!r}); "
+                      "batched and single-sequence results then agree to float32 "
+                      "rounding only", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def _register() -> None:
     import llvmlite.binding as llvm
 
     with _LOCK:
+        if llvm.llvm_version_info[0] < 15:
+            llvm.initialize()  # llvmlite < 0.44; later ones initialise by themselves
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         opaque = llvm.llvm_version_info[0] >= 15
@@ -699,7 +713,6 @@ def available() -> bool:
         for name in (_NN, _NT):
             jax.ffi.register_ffi_target(
                 name, capsule(engine.get_function_address(name), None, None), platform="cpu")
-    return True
 
 
 def _optimise(llvm, module, machine) -> None:

@@ -1,0 +1,105 @@
+"""Fixed-order float32 products (xhmm.kernels.ordered) and what they buy:
+a sequence's results do not depend on the batch it runs in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import jax.numpy as jnp
+
+from xhmm.kernels import ordered
+from xhmm.sequences import smooth_sequences
+
+pytestmark = pytest.mark.skipif(not ordered.active(np.float32),
+                                reason="fixed-order kernels run on CPU only")
+
+
+def _banded(K, width=30.0, floor=1e-3):
+    x = np.arange(K)
+    A = np.exp(-0.5 * ((x[:, None] - x[None]) / width) ** 2) + floor / K
+    return A / A.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("K,N", [(7, 5), (70, 67), (200, 200), (1031, 1), (1000, 1000)])
+def test_rows_do_not_depend_on_the_other_rows(K, N):
+    rng = np.random.default_rng(K + N)
+    x = rng.random((6, K)).astype(np.float32)
+    m = rng.random((K, N)).astype(np.float32)
+    reference = x.astype(np.float64) @ m.astype(np.float64)
+    for product, matrix in ((ordered.matmul, m), (ordered.matmul_t, np.ascontiguousarray(m.T))):
+        whole = np.asarray(product(jnp.asarray(x), jnp.asarray(matrix)))
+        np.testing.assert_allclose(whole, reference, rtol=2e-6)
+        # each row alone, and every batch size up to 6, gives the same bits
+        # (the kernels take rows in fours, so 1..6 covers both paths)
+        for n_rows in range(1, 7):
+            part = np.asarray(product(jnp.asarray(x[:n_rows]), jnp.asarray(matrix)))
+            np.testing.assert_array_equal(part, whole[:n_rows])
+        alone = np.concatenate([np.asarray(product(jnp.asarray(x[i:i + 1]), jnp.asarray(matrix)))
+                                for i in range(6)])
+        np.testing.assert_array_equal(alone, whole)
+
+
+def test_the_order_is_the_documented_one():
+    """matmul: blocks of BLOCK terms by fused multiply-adds from zero, block sums
+    added in order; checked against that order written out in float32 with
+    fused multiply-adds emulated exactly in float64 (a float32 product is
+    exact in float64, one rounding per step)."""
+    rng = np.random.default_rng(5)
+    K = 3 * ordered.BLOCK + 5
+    x = rng.random((1, K)).astype(np.float32)
+    m = rng.random((K, 3)).astype(np.float32)
+    got = np.asarray(ordered.matmul(jnp.asarray(x), jnp.asarray(m)))[0]
+
+    def fma(a, b, c):
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+
+    for j in range(3):
+        total = None
+        for start in range(0, K, ordered.BLOCK):
+            part = np.float32(0)
+            for i in range(start, min(start + ordered.BLOCK, K)):
+                part = fma(x[0, i], m[i, j], part)
+            total = part if total is None else np.float32(total + part)
+        assert got[j] == total
+
+
+def test_split_over_threads_changes_nothing():
+    # 1,000 x 1,000 is above the size at which the product is cut into
+    # column parts on XLA's pool; 100 columns at a time stay below it
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.random((2, 1000)).astype(np.float32))
+    m = rng.random((1000, 1000)).astype(np.float32)
+    whole = np.asarray(ordered.matmul(x, jnp.asarray(m)))
+    pieces = np.concatenate([np.asarray(ordered.matmul(x, jnp.asarray(m[:, j:j + 100])))
+                             for j in range(0, 1000, 100)], axis=1)
+    np.testing.assert_array_equal(whole, pieces)
+
+
+def test_float64_and_other_dtypes_fall_back():
+    assert not ordered.active(np.float64)
+    x = np.arange(6.0).reshape(2, 3)
+    m = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(np.asarray(ordered.matmul(jnp.asarray(x), jnp.asarray(m))),
+                                  x @ m)
+
+
+@pytest.mark.parametrize("K", [176, 1000])
+def test_batched_float32_equals_one_by_one(K):
+    """Issue 11: in the default float32, a batch of sequences gives each one
+    the posteriors and marginal log-likelihood it gets alone."""
+    rng = np.random.default_rng(K)
+    S, T = 3, 700
+    A = _banded(K)
+    ll = rng.normal(size=(S, T, K)).astype(np.float32) * 3
+    ds = xr.Dataset({"log_likelihood": (("sequence", "time", "state_bins"), ll)},
+                    coords={"sequence": ["a", "b", "c"]})
+    kw = dict(transition=A, initial=np.full(K, 1 / K), chunk_size=300, progress=False)
+    res = smooth_sequences(ds, batch_size=S, **kw)
+    for s in range(S):
+        one = ds.isel(sequence=s).drop_vars("sequence").hmm.smooth(**kw)
+        for name in ("causal_posterior", "acausal_posterior"):
+            np.testing.assert_allclose(res[name][s].values, one[name].values, rtol=0, atol=1e-6)
+        mll, ref = float(res.marginal_log_likelihood[s]), float(one.marginal_log_likelihood)
+        assert abs(mll - ref) <= 1e-9 * abs(ref)
