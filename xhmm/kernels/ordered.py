@@ -24,9 +24,6 @@ matrix only (bit for bit):
     ``+ 1``), and the last ``K % LANES`` terms are fused-multiply-added in
     ascending order.
 ``row_sum(x)`` -- ``x.sum(-1)`` as ``matmul_t`` with a row of ones.
-``tile_matmul(x, m)`` -- ``x[..., g, :] @ m[g]`` for each of G matrices.
-``left_matmul(l, y, transpose)`` -- ``l @ y[g]`` (or ``l.T @ y[g]``) for a
-    shared small matrix ``l`` and a batch of ``y``.
 
 Blocked sums also lose fewer small terms than one long running sum (the
 matrix-matrix routine's order), so these products are closer to float64
@@ -51,8 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["matmul", "matmul_t", "row_sum", "tile_matmul", "left_matmul", "available", "active",
-           "BLOCK", "LANES"]
+__all__ = ["matmul", "matmul_t", "row_sum", "available", "active", "BLOCK", "LANES"]
 
 #: Terms of a contraction summed into one partial before it joins the total.
 BLOCK = 64
@@ -770,26 +766,3 @@ def row_sum(x: jax.Array) -> jax.Array:
     if not active(x.dtype):
         return jnp.sum(x, axis=-1, keepdims=True)
     return matmul_t(x, jnp.ones((1, x.shape[-1]), x.dtype))
-
-
-def tile_matmul(x: jax.Array, m: jax.Array) -> jax.Array:
-    """``x[..., g, :] @ m[g]`` for ``x`` (..., G, K) and ``m`` (G, K, N)."""
-    if not active(x.dtype):
-        return jnp.einsum("...gk,gkn->...gn", x, m, precision=_HIGHEST)
-    *lead, g, k = x.shape
-    n = m.shape[2]
-    rows = int(np.prod(lead, dtype=np.int64))
-    return _call(_NN, (*lead, g, n), x, m, [g, rows, k, n, k, g * k, 1, k * n, n, n, g * n])
-
-
-def left_matmul(left: jax.Array, y: jax.Array, transpose: bool) -> jax.Array:
-    """``left @ y[..., :, :]`` (``left.T @`` with ``transpose``) for a shared ``left``."""
-    if not active(y.dtype):
-        spec = "ca,...cd->...ad" if transpose else "ac,...cd->...ad"
-        return jnp.einsum(spec, left, y, precision=_HIGHEST)
-    *lead, k, n = y.shape
-    rows = left.shape[1] if transpose else left.shape[0]
-    groups = int(np.prod(lead, dtype=np.int64))
-    xr, xk = (1, left.shape[1]) if transpose else (left.shape[1], 1)
-    return _call(_NN, (*lead, rows, n), left, y,
-                 [groups, rows, k, n, 0, xr, xk, k * n, n, rows * n, n])
