@@ -73,7 +73,6 @@ class _Ir:
         self.opaque = opaque
         self.lines: list[str] = []
         self.count = 0
-        self.block = "entry"
 
     def ptr(self, ty: str) -> str:
         return "ptr" if self.opaque else f"{ty}*"
@@ -83,7 +82,6 @@ class _Ir:
 
     def label(self, name: str) -> None:
         self.lines.append(f"{name}:")
-        self.block = name
 
     def op(self, text: str) -> str:
         self.count += 1
@@ -105,18 +103,18 @@ class _Ir:
             total = term if total is None else self.op(f"add i64 {total}, {term}")
         return total
 
-    def _at(self, base: str, index: str, ty: str, elem: str) -> str:
-        at = self.op(f"getelementptr {elem}, {self.ptr(elem)} {base}, i64 {index}")
-        if ty != elem and not self.opaque:
-            at = self.op(f"bitcast {elem}* {at} to {ty}*")
+    def _at(self, base: str, index: str, ty: str) -> str:
+        """Pointer to float ``index`` of ``base``, as a pointer to ``ty``."""
+        at = self.op(f"getelementptr float, {self.ptr('float')} {base}, i64 {index}")
+        if ty != "float" and not self.opaque:
+            at = self.op(f"bitcast float* {at} to {ty}*")
         return at
 
-    def load(self, ty: str, base: str, index: str, elem: str = "float") -> str:
-        return self.op(f"load {ty}, {self.ptr(ty)} {self._at(base, index, ty, elem)}, align 4")
+    def load(self, ty: str, base: str, index: str) -> str:
+        return self.op(f"load {ty}, {self.ptr(ty)} {self._at(base, index, ty)}, align 4")
 
     def store(self, ty: str, value: str, base: str, index: str) -> None:
-        self.emit(f"store {ty} {value}, {self.ptr(ty)} {self._at(base, index, ty, 'float')}, "
-                  "align 4")
+        self.emit(f"store {ty} {value}, {self.ptr(ty)} {self._at(base, index, ty)}, align 4")
 
     def splat(self, scalar: str, lanes: int) -> str:
         if lanes == 1:
@@ -147,15 +145,16 @@ class _Ir:
         counter = f"%{name}i"
         nxt = f"%{name}n"
         phis = [f"%{name}c{k}" for k in range(len(carried))]
-        news = [f"%{name}u{k}" for k in range(len(carried))]
         self.emit(f"{counter} = phi i64 [{start}, %{pre}], [{nxt}, %{latch}]")
-        for phi, new, (ty, init) in zip(phis, news, carried):
-            self.emit(f"{phi} = phi {ty} [{init}, %{pre}], [{new}, %{latch}]")
-        values = body(counter, phis) or []
+        at = len(self.lines)
+        values = body(counter, phis)
+        news = list(values) if carried else []
+        # the carried values' phis name what the body computed: written now,
+        # placed beside the counter's
+        self.lines[at:at] = [f"  {phi} = phi {ty} [{init}, %{pre}], [{new}, %{latch}]"
+                             for phi, new, (ty, init) in zip(phis, news, carried)]
         self.emit(f"br label %{latch}")
         self.label(latch)
-        for new, value, (ty, _) in zip(news, values, carried):
-            self.emit(f"{new} = select i1 true, {ty} {value}, {ty} {value}")
         self.emit(f"{nxt} = add i64 {counter}, {step}")
         more = self.op(f"icmp slt i64 {nxt}, {stop}")
         self.emit(f"br i1 {more}, label %{head}, label %{end}")
@@ -362,59 +361,63 @@ def _groups(f: _Ir, spec: list[str], body) -> None:
     f.loop("0", G, 1, group)
 
 
-def _nn_driver(opaque: bool) -> str:
+def _driver(opaque: bool, name: str, strides: str, tile_strides: str, place) -> str:
+    """``@name(out, x, m, G, R, K, N, strides..., jb, je)``: output columns
+    ``jb .. je`` of each of the G products, cut into tiles by ``place``.
+
+    ``place(call, out, x, m, r4, span)`` writes the loops; ``call(tile, r0,
+    c0, out, x, m)`` calls a tile function with its strides
+    (``tile_strides``) at row ``r0`` and column ``c0``; ``r4`` is the rows
+    in whole groups of four, ``span`` the columns ``je - jb``.
+    """
     f = _Ir(opaque)
     fp = f.ptr("float")
-    header = (f"define internal void @nn({fp} %out, {fp} %x, {fp} %m, i64 %G, i64 %R, i64 %K, "
-              "i64 %N, i64 %xg, i64 %xr, i64 %xk, i64 %mg, i64 %mk, i64 %og, i64 %orow, "
-              "i64 %jb, i64 %je)")
+    header = (f"define internal void @{name}({fp} %out, {fp} %x, {fp} %m, i64 %G, i64 %R, "
+              f"i64 %K, i64 %N, {strides}, i64 %jb, i64 %je)")
+
+    def call(tile, r0, c0, out, x, m):
+        f.emit(f"call void @{tile}({fp} {out}, {fp} {x}, {fp} {m}, i64 %K, {tile_strides}, "
+               f"i64 {r0}, i64 {c0})")
 
     def each(out, x, m):
-        r4 = f.op("and i64 %R, -4")
-        span = f.op("sub i64 %je, %jb")
-        args = f"{fp} {out}, {fp} {x}, {fp} {m}, i64 %K, i64 %xr, i64 %xk, i64 %mk, i64 %orow"
+        place(f, call, out, x, m, f.op("and i64 %R, -4"), f.op("sub i64 %je, %jb"))
+    _groups(f, ["%G", "%xg", "%mg", "%og"], each)
+    return f.function(header)
 
+
+def _nn_driver(opaque: bool) -> str:
+    def place(f, call, out, x, m, r4, span):
         def tiles(name, start, stop, step):
             def col(j0, _):
-                f.loop("0", r4, 4, lambda r0, _: f.emit(
-                    f"call void @{name}({args}, i64 {r0}, i64 {j0})"))
+                f.loop("0", r4, 4, lambda r0, _: call(name, r0, j0, out, x, m))
             return f.loop(start, stop, step, col)[0]
         j = tiles(f"nn_4_2_{LANES}", "%jb",
                   f.add("%jb", f.op(f"and i64 {span}, {-2 * LANES}")), 2 * LANES)
         j = tiles(f"nn_4_1_{LANES}", j, f.add("%jb", f.op(f"and i64 {span}, {-LANES}")), LANES)
         tiles("nn_4_1_1", j, "%je", 1)
+        fp = f.ptr("float")
         f.loop(r4, "%R", 1, lambda r, _: f.emit(
             f"call void @nn_row({fp} {out}, {fp} {x}, {fp} {m}, i64 %K, i64 %jb, i64 %je, i64 %xk, "
             f"i64 %mk, i64 {f.op(f'mul i64 {r}, %xr')}, i64 {f.op(f'mul i64 {r}, %orow')})"))
-    _groups(f, ["%G", "%xg", "%mg", "%og"], each)
-    return f.function(header)
+    return _driver(opaque, "nn", "i64 %xg, i64 %xr, i64 %xk, i64 %mg, i64 %mk, i64 %og, i64 %orow",
+                   "i64 %xr, i64 %xk, i64 %mk, i64 %orow", place)
 
 
 def _nt_driver(opaque: bool) -> str:
-    f = _Ir(opaque)
-    fp = f.ptr("float")
-    header = (f"define internal void @nt({fp} %out, {fp} %x, {fp} %m, i64 %G, i64 %R, i64 %K, "
-              "i64 %N, i64 %xg, i64 %xr, i64 %mg, i64 %mr, i64 %og, i64 %orow, i64 %on, "
-              "i64 %jb, i64 %je)")
-
-    def each(out, x, m):
-        r4 = f.op("and i64 %R, -4")
-        span = f.op("sub i64 %je, %jb")
-        args = f"{fp} {out}, {fp} {x}, {fp} {m}, i64 %K, i64 %xr, i64 %mr, i64 %orow, i64 %on"
-
-        def call(name, r0, n0):
-            f.emit(f"call void @{name}({args}, i64 {r0}, i64 {n0})")
-        n = f.loop("%jb", f.add("%jb", f.op(f"and i64 {span}, -2")), 2, lambda n0, _: f.loop(
-            "0", r4, 4, lambda r0, _: call("nt_4_2", r0, n0)))[0]
-        f.loop(n, "%je", 1, lambda n0, _: f.loop("0", r4, 4, lambda r0, _: call("nt_4_1", r0, n0)))
+    def place(f, call, out, x, m, r4, span):
+        def groups(n0, _):
+            f.loop("0", r4, 4, lambda r0, _: call("nt_4_2", r0, n0, out, x, m))
+        n = f.loop("%jb", f.add("%jb", f.op(f"and i64 {span}, -2")), 2, groups)[0]
+        f.loop(n, "%je", 1, lambda n0, _: f.loop(
+            "0", r4, 4, lambda r0, _: call("nt_4_1", r0, n0, out, x, m)))
 
         def row(r, _):
             n = f.loop("%jb", f.add("%jb", f.op(f"and i64 {span}, {-LANES}")), LANES,
-                       lambda n0, _: call(f"nt_1_{LANES}", r, n0))[0]
-            f.loop(n, "%je", 1, lambda n0, _: call("nt_1_1", r, n0))
+                       lambda n0, _: call(f"nt_1_{LANES}", r, n0, out, x, m))[0]
+            f.loop(n, "%je", 1, lambda n0, _: call("nt_1_1", r, n0, out, x, m))
         f.loop(r4, "%R", 1, row)
-    _groups(f, ["%G", "%xg", "%mg", "%og"], each)
-    return f.function(header)
+    return _driver(opaque, "nt", "i64 %xg, i64 %xr, i64 %mg, i64 %mr, i64 %og, i64 %orow, i64 %on",
+                   "i64 %xr, i64 %mr, i64 %orow, i64 %on", place)
 
 
 #: XLA FFI ABI (xla/ffi/api/c_api.h), 64-bit: byte offsets of the fields used.
@@ -448,12 +451,23 @@ class _Abi:
     def put(self, base: str, offset, ty: str, value: str) -> None:
         self.f.emit(f"store {ty} {value}, {self.f.ptr(ty)} {self.at(base, offset, ty)}")
 
-    def atomic_add(self, base: str, slot: int, value: int) -> str:
-        return self.f.op(f"atomicrmw add {self.f.ptr('i64')} {self.at(base, 8 * slot, 'i64')}, "
+    def atomic(self, op: str, base: str, slot: int, value) -> str:
+        """``op`` (add, sub) on i64 ``slot`` of ``base``; returns the old value."""
+        return self.f.op(f"atomicrmw {op} {self.f.ptr('i64')} {self.at(base, 8 * slot, 'i64')}, "
                          f"i64 {value} seq_cst")
 
-    def to_ptr(self, value: str, ty: str = "float") -> str:
-        return self.f.op(f"inttoptr i64 {value} to {self.f.ptr(ty) if ty != 'i8' else self.bp}")
+    def release(self, job: str) -> None:
+        """Drop one reference to ``job`` (slot 0); the last one frees it."""
+        f = self.f
+        last = f.op(f"icmp eq i64 {self.atomic('sub', job, 0, 1)}, 1")
+        f.emit(f"br i1 {last}, label %release, label %exit")
+        f.label("release")
+        f.emit(f"call void @free({self.bp} {job})")
+        f.emit("br label %exit")
+        f.label("exit")
+
+    def to_ptr(self, value: str) -> str:
+        return self.f.op(f"inttoptr i64 {value} to {self.f.ptr('float')}")
 
     def to_int(self, value: str, ty: str) -> str:
         return self.f.op(f"ptrtoint {ty} {value} to i64")
@@ -480,33 +494,21 @@ def _work(opaque: bool, driver: str, n_spec: int) -> str:
     spec = slots[_JOB_HEAD:]
     f.emit("br label %claim")
     f.label("claim")
-    part = abi.atomic_add("%job", 1, 1)
+    part = abi.atomic("add", "%job", 1, 1)
     more = f.op(f"icmp slt i64 {part}, {parts}")
     f.emit(f"br i1 {more}, label %run, label %done")
     f.label("run")
     jb = f.op(f"mul i64 {part}, {width}")
     je = _min(f, f.op(f"add i64 {jb}, {width}"), spec[3])
     f.emit(_spec_call(driver, fp, pointers, spec, jb, je))
-    abi.atomic_add("%job", 2, 1)
+    abi.atomic("add", "%job", 2, 1)
     f.emit("br label %claim")
     f.label("done")
     work = f.function(f"define internal void @{driver}_work({bp} %job)")
-    task = f"""define internal void @{driver}_task({bp} %job) {{
-entry:
-  call void @{driver}_work({bp} %job)
-  %refs = getelementptr i8, {bp} %job, i64 0
-  %slot = {"bitcast i8* %refs to i64*" if not opaque else "getelementptr i8, ptr %refs, i64 0"}
-  %left = atomicrmw sub {f.ptr("i64")} %slot, i64 1 seq_cst
-  %last = icmp eq i64 %left, 1
-  br i1 %last, label %release, label %exit
-release:
-  call void @free({bp} %job)
-  br label %exit
-exit:
-  ret void
-}}
-"""
-    return work + task
+    f = _Ir(opaque)
+    f.emit(f"call void @{driver}_work({bp} %job)")
+    _Abi(f).release("%job")
+    return work + f.function(f"define internal void @{driver}_task({bp} %job)")
 
 
 def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> str:
@@ -609,8 +611,7 @@ def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> s
         err = f.op(f"call {bp} {schedule_fn}({bp} {sa})")
         lost = f.op(f"icmp ne {bp} {err}, null")
         # a task that could not be scheduled holds no reference
-        dec = f.op(f"select i1 {lost}, i64 1, i64 0")
-        f.op(f"atomicrmw sub {f.ptr('i64')} {abi.at(job, 0, 'i64')}, i64 {dec} seq_cst")
+        abi.atomic("sub", job, 0, f.op(f"select i1 {lost}, i64 1, i64 0"))
     f.loop("1", parts, 1, schedule)
     f.emit(f"call void @{driver}_work({bp} {job})")
     f.emit("br label %wait")
@@ -619,13 +620,7 @@ def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> s
     waiting = f.op(f"icmp slt i64 {done}, {parts}")
     f.emit(f"br i1 {waiting}, label %wait, label %finish")
     f.label("finish")
-    left = f.op(f"atomicrmw sub {f.ptr('i64')} {abi.at(job, 0, 'i64')}, i64 1 seq_cst")
-    last = f.op(f"icmp eq i64 {left}, 1")
-    f.emit(f"br i1 {last}, label %release, label %exit")
-    f.label("release")
-    f.emit(f"call void @free({bp} {job})")
-    f.emit("br label %exit")
-    f.label("exit")
+    abi.release(job)
     f.emit(f"ret {bp} null")
     return header + " {\nentry:\n" + "\n".join(f.lines) + "\n}\n"
 
