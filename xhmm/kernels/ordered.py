@@ -684,6 +684,8 @@ def _register() -> None:
     import llvmlite.binding as llvm
 
     with _LOCK:
+        if _ENGINES:  # another thread's first call registered them meanwhile
+            return
         if llvm.llvm_version_info[0] < 15:
             llvm.initialize()  # llvmlite < 0.44; later ones initialise by themselves
         llvm.initialize_native_target()
