@@ -138,8 +138,10 @@ class DenseOperator:
         return jnp.einsum("ij,bj->bi", self.matrix, r, precision=HIGHEST)
 
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
-        if ordered.active(rows.dtype):
-            return ordered.matmul(rows, self.matrix)
+        # XLA's (multi-threaded, packed) matrix product even where the
+        # fixed-order kernels run: it is 1.8x faster over a chunk at
+        # K = 10,650, and the smoother's predictions enter no log-likelihood,
+        # so a sequence's smoothed rows differ from alone only by rounding.
         n_seq, n_rows, n_bins = rows.shape
         flat = rows.reshape(n_seq * n_rows, n_bins)
         return jnp.matmul(flat, self.matrix, precision=HIGHEST).reshape(rows.shape)
