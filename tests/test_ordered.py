@@ -9,6 +9,7 @@ import xarray as xr
 
 import jax.numpy as jnp
 
+from xhmm.bench.workload import Problem
 from xhmm.kernels import ordered
 from xhmm.sequences import smooth_sequences
 
@@ -39,6 +40,39 @@ def test_rows_do_not_depend_on_the_other_rows(K, N):
         alone = np.concatenate([np.asarray(product(jnp.asarray(x[i:i + 1]), jnp.asarray(matrix)))
                                 for i in range(6)])
         np.testing.assert_array_equal(alone, whole)
+
+
+@pytest.mark.parametrize("G,K,N", [(3, 9, 5), (21, 72, 24), (4, 130, 17)])
+def test_grouped_products_sum_each_group_as_the_plain_ones(G, K, N):
+    """tile_matmul_t (one matrix per group: the banded blocks) and left_matmul
+    (one shared matrix, read transposed or not: the random walk's grid) give
+    each group the bits of the plain product of that group alone, whatever
+    the number of leading rows."""
+    rng = np.random.default_rng(G * K + N)
+    x = rng.random((5, G, K)).astype(np.float32)
+    m = rng.random((G, N, K)).astype(np.float32)
+    tiles = np.asarray(ordered.tile_matmul_t(jnp.asarray(x), jnp.asarray(m)))
+    np.testing.assert_allclose(tiles, np.einsum("bgk,gnk->bgn", x.astype(np.float64), m),
+                               rtol=2e-6)
+    for g in range(G):
+        plain = np.asarray(ordered.matmul_t(jnp.asarray(x[:, g]), jnp.asarray(m[g])))
+        np.testing.assert_array_equal(tiles[:, g], plain)
+    for n_rows in range(1, 5):
+        part = np.asarray(ordered.tile_matmul_t(jnp.asarray(x[:n_rows]), jnp.asarray(m)))
+        np.testing.assert_array_equal(part, tiles[:n_rows])
+
+    a = rng.random((N, K)).astype(np.float32)  # rows N, contraction K
+    y = rng.random((5, 2, K, N + 3)).astype(np.float32)
+    for transpose, left in ((False, a), (True, np.ascontiguousarray(a.T))):
+        got = np.asarray(ordered.left_matmul(jnp.asarray(left), jnp.asarray(y), transpose))
+        np.testing.assert_allclose(got, np.einsum("nk,bgkj->bgnj", a.astype(np.float64), y),
+                                   rtol=2e-6)
+        for b in range(5):
+            for g in range(2):
+                plain = np.asarray(ordered.matmul(jnp.asarray(a), jnp.asarray(y[b, g])))
+                np.testing.assert_array_equal(got[b, g], plain)
+        one = np.asarray(ordered.left_matmul(jnp.asarray(left), jnp.asarray(y[:1, :1]), transpose))
+        np.testing.assert_array_equal(one, got[:1, :1])
 
 
 def test_the_order_is_the_documented_one():
@@ -108,3 +142,24 @@ def test_batched_float32_equals_one_by_one(K):
                                    rtol=0, atol=1e-6)
         mll, ref = float(res.marginal_log_likelihood[s]), float(one.marginal_log_likelihood)
         assert mll == ref
+
+
+@pytest.mark.parametrize("model,K", [("contfrag-1d", 200), ("contfrag-1d", 1000),
+                                     ("nonlocal-2d", 202), ("contfrag-1d-tv", 200)])
+def test_structured_batched_float32_equals_one_by_one(model, K):
+    """The same for the structured operators: dense and banded blocks, the
+    2-D random walk, uniform blocks, a time-varying discrete transition."""
+    problems = [Problem(600, K, seed=s, model=model) for s in range(3)]
+    ll = np.stack([p.in_ram() for p in problems])
+    ds = xr.Dataset({"log_likelihood": (("sequence", "time", "state_bins"), ll)},
+                    coords=problems[0].coords())
+    kw = dict(transition=problems[0].transition, initial=problems[0].initial, chunk_size=250,
+              progress=False)
+    res = smooth_sequences(ds, batch_size=3, **kw)
+    assert res.attrs["xhmm_transition"].count('"kind": "blocks"') == 1
+    for s in range(3):
+        one = ds.isel(sequence=s).hmm.smooth(**kw)
+        np.testing.assert_array_equal(res.causal_posterior[s].values, one.causal_posterior.values)
+        np.testing.assert_allclose(res.acausal_posterior[s].values, one.acausal_posterior.values,
+                                   rtol=0, atol=1e-6)
+        assert float(res.marginal_log_likelihood[s]) == float(one.marginal_log_likelihood)

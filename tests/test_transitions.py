@@ -253,14 +253,14 @@ def _tied_blocks(rng, dtype):
     to_cells, to_bins = bins(12, [0, 7])
     to_from = jax.numpy.asarray([2, 4, 0, 4], np.int32)  # 4: no from-bin moves there
     return {
-        "rank-one": (RankOneBlock(tied(9), 9), 6),
-        "uniform": (RankOneBlock(None, 9), 6),
+        "rank-one": (RankOneBlock(tied(9), 9, None), 6),
+        "uniform": (RankOneBlock(None, 9, jax.numpy.asarray(1 / 9, dtype)), 6),
         "identity": (IdentityBlock(None, None), 6),
         "identity into more bins": (IdentityBlock(to_from, None), 4),
         "dense block": (DenseBlock(tied(6, 9), None), 6),
         "separable": (SeparableBlock(tied(4, 4), tied(3, 3), jax.numpy.ones(11, dtype),
                                      from_cells, from_bins, to_cells, to_bins, (4, 3)), 11),
-        "banded": (BandedBlock(tied(3, 24, 8), tied(3, 24, 8), 18), 18),  # tiles of 8 bins
+        "banded": (BandedBlock(tied(3, 8, 24), tied(3, 8, 24), 18), 18),  # tiles of 8 bins
     }
 
 
@@ -426,7 +426,7 @@ def test_banded_blocks_skip_only_zero_entries():
     for dtype, rtol in ((np.float64, 1e-11), (np.float32, 1e-5)):
         block = engine.device(dtype, 1).blocks[0]
         assert isinstance(block, BandedBlock)
-        n_tiles, window, width = block.forward_windows.shape
+        n_tiles, width, window = block.forward_windows.shape
         assert _reach(A.astype(dtype)) <= width < _reach(A.astype(dtype)) + 8
         assert window == 3 * width and n_tiles * width >= 397 > (n_tiles - 1) * width
         check_products(engine, [A, A], np.random.default_rng(14), dtype=dtype, rtol=rtol)
@@ -438,7 +438,7 @@ def test_banded_blocks_skip_only_zero_entries():
     m /= m.sum(axis=1, keepdims=True)
     engine = plan(Blocks([[1.0]], {("a", "a"): Dense(m)}), ["a"] * 300, np.ones(300, bool))
     op = engine.device(np.float64, 3)
-    assert op.blocks[0].forward_windows.shape == (13, 72, 24)
+    assert op.blocks[0].forward_windows.shape == (13, 24, 72)
     check_products(engine, [m, m], rng)
 
     wide = np.full((300, 300), 1 / 300)  # no zeros: dense

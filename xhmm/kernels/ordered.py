@@ -24,6 +24,10 @@ matrix only (bit for bit):
     ``+ 1``), and the last ``K % LANES`` terms are fused-multiply-added in
     ascending order.
 ``row_sum(x)`` -- ``x.sum(-1)`` as ``matmul_t`` with a row of ones.
+``tile_matmul_t(x, m)`` -- ``x[..., g, :] @ m[g].T`` for each of G
+    matrices, in ``matmul_t``'s order.
+``left_matmul(a, y, transpose)`` -- ``a @ y[..., :, :]`` (``a.T @`` with
+    ``transpose``) for one small matrix ``a``, in ``matmul``'s order.
 
 Blocked sums also lose fewer small terms than one long running sum (the
 matrix-matrix routine's order), so these products are closer to float64
@@ -48,7 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["matmul", "matmul_t", "row_sum", "available", "active", "BLOCK", "LANES"]
+__all__ = ["matmul", "matmul_t", "row_sum", "tile_matmul_t",
+           "left_matmul", "available", "active", "BLOCK",
+           "LANES"]
 
 #: Terms of a contraction summed into one partial before it joins the total.
 BLOCK = 64
@@ -426,8 +432,11 @@ _EXTENSION_TYPE, _EXTENSION_METADATA, _METADATA_EXTENSION = 8, 24, 1
 _BUFFER_DATA = 24
 _API_SCHEDULE, _API_THREADS = 136, 144
 
-#: Multiply-adds below which a product runs on the calling thread alone.
-_SPLIT_WORK = 1 << 18
+#: Multiply-adds below which a product runs on the calling thread alone:
+#: waking the pool costs more than it saves on the NonLocal random walk's
+#: 73 x 73 grid products (389k multiply-adds; split, a step took 2x as
+#: long), while one row at K = 1,000 (1M) still gains.
+_SPLIT_WORK = 1 << 19
 #: Job slots (i64) before the spec: references, next part, parts done,
 #: parts, columns per part, out, x, m.
 _JOB_HEAD = 8
@@ -738,9 +747,13 @@ def _call(target: str, shape: tuple[int, ...], x, m, spec: list[int]) -> jax.Arr
     return jax.ffi.ffi_call(target, out)(x, m, np.asarray(spec, dtype=np.int32))
 
 
-def matmul(x: jax.Array, m: jax.Array) -> jax.Array:
-    """``x @ m`` for ``x`` (..., K) and ``m`` (K, N), each row summed in fixed order."""
-    if not active(x.dtype):
+def matmul(x: jax.Array, m: jax.Array, fixed: bool = True) -> jax.Array:
+    """``x @ m`` for ``x`` (..., K) and ``m`` (K, N), each row summed in fixed order.
+
+    ``fixed=False`` asks for XLA's product (here and in every function of
+    this module): faster over many rows, where no sum needs the order.
+    """
+    if not (fixed and active(x.dtype)):
         return jnp.matmul(x, m, precision=_HIGHEST)
     *lead, k = x.shape
     n = m.shape[1]
@@ -748,9 +761,9 @@ def matmul(x: jax.Array, m: jax.Array) -> jax.Array:
     return _call(_NN, (*lead, n), x, m, [1, rows, k, n, 0, k, 1, 0, n, 0, n])
 
 
-def matmul_t(x: jax.Array, m: jax.Array) -> jax.Array:
+def matmul_t(x: jax.Array, m: jax.Array, fixed: bool = True) -> jax.Array:
     """``x @ m.T`` for ``x`` (..., K) and ``m`` (N, K), each row summed in fixed order."""
-    if not active(x.dtype):
+    if not (fixed and active(x.dtype)):
         return jnp.einsum("...k,nk->...n", x, m, precision=_HIGHEST)
     *lead, k = x.shape
     n = m.shape[0]
@@ -758,8 +771,34 @@ def matmul_t(x: jax.Array, m: jax.Array) -> jax.Array:
     return _call(_NT, (*lead, n), x, m, [1, rows, k, n, 0, k, 0, k, 0, n, 1])
 
 
-def row_sum(x: jax.Array) -> jax.Array:
+def row_sum(x: jax.Array, fixed: bool = True) -> jax.Array:
     """``x.sum(-1, keepdims=True)`` in :func:`matmul_t`'s fixed order."""
-    if not active(x.dtype):
+    if not (fixed and active(x.dtype)):
         return jnp.sum(x, axis=-1, keepdims=True)
     return matmul_t(x, jnp.ones((1, x.shape[-1]), x.dtype))
+
+
+def tile_matmul_t(x: jax.Array, m: jax.Array, fixed: bool = True) -> jax.Array:
+    """``x[..., g, :] @ m[g].T`` for ``x`` (..., G, K) and ``m`` (G, N, K), in fixed order."""
+    if not (fixed and active(x.dtype)):
+        return jnp.einsum("...gk,gnk->...gn", x, m, precision=_HIGHEST)
+    *lead, g, k = x.shape
+    n = m.shape[1]
+    rows = int(np.prod(lead, dtype=np.int64))
+    return _call(_NT, (*lead, g, n), x, m, [g, rows, k, n, k, g * k, n * k, k, n, g * n, 1])
+
+
+def left_matmul(a: jax.Array, y: jax.Array, transpose: bool = False,
+                fixed: bool = True) -> jax.Array:
+    """``a @ y[g]`` (``a.T @ y[g]`` with ``transpose``) for each matrix of ``y`` (..., K, N).
+
+    ``a`` is read through its strides, so neither ``a`` nor ``y`` is transposed.
+    """
+    if not (fixed and active(y.dtype)):
+        spec = "ca,...cd->...ad" if transpose else "ac,...cd->...ad"
+        return jnp.einsum(spec, a, y, precision=_HIGHEST)
+    *lead, k, n = y.shape
+    rows = a.shape[1] if transpose else a.shape[0]
+    groups = int(np.prod(lead, dtype=np.int64))
+    xr, xk = (1, a.shape[1]) if transpose else (a.shape[1], 1)
+    return _call(_NN, (*lead, rows, n), a, y, [groups, rows, k, n, 0, xr, xk, k * n, n, rows * n, n])

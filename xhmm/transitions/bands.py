@@ -60,22 +60,23 @@ def windows(matrix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    forward, backward : (n_tiles, 3 width, width) ndarrays
+    forward, backward : (n_tiles, width, 3 width) ndarrays
         With the bins zero-padded by one tile before and to whole tiles
         after, tile ``t`` covering padded bins ``(t + 1) width ...``:
-        ``forward[t, r, c] = matrix[t width - width + r, t width + c]`` (the
+        ``forward[t, c, r] = matrix[t width - width + r, t width + c]`` (the
         rows of tiles ``t - 1 .. t + 1`` into the columns of tile ``t``) and
-        ``backward[t, r, c] = matrix[t width + c, t width - width + r]``;
-        zero outside the matrix.
+        ``backward[t, c, r] = matrix[t width + c, t width - width + r]``;
+        zero outside the matrix. Each tile's window is stored with the
+        contraction (``r``) last, as the fixed-order products read it.
     """
     n = matrix.shape[0]
     n_tiles = -(-n // width)
     padded = np.zeros(((n_tiles + 2) * width,) * 2, dtype=matrix.dtype)
     padded[width:width + n, width:width + n] = matrix
-    forward = np.empty((n_tiles, 3 * width, width), dtype=matrix.dtype)
+    forward = np.empty((n_tiles, width, 3 * width), dtype=matrix.dtype)
     backward = np.empty_like(forward)
     for t in range(n_tiles):
         around, own = slice(t * width, (t + 3) * width), slice((t + 1) * width, (t + 2) * width)
-        forward[t] = padded[around, own]
-        backward[t] = padded[own, around].T
+        forward[t] = padded[around, own].T
+        backward[t] = padded[own, around]
     return forward, backward

@@ -22,6 +22,7 @@ from ..kernels.structured import (
     RankOneBlock,
     SeparableBlock,
 )
+from ..kernels import ordered
 from .bands import band_width, windows
 
 __all__ = [
@@ -73,8 +74,9 @@ class PlannedRankOne:
 
     def device(self, dtype: np.dtype, n_sequences: int) -> RankOneBlock:
         """The kernel block in ``dtype`` (see :mod:`xhmm.kernels.structured`)."""
-        vector = None if self.vector is None else jnp.asarray(self.vector, dtype=dtype)
-        return RankOneBlock(vector, self.n_to)
+        if self.vector is None:
+            return RankOneBlock(None, self.n_to, jnp.asarray(1 / self.n_to, dtype=dtype))
+        return RankOneBlock(jnp.asarray(self.vector, dtype=dtype), self.n_to, None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +154,8 @@ class PlannedDense:
             forward, backward = windows(host, width)
             return BandedBlock(jnp.asarray(forward), jnp.asarray(backward), host.shape[0])
         matrix = jax.device_put(host)
-        return DenseBlock(matrix, jnp.transpose(matrix) if n_sequences == 1 else None)
+        transposed = n_sequences == 1 or ordered.active(dtype)
+        return DenseBlock(matrix, jnp.transpose(matrix) if transposed else None)
 
 
 @dataclass(frozen=True, eq=False)
