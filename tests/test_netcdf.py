@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import dask
-import dask.array as da
 import h5py
 import numpy as np
 import pytest

@@ -16,7 +16,7 @@ import xarray as xr
 from .engine.transition import EngineTransition
 from .errors import DimensionError, InitialError, InputError, TransitionError
 from .missing import flat_where_missing, resolve_is_missing
-from .names import BINS, STATES, STOCHASTIC_ATOL, TIME
+from .names import BINS, STOCHASTIC_ATOL, TIME
 from .transitions import Blocks, plan_transition
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
