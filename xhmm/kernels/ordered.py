@@ -52,9 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["matmul", "matmul_t", "row_sum", "tile_matmul_t",
-           "left_matmul", "available", "active", "BLOCK",
-           "LANES"]
+__all__ = ["matmul", "matmul_t", "row_sum", "tile_matmul_t", "left_matmul", "available",
+           "active", "BLOCK", "LANES"]
 
 #: Terms of a contraction summed into one partial before it joins the total.
 BLOCK = 64
@@ -432,10 +431,11 @@ _EXTENSION_TYPE, _EXTENSION_METADATA, _METADATA_EXTENSION = 8, 24, 1
 _BUFFER_DATA = 24
 _API_SCHEDULE, _API_THREADS = 136, 144
 
-#: Multiply-adds below which a product runs on the calling thread alone:
-#: waking the pool costs more than it saves on the NonLocal random walk's
-#: 73 x 73 grid products (389k multiply-adds; split, a step took 2x as
-#: long), while one row at K = 1,000 (1M) still gains.
+#: Multiply-adds below which a product runs on the calling thread alone.
+#: The NonLocal random walk's 73 x 73 grid products (389k multiply-adds)
+#: stay below it: split, their forward and backward step measured 62 and
+#: 75 us in one run (31 and 33 in the next), unsplit a steady 34 and 36.
+#: One row at K = 1,000 (1M) is still split.
 _SPLIT_WORK = 1 << 19
 #: Job slots (i64) before the spec: references, next part, parts done,
 #: parts, columns per part, out, x, m.
@@ -801,4 +801,5 @@ def left_matmul(a: jax.Array, y: jax.Array, transpose: bool = False,
     rows = a.shape[1] if transpose else a.shape[0]
     groups = int(np.prod(lead, dtype=np.int64))
     xr, xk = (1, a.shape[1]) if transpose else (a.shape[1], 1)
-    return _call(_NN, (*lead, rows, n), a, y, [groups, rows, k, n, 0, xr, xk, k * n, n, rows * n, n])
+    spec = [groups, rows, k, n, 0, xr, xk, k * n, n, rows * n, n]
+    return _call(_NN, (*lead, rows, n), a, y, spec)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..kernels import ordered
 from ..kernels.structured import (
     BandedBlock,
     DenseBlock,
@@ -22,7 +23,6 @@ from ..kernels.structured import (
     RankOneBlock,
     SeparableBlock,
 )
-from ..kernels import ordered
 from .bands import band_width, windows
 
 __all__ = [
