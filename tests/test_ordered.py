@@ -131,17 +131,23 @@ def test_batched_float32_equals_one_by_one(K):
     ds = xr.Dataset({"log_likelihood": (("sequence", "time", "state_bins"), ll)},
                     coords={"sequence": ["a", "b", "c"]})
     kw = dict(transition=A, initial=np.full(K, 1 / K), chunk_size=300, progress=False)
-    res = smooth_sequences(ds, batch_size=S, **kw)
-    for s in range(S):
-        one = ds.isel(sequence=s).drop_vars("sequence").hmm.smooth(**kw)
+    _check_batched_equals_alone(ds, kw)
+
+
+def _check_batched_equals_alone(ds: xr.Dataset, kw: dict) -> xr.Dataset:
+    """Smooth ``ds``'s sequences in one batch and each alone; compare them."""
+    res = smooth_sequences(ds, batch_size=ds.sizes["sequence"], **kw)
+    for s in range(ds.sizes["sequence"]):
+        one = ds.isel(sequence=s).drop_vars("sequence", errors="ignore").hmm.smooth(**kw)
         # the filter's products and sums are the fixed-order ones: same bits
         np.testing.assert_array_equal(res.causal_posterior[s].values, one.causal_posterior.values)
-        # the smoother's chunk predictions are XLA's matrix product (see
-        # DenseOperator.predict_chunk): equal to float32 rounding
+        # the smoother's chunk predictions are XLA's products (see the
+        # operators' predict_chunk): equal to float32 rounding
         np.testing.assert_allclose(res.acausal_posterior[s].values, one.acausal_posterior.values,
                                    rtol=0, atol=1e-6)
         mll, ref = float(res.marginal_log_likelihood[s]), float(one.marginal_log_likelihood)
         assert mll == ref
+    return res
 
 
 @pytest.mark.parametrize("model,K", [("contfrag-1d", 200), ("contfrag-1d", 1000),
@@ -155,11 +161,5 @@ def test_structured_batched_float32_equals_one_by_one(model, K):
                     coords=problems[0].coords())
     kw = dict(transition=problems[0].transition, initial=problems[0].initial, chunk_size=250,
               progress=False)
-    res = smooth_sequences(ds, batch_size=3, **kw)
+    res = _check_batched_equals_alone(ds, kw)
     assert res.attrs["xhmm_transition"].count('"kind": "blocks"') == 1
-    for s in range(3):
-        one = ds.isel(sequence=s).hmm.smooth(**kw)
-        np.testing.assert_array_equal(res.causal_posterior[s].values, one.causal_posterior.values)
-        np.testing.assert_allclose(res.acausal_posterior[s].values, one.acausal_posterior.values,
-                                   rtol=0, atol=1e-6)
-        assert float(res.marginal_log_likelihood[s]) == float(one.marginal_log_likelihood)

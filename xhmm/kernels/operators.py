@@ -48,7 +48,8 @@ import numpy as np
 from . import ordered
 from .maxproduct import column_max, max_rows
 
-__all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "step_slice", "HIGHEST"]
+__all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "dense_predict",
+           "device_matrix", "step_slice", "HIGHEST"]
 
 #: The precision of every matrix product in the kernels: true float32 (or
 #: float64). JAX's default lets NVIDIA GPUs from Ampere on round float32
@@ -121,12 +122,7 @@ class DenseOperator:
         return cls(*children)
 
     def predict(self, p: jax.Array, x: Any = None) -> jax.Array:
-        if ordered.active(p.dtype):
-            # rows of the stored transpose: faster than streaming the matrix
-            return ordered.matmul_t(p, self.matrix_t)
-        if self.matrix_t is not None and p.shape[0] == 1:
-            return jnp.matmul(self.matrix_t, p[0], precision=HIGHEST)[None]
-        return jnp.matmul(p, self.matrix, precision=HIGHEST)
+        return dense_predict(p, self.matrix, self.matrix_t)
 
     def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
         # Contracts the matrix's second (contiguous) axis with each row: no
@@ -167,6 +163,38 @@ class DenseOperator:
         return column_max(p, self.matrix, self.matrix_t, j)
 
 
+def dense_predict(p: jax.Array, matrix: jax.Array, matrix_t: jax.Array | None,
+                  fixed: bool = True) -> jax.Array:
+    """``p @ matrix`` over the last axis of ``p``, in the layout that is fastest.
+
+    With ``fixed`` where the fixed-order kernels run (float32 on CPU), rows
+    of the stored transpose (faster than streaming the matrix); otherwise
+    XLA's matrix-vector product on the transpose for one row, else its
+    matrix product. Used by :class:`DenseOperator` and the structured
+    operators' dense blocks.
+    """
+    if fixed and ordered.active(p.dtype):
+        if matrix_t is None:
+            return ordered.matmul(p, matrix)
+        return ordered.matmul_t(p, matrix_t)
+    if matrix_t is not None and p.shape[:-1] == (1,):
+        return jnp.matmul(matrix_t, p[0], precision=HIGHEST)[None]
+    return jnp.matmul(p, matrix, precision=HIGHEST)
+
+
+def device_matrix(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int
+                  ) -> tuple[jax.Array, jax.Array | None]:
+    """``matrix`` on the device in ``dtype``, and its transpose where products want it.
+
+    The transpose is stored for one sequence or where the fixed-order
+    kernels run (float32 on CPU), transposed on the device (no host
+    temporary of the matrix's size); otherwise None.
+    """
+    device = jax.device_put(np.asarray(matrix, dtype=dtype))
+    transposed = n_sequences == 1 or ordered.active(dtype)
+    return device, jnp.transpose(device) if transposed else None
+
+
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:
     """Put a dense transition on the device in the layout its products want.
 
@@ -185,6 +213,4 @@ def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) 
     -------
     DenseOperator
     """
-    device = jax.device_put(np.asarray(matrix, dtype=dtype))
-    transposed = n_sequences == 1 or ordered.active(dtype)
-    return DenseOperator(device, jnp.transpose(device) if transposed else None)
+    return DenseOperator(*device_matrix(matrix, dtype, n_sequences))

@@ -440,6 +440,9 @@ _SPLIT_WORK = 1 << 19
 #: Job slots (i64) before the spec: references, next part, parts done,
 #: parts, columns per part, out, x, m.
 _JOB_HEAD = 8
+#: Entries of a product's int32 spec: G, R, K, N, then the driver's seven
+#: strides (see :func:`_nn_driver`, :func:`_nt_driver`).
+_N_SPEC = 11
 
 
 class _Abi:
@@ -488,7 +491,7 @@ def _spec_call(driver: str, fp: str, pointers: list[str], spec: list[str],
             + ", ".join(f"i64 {v}" for v in spec) + f", i64 {jb}, i64 {je})")
 
 
-def _work(opaque: bool, driver: str, n_spec: int) -> str:
+def _work(opaque: bool, driver: str) -> str:
     """``{driver}_work(job)``: claims column parts of a job until none is left.
 
     ``{driver}_task(job)`` is the same on a pool thread, then drops its
@@ -497,7 +500,7 @@ def _work(opaque: bool, driver: str, n_spec: int) -> str:
     f = _Ir(opaque)
     abi = _Abi(f)
     bp, fp = abi.bp, f.ptr("float")
-    slots = [abi.get("%job", 8 * k, "i64") for k in range(_JOB_HEAD + n_spec)]
+    slots = [abi.get("%job", 8 * k, "i64") for k in range(_JOB_HEAD + _N_SPEC)]
     parts, width = slots[3], slots[4]
     pointers = [abi.to_ptr(v) for v in slots[5:8]]
     spec = slots[_JOB_HEAD:]
@@ -520,7 +523,7 @@ def _work(opaque: bool, driver: str, n_spec: int) -> str:
     return work + f.function(f"define internal void @{driver}_task({bp} %job)")
 
 
-def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> str:
+def _handler(opaque: bool, name: str, driver: str, minor: int) -> str:
     """``XLA_FFI_Error* name(XLA_FFI_CallFrame*)``: ``out = driver(x, m, spec)``.
 
     Answers XLA's metadata query (API version 0.``minor``, no traits).
@@ -560,7 +563,7 @@ def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> s
     raw = [data(rets, 0), data(args, 0), data(args, 1)]
     pointers = raw if opaque else [f.op(f"bitcast i8* {p} to float*") for p in raw]
     spec_ptr = data(args, 2)
-    spec = [f.op(f"sext i32 {abi.get(spec_ptr, 4 * k, 'i32')} to i64") for k in range(n_spec)]
+    spec = [f.op(f"sext i32 {abi.get(spec_ptr, 4 * k, 'i32')} to i64") for k in range(_N_SPEC)]
     n = spec[3]
     work = f.op(f"mul i64 {f.op(f'mul i64 {spec[0]}, {spec[1]}')}, "
                 f"{f.op(f'mul i64 {spec[2]}, {n}')}")
@@ -601,7 +604,7 @@ def _handler(opaque: bool, name: str, driver: str, n_spec: int, minor: int) -> s
     one = f.op(f"icmp slt i64 {parts}, 2")
     f.emit(f"br i1 {one}, label %alone, label %job")
     f.label("job")
-    job = f.op(f"call {bp} @malloc(i64 {8 * (_JOB_HEAD + n_spec)})")
+    job = f.op(f"call {bp} @malloc(i64 {8 * (_JOB_HEAD + _N_SPEC)})")
     head = [parts, "0", "0", parts, width] + [abi.to_int(p, fp) for p in pointers]
     for k, value in enumerate(head + spec):
         abi.put(job, 8 * k, "i64", value)
@@ -646,8 +649,8 @@ def _module(opaque: bool, minor: int) -> str:
              _nt_tile(opaque, 4, 2), _nt_tile(opaque, 4, 1),
              _nt_tile(opaque, 1, LANES), _nt_tile(opaque, 1, 1),
              _nn_driver(opaque), _nt_driver(opaque),
-             _work(opaque, "nn", 11), _work(opaque, "nt", 11),
-             _handler(opaque, _NN, "nn", 11, minor), _handler(opaque, _NT, "nt", 11, minor)]
+             _work(opaque, "nn"), _work(opaque, "nt"),
+             _handler(opaque, _NN, "nn", minor), _handler(opaque, _NT, "nt", minor)]
     return "\n".join(parts)
 
 

@@ -58,7 +58,7 @@ import numpy as np
 
 from . import ordered
 from .maxproduct import column_max, first_max, keep_better, max_rows
-from .operators import HIGHEST
+from .operators import dense_predict
 
 __all__ = [
     "RankOneBlock",
@@ -187,13 +187,7 @@ class DenseBlock:
 
     def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
         """``p @ matrix`` over the last axis."""
-        if fixed and ordered.active(p.dtype):
-            if self.matrix_t is None:
-                return ordered.matmul(p, self.matrix)
-            return ordered.matmul_t(p, self.matrix_t)
-        if self.matrix_t is not None and p.shape[:-1] == (1,):
-            return jnp.matmul(self.matrix_t, p[0], precision=HIGHEST)[None]
-        return jnp.matmul(p, self.matrix, precision=HIGHEST)
+        return dense_predict(p, self.matrix, self.matrix_t, fixed)
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``matrix @ r`` over the last axis (no transposed copy of the matrix)."""

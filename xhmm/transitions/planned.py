@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..kernels import ordered
+from ..kernels.operators import device_matrix
 from ..kernels.structured import (
     BandedBlock,
     DenseBlock,
@@ -153,9 +153,7 @@ class PlannedDense:
         if width is not None:
             forward, backward = windows(host, width)
             return BandedBlock(jnp.asarray(forward), jnp.asarray(backward), host.shape[0])
-        matrix = jax.device_put(host)
-        transposed = n_sequences == 1 or ordered.active(dtype)
-        return DenseBlock(matrix, jnp.transpose(matrix) if transposed else None)
+        return DenseBlock(*device_matrix(host, dtype, n_sequences))
 
 
 @dataclass(frozen=True, eq=False)
