@@ -133,7 +133,7 @@ def cluster(args: argparse.Namespace) -> None:
     import xarray as xr
     from distributed import Client, LocalCluster
 
-    from xhmm.sequences import smooth_sequences
+    from xhmm import smooth_sequences
 
     K, T, S, C = args.n_bins, args.n_time, args.sequences, args.chunk_size
     A = transition_matrix(K)

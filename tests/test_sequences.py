@@ -16,7 +16,7 @@ from xhmm.engine.budget import choose_batch_size
 from xhmm.kernels import ordered
 from xhmm.kernels.hmm import backward_chunk, forward_chunk
 from xhmm.kernels.operators import dense_operator
-from xhmm.sequences import smooth_sequences
+from xhmm import smooth_sequences
 
 from conftest import underflow_model
 
@@ -338,5 +338,8 @@ def test_accessor_routes_a_sequence_dim():
     filtered = ds.hmm.filter(lazy=False, **kw)
     assert "acausal_posterior" not in filtered
     assert isinstance(filtered.causal_posterior.data, np.ndarray)
-    with pytest.raises(xhmm.DimensionError, match="map_estimate takes one sequence"):
-        ds.hmm.map_estimate(transition=A, initial=p0)
+    estimate = ds.hmm.map_estimate(batch_size=2, **kw)
+    smoothed = direct.acausal_posterior.fillna(-1).argmax("state_bins")
+    valid = np.arange(ds.sizes["time"])[None, :] < lengths[:, None]
+    np.testing.assert_array_equal(estimate.map_state_bin.values,
+                                  np.where(valid, smoothed.values, -1))

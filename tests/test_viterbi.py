@@ -438,15 +438,14 @@ def test_dataarray_accessor_and_memmap_sequences(tmp_path):
                                       want.most_likely_state_bin.values)
 
 
-def test_sequence_runs_resume_batch_by_batch(tmp_path, monkeypatch):
+def test_sequence_runs_resume_batch_by_batch(tmp_path):
     """One batch stopped after its first forward chunk, one never started: resume
     gives the same paths (a run killed mid-backtrack: test_killed_run_resumes...)."""
-    monkeypatch.setattr("xhmm.most_likely.choose_batch_size", lambda *args: 2)
     rng = np.random.default_rng(12)
     many = xr.concat([make_dataset(random_model(rng, 40, 5)[0]) for _ in range(3)],
                      dim="sequence")
     _, A, p0 = random_model(rng, 40, 5)
-    kw = dict(transition=A, initial=p0, chunk_size=8, progress=False,
+    kw = dict(transition=A, initial=p0, chunk_size=8, progress=False, batch_size=2,
               memmap_dir=tmp_path / "run")
     first = many.hmm.most_likely_sequence(**kw)
     folders = sorted((tmp_path / "run").glob("batch-*"))

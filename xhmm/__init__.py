@@ -35,7 +35,7 @@ from .errors import (
 from . import transitions
 from .io import open_results, save_results
 from .runs import open_run
-from .sequences import smooth_sequences
+from .api import smooth_sequences
 from .kernels.codec import from_uint16, to_uint16
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``ds.hmm`` Dataset accessor: resolve inputs, call the engine, wrap results."""
+"""The ``ds.hmm`` Dataset accessor: each method forwards to :mod:`xhmm.api`."""
 
 from __future__ import annotations
 
@@ -6,16 +6,8 @@ from typing import Any
 
 import xarray as xr
 
+from . import api
 from .config import Config
-from .engine.loop import run_engine
-from .fit import fit_discrete
-from .errors import DimensionError
-from .inputs import resolve_inputs
-from .most_likely import most_likely_sequence
-from .names import SEQUENCE, TIME
-from .results import BinLayout, build_result, part_of
-from .runs import run_metadata
-from .sequences import active_client, smooth_sequences
 
 __all__ = ["HMMAccessor"]
 
@@ -38,45 +30,6 @@ class HMMAccessor:
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def _has_sequences(self) -> bool:
-        ll = self._ds.variables.get("log_likelihood")
-        return ll is not None and SEQUENCE in ll.dims
-
-    def _sequences(self, transition, initial, is_missing, config, lazy, overrides, *,
-                   smooth):
-        if lazy is not None:
-            overrides["lazy_expand"] = lazy
-        return smooth_sequences(self._ds, transition, initial, config, smooth=smooth,
-                                is_missing=is_missing, **overrides)
-
-    def _run(self, transition, initial, is_missing, config, lazy, overrides, *, smooth,
-             store_acausal: bool = True) -> xr.Dataset:
-        """One recording: a batch of one sequence through the engine."""
-        if lazy is not None:
-            overrides["lazy_expand"] = lazy
-        cfg = Config.resolve(config, overrides)
-        if cfg.lazy_expand and not cfg.use_memmap and active_client(None) is not None:
-            # Lazy results reference memmaps by path; a RAM buffer would travel
-            # inside every graph computed on the cluster.
-            cfg = cfg.replace(use_memmap=True)
-        inputs = resolve_inputs(self._ds, transition, initial, is_missing)
-        n_time = inputs.log_likelihood.sizes[TIME]
-        engine = run_engine(
-            inputs.engine_log_likelihood(),
-            inputs.transition,
-            inputs.initial,
-            cfg,
-            smooth=smooth,
-            lengths=[n_time],
-            columns=inputs.columns,
-            state_onehot=inputs.state_onehot,
-            store_acausal=store_acausal,
-            metadata=run_metadata(inputs),
-        )
-        layout = BinLayout(inputs.mask, inputs.state_labels)
-        return build_result(self._ds, layout, [part_of(engine, [0])], cfg, n_time=n_time,
-                            sequences=False)
-
     def smooth(
         self,
         transition: Any = None,
@@ -85,13 +38,18 @@ class HMMAccessor:
         is_missing: Any = None,
         config: Config | None = None,
         lazy: bool | None = None,
+        client: Any = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
         """Forward filter then backward smoother over the whole recording.
 
         A ``log_likelihood`` with dims ``(sequence, time, state_bins)`` is
         smoothed sequence by sequence in device batches (see
-        :func:`xhmm.smooth_sequences`, which also takes ``client=``).
+        docs/scale-out.md); every method of this accessor runs one recording
+        and a ``sequence`` dim the same way and takes the batching options
+        below.
 
         Parameters
         ----------
@@ -111,6 +69,18 @@ class HMMAccessor:
         config : xhmm.Config, optional
         lazy : bool, optional
             Shorthand for ``lazy_expand``.
+        client : dask.distributed.Client or False, optional
+            Run the batches as tasks on this client's cluster. None (default)
+            uses the active client if there is one, else runs here; False
+            always runs here.
+        batch_size : int, optional
+            Sequences per device batch (default: the most that fit
+            ``memory_budget``; with a client at most ``ceil(S / worker
+            threads)``).
+        memory_budget : int, optional
+            Bytes one batch may use on its device (default: 80 % of an
+            accelerator's free memory, 2 GiB on CPU; see
+            :mod:`xhmm.engine.budget`).
         **overrides
             Any :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
 
@@ -121,10 +91,9 @@ class HMMAccessor:
             ``acausal_posterior``, ``marginal_log_likelihood`` and the
             requested summaries, with the input's coordinates.
         """
-        if self._has_sequences():
-            return self._sequences(transition, initial, is_missing, config, lazy, overrides,
-                                   smooth=True)
-        return self._run(transition, initial, is_missing, config, lazy, overrides, smooth=True)
+        return api.smooth(self._ds, transition, initial, is_missing=is_missing, config=config,
+                          lazy=lazy, client=client, batch_size=batch_size,
+                          memory_budget=memory_budget, **overrides)
 
     def filter(
         self,
@@ -134,6 +103,9 @@ class HMMAccessor:
         is_missing: Any = None,
         config: Config | None = None,
         lazy: bool | None = None,
+        client: Any = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
         """Forward filter only (causal posterior). Parameters as :meth:`smooth`.
@@ -145,15 +117,9 @@ class HMMAccessor:
             (``emit_map``, ``emit_entropy``, or ``emit_state_aggregates`` with
             a ``state`` coordinate): the run would keep nothing.
         """
-        from .inputs import BINS
-
-        cfg = Config.resolve(config, overrides)
-        state = self._ds.coords.get("state")
-        cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
-        if self._has_sequences():
-            return self._sequences(transition, initial, is_missing, cfg, lazy, {},
-                                   smooth=False)
-        return self._run(transition, initial, is_missing, cfg, lazy, {}, smooth=False)
+        return api.filter(self._ds, transition, initial, is_missing=is_missing, config=config,
+                          lazy=lazy, client=client, batch_size=batch_size,
+                          memory_budget=memory_budget, **overrides)
 
     def fit(
         self,
@@ -168,6 +134,9 @@ class HMMAccessor:
         fit_initial: bool = True,
         is_missing: Any = None,
         config: Config | None = None,
+        client: Any = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         **overrides: Any,
     ) -> tuple[Any, xr.Dataset]:
         """Fit the discrete transition of a ``Blocks`` (and ``initial``) by EM.
@@ -205,22 +174,11 @@ class HMMAccessor:
             ``marginal_log_likelihood``, ``discrete_transition`` and
             ``transition_counts`` per ``iteration``.
         """
-        progress = overrides.pop("progress", None)
-        overrides.update(emit_transition_counts=True, persist_causal=False,
-                         emit_state_aggregates=False, progress=False)
-
-        def run(step_transition, step_initial):
-            if self._has_sequences():
-                return smooth_sequences(self._ds, step_transition, step_initial, config,
-                                        store_acausal=False, is_missing=is_missing,
-                                        **overrides)
-            return self._run(step_transition, step_initial, is_missing, config, None,
-                             dict(overrides), smooth=True, store_acausal=False)
-
-        return fit_discrete(self._ds, run, transition, initial, max_iter=max_iter, tol=tol,
-                            concentration=concentration, stickiness=stickiness,
-                            prior_weight=prior_weight, fit_initial=fit_initial,
-                            progress=progress)
+        return api.fit(self._ds, transition, initial, max_iter=max_iter, tol=tol,
+                       concentration=concentration, stickiness=stickiness,
+                       prior_weight=prior_weight, fit_initial=fit_initial,
+                       is_missing=is_missing, config=config, client=client,
+                       batch_size=batch_size, memory_budget=memory_budget, **overrides)
 
     def map_estimate(
         self,
@@ -229,6 +187,9 @@ class HMMAccessor:
         *,
         is_missing: Any = None,
         config: Config | None = None,
+        client: Any = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
         """Most probable state bin of the smoothed posterior at each time, step by step.
@@ -250,25 +211,20 @@ class HMMAccessor:
             each numeric coordinate of ``state_bins``, and
             ``marginal_log_likelihood``.
         """
-        if self._has_sequences():
-            raise DimensionError(
-                "map_estimate takes one sequence; with a 'sequence' dim use "
-                "ds.hmm.smooth(..., emit_map=True) or "
-                "ds.isel(sequence=i).hmm.map_estimate(...)"
-            )
-        overrides.update(emit_map=True, persist_causal=False)
-        res = self._run(transition, initial, is_missing, config, None, overrides,
-                        smooth=True, store_acausal=False)
-        keep = [name for name in res.data_vars if name.startswith("map_")]
-        res = res[[*keep, "marginal_log_likelihood"]]
-        return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims])
+        return api.map_estimate(self._ds, transition, initial, is_missing=is_missing,
+                                config=config, client=client, batch_size=batch_size,
+                                memory_budget=memory_budget, **overrides)
 
     def most_likely_sequence(
         self,
         transition: Any = None,
         initial: Any = None,
         *,
+        is_missing: Any = None,
         config: Config | None = None,
+        client: Any = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         **overrides: Any,
     ) -> xr.Dataset:
         """The most likely sequence of state bins given all observations (Viterbi).
@@ -338,4 +294,7 @@ class HMMAccessor:
         >>> res.most_likely_state_bin.values.tolist()
         [0, 0, 0]
         """
-        return most_likely_sequence(self._ds, transition, initial, config, **overrides)
+        return api.most_likely_sequence(self._ds, transition, initial, is_missing=is_missing,
+                                        config=config, client=client,
+                                        batch_size=batch_size, memory_budget=memory_budget,
+                                        **overrides)

@@ -85,11 +85,12 @@ class DataArrayHMMAccessor:
         return self.dataset.hmm.map_estimate(transition, initial, is_missing=is_missing,
                                              config=config, **overrides)
 
-    def most_likely_sequence(self, transition: Any, initial: Any, *,
+    def most_likely_sequence(self, transition: Any, initial: Any, *, is_missing: Any = None,
                              config: Config | None = None, **overrides: Any) -> xr.Dataset:
         """The most likely path of state bins (Viterbi), also with a ``sequence`` dim.
 
         See ``xr.Dataset.hmm.most_likely_sequence``.
         """
-        return self.dataset.hmm.most_likely_sequence(transition, initial, config=config,
+        return self.dataset.hmm.most_likely_sequence(transition, initial,
+                                                     is_missing=is_missing, config=config,
                                                      **overrides)

@@ -34,6 +34,7 @@ from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .manifest import Manifest, fingerprint
+from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows, write_rows
@@ -79,9 +80,6 @@ class EngineResult(RunResult):
     initial_posterior: np.ndarray | None = None
 
 
-#: Largest difference of a float32 filtered entry from its float64
-#: recomputation that explicit ``compute_dtype="float32"`` accepts.
-FLOAT32_TOLERANCE = 1e-5
 #: Chunk-boundary carries (checkpoints) are kept in float64: exact whatever
 #: dtype a chunk ran in.
 CARRY_DTYPE = np.float64
@@ -95,19 +93,14 @@ HOST_BUFFERS = 2
 class _Run(RunState):
     """State of one engine run: buffers, device constants, manifest.
 
-    With ``compute_dtype="auto"`` each chunk runs in float32 unless the
-    forward kernel's flags say float32 may have lost the answer; then the
-    chunks since the last one without tiny predictions are recomputed in
-    float64 from their (float64-stored) checkpoint, and float64 goes on
-    until a chunk has no tiny prediction. The backward pass runs each chunk
-    in the dtype its forward pass used.
+    Each chunk's dtype follows :class:`xhmm.engine.precision.Precision`;
+    the backward pass runs each chunk in the dtype its forward pass used.
     """
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
                  smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
         super().__init__(reader, transition, initial, config)
         self.smooth = smooth
-        self.mode = config.compute_dtype
         self.base = np.dtype(config.attempt_dtype)
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.want_counts = config.emit_transition_counts
@@ -119,8 +112,7 @@ class _Run(RunState):
         if state_onehot is not None:
             self.onehot_values = state_onehot
         n_chunks = reader.n_chunks
-        self.chunk_f64 = np.full(n_chunks, self.mode == "float64")
-        self.chunk_tiny = np.zeros(n_chunks, dtype=bool)
+        self.precision = Precision(config.compute_dtype, n_chunks)
         mode = "w+"
         if config.use_memmap:
             inputs = fingerprint(reader.source, transition.digest(), initial,
@@ -129,8 +121,7 @@ class _Run(RunState):
                                  lengths=None if reader.infer else reader.lengths)
             mode = self.open_folder(inputs)
             if self.manifest is not None:
-                self.chunk_f64[:] = self.manifest.data["chunk_float64"]
-                self.chunk_tiny[:] = self.manifest.data["chunk_tiny"]
+                self.precision.restore(self.manifest.data)
         self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
                        store_acausal)
         if config.use_memmap and not config.resume:
@@ -138,17 +129,11 @@ class _Run(RunState):
             self.manifest = Manifest.new(self.memmap_dir, config, inputs,
                                          self.buffers(), n_chunks, metadata,
                                          reader=reader.inferred_state(),
-                                         state=self._chunk_state())
+                                         state=self.precision.state())
         # The causal buffer holds float32 chunks' filtered rows exactly when
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
                              and np.dtype(config.storage_dtype) == self.base)
-
-    def _chunk_state(self) -> dict:
-        return {"chunk_float64": self.chunk_f64.tolist(), "chunk_tiny": self.chunk_tiny.tolist()}
-
-    def _dtype_of(self, index: int) -> np.dtype:
-        return np.dtype("float64" if self.chunk_f64[index] else "float32")
 
     def _allocate(self, mode: str, n_states: int, store_acausal: bool) -> None:
         B, T, K = self.reader.n_seq, self.reader.n_rows, self.reader.n_bins
@@ -231,7 +216,7 @@ class _Run(RunState):
         if self.manifest is None:
             return
         self._sync(buffers, start, n_valid)
-        self.manifest.update(**manifest_changes, **self._chunk_state())
+        self.manifest.update(**manifest_changes, **self.precision.state())
 
     def _forward_kernel(self, prev, is_first: bool, chunk: Chunk, dtype: np.dtype):
         """Dispatch one chunk's filter in ``dtype`` (``prev`` is cast to it)."""
@@ -257,26 +242,29 @@ class _Run(RunState):
             return
         with self.pass_bar("forward", reader.n_rows, reader.bounds(first)[0]) as bar:
             chunk = reader.read(first)
-            dtype = self._next_dtype(first)
+            dtype = self.precision.next_dtype(first)
             out = self._forward_kernel(prev, first == 0, chunk, dtype)
             for index in range(first, reader.n_chunks):
                 # overlaps device work; an error is raised once this chunk is committed
                 next_chunk, pending = reader.read_ahead(index + 1)
                 filtered, log_norm, prev, flags = jax.block_until_ready(out)
                 log_norm, flags = np.asarray(log_norm), np.asarray(flags)
-                lost = self.lost_precision(chunk, log_norm, flags, dtype)
+                lost = self.precision.lost(chunk, log_norm, flags, dtype)
                 if lost:
                     rows = np.asarray(filtered)
                     del filtered, out
-                    prev, exact = self._redo_float64(self._run_start(index), index, crcs)
-                    if self.mode == "float32":
-                        self._verify_float32(chunk, rows, log_norm, exact)
+                    prev, exact = self._redo_float64(self.precision.redo_start(index), index,
+                                                     crcs)
+                    n_rows = chunk.stop - chunk.start
+                    self.precision.verify(
+                        rows[:, :n_rows], exact[:, :n_rows], chunk.valid,
+                        lambda b, row: self.reader.where(b, chunk.start + row),
+                        "the filtered posterior")
                     del rows, exact
                 else:
-                    self.chunk_f64[index] = dtype == np.float64
-                    self.chunk_tiny[index] = flags[..., 0].any()
+                    self.precision.record(index, dtype, flags)
                     summaries = self._summaries(filtered, "causal", not self.smooth, dtype)
-                dtype = self._next_dtype(index + 1)
+                dtype = self.precision.next_dtype(index + 1)
                 if next_chunk is not None:
                     out = self._forward_kernel(prev, False, next_chunk, dtype)
                 if not lost:  # host work overlapping the next chunk's filter
@@ -292,56 +280,20 @@ class _Run(RunState):
                 chunk = next_chunk
         del prev
 
-    def _next_dtype(self, index: int) -> np.dtype:
-        """float64 after a float64 chunk that still had tiny predictions (auto)."""
-        if self.mode != "auto":
-            return self.base
-        previous = index - 1
-        keep = previous >= 0 and self.chunk_f64[previous] and self.chunk_tiny[previous]
-        return np.dtype("float64" if keep else "float32")
-
-    def _run_start(self, index: int) -> int:
-        """First chunk of the run of chunks with tiny predictions that ends at ``index``."""
-        start = index
-        while start > 0 and self.chunk_tiny[start - 1]:
-            start -= 1
-        return start
-
-    def _verify_float32(self, chunk: Chunk, rows: np.ndarray, log_norm: np.ndarray,
-                        exact: np.ndarray) -> None:
-        """Explicit float32: raise where its rows differ from the float64 recomputation.
-
-        The float64 rows are kept when float32 was right after all (a flag
-        is a suspicion, e.g. a bin no path reaches).
-        """
-        n_rows = chunk.stop - chunk.start
-        with np.errstate(invalid="ignore"):
-            error = np.abs(rows[:, :n_rows] - exact[:, :n_rows]).max(axis=2)
-        wrong = chunk.valid & ~(error <= FLOAT32_TOLERANCE)
-        if wrong.any():
-            b, row = (int(i) for i in np.argwhere(wrong)[0])
-            raise NumericalError(
-                f"float32 lost the answer at {self.reader.where(b, chunk.start + row)}: "
-                "a prediction fell below float32's range where the likelihood is high, "
-                f"and the filtered posterior is off by {float(error[b, row]):.3g} (or not "
-                "finite); use compute_dtype='auto' (the default) or 'float64'"
-            )
-
     def _redo_float64(self, start: int, stop: int, crcs: dict):
         """Recompute chunks ``start..stop`` in float64 from the checkpoint of ``start``.
 
         Returns the carry after ``stop`` and the filtered rows of ``stop``.
         """
-        f64 = np.dtype("float64")
         prev = self.verified_checkpoint(self.checkpoints, start, "forward")
         for index in range(start, stop + 1):
-            chunk = self.reader.read(index, f64)
+            chunk = self.reader.read(index, FLOAT64)
             filtered, log_norm, prev, flags = jax.block_until_ready(
-                self._forward_kernel(prev, index == 0, chunk, f64))
-            self.chunk_f64[index] = True
-            self.chunk_tiny[index] = np.asarray(flags)[..., 0].any()
-            self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, f64,
-                                  self._summaries(filtered, "causal", not self.smooth, f64))
+                self._forward_kernel(prev, index == 0, chunk, FLOAT64))
+            self.precision.record(index, FLOAT64, flags)
+            self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, FLOAT64,
+                                  self._summaries(filtered, "causal", not self.smooth,
+                                                  FLOAT64))
         return prev, np.asarray(filtered)
 
     def _forward_outputs(self, chunk: Chunk, filtered, log_norm: np.ndarray, prev, crcs,
@@ -383,7 +335,7 @@ class _Run(RunState):
             carry = self.verified_checkpoint(self.smooth_checkpoints, top + 1, "backward")
 
         def dispatch(carry, index: int, filtered):
-            dtype = self._dtype_of(index)
+            dtype = self.precision.dtype_of(index)
             consts = self.device(dtype)
             xs = self.transition.step_inputs(reader.bounds(index)[0],
                                              reader.chunk_size + 1, dtype)
@@ -404,7 +356,7 @@ class _Run(RunState):
                 smoothed, carry, counted = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
-                summaries = self._summaries(smoothed, "acausal", True, self._dtype_of(index))
+                summaries = self._summaries(smoothed, "acausal", True, self.precision.dtype_of(index))
                 if filtered is not None:
                     out = dispatch(carry, index - 1, filtered)
                 self._store_summaries(summaries, start, n_valid)
@@ -454,7 +406,7 @@ class _Run(RunState):
         filtered again from the chunk's checkpoint.
         """
         reader = self.reader
-        dtype = self._dtype_of(index)
+        dtype = self.precision.dtype_of(index)
         if self.causal_exact and dtype == self.base:
             source = self.causal
             start = reader.bounds(index)[0]
@@ -522,7 +474,7 @@ class _Run(RunState):
             summaries=self.summaries,
             memmap_dir=self.memmap_dir,
             transition=self.transition.describe(),
-            float64_chunks=int(self.chunk_f64.sum()),
+            float64_chunks=self.precision.float64_chunks,
             transition_counts=None if self.counts is None else np.array(self.counts),
             initial_posterior=(None if self.counts is None
                                else np.array(self.smooth_checkpoints[0])),

@@ -5,8 +5,9 @@ The smoother (:mod:`xhmm.engine.loop`) and the Viterbi decoder
 of the same :class:`~xhmm.engine.reader.LikelihoodReader`; this module holds
 what they share: the memmap folder and its manifest (opening, resuming,
 CRC-checked checkpoints, completion), the device constants of each compute
-dtype, the float32 precision check, progress settings, the once-only
-numerical warning and the way a run is driven and its failure recorded.
+dtype, progress settings, the once-only numerical warning and the way a run
+is driven and its failure recorded. Both follow one precision policy,
+:class:`xhmm.engine.precision.Precision`.
 """
 
 from __future__ import annotations
@@ -183,21 +184,6 @@ class RunState:
         buffer[index] = np.asarray(carry)
         crcs[str(index)] = crc(buffer[index])
         sync_rows(buffer, index, index + 1)
-
-    @staticmethod
-    def lost_precision(chunk: Chunk, log_scale: np.ndarray, flags: np.ndarray,
-                       dtype: np.dtype) -> bool:
-        """Whether a float32 chunk may have lost the answer.
-
-        ``flags`` is the kernel's (B, C, 2) ``tiny`` / ``risk`` per row
-        (:mod:`xhmm.kernels.hmm`); a real row whose log scale is not finite
-        counts too.
-        """
-        if dtype != np.float32:
-            return False
-        n_rows = chunk.stop - chunk.start
-        return bool((flags[:, :n_rows, 1]
-                     | (chunk.valid & ~np.isfinite(log_scale[:, :n_rows]))).any())
 
     @contextmanager
     def pass_bar(self, kind: str, total: int, done: int) -> Iterator[Any]:

@@ -21,16 +21,16 @@ whatever the length of the recording:
 The log-probability of the path is ``math.fsum`` of the chunk sums: the
 same shift convention as the marginal log-likelihood, so it is at most that.
 
-Precision: ``compute_dtype="float64"`` runs every chunk in float64.
-``"auto"`` (and ``"float32"``, which here means the same) runs float32 until
-the kernel's flags say float32 may have lost the path (a max-product
-prediction below ``1e-30``, or zero, where the likelihood is within 30 nats
-of the step's best; or a step float32 cannot represent). The chunks since
-the last chunk without such tiny predictions are then recomputed in float64
-from their (exact, float64) checkpoint, and every later chunk runs in
-float64 too. A chunk is always backtracked in the dtype its forward pass
-used, so the recomputed messages, and the pointers taken from them, match
-the forward pass.
+Precision follows :class:`xhmm.engine.precision.Precision`, as the
+smoother's does: ``"auto"`` runs float32 and recomputes in float64 the
+chunks where the kernel's flags say float32 may have lost the path (a
+max-product prediction below ``1e-30``, or zero, where the likelihood is
+within 30 nats of the step's best; or a step float32 cannot represent),
+from their (exact, float64) checkpoint; ``"float32"`` then checks its
+max-messages against the recomputation and raises where they differ;
+``"float64"`` runs float64 throughout. A chunk is always backtracked in the
+dtype its forward pass used, so the recomputed messages, and the pointers
+taken from them, match the forward pass.
 
 Memmap runs use the smoother's storage and manifest
 (:mod:`xhmm.engine.storage`, :mod:`xhmm.engine.manifest`): each chunk's
@@ -51,15 +51,12 @@ from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 from .manifest import Manifest, fingerprint
 from .reader import Chunk, LikelihoodReader
+from .precision import FLOAT64, Precision
 from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows
 from .transition import as_engine_transition
 
 __all__ = ["ViterbiResult", "run_viterbi"]
-
-_FLOAT32 = np.dtype("float32")
-_FLOAT64 = np.dtype("float64")
-
 
 @dataclass(kw_only=True)
 class ViterbiResult(RunResult):
@@ -86,10 +83,7 @@ class _Decoder(RunState):
                  metadata: dict | None) -> None:
         super().__init__(reader, transition, initial, config)
         n_chunks = reader.n_chunks
-        # Chunks from this index on run in float64; chunks up to ``clean``
-        # had no tiny prediction (``clean = -1``: none yet).
-        self.float64_from = 0 if config.compute_dtype == "float64" else n_chunks
-        self.clean = -1
+        self.precision = Precision(config.compute_dtype, n_chunks)
         mode = "w+"
         if config.use_memmap:
             inputs = {
@@ -100,8 +94,7 @@ class _Decoder(RunState):
             }
             mode = self.open_folder(inputs)
             if self.manifest is not None:
-                self.float64_from = self.manifest.data["float64_from"]
-                self.clean = self.manifest.data["clean"]
+                self.precision.restore(self.manifest.data)
         B, K = reader.n_seq, reader.n_bins
 
         def alloc(shape, dtype, name):
@@ -117,18 +110,11 @@ class _Decoder(RunState):
                         "transition": transition.describe()}
             self.manifest = Manifest.new(self.memmap_dir, config, inputs, buffers, n_chunks,
                                          metadata, reader=reader.inferred_state(),
-                                         state={**self._precision_state(), "entry": None})
+                                         state={**self.precision.state(), "entry": None})
 
     # -- helpers -----------------------------------------------------------
-    def _precision_state(self) -> dict:
-        return {"float64_from": int(self.float64_from), "clean": int(self.clean)}
-
-    def _dtype(self, index: int) -> np.dtype:
-        return _FLOAT64 if index >= self.float64_from else _FLOAT32
-
-    def _kernel_inputs(self, index: int, chunk: Chunk | None):
-        """Device arguments of chunk ``index`` in its dtype (re-read if needed)."""
-        dtype = self._dtype(index)
+    def _kernel_inputs(self, index: int, chunk: Chunk | None, dtype: np.dtype):
+        """Device arguments of chunk ``index`` in ``dtype`` (re-read if needed)."""
         if chunk is None or chunk.log_lik.dtype != dtype:
             chunk = self.reader.read(index, dtype)
         consts = self.device(dtype)
@@ -139,12 +125,12 @@ class _Decoder(RunState):
 
     def _commit(self, **changes) -> None:
         if self.manifest is not None:
-            self.manifest.update(**changes, **self._precision_state())
+            self.manifest.update(**changes, **self.precision.state())
 
     # -- forward -----------------------------------------------------------
-    def _dispatch_forward(self, index: int, chunk: Chunk | None):
-        chunk, args = self._kernel_inputs(index, chunk)
-        with precision(self._dtype(index).name):
+    def _dispatch_forward(self, index: int, chunk: Chunk | None, dtype: np.dtype):
+        chunk, args = self._kernel_inputs(index, chunk, dtype)
+        with precision(dtype.name):
             return chunk, viterbi_forward_chunk(*args)
 
     def forward(self) -> None:
@@ -154,23 +140,27 @@ class _Decoder(RunState):
         if prev is None:
             return
         with self.pass_bar("viterbi forward", reader.n_rows, reader.bounds(first)[0]) as bar:
-            chunk, out = self._dispatch_forward(first, reader.read(first))
+            dtype = self.precision.next_dtype(first)
+            chunk, out = self._dispatch_forward(first, reader.read(first), dtype)
             for index in range(first, reader.n_chunks):
                 # overlaps device work; an error is raised once this chunk is committed
                 next_chunk, pending = reader.read_ahead(index + 1)
                 last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
-                if self.lost_precision(chunk, log_scale, flags, self._dtype(index)):
-                    self.float64_from = self.clean + 1
-                    for redo in range(self.float64_from, index + 1):
-                        chunk, out = self._dispatch_forward(redo, None)
-                        last, log_scale, _ = (np.asarray(a) for a in jax.block_until_ready(out))
+                if self.precision.lost(chunk, log_scale, flags, dtype):
+                    approximate = last
+                    for redo in range(self.precision.redo_start(index), index + 1):
+                        chunk, out = self._dispatch_forward(redo, None, FLOAT64)
+                        last, log_scale, flags = (np.asarray(a)
+                                                  for a in jax.block_until_ready(out))
+                        self.precision.record(redo, FLOAT64, flags)
                         self._outputs(chunk, log_scale, last, crcs)
+                    self._verify(chunk, approximate, last)
                 else:
-                    if not flags[..., 0].any() and self._dtype(index) == _FLOAT32:
-                        self.clean = index
+                    self.precision.record(index, dtype, flags)
                     self._outputs(chunk, log_scale, last, crcs)
+                dtype = self.precision.next_dtype(index + 1)
                 if next_chunk is not None:
-                    chunk, out = self._dispatch_forward(index + 1, next_chunk)
+                    chunk, out = self._dispatch_forward(index + 1, next_chunk, dtype)
                 self._commit(forward_done=index + 1, forward_checkpoint_crc=crcs,
                              reader=reader.inferred_state())
                 bar.update(reader.bounds(index)[1] - reader.bounds(index)[0])
@@ -181,7 +171,7 @@ class _Decoder(RunState):
                  crcs: dict) -> None:
         """Check one chunk's log scales, keep their sum and the next checkpoint."""
         values = self.checked_log_scales(
-            chunk, log_scale, self._dtype(chunk.index),
+            chunk, log_scale, self.precision.dtype_of(chunk.index),
             impossible="every path has probability zero at {where}: the likelihood is zero "
                        "(-inf) wherever the model's prediction is non-zero",
             near_underflow="at {where} the best path's prediction of the observed likelihood "
@@ -193,11 +183,28 @@ class _Decoder(RunState):
         if chunk.index + 1 < self.reader.n_chunks:
             self.store_checkpoint(self.checkpoints, chunk.index + 1, last, crcs)
 
+    def _verify(self, chunk: Chunk, approximate: np.ndarray, exact: np.ndarray) -> None:
+        """With ``"float32"``: the chunk's last max-message against its float64 recomputation.
+
+        Messages are compared rescaled to a maximum of 1 per sequence (the
+        path depends on their ratios only).
+        """
+        def rescaled(message: np.ndarray) -> np.ndarray:
+            message = np.asarray(message, np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (message / message.max(axis=-1, keepdims=True))[:, None]
+
+        last = np.maximum(chunk.n_valid - 1, 0)
+        self.precision.verify(rescaled(approximate), rescaled(exact), chunk.n_valid[:, None] > 0,
+                              lambda b, _: self.reader.where(b, chunk.start + int(last[b])),
+                              "the max-product message (rescaled to a maximum of 1)")
+
     # -- backtrack ---------------------------------------------------------
     def _dispatch_backtrack(self, index: int, chunk: Chunk | None, entry: np.ndarray):
-        chunk, args = self._kernel_inputs(index, chunk)
+        dtype = self.precision.dtype_of(index)
+        chunk, args = self._kernel_inputs(index, chunk, dtype)
         has_next = index < self.reader.last_chunk()
-        with precision(self._dtype(index).name):
+        with precision(dtype.name):
             return chunk, viterbi_backtrack_chunk(*args, entry, has_next)
 
     def backtrack(self) -> None:
@@ -214,7 +221,8 @@ class _Decoder(RunState):
         with self.pass_bar("viterbi backtrack", total, done * reader.chunk_size) as bar:
             chunk, out = self._dispatch_backtrack(top, None, entry)
             for index in range(top, -1, -1):
-                before = reader.read(index - 1, self._dtype(index - 1)) if index else None
+                before = (reader.read(index - 1, self.precision.dtype_of(index - 1)) if index
+                          else None)
                 path, entry = (np.asarray(a) for a in jax.block_until_ready(out))
                 if before is not None:
                     chunk_before, out = self._dispatch_backtrack(index - 1, before, entry)
@@ -249,8 +257,7 @@ class _Decoder(RunState):
             path_log_probability=log_probability,
             memmap_dir=self.memmap_dir,
             transition=self.transition.describe(),
-            float64_chunks=int(self.reader.n_chunks - min(self.float64_from,
-                                                          self.reader.n_chunks)),
+            float64_chunks=self.precision.float64_chunks,
         )
 
 

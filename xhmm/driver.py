@@ -1,0 +1,395 @@
+"""The one driver: every method runs one or many sequences through here.
+
+``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence`` and ``fit``
+(through the accessors, :func:`xhmm.smooth_sequences` and
+:func:`xhmm.fit`) all call :func:`run_job`. It resolves the inputs (a
+single recording is a sequence dim of length 1: the same
+:class:`~xhmm.sequences.SequenceInputs`, ``is_missing`` applied the same
+way), picks the batch size, runs each batch as a task (here, one after
+another, or on a dask.distributed cluster), and builds the result Dataset.
+A batch runs the smoother (:func:`xhmm.engine.loop.run_engine`) or the
+Viterbi decoder (:func:`xhmm.engine.viterbi.run_viterbi`) on a ``(B, T, N)``
+view of its sequences.
+
+Memmap runs: a single recording writes its buffers straight into
+``memmap_dir`` (``xhmm.open_run`` reopens it); sequences write each batch
+into its own sub-folder ``batch-NNNN`` (:func:`batch_config`).
+
+With a client (``client=`` or the active one), each batch is one task: a
+dask input travels as its graph and is computed inside the task (so dask
+can rerun the task elsewhere if its worker dies), a NumPy input is copied
+out one batch at a time and scattered to a worker; the transition is
+broadcast once.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import uuid
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from .config import Config
+from .engine.budget import choose_batch_size, default_memory_budget
+from .engine.loop import run_engine
+from .engine.manifest import MANIFEST
+from .engine.progress import progress_bar, progress_enabled
+from .engine.storage import prepare_memmap_dir
+from .engine.viterbi import ViterbiResult, run_viterbi
+from .errors import InputError, caller_stacklevel
+from .inputs import resolve_inputs
+from .most_likely import viterbi_dataset
+from .names import BINS, SEQUENCE, TIME
+from .results import BinLayout, Part, build_result, part_of
+from .runs import run_metadata
+from .sequences import SequenceInputs, resolve_sequences
+
+__all__ = ["Algorithm", "run_job", "active_client", "has_sequences", "sequence_batches",
+           "batch_config", "batch_folder"]
+
+#: What a job computes: forward-backward, forward only, or the Viterbi path.
+Algorithm = Literal["smooth", "filter", "viterbi"]
+
+
+def has_sequences(ds: xr.Dataset) -> bool:
+    """Whether ``ds["log_likelihood"]`` has a ``sequence`` dim."""
+    ll = ds.variables.get("log_likelihood")
+    return ll is not None and SEQUENCE in ll.dims
+
+
+def resolve_job_inputs(ds: xr.Dataset, transition, initial, is_missing) -> SequenceInputs:
+    """The inputs of a job: those of a ``sequence`` dim, or one recording as ``B = 1``.
+
+    Raises
+    ------
+    InputError, DimensionError, TransitionError, InitialError
+    """
+    if has_sequences(ds):
+        return resolve_sequences(ds, transition, initial, is_missing)
+    inputs = resolve_inputs(ds, transition, initial, is_missing)
+    return SequenceInputs(
+        shared=inputs,
+        log_likelihood=inputs.engine_log_likelihood(),
+        initial=inputs.initial,
+        lengths=np.array([inputs.log_likelihood.sizes[TIME]], dtype=np.int64),
+        labels=np.array([0]),
+    )
+
+
+# -- batches and tasks -----------------------------------------------------
+
+
+class _SequenceSubset:
+    """Lazy ``(B, T, N)`` view of some sequences of a NumPy/memmap array.
+
+    Reading ``[:, start:stop]`` copies just those rows of those sequences.
+    """
+
+    def __init__(self, source, indices: np.ndarray) -> None:
+        self.source = source
+        self.indices = indices
+        self.shape = (len(indices), *source.shape[1:])
+        self.dtype = source.dtype
+
+    def __getitem__(self, key):
+        _, rows = key
+        return self.source[self.indices, rows]
+
+
+@dataclass
+class _BatchSpec:
+    """Everything one batch task needs except the transition.
+
+    ``log_likelihood`` is a ``(B, T, N)`` dask array (computed chunk by
+    chunk inside the task) or a :class:`_SequenceSubset` of a NumPy array
+    (None in a distributed task, which receives the batch's rows separately).
+    ``labels`` is None for a single recording (messages then name the time
+    step alone).
+    """
+
+    algorithm: str
+    number: int
+    indices: np.ndarray
+    labels: np.ndarray | None
+    lengths: np.ndarray | None
+    log_likelihood: Any
+    initial: np.ndarray
+    columns: np.ndarray
+    state_onehot: np.ndarray | None
+    config: Config
+    metadata: dict
+    store_acausal: bool = True
+    scheduler: str | None = None
+
+
+@dataclass
+class ViterbiPart:
+    """The path of the sequences one Viterbi batch covered."""
+
+    indices: np.ndarray
+    result: ViterbiResult
+
+
+def _run_batch_task(spec: _BatchSpec, transition, log_likelihood=None
+                    ) -> tuple[Part | ViterbiPart, list[tuple[type[Warning], str]]]:
+    """Run one batch (in this process or as a dask task).
+
+    ``log_likelihood``, when given, replaces ``spec.log_likelihood`` (a NumPy
+    batch scattered to the worker separately). Warnings (e.g.
+    :class:`xhmm.NumericalWarning`) are returned, to be issued again where
+    the results are assembled: a worker's warnings would otherwise stay in
+    its log.
+    """
+    data = spec.log_likelihood if log_likelihood is None else log_likelihood
+    common = dict(lengths=spec.lengths, columns=spec.columns, metadata=spec.metadata,
+                  sequence_ids=spec.labels, scheduler=spec.scheduler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if spec.algorithm == "viterbi":
+            part = ViterbiPart(spec.indices, run_viterbi(data, transition, spec.initial,
+                                                         spec.config, **common))
+        else:
+            part = part_of(run_engine(data, transition, spec.initial, spec.config,
+                                      smooth=spec.algorithm == "smooth",
+                                      store_acausal=spec.store_acausal,
+                                      state_onehot=spec.state_onehot, **common),
+                           spec.indices)
+    return part, [(w.category, str(w.message)) for w in caught]
+
+
+def sequence_batches(inputs: SequenceInputs, batch_size: int) -> list[np.ndarray]:
+    """Sequence indices of each batch: longest first when lengths are known."""
+    n = inputs.n_sequences
+    order = (
+        np.arange(n)
+        if inputs.lengths is None
+        else np.argsort(-inputs.lengths, kind="stable")
+    )
+    return [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+def batch_folder(cfg: Config) -> Path | None:
+    """The folder of a multi-sequence memmap run (None in RAM).
+
+    Resuming, the folder given; otherwise it is prepared (created, or
+    emptied with ``overwrite``), a temporary one when none is given. Each
+    batch runs in its own sub-folder (:func:`batch_config`).
+    """
+    if cfg.resume:
+        return Path(cfg.memmap_dir)
+    if cfg.use_memmap:
+        return prepare_memmap_dir(cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
+                                  overwrite=cfg.overwrite)
+    return None
+
+
+def batch_config(cfg: Config, folder: Path | None, number: int) -> Config:
+    """The Config of batch ``number``: its own sub-folder ``batch-NNNN`` of ``folder``.
+
+    The batch's folder may be replaced (by a task dask reruns after its
+    worker died). Resuming, each batch continues its own run, or starts the
+    one it never began.
+    """
+    if folder is None:
+        return cfg
+    own = folder / f"batch-{number:04d}"
+    return cfg.replace(memmap_dir=str(own), overwrite=True,
+                       resume=cfg.resume and (own / MANIFEST).exists())
+
+
+def _batch_data(data, indices: np.ndarray):
+    """The log-likelihood of some sequences, lazily: nothing is read here."""
+    if hasattr(data, "dask"):
+        return data[indices]
+    return _SequenceSubset(data, indices)
+
+
+def active_client(client):
+    """``False``: none; None: the active dask.distributed client, if any."""
+    if client is False:
+        return None
+    if client is not None:
+        return client
+    distributed = sys.modules.get("distributed")
+    if distributed is None:  # not imported: no client can be active
+        return None
+    try:
+        return distributed.get_client()
+    except ValueError:
+        return None
+
+
+def _run_local(specs: list[_BatchSpec], transition) -> list[tuple[Any, list]]:
+    return [_run_batch_task(spec, transition) for spec in specs]
+
+
+def _run_distributed(client, specs: list[_BatchSpec], transition,
+                     show_progress: bool) -> list[tuple[Any, list]]:
+    """One task per batch on ``client``'s cluster; outputs in batch order."""
+    from distributed import as_completed
+
+    A = client.scatter(transition, broadcast=True, hash=False)
+    futures = []
+    try:
+        for spec in specs:
+            args = [spec, A]
+            if isinstance(spec.log_likelihood, _SequenceSubset):
+                subset = spec.log_likelihood
+                args = [replace(spec, log_likelihood=None), A, client.scatter(
+                    np.ascontiguousarray(subset.source[subset.indices]), hash=False)]
+            futures.append(client.submit(
+                _run_batch_task, *args, pure=False,
+                key=f"xhmm-batch-{spec.number:04d}-{uuid.uuid4().hex}",
+            ))
+            del args
+        total = sum(len(spec.indices) for spec in specs)
+        outputs: dict[str, tuple[Any, list]] = {}
+        with progress_bar(show_progress, total, "xhmm sequences", unit="sequence") as bar:
+            for future, output in as_completed(futures, with_results=True):
+                outputs[future.key] = output
+                bar.update(len(output[0].indices))
+        return [outputs[future.key] for future in futures]
+    finally:
+        client.cancel([*futures, A])
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def _batch_size(cfg: Config, inputs: SequenceInputs, client, batch_size: int | None,
+                memory_budget: int | None) -> int:
+    """``batch_size`` if given, else the largest that fits the device budget."""
+    if batch_size is not None:
+        return int(batch_size)
+    n_seq = inputs.n_sequences
+    if memory_budget is None:
+        memory_budget = (
+            default_memory_budget() if client is None
+            else min(client.run(default_memory_budget).values())
+        )
+    size = choose_batch_size(n_seq, len(inputs.shared.columns), cfg.chunk_size,
+                             cfg.attempt_dtype, memory_budget)
+    if client is not None:
+        slots = max(1, sum(client.nthreads().values()))
+        size = min(size, math.ceil(n_seq / slots))
+    return size
+
+
+def run_job(
+    ds: xr.Dataset,
+    transition: Any,
+    initial: Any,
+    config: Config,
+    *,
+    algorithm: Algorithm,
+    is_missing: Any = None,
+    client: Any = None,
+    batch_size: int | None = None,
+    memory_budget: int | None = None,
+    store_acausal: bool = True,
+) -> xr.Dataset:
+    """Run ``algorithm`` over every sequence of ``ds`` and build its result.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        ``log_likelihood`` with dims ``(time, state_bins)`` or ``(sequence,
+        time, state_bins)``, and the optional variables of ``ds.hmm.smooth``.
+    transition, initial, is_missing : optional
+        As for ``ds.hmm.smooth`` (defaults: the Dataset's variables).
+    config : Config
+    algorithm : {"smooth", "filter", "viterbi"}
+    client : dask.distributed.Client or False, optional
+        Run the batches as tasks on this client's cluster. None uses the
+        active client if there is one, else runs here; False always runs here.
+    batch_size : int, optional
+        Sequences per batch (default: the largest that fits
+        ``memory_budget``, with a client at most ``ceil(S / worker threads)``).
+    memory_budget : int, optional
+        Bytes one batch may use on its device.
+    store_acausal : bool, default True
+        Keep the smoothed posteriors (False keeps only summaries and statistics).
+
+    Returns
+    -------
+    xr.Dataset
+        :func:`xhmm.results.build_result`'s Dataset (smooth, filter) or
+        :func:`xhmm.most_likely.viterbi_dataset`'s (viterbi).
+
+    Raises
+    ------
+    InputError, DimensionError, TransitionError, InitialError, LikelihoodError
+        Bad input, naming the variable (and sequence / time index).
+    ResumeError
+        With ``resume=True``, when a run (or a batch's folder) holds a run of
+        other settings or inputs.
+    """
+    for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
+        if value is not None and not _is_positive_int(value):
+            raise InputError(f"{name} must be a positive int, got {value!r}")
+    sequences = has_sequences(ds)
+    inputs = resolve_job_inputs(ds, transition, initial, is_missing)
+    shared = inputs.shared
+    client = active_client(client)
+    if client is not None and cfg_needs_memmap(config, algorithm):
+        # Lazy results reference memmaps by path; RAM buffers would travel
+        # inside every graph computed on the cluster.
+        config = config.replace(use_memmap=True)
+    size = _batch_size(config, inputs, client, batch_size, memory_budget)
+    # One recording writes straight into memmap_dir; sequences one folder a batch.
+    folder = batch_folder(config) if sequences else None
+    metadata = run_metadata(shared, sequences=sequences)
+    specs = []
+    for number, indices in enumerate(sequence_batches(inputs, size)):
+        batch_cfg = batch_config(config, folder, number)
+        if client is not None:
+            batch_cfg = batch_cfg.replace(progress=False)
+        specs.append(_BatchSpec(
+            algorithm=algorithm,
+            number=number,
+            indices=indices,
+            labels=inputs.labels[indices] if sequences else None,
+            lengths=None if inputs.lengths is None else inputs.lengths[indices],
+            log_likelihood=_batch_data(inputs.log_likelihood, indices),
+            initial=inputs.initial[indices] if inputs.initial.ndim == 2 else inputs.initial,
+            columns=shared.columns,
+            state_onehot=shared.state_onehot,
+            config=batch_cfg,
+            metadata=metadata,
+            store_acausal=store_acausal,
+            scheduler=None if client is None else "sync",
+        ))
+    if client is None:
+        outputs = _run_local(specs, shared.transition)
+    else:
+        outputs = _run_distributed(client, specs, shared.transition,
+                                   progress_enabled(config.progress))
+    for _, caught in outputs:
+        for category, message in caught:
+            warnings.warn(message, category, stacklevel=caller_stacklevel())
+    parts = [part for part, _ in outputs]
+    attrs = {} if folder is None else {"xhmm_memmap_dir": str(folder)}
+    if algorithm == "viterbi":
+        return viterbi_dataset(ds, shared.columns, parts, config, n_sequences=inputs.n_sequences,
+                               n_time=inputs.n_time, sequences=sequences, attrs=attrs)
+    layout = BinLayout(shared.mask, shared.state_labels)
+    return build_result(ds, layout, parts, config, n_time=inputs.n_time,
+                        sequences=sequences, attrs=attrs)
+
+
+def cfg_needs_memmap(config: Config, algorithm: str) -> bool:
+    """Whether a run on a cluster must keep its outputs in memmap files.
+
+    Lazy posteriors read their buffers by path; a RAM buffer would travel
+    inside every graph computed on the cluster. A Viterbi path is small and
+    comes back with its task.
+    """
+    return algorithm != "viterbi" and config.lazy_expand and not config.use_memmap
