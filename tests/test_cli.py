@@ -18,7 +18,7 @@ from xhmm.bench.workload import Problem
 from xhmm.cli import cli_message, main
 from xhmm.cli.decode import config_field_docs
 from xhmm.synthetic import simulate_decoding
-from xhmm.transitions import with_transition
+from xhmm.transitions import to_spec, with_transition
 
 HAS_ZARR = importlib.util.find_spec("zarr") is not None
 
@@ -316,7 +316,7 @@ def structured(tmp_path_factory):
     problem = Problem(150, 60, seed=5, model="nonlocal-2d-tv")
     ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), problem.in_ram()),
                      "initial": ("state_bins", problem.initial)}, coords=problem.coords())
-    spec, variables = problem.transition.to_spec(prefix="model")
+    spec, variables = to_spec(problem.transition, prefix="model")
     (folder / "spec.json").write_text(json.dumps(spec))
     ds.assign(variables).to_netcdf(folder / "variables.nc")
     with_transition(ds, problem.transition).to_netcdf(folder / "stored.nc")

@@ -40,9 +40,11 @@ from xhmm.transitions import (
     StructuredTransition,
     Uniform,
     analyse_dense,
+    from_spec,
     plan_transition,
     stored_transition,
     to_dense,
+    to_spec,
     with_transition,
 )
 
@@ -886,10 +888,10 @@ def test_spec_round_trip_through_json_and_netcdf(tmp_path, varying):
     T = 6
     d = varying_discrete(rng, T) if varying else nonlocal_discrete(rng)
     transition = spec_blocks(d)
-    spec, variables = transition.to_spec()
+    spec, variables = to_spec(transition)
     assert {b["kind"] for b in spec["blocks"]} == {"uniform", "identity", "dense",
                                                     "random_walk"}
-    back = Blocks.from_spec(json.loads(json.dumps(spec)), xr.Dataset(variables))
+    back = from_spec(json.loads(json.dumps(spec)), xr.Dataset(variables))
     same_plan(transition, back, labels, mask, T)
 
     ds = make_dataset(np.zeros((T, mask.size)), mask, state=("state_bins", labels))
@@ -910,7 +912,7 @@ def test_spec_with_inline_arrays():
          {"from": "no_spike", "to": "no_spike", "kind": "identity"},
          {"from": "cont", "to": "cont", "kind": "random_walk", "movement_var": 3.0,
           "centers": grid_centers(NX, NY).tolist(), "movement_mean": [0.5, -0.2]}]}
-    engine = plan(Blocks.from_spec(spec), labels, mask)
+    engine = plan(from_spec(spec), labels, mask)
     np.testing.assert_allclose(engine.matrix(), expected_nonlocal(d, inside),
                                rtol=RTOL, atol=ATOL)
 
@@ -938,12 +940,12 @@ BLOCK = {"from": "a", "to": "a"}
 )
 def test_bad_spec_is_named(spec, match):
     with pytest.raises(TransitionError, match=match):
-        Blocks.from_spec(spec)
+        from_spec(spec)
 
 
 def test_spec_writing_errors():
     with pytest.raises(TransitionError, match=r"state label \('a', 1\) cannot be written"):
-        Blocks(np.eye(1), {(("a", 1), ("a", 1)): Uniform()}).to_spec()
+        to_spec(Blocks(np.eye(1), {(("a", 1), ("a", 1)): Uniform()}))
     ds = xr.Dataset({"transition_discrete": ("x", np.zeros(2))})
     with pytest.raises(TransitionError, match="already has variable.*transition_discrete"):
         with_transition(ds, two_state())

@@ -30,7 +30,7 @@ import xarray as xr
 
 from ..config import Config
 from ..errors import InputError, StorageError
-from ..transitions import SPEC_ATTR, Blocks, stored_transition
+from ..transitions import SPEC_ATTR, Blocks, from_spec, stored_transition
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
 
@@ -197,7 +197,7 @@ def _transition(ds: xr.Dataset, args: argparse.Namespace) -> np.ndarray | Blocks
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(
                 f"cannot read {str(path)!r} (--transition-spec) as JSON: {exc}") from exc
-        return Blocks.from_spec(spec, ds)
+        return from_spec(spec, ds)
     if args.transition is None and "transition" not in ds.data_vars:
         stored = stored_transition(ds)
         if stored is None:

@@ -3,15 +3,16 @@
 ``transition=`` of the ``ds.hmm`` methods takes a dense matrix or a
 :class:`Blocks` transition over the discrete states of the ``state``
 coordinate: ``A[i, j] = discrete[s(i), s(j)] * block[i, j]`` where each
-(from, to) block is :class:`Uniform`, :class:`Identity`, :class:`Dense` or
-:class:`RandomWalk`, and ``discrete`` may vary over time. Such a transition
-runs block by block (a Gaussian random walk on a grid as two small dense
-products), a small fraction of the dense product's cost.
+(from, to) block is a registered block kind (``Uniform``, ``Identity``,
+``Dense``, ``RandomWalk``, ...: one module each, see
+:mod:`xhmm.transitions.block`), and ``discrete`` may vary over time. Such
+a transition runs block by block (a Gaussian random walk on a grid as two
+small dense products), a small fraction of the dense product's cost.
 
 :func:`plan_transition` resolves either kind against a Dataset's layout
 into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
-:func:`to_dense` gives the equivalent matrix. :meth:`Blocks.to_spec`,
-:meth:`Blocks.from_spec`, :func:`with_transition` and
+:func:`to_dense` gives the equivalent matrix. :func:`to_spec`,
+:func:`from_spec`, :func:`with_transition` and
 :func:`stored_transition` write and read a transition as a JSON spec plus
 named arrays (:mod:`xhmm.transitions.spec`).
 :func:`from_non_local_detector` builds the transition (and the initial
@@ -19,20 +20,28 @@ distribution, interior and ``state_bins``) of a fitted non_local_detector
 detector.
 """
 
+import importlib
+import pkgutil
+
 from .analyse import analyse_dense
-from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
+from .block import TransitionBlock, block_kinds
+from .blocks import Blocks
 from .dense import to_dense
 from .detector import DetectorModel, from_non_local_detector
 from .plan import plan_blocks, plan_transition
-from .spec import SPEC_ATTR, stored_transition, with_transition
+from .spec import SPEC_ATTR, from_spec, stored_transition, to_spec, with_transition
 from .structured import StructuredTransition
+
+# Every module of the package is imported, so each block kind (one module
+# each, see xhmm.transitions.block) registers itself and is exported here.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+_BLOCKS = {cls.__name__: cls for cls in block_kinds().values()}
+globals().update(_BLOCKS)
 
 __all__ = [
     "Blocks",
-    "Uniform",
-    "Identity",
-    "Dense",
-    "RandomWalk",
+    *sorted(_BLOCKS),
     "TransitionBlock",
     "to_dense",
     "plan_transition",
@@ -40,6 +49,8 @@ __all__ = [
     "analyse_dense",
     "StructuredTransition",
     "SPEC_ATTR",
+    "to_spec",
+    "from_spec",
     "with_transition",
     "stored_transition",
     "DetectorModel",

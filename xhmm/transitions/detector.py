@@ -14,15 +14,17 @@ block of a :class:`~xhmm.transitions.Blocks`, after the detector's
   :class:`Uniform` (every row-stochastic block into one bin is that bin);
 - from a one-bin state into a state with position bins: :class:`Uniform`
   (the detector spreads evenly over the interior there, whatever the type);
-- ``Uniform``: :class:`Uniform`; ``Identity``: :class:`Identity`;
-- ``RandomWalk`` with Euclidean distance (no track graph, no manifold
-  distance, no direction) and a scalar ``movement_var``:
-  :class:`RandomWalk` with the same ``movement_var`` and ``movement_mean``
-  over the environment's ``place_bin_centers_``;
-- anything else (``EmpiricalMovement``, a random walk on a track graph, ...):
-  :class:`Dense` of the detector's own block of
-  ``continuous_state_transitions_``, noted as such in the plan
-  (``describe()``, the ``xhmm_transition`` attribute of the results).
+- otherwise the first registered block kind whose ``nld_names`` holds the
+  type's class name and whose ``from_non_local_detector`` accepts it
+  (:mod:`xhmm.transitions.block`): ``Uniform`` and ``Identity`` as
+  themselves, ``RandomWalk`` with Euclidean distance (no track graph, no
+  manifold distance, no direction) and a scalar ``movement_var`` as
+  :class:`~xhmm.transitions.RandomWalk` over the environment's
+  ``place_bin_centers_``, and so on for each kind;
+- anything no kind accepts: :class:`~xhmm.transitions.Dense` of the
+  detector's own block of ``continuous_state_transitions_``, noted as such
+  in the plan (``describe()``, the ``xhmm_transition`` attribute of the
+  results).
 
 The discrete transition is ``discrete_state_transitions_``: ``(S, S)``, or
 ``(time, S, S)`` for a covariate-dependent detector, which then has to
@@ -41,7 +43,10 @@ import xarray as xr
 
 from ..errors import DimensionError, InputError
 from ..names import BINS, TIME
-from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
+from .block import TransitionBlock, detector_environment, nld_blocks
+from .blocks import Blocks
+from .matrix import Dense
+from .uniform import Uniform
 
 __all__ = ["DetectorModel", "from_non_local_detector"]
 
@@ -140,7 +145,7 @@ def _on_all_bins(values: Any, mask: np.ndarray) -> da.Array:
     return lazy.map_blocks(expand, chunks=(lazy.chunks[0], (mask.size,)), dtype=dtype)
 
 
-def from_non_local_detector(det: Any) -> DetectorModel:
+def from_non_local_detector(det: Any, **data: Any) -> DetectorModel:
     """Transition, initial distribution, interior and ``state_bins`` of a fitted detector.
 
     Duck-typed on the fitted attributes of non_local_detector 0.6.9 (see
@@ -152,6 +157,9 @@ def from_non_local_detector(det: Any) -> DetectorModel:
     det : detector
         A fitted ``NonLocalClusterlessDetector``, ``NonLocalSortedSpikesDetector``
         or another detector of non_local_detector with the same attributes.
+    **data
+        What some block kinds need beyond the detector, passed to their
+        ``from_non_local_detector`` (see each kind).
 
     Returns
     -------
@@ -177,7 +185,7 @@ def from_non_local_detector(det: Any) -> DetectorModel:
     centers = [_centers(det, s, bins[s].size) for s in range(len(names))]
     discrete = np.asarray(det.discrete_state_transitions_, dtype=np.float64)
     moves = (discrete != 0).any(axis=0) if discrete.ndim == 3 else discrete != 0
-    blocks = {(names[s], names[t]): _block(det, s, t, bins)
+    blocks = {(names[s], names[t]): _block(det, s, t, bins, data)
               for s, t in zip(*np.nonzero(moves))}
     dims = ("from_state", "to_state") if discrete.ndim == 2 else (TIME, "from_state", "to_state")
     labelled = xr.DataArray(discrete, dims=dims, coords={"from_state": names, "to_state": names})
@@ -189,19 +197,12 @@ def from_non_local_detector(det: Any) -> DetectorModel:
     )
 
 
-def _environment(det: Any, name: Any) -> Any:
-    for environment in det.environments:
-        if environment.environment_name == name:
-            return environment
-    raise InputError(f"det.environments has no environment named {name!r}")
-
-
 def _centers(det: Any, s: int, n_bins: int) -> np.ndarray | None:
     """Place-bin centres of state ``s`` (None for a one-bin Local / No-Spike state)."""
     observation = det.observation_models[s]
     if observation.is_local or observation.is_no_spike:
         return None
-    centers = np.asarray(_environment(det, observation.environment_name).place_bin_centers_,
+    centers = np.asarray(detector_environment(det, observation.environment_name).place_bin_centers_,
                          dtype=np.float64)
     if centers.shape[0] != n_bins:
         raise InputError(
@@ -211,39 +212,26 @@ def _centers(det: Any, s: int, n_bins: int) -> np.ndarray | None:
     return centers
 
 
-def _block(det: Any, s: int, t: int, bins: list[np.ndarray]) -> TransitionBlock:
-    """The xhmm block of the detector's (from ``s``, to ``t``) transition."""
-    kind = det.continuous_transition_types[s][t]
-    name = type(kind).__name__
-    if bins[s].size == 1 or bins[t].size == 1 or name == "Uniform":
+def _block(det: Any, s: int, t: int, bins: list[np.ndarray], data: dict[str, Any]
+           ) -> TransitionBlock:
+    """The xhmm block of the detector's (from ``s``, to ``t``) transition.
+
+    A one-bin state moves uniformly; otherwise the first registered kind that
+    stands for the detector's transition class and accepts it
+    (:meth:`~xhmm.transitions.block.TransitionBlock.from_non_local_detector`),
+    else the detector's own matrix as :class:`Dense`.
+    """
+    model = det.continuous_transition_types[s][t]
+    name = type(model).__name__
+    n_from, n_to = bins[s].size, bins[t].size
+    if n_from == 1 or n_to == 1:
         return Uniform()
-    if name == "Identity":
-        return Identity()
-    walk = _random_walk(det, kind, bins[s].size, bins[t].size) if name == "RandomWalk" else None
-    if walk is not None:
-        return walk
+    for kind in nld_blocks(name):
+        block = kind.from_non_local_detector(model, det, n_from, n_to, **data)
+        if block is not None:
+            return block
     matrix = np.asarray(det.continuous_state_transitions_)[np.ix_(bins[s], bins[t])]
     return Dense(matrix, note=f"the detector's {name} matrix")
-
-
-def _random_walk(det: Any, walk: Any, n_from: int, n_to: int) -> RandomWalk | None:
-    """The same random walk, if the detector builds it from Euclidean distances.
-
-    None (use the detector's matrix) on a track graph, with manifold
-    distance, a direction or diffusion, a non-scalar ``movement_var``, or an
-    environment whose bins are not the states' bins.
-    """
-    environment = _environment(det, walk.environment_name)
-    centers = np.asarray(environment.place_bin_centers_, dtype=np.float64)
-    if (getattr(environment, "track_graph", None) is not None
-            or getattr(walk, "use_manifold_distance", False)
-            or getattr(walk, "direction", None) is not None
-            or getattr(walk, "use_diffusion", False)
-            or np.size(walk.movement_var) != 1
-            or not centers.shape[0] == n_from == n_to):
-        return None
-    return RandomWalk(float(np.ravel(walk.movement_var)[0]), centers,
-                      movement_mean=walk.movement_mean)
 
 
 def _state_bins(names: list[str], state_ind: np.ndarray, bins: list[np.ndarray],

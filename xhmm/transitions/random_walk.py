@@ -17,12 +17,17 @@ is computed densely.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 from ..errors import TransitionError
+from .block import PlannedBlock, TransitionBlock, detector_environment
+from .layout import StateBins
 from .planned import PlannedDense, PlannedSeparable
 
-__all__ = ["plan_random_walk"]
+__all__ = ["RandomWalk", "plan_random_walk"]
 
 
 def _peaked_exp(exponent: np.ndarray) -> np.ndarray:
@@ -114,3 +119,95 @@ def plan_random_walk(
     z = weights.sum(axis=1)
     _check_rows(z, name)
     return PlannedDense(weights / z[:, None])
+
+
+@dataclass(frozen=True, eq=False)
+class RandomWalk(TransitionBlock):
+    """A Gaussian random walk between bin centres (non_local_detector's formula).
+
+    ``block[i, j]`` is proportional to the pdf of ``centers[i] - centers[j]``
+    under a normal distribution with mean ``movement_mean`` and covariance
+    ``movement_var * I``, as non_local_detector's ``RandomWalk`` builds it
+    (the same matrix for the same parameters): a positive ``movement_mean``
+    favours moves towards smaller coordinates. Rows and columns of exterior
+    bins are zero and rows are normalised over the interior.
+    On a Cartesian 2-D grid it runs as two small dense products per step
+    (separable); otherwise as a dense block.
+
+    Parameters
+    ----------
+    movement_var : float
+        Variance of one step's displacement along each dimension (> 0).
+    centers : (n_bins, n_dims) array-like
+        Centre of each bin of the state (all its bins, interior or not, in
+        ``state_bins`` order); 1-D for ``n_dims = 1``.
+    movement_mean : float or (n_dims,) array-like, default 0.0
+        Mean of ``centers[from] - centers[to]``: minus the mean displacement
+        of one step (non_local_detector's sign).
+    """
+
+    kind = "random_walk"
+    array_fields = ("centers",)
+    nld_names = ("RandomWalk",)
+
+    movement_var: float
+    centers: np.ndarray
+    movement_mean: Any = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        centers = np.asarray(self.centers, dtype=np.float64)
+        centers = centers[:, None] if centers.ndim == 1 else centers
+        if centers.ndim != 2 or centers.shape[1] == 0:
+            raise TransitionError(
+                f"RandomWalk centers must be (n_bins, n_dims), got shape {centers.shape}"
+            )
+        var = float(self.movement_var)
+        if not (np.isfinite(var) and var > 0):
+            raise TransitionError(f"RandomWalk movement_var must be > 0, got {var}")
+        mean = np.asarray(self.movement_mean, dtype=np.float64)
+        if mean.ndim > 1 or mean.size not in (1, centers.shape[1]) or not np.isfinite(mean).all():
+            raise TransitionError(
+                f"RandomWalk movement_mean must be a finite scalar or ({centers.shape[1]},) "
+                f"vector, got {self.movement_mean!r}"
+            )
+        object.__setattr__(self, "centers", centers)
+        object.__setattr__(self, "movement_var", var)
+        object.__setattr__(self, "movement_mean", np.broadcast_to(mean, centers.shape[1:]))
+
+    def plan(self, src: StateBins, dst: StateBins, name: str) -> PlannedBlock:
+        """The planned block: separable on a Cartesian grid, dense otherwise.
+
+        Raises
+        ------
+        TransitionError
+            If ``centers`` does not have one row per bin of each state.
+        """
+        for state in (src, dst):
+            if state.n_bins != self.centers.shape[0]:
+                raise TransitionError(
+                    f"{name}: RandomWalk centers has {self.centers.shape[0]} rows but state "
+                    f"{state.label!r} has {state.n_bins} bins"
+                )
+        return plan_random_walk(self.centers, self.movement_var, self.movement_mean,
+                                src.interior, dst.interior, name)
+
+    @classmethod
+    def from_non_local_detector(cls, model: Any, det: Any, n_from: int, n_to: int,
+                                **data: Any) -> "RandomWalk | None":
+        """The same random walk, if the detector builds it from Euclidean distances.
+
+        None (another kind, or the detector's matrix) on a track graph, with
+        manifold distance, a direction or diffusion, a non-scalar
+        ``movement_var``, or an environment whose bins are not the states' bins.
+        """
+        environment = detector_environment(det, model.environment_name)
+        centers = np.asarray(environment.place_bin_centers_, dtype=np.float64)
+        if (getattr(environment, "track_graph", None) is not None
+                or getattr(model, "use_manifold_distance", False)
+                or getattr(model, "direction", None) is not None
+                or getattr(model, "use_diffusion", False)
+                or np.size(model.movement_var) != 1
+                or not centers.shape[0] == n_from == n_to):
+            return None
+        return cls(float(np.ravel(model.movement_var)[0]), centers,
+                   movement_mean=model.movement_mean)

@@ -22,13 +22,18 @@ file the command line reads, for example)::
   dims ``(from_state, to_state)`` or ``(time, from_state, to_state)``
   (labelled by state, or in that order).
 - ``blocks``: one object per (from, to) pair with ``from`` and ``to`` (state
-  labels) and ``kind``, one of ``uniform``, ``identity``, ``dense``
-  (``matrix``: array) and ``random_walk`` (``movement_var``: number,
-  ``centers``: array, optional ``movement_mean``: number or list).
+  labels), ``kind`` (a registered block kind, :mod:`xhmm.transitions.block`:
+  ``uniform``, ``identity``, ``dense``, ``random_walk``, ...) and the
+  fields of that kind's dataclass (those without a default are required):
+  ``dense`` has ``matrix`` (array) and ``note``; ``random_walk`` has
+  ``movement_var`` (number), ``centers`` (array) and ``movement_mean``
+  (number or list).
 
-:func:`to_spec` writes every array except ``movement_mean`` as a variable
-(named ``{prefix}_discrete``, ``{prefix}_centers_{i}``,
-``{prefix}_matrix_{i}`` for block ``i``, with dims of their own);
+:func:`to_spec` writes the discrete transition and each block's
+``array_fields`` as variables (named ``{prefix}_discrete`` and
+``{prefix}_{field}_{i}`` for block ``i``, e.g. ``{prefix}_matrix_{i}``,
+``{prefix}_centers_{i}``, with dims of their own) and every other field as
+a JSON value;
 :func:`with_transition` stores those variables and the spec (attribute
 :data:`SPEC_ATTR`) in a Dataset, so the model travels with the
 log-likelihood in one NetCDF or Zarr file.
@@ -36,6 +41,7 @@ log-likelihood in one NetCDF or Zarr file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -44,18 +50,13 @@ import numpy as np
 import xarray as xr
 
 from ..errors import TransitionError
-from .blocks import Blocks, Dense, Identity, RandomWalk, TransitionBlock, Uniform
+from .block import TransitionBlock, block_kind
+from .blocks import Blocks
 
 __all__ = ["SPEC_ATTR", "to_spec", "from_spec", "with_transition", "stored_transition"]
 
 #: The Dataset attribute holding a stored transition's JSON spec.
 SPEC_ATTR = "xhmm_transition_spec"
-
-_KINDS = {Uniform: "uniform", Identity: "identity", Dense: "dense", RandomWalk: "random_walk"}
-_FIELDS = {"uniform": (), "identity": (), "dense": ("matrix",),
-           "random_walk": ("movement_var", "centers", "movement_mean")}
-_REQUIRED = {"uniform": (), "identity": (), "dense": ("matrix",),
-             "random_walk": ("movement_var", "centers")}
 
 
 def _label(value: Any, where: str) -> Any:
@@ -65,6 +66,15 @@ def _label(value: Any, where: str) -> Any:
         raise TransitionError(
             f"{where}: state label {value!r} cannot be written to JSON; use str or int labels"
         )
+    return value
+
+
+def _json(value: Any) -> Any:
+    """A field value as JSON: arrays as (nested) lists, NumPy scalars as Python ones."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 
@@ -108,18 +118,16 @@ def to_spec(transition: Blocks, prefix: str = "transition"
     for i, ((source, target), block) in enumerate(transition.blocks.items()):
         where = f"blocks[{(source, target)!r}]"
         entry: dict[str, Any] = {"from": _label(source, where), "to": _label(target, where),
-                                 "kind": _KINDS[type(block)]}
-        if isinstance(block, Dense):
-            name = f"{prefix}_matrix_{i}"
-            variables[name] = xr.DataArray(block.matrix,
-                                           dims=(f"{prefix}_from_{i}", f"{prefix}_to_{i}"))
-            entry["matrix"] = name
-        elif isinstance(block, RandomWalk):
-            name = f"{prefix}_centers_{i}"
-            variables[name] = xr.DataArray(block.centers,
-                                           dims=(f"{prefix}_bins_{i}", f"{prefix}_dims_{i}"))
-            entry.update(movement_var=block.movement_var, centers=name,
-                         movement_mean=block.movement_mean.tolist())
+                                 "kind": block.kind}
+        for field, value in block.spec_fields().items():
+            if field in block.array_fields:
+                name = f"{prefix}_{field}_{i}"
+                array = np.asarray(value)
+                variables[name] = xr.DataArray(
+                    array, dims=tuple(f"{name}_dim_{k}" for k in range(array.ndim)))
+                entry[field] = name
+            else:
+                entry[field] = _json(value)
         blocks.append(entry)
     return {"kind": "blocks", "discrete": discrete_name, "blocks": blocks}, variables
 
@@ -142,29 +150,20 @@ def _block(entry: Any, index: int, variables: Mapping[str, Any]) -> tuple[tuple,
     where = f"transition spec: blocks[{index}]"
     if not isinstance(entry, Mapping) or not {"from", "to", "kind"} <= set(entry):
         raise TransitionError(f"{where} must be an object with 'from', 'to' and 'kind'")
-    kind = entry["kind"]
-    if kind not in _FIELDS:
-        raise TransitionError(
-            f"{where}: unknown kind {kind!r}; expected one of {', '.join(_FIELDS)}"
-        )
-    unknown = sorted(set(entry) - {"from", "to", "kind", *_FIELDS[kind]})
-    missing = [name for name in _REQUIRED[kind] if name not in entry]
+    kind = block_kind(entry["kind"], where)
+    names = [field.name for field in dataclasses.fields(kind)]
+    unknown = sorted(set(entry) - {"from", "to", "kind", *names})
+    missing = [name for name in kind.required_fields() if name not in entry]
     if unknown or missing:
         raise TransitionError(
-            f"{where} ({kind}): " + "; ".join(
+            f"{where} ({entry['kind']}): " + "; ".join(
                 ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
                 + ([f"missing {', '.join(missing)}"] if missing else []))
         )
-    key = (entry["from"], entry["to"])
-    fields = {name: _array(entry[name], f"blocks[{index}].{name}", variables)
-              for name in _FIELDS[kind] if name in entry}
-    if kind == "uniform":
-        return key, Uniform()
-    if kind == "identity":
-        return key, Identity()
-    if kind == "dense":
-        return key, Dense(fields["matrix"])
-    return key, RandomWalk(**fields)
+    fields = {name: (_array(entry[name], f"blocks[{index}].{name}", variables)
+                     if name in kind.array_fields else entry[name])
+              for name in names if name in entry}
+    return (entry["from"], entry["to"]), kind(**fields)
 
 
 def from_spec(spec: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> Blocks:
