@@ -17,6 +17,7 @@ import xarray as xr
 
 from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
+from .engine.chunking import resolve_chunk_size
 from .engine.viterbi import ViterbiResult, run_viterbi
 from .inputs import resolve_inputs
 from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
@@ -83,7 +84,8 @@ def _sequences(ds: xr.Dataset, transition, initial, cfg: Config) -> xr.Dataset:
     inputs = resolve_sequences(ds, transition, initial)
     shared = inputs.shared
     n_seq, n_time = inputs.n_sequences, inputs.n_time
-    batch_size = choose_batch_size(n_seq, len(shared.columns), cfg.chunk_size,
+    chunk_size = resolve_chunk_size(cfg.chunk_size, inputs.log_likelihood, len(shared.columns))
+    batch_size = choose_batch_size(n_seq, len(shared.columns), chunk_size,
                                    cfg.attempt_dtype, default_memory_budget())
     folder = batch_folder(cfg)
     paths = np.full((n_seq, n_time), -1, dtype=np.int32)

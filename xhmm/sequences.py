@@ -53,6 +53,7 @@ import xarray as xr
 
 from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
+from .engine.chunking import resolve_chunk_size
 from .engine.loop import run_engine
 from .engine.progress import progress_bar, progress_enabled
 from .engine.manifest import MANIFEST
@@ -515,7 +516,8 @@ def smooth_sequences(
                 default_memory_budget() if client is None
                 else min(client.run(default_memory_budget).values())
             )
-        batch_size = choose_batch_size(n_seq, n_bins, cfg.chunk_size, cfg.attempt_dtype,
+        chunk_size = resolve_chunk_size(cfg.chunk_size, inputs.log_likelihood, n_bins)
+        batch_size = choose_batch_size(n_seq, n_bins, chunk_size, cfg.attempt_dtype,
                                        memory_budget)
         if client is not None:
             slots = max(1, sum(client.nthreads().values()))

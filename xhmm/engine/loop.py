@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive, precision
@@ -126,6 +128,7 @@ class _Run(RunState):
             inputs = fingerprint(reader.source, transition.digest(), initial,
                                  reader.columns, state_onehot, smooth=smooth,
                                  store_acausal=store_acausal,
+                                 read_rows=partial(reader.sample, keep=not config.resume),
                                  lengths=None if reader.infer else reader.lengths)
             mode = self.open_folder(inputs)
             if self.manifest is not None:
@@ -560,6 +563,9 @@ def run_engine(
     config : Config
         With ``use_memmap`` the buffers are ``{config.memmap_dir}/{name}.dat``
         of shape ``(B, T, ...)``.
+        ``chunk_size="auto"`` is resolved here
+        (:func:`xhmm.engine.chunking.resolve_chunk_size`); a memmap run's
+        manifest records the resolved size.
     smooth : bool
         Run the backward pass too.
     lengths : (B,) int array-like, optional
@@ -584,6 +590,9 @@ def run_engine(
     -------
     EngineResult
     """
+    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
+    config = config.replace(
+        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler,
                               buffers=HOST_BUFFERS)
