@@ -180,7 +180,7 @@ def test_launchers(tmp_path, launcher):
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
          "--posterior-dtype must be one of float32, float16, uint16; got 'int8'"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
-         "--chunk-size must be a positive int, got 0"),
+         "--chunk-size must be a positive int or \"auto\", got 0"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--no-use-memmap",
           "--memmap-dir", "{tmp}/mm"],
          "--no-use-memmap but --memmap-dir '{tmp}/mm' was given; drop --no-use-memmap"),

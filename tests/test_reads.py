@@ -18,7 +18,7 @@ import xarray as xr
 
 import xhmm
 from conftest import make_dataset, underflow_model
-from xhmm.engine import loop, viterbi
+from xhmm.engine import loop, reader, viterbi
 from xhmm.engine.chunking import CHUNK_BUDGET, resolve_chunk_size
 from xhmm.engine.manifest import load_manifest
 from xhmm.transitions import Blocks, Dense, Uniform
@@ -156,6 +156,46 @@ def test_filter_reads_each_block_once(reads):
     ll, A, p0 = _model()
     _lazy(ll, reads).hmm.filter(transition=A, initial=p0, chunk_size=300, progress=False)
     _check(reads, 1)
+
+
+def test_blocks_too_large_to_keep_are_read_chunk_by_chunk(reads, monkeypatch):
+    # above BLOCK_CACHE_BYTES a block longer than a chunk is not kept whole:
+    # dask computes each chunk's rows, so a block is computed once per chunk
+    # overlapping it (still once per chunk and pass: a re-read is cached)
+    monkeypatch.setattr(reader, "BLOCK_CACHE_BYTES", 1)
+    ll, A, p0 = _model()
+    res = _lazy(ll, reads).hmm.smooth(transition=A, initial=p0, chunk_size=300,
+                                      persist_causal=False, lazy_expand=False,
+                                      progress=False)
+    overlapping = Counter(block for start in range(0, T, 300)
+                          for block in {start // BLOCK, (start + 299) // BLOCK})
+    assert reads.passes[0] == overlapping
+    eager = make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=300,
+                                        persist_causal=False, lazy_expand=False,
+                                        progress=False)
+    np.testing.assert_array_equal(res.acausal_posterior.values,
+                                  eager.acausal_posterior.values)
+
+
+@pytest.mark.parametrize("blocks", [(7,) * 13 + (9,), (30, 5, 50, 1, 14), (100,)])
+@pytest.mark.parametrize("chunk_size", [4, 11, 40])
+def test_reader_rows_in_any_order_are_the_numpy_rows(blocks, chunk_size):
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(2, 100, 6)).astype(np.float32)
+    columns = np.array([0, 2, 3, 5])
+    lazy = reader.LikelihoodReader(da.from_array(values, chunks=(1, blocks, 3)), columns,
+                                   chunk_size, "float32", lengths=[100, 100])
+    eager = reader.LikelihoodReader(values, columns, chunk_size, "float32",
+                                    lengths=[100, 100])
+    n = eager.n_chunks
+    order = [*range(n), *range(n - 1, -1, -1), *rng.integers(0, n, 2 * n)]
+    for index in order:
+        for dtype in ("float32", "float64"):
+            got, want = lazy.read(int(index), dtype), eager.read(int(index), dtype)
+            np.testing.assert_array_equal(got.log_lik, want.log_lik)
+            np.testing.assert_array_equal(got.shift, want.shift)
+    sample = lazy.sample(20, 90, keep=True)
+    np.testing.assert_array_equal(sample, values[:, 20:90])
 
 
 # -- float64 re-reads --------------------------------------------------------

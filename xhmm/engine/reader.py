@@ -32,7 +32,7 @@ chunk size, in forward and in reverse chunk order, and reading a chunk
 again in another dtype (a float64 recomputation of the chunk just read or
 the one before it) computes nothing. Host memory: the blocks overlapping
 two chunks. Blocks longer than a chunk and larger than
-:data:`~xhmm.engine.chunking.CHUNK_BUDGET` bytes are not kept whole: dask
+:data:`BLOCK_CACHE_BYTES` are not kept whole: dask
 computes each chunk's rows (a NumPy, Zarr or NetCDF backed block reads
 just them; a computed block is computed again per chunk), and the rows of
 the last two chunks read are kept instead. :meth:`LikelihoodReader.sample`
@@ -60,7 +60,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputWarning, LikelihoodError, XHMMError, caller_stacklevel
-from .chunking import CHUNK_BUDGET
 
 __all__ = ["LikelihoodReader", "Chunk", "BufferRing"]
 
@@ -70,6 +69,11 @@ ALIGNMENT = 64
 #: Interior columns forming at most this many contiguous runs are gathered
 #: run by run (slice copies) instead of by fancy indexing.
 MAX_RUNS = 32
+#: Largest dask block (all sequences and bins, input dtype) kept whole when
+#: it is longer than a chunk. Computing a block materialises all of it
+#: anyway; a larger block backed by a file (e.g. a NetCDF variable opened
+#: with ``chunks={}``, one block) is better read chunk by chunk.
+BLOCK_CACHE_BYTES = 1024**3
 #: Reads whose computed dask blocks (or rows) stay cached: the chunk just
 #: read and the one before it (read ahead in the forward pass, then
 #: possibly read again in float64).
@@ -242,14 +246,14 @@ class LikelihoodReader:
         """Row offsets of the dask blocks along time when they are kept whole, else None.
 
         Blocks are kept whole when none is both longer than a chunk and
-        larger than :data:`~xhmm.engine.chunking.CHUNK_BUDGET` bytes.
+        larger than :data:`BLOCK_CACHE_BYTES`.
         """
         chunks = getattr(self.source, "chunks", None)
         if not isinstance(chunks, tuple) or len(chunks) < 2:
             return None
         n_total = int(self.source.shape[2])
         row_bytes = max(1, self.n_seq * n_total * np.dtype(self.source.dtype).itemsize)
-        longest = max(self.chunk_size, CHUNK_BUDGET // row_bytes)
+        longest = max(self.chunk_size, BLOCK_CACHE_BYTES // row_bytes)
         if max(chunks[1]) > longest:
             return None
         return np.cumsum([0, *chunks[1]])
