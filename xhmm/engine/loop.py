@@ -17,8 +17,8 @@ last completed chunk with bit-identical results.
 The backward pass needs each chunk's filtered rows in the dtype the chunk
 ran in. A causal buffer stored in the attempt dtype holds them; otherwise
 (uint16 or float16 storage, ``persist_causal=False``, the float64 chunks of
-``compute_dtype="auto"``) the chunk is read and filtered again from its
-checkpoint, which costs about what keeping the rows in a scratch file would
+``compute_dtype="auto"``) the chunk is read (a second pass over a dask
+input's blocks) and filtered again from its checkpoint, which costs about what keeping the rows in a scratch file would
 (measured in docs/benchmarks.md) without its disk space.
 """
 
