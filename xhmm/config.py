@@ -45,8 +45,8 @@ class Config:
         regular, at least 64 rows and ``rows * n_interior_bins * 4`` bytes
         fit in 256 MiB; otherwise 5000 rows, fewer where one chunk would
         exceed 256 MiB (:func:`xhmm.engine.chunking.resolve_chunk_size`).
-        Whatever the chunk size, each dask block is computed at most once
-        per pass.
+        Whatever the chunk size, each dask block (of at most 1 GiB) is
+        computed at most once per pass.
     use_memmap : bool, optional
         Store the full posteriors as ``np.memmap`` files instead of RAM. None
         (default) means True when ``memmap_dir`` is given and False otherwise;
