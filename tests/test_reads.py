@@ -200,15 +200,20 @@ def test_reader_rows_in_any_order_are_the_numpy_rows(blocks, chunk_size):
 
 # -- float64 re-reads --------------------------------------------------------
 
-def test_float64_recomputation_reads_nothing_extra(reads):
-    # compute_dtype="auto" runs the hard stretch's chunks in float64 again:
-    # they are the chunk just read and the one read ahead, still cached
+def _hard_stretch(reads: Reads):
+    """A likelihood whose middle needs float64, as 30-row counted blocks, and its model."""
     hard, A = underflow_model()
     easy = -0.5 * ((np.arange(A.shape[0])[None, :] - 20) / 8.0) ** 2 * np.ones((60, 1))
     ll = np.concatenate([easy, hard, easy])
-    p0 = np.full(A.shape[0], 1 / A.shape[0])
     blocks = counted(ll, 30, reads)
     ds = make_dataset(ll).assign(log_likelihood=(("time", "state_bins"), blocks))
+    return ds, ll, A, np.full(A.shape[0], 1 / A.shape[0])
+
+
+def test_float64_recomputation_reads_nothing_extra(reads):
+    # compute_dtype="auto" runs the hard stretch's chunks in float64 again:
+    # they are the chunk just read and the one read ahead, still cached
+    ds, ll, A, p0 = _hard_stretch(reads)
     res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=20, lazy_expand=False,
                         progress=False)
     assert res.attrs["xhmm_float64_chunks"] > 0
@@ -217,6 +222,16 @@ def test_float64_recomputation_reads_nothing_extra(reads):
     # the backward pass filters the float64 chunks again (the float32 causal
     # buffer does not hold their rows): once per block at most
     assert backward and max(backward.values()) == 1
+
+
+def test_viterbi_float64_recomputation_reads_nothing_extra(reads):
+    ds, ll, A, p0 = _hard_stretch(reads)
+    path = ds.hmm.most_likely_sequence(transition=A, initial=p0, chunk_size=20,
+                                       progress=False)
+    assert path.attrs["xhmm_float64_chunks"] > 0
+    forward, backtrack = reads.passes
+    assert forward == Counter({block: 1 for block in range(len(ll) // 30)})
+    assert max(backtrack.values()) == 1
 
 
 # -- Viterbi, MAP, fit -------------------------------------------------------
