@@ -180,7 +180,7 @@ def test_launchers(tmp_path, launcher):
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
          "--posterior-dtype must be one of float32, float16, uint16; got 'int8'"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
-         "--chunk-size must be a positive int, got 0"),
+         "--chunk-size must be a positive int or \"auto\", got 0"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--no-use-memmap",
           "--memmap-dir", "{tmp}/mm"],
          "--no-use-memmap but --memmap-dir '{tmp}/mm' was given; drop --no-use-memmap"),
@@ -261,6 +261,20 @@ def test_probabilities_warn_on_one_line_and_exit_0(files, tmp_path, capsys):
                    "999 is between 0 and 1: these look like probabilities; pass np.log(...) "
                    "of them"]
     assert out.is_file()
+
+
+def test_chunk_size_auto_flag(files, tmp_path, capsys):
+    folder, _ = files
+    n_time = xr.open_dataset(folder / "full.nc").sizes["time"]
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "r.nc"),
+                 "--chunk-size", "auto", "--memmap-dir", str(tmp_path / "mm"),
+                 "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "mm" / "manifest.json").read_text())
+    assert manifest["result_config"]["chunk_size"] == min(n_time, 5_000)
+    with pytest.raises(SystemExit):
+        main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "o.nc"),
+              "--chunk-size", "ten"])
+    assert "expected an int or auto, got 'ten'" in capsys.readouterr().err
 
 
 def test_memmap_dir_alone_means_memmap_outputs(files, tmp_path):

@@ -49,6 +49,12 @@ def test_json_round_trip_keeps_the_resolved_setting():
     assert back == config and back.to_dict()["use_memmap"] is True
 
 
+def test_chunk_size_defaults_to_auto_and_keeps_an_int():
+    assert xhmm.Config().chunk_size == "auto"
+    assert xhmm.Config(chunk_size=700).chunk_size == 700
+    assert xhmm.Config.from_json(xhmm.Config().to_json()).chunk_size == "auto"
+
+
 def test_memmap_dir_alone_writes_memmaps(model, tmp_path):
     ds, A, p0 = model
     res = ds.hmm.smooth(transition=A, initial=p0, memmap_dir=tmp_path / "run")

@@ -37,10 +37,16 @@ class Config:
 
     Parameters
     ----------
-    chunk_size : int, default 5000
+    chunk_size : int or "auto", default "auto"
         Time steps per engine chunk. Device memory and host working memory
         scale with ``chunk_size * n_interior_bins``. Every chunk has this
         shape (the last one is padded), so each kernel compiles once.
+        ``"auto"`` takes the time blocks of a dask likelihood when they are
+        regular, at least 64 rows and ``rows * n_interior_bins * 4`` bytes
+        fit in 256 MiB; otherwise 5000 rows, fewer where one chunk would
+        exceed 256 MiB (:func:`xhmm.engine.chunking.resolve_chunk_size`).
+        Whatever the chunk size, each dask block (of at most 1 GiB) is
+        computed at most once per pass.
     use_memmap : bool, optional
         Store the full posteriors as ``np.memmap`` files instead of RAM. None
         (default) means True when ``memmap_dir`` is given and False otherwise;
@@ -104,7 +110,7 @@ class Config:
         float64.
     """
 
-    chunk_size: int = 5_000
+    chunk_size: int | str = "auto"
     use_memmap: bool | None = None
     memmap_dir: str | os.PathLike | None = None
     posterior_dtype: str = "float32"
@@ -128,12 +134,15 @@ class Config:
         object.__setattr__(self, "_use_memmap_given", self.use_memmap)
         if self.use_memmap is None:
             object.__setattr__(self, "use_memmap", self.memmap_dir is not None)
-        for name in ("chunk_size", "time_chunks"):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                raise ConfigError(
-                    f"Config.{name} must be a positive int, got {value!r}"
-                )
+        if self.chunk_size != "auto" and (not _is_int(self.chunk_size)
+                                          or self.chunk_size <= 0):
+            raise ConfigError(
+                f'Config.chunk_size must be a positive int or "auto", got {self.chunk_size!r}'
+            )
+        if not _is_int(self.time_chunks) or self.time_chunks <= 0:
+            raise ConfigError(
+                f"Config.time_chunks must be a positive int, got {self.time_chunks!r}"
+            )
         for name in (
             "use_memmap",
             "quantize_posteriors",

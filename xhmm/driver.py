@@ -38,6 +38,7 @@ import xarray as xr
 
 from .config import Config
 from .engine.budget import choose_batch_size, default_memory_budget
+from .engine.chunking import resolve_chunk_size
 from .engine.loop import run_engine
 from .engine.manifest import MANIFEST
 from .engine.progress import progress_bar, progress_enabled
@@ -275,7 +276,9 @@ def _batch_size(cfg: Config, inputs: SequenceInputs, client, batch_size: int | N
             default_memory_budget() if client is None
             else min(client.run(default_memory_budget).values())
         )
-    size = choose_batch_size(n_seq, len(inputs.shared.columns), cfg.chunk_size,
+    n_bins = len(inputs.shared.columns)
+    chunk_size = resolve_chunk_size(cfg.chunk_size, inputs.log_likelihood, n_bins)
+    size = choose_batch_size(n_seq, n_bins, chunk_size,
                              cfg.attempt_dtype, memory_budget)
     if client is not None:
         slots = max(1, sum(client.nthreads().values()))

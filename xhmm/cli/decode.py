@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import Config
+from ..engine.chunking import fallback_chunk_size
 from ..errors import InputError, StorageError
 from ..transitions import SPEC_ATTR, Blocks, from_spec, stored_transition
 
@@ -44,7 +45,7 @@ def config_field_docs() -> dict[str, tuple[str, str]]:
     -------
     dict of str to (str, str)
         Field name to ``(type spec, description)``, e.g.
-        ``"chunk_size": ("int, default 5000", "Time steps per engine chunk. ...")``.
+        ``"chunk_size": ('int or "auto", default "auto"', "Time steps per engine chunk. ...")``.
     """
     text = inspect.cleandoc(Config.__doc__ or "")
     _, _, section = text.partition("Parameters\n----------\n")
@@ -78,8 +79,20 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif kind == "int":
             group.add_argument(flag, type=int, metavar="N", **options)
+        elif kind == "int | str":  # chunk_size: N or auto
+            group.add_argument(flag, type=_int_or_auto, metavar="N|auto", **options)
         else:
             group.add_argument(flag, metavar="VALUE", **options)
+
+
+def _int_or_auto(text: str) -> int | str:
+    """An int flag value, or ``"auto"``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or auto, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,15 +132,19 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix == ".zarr" or path.is_dir()
 
 
-def open_input(path: Path, chunk_size: int | None = None) -> xr.Dataset:
+def open_input(path: Path, chunk_size: int | str | None = None) -> xr.Dataset:
     """Open a NetCDF file or Zarr store lazily.
 
     Parameters
     ----------
     path : Path
-    chunk_size : int, optional
+    chunk_size : int or "auto", optional
         Rows per dask block along ``time``: each block reads only its rows
-        from disk, whatever the file's own chunking.
+        from disk, whatever the file's own chunking. ``"auto"`` is the
+        engine's size for a NumPy input
+        (:func:`xhmm.engine.chunking.fallback_chunk_size` of the
+        ``state_bins``), which ``chunk_size="auto"`` then takes from the
+        blocks.
 
     Returns
     -------
@@ -155,6 +172,8 @@ def open_input(path: Path, chunk_size: int | None = None) -> xr.Dataset:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read {str(path)!r} as NetCDF or Zarr: {first}") from exc
     if chunk_size is not None and "time" in ds.dims:
+        if chunk_size == "auto":
+            chunk_size = fallback_chunk_size(ds.sizes.get("state_bins", 1))
         ds = ds.chunk({"time": chunk_size})
     return ds
 

@@ -17,8 +17,8 @@ last completed chunk with bit-identical results.
 The backward pass needs each chunk's filtered rows in the dtype the chunk
 ran in. A causal buffer stored in the attempt dtype holds them; otherwise
 (uint16 or float16 storage, ``persist_causal=False``, the float64 chunks of
-``compute_dtype="auto"``) the chunk is read and filtered again from its
-checkpoint, which costs about what keeping the rows in a scratch file would
+``compute_dtype="auto"``) the chunk is read (a second pass over a dask
+input's blocks) and filtered again from its checkpoint, which costs about what keeping the rows in a scratch file would
 (measured in docs/benchmarks.md) without its disk space.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
@@ -118,6 +120,7 @@ class _Run(RunState):
             inputs = fingerprint(reader.source, transition.digest(), initial,
                                  reader.columns, state_onehot, smooth=smooth,
                                  store_acausal=store_acausal,
+                                 read_rows=partial(reader.sample, keep=not config.resume),
                                  lengths=None if reader.infer else reader.lengths)
             mode = self.open_folder(inputs)
             if self.manifest is not None:
@@ -512,6 +515,9 @@ def run_engine(
     config : Config
         With ``use_memmap`` the buffers are ``{config.memmap_dir}/{name}.dat``
         of shape ``(B, T, ...)``.
+        ``chunk_size="auto"`` is resolved here
+        (:func:`xhmm.engine.chunking.resolve_chunk_size`); a memmap run's
+        manifest records the resolved size.
     smooth : bool
         Run the backward pass too.
     lengths : (B,) int array-like, optional
@@ -536,6 +542,9 @@ def run_engine(
     -------
     EngineResult
     """
+    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
+    config = config.replace(
+        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler,
                               buffers=HOST_BUFFERS)

@@ -20,7 +20,7 @@ import tempfile
 import zlib
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,29 +73,29 @@ def crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array).tobytes())
 
 
-def _sample_rows(log_likelihood) -> np.ndarray:
+def _sample_rows(n_time: int, read_rows: Callable[[int, int], np.ndarray]) -> np.ndarray:
     """Three blocks of rows (start, middle, end) of a (B, T, N) input."""
-    n_time = int(log_likelihood.shape[1])
     starts = sorted({0, max(0, n_time // 2 - _SAMPLE_ROWS // 2), max(0, n_time - _SAMPLE_ROWS)})
-    blocks = []
-    for start in starts:
-        block = log_likelihood[:, start:start + _SAMPLE_ROWS]
-        blocks.append(np.asarray(block.compute() if hasattr(block, "compute") else block))
-    return np.concatenate(blocks, axis=1)
+    return np.concatenate([read_rows(start, min(start + _SAMPLE_ROWS, n_time))
+                           for start in starts], axis=1)
 
 
 def fingerprint(log_likelihood, transition_digest: str, initial, columns, state_onehot,
-                *, smooth: bool, store_acausal: bool, lengths=None) -> dict[str, Any]:
+                *, smooth: bool, store_acausal: bool, read_rows: Callable[[int, int], np.ndarray],
+                lengths=None) -> dict[str, Any]:
     """Identify the inputs of a run cheaply.
 
     Shapes and dtypes, hashes of the transition (its ``digest()``), initial,
     interior bins, state membership and given lengths, and a hash of three
-    sampled blocks of log-likelihood rows (start, middle, end).
+    sampled blocks of log-likelihood rows (start, middle, end), read by
+    ``read_rows(start, stop)`` (the run's reader, so that the dask blocks
+    sampled are computed once for the sample and the run).
     """
     return {
         "log_likelihood_shape": [int(s) for s in log_likelihood.shape],
         "log_likelihood_dtype": str(np.dtype(log_likelihood.dtype)),
-        "log_likelihood_sample": array_digest(_sample_rows(log_likelihood)),
+        "log_likelihood_sample": array_digest(_sample_rows(int(log_likelihood.shape[1]),
+                                                           read_rows)),
         "transition": transition_digest,
         "initial": array_digest(np.asarray(initial, dtype=np.float64)),
         "interior_bins": array_digest(None if columns is None else np.asarray(columns, np.int64)),

@@ -22,6 +22,23 @@ and not all are zero, the input looks like probabilities rather than their
 logarithms (a log-likelihood is often all <= 0, rarely all >= 0 and <= 1):
 an :class:`xhmm.InputWarning` says so, once per reader.
 
+Dask blocks computed once per pass
+----------------------------------
+A dask input is computed whole block by block (its blocks along time),
+never by engine chunk: a chunk's rows are sliced from the blocks it
+overlaps, and the blocks overlapping the last two chunks read stay
+computed. So each block is computed at most once per pass whatever the
+chunk size, in forward and in reverse chunk order, and reading a chunk
+again in another dtype (a float64 recomputation of the chunk just read or
+the one before it) computes nothing. Host memory: the blocks overlapping
+two chunks. Blocks longer than a chunk and larger than
+:data:`BLOCK_CACHE_BYTES` are not kept whole: dask
+computes each chunk's rows (a NumPy, Zarr or NetCDF backed block reads
+just them; a computed block is computed again per chunk), and the rows of
+the last two chunks read are kept instead. :meth:`LikelihoodReader.sample`
+(the manifest's fingerprint) keeps the blocks it computed until a chunk
+reads them.
+
 Reused chunk buffers
 --------------------
 A reader made with ``buffers=n`` hands out its chunks' rows in ``n``
@@ -52,6 +69,15 @@ ALIGNMENT = 64
 #: Interior columns forming at most this many contiguous runs are gathered
 #: run by run (slice copies) instead of by fancy indexing.
 MAX_RUNS = 32
+#: Largest dask block (all sequences and bins, input dtype) kept whole when
+#: it is longer than a chunk. Computing a block materialises all of it
+#: anyway; a larger block backed by a file (e.g. a NetCDF variable opened
+#: with ``chunks={}``, one block) is better read chunk by chunk.
+BLOCK_CACHE_BYTES = 1024**3
+#: Reads whose computed dask blocks (or rows) stay cached: the chunk just
+#: read and the one before it (read ahead in the forward pass, then
+#: possibly read again in float64).
+KEPT_READS = 2
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -148,7 +174,8 @@ class LikelihoodReader:
     log_likelihood : (B, T, N) array-like
         NumPy array, ``np.memmap``, dask array or any object with ``shape``,
         ``dtype`` and ``[:, start:stop]`` slicing; only the rows of the
-        requested chunk are read (dask computes just them).
+        requested chunk are read (dask computes the blocks they overlap, each
+        at most once per pass: see the module docstring).
     columns : (K,) int ndarray or None
         Interior bins; None means all N.
     chunk_size : int
@@ -207,6 +234,94 @@ class LikelihoodReader:
         self._ended = np.zeros(self.n_seq, dtype=bool)
         self._scanned = 0
         self._scale_checked = False
+        self._lazy = hasattr(log_likelihood, "compute")
+        self._edges = self._block_edges() if self._lazy else None
+        #: Computed rows of a lazy input by (start, stop): dask blocks (or
+        #: chunks' rows when blocks are not kept whole).
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._recent: list[tuple[tuple[int, int], ...]] = []
+        self._pinned: set[tuple[int, int]] = set()
+
+    def _block_edges(self) -> np.ndarray | None:
+        """Row offsets of the dask blocks along time when they are kept whole, else None.
+
+        Blocks are kept whole when none is both longer than a chunk and
+        larger than :data:`BLOCK_CACHE_BYTES`.
+        """
+        chunks = getattr(self.source, "chunks", None)
+        if not isinstance(chunks, tuple) or len(chunks) < 2:
+            return None
+        n_total = int(self.source.shape[2])
+        row_bytes = max(1, self.n_seq * n_total * np.dtype(self.source.dtype).itemsize)
+        longest = max(self.chunk_size, BLOCK_CACHE_BYTES // row_bytes)
+        if max(chunks[1]) > longest:
+            return None
+        return np.cumsum([0, *chunks[1]])
+
+    def _spans(self, start: int, stop: int) -> tuple[tuple[int, int], ...]:
+        """The cached units covering rows ``start:stop``: dask blocks, or the rows themselves."""
+        if self._edges is None:
+            return ((start, stop),)
+        first = int(np.searchsorted(self._edges, start, side="right")) - 1
+        last = int(np.searchsorted(self._edges, stop, side="left")) - 1
+        return tuple((int(self._edges[i]), int(self._edges[i + 1]))
+                     for i in range(first, last + 1))
+
+    def _computed(self, span: tuple[int, int]) -> np.ndarray:
+        """(B, rows, N) rows ``span`` of a lazy input, computed once while cached."""
+        rows = self._cache.get(span)
+        if rows is None:
+            rows = np.asarray(self.source[:, span[0]:span[1]].compute(scheduler=self.scheduler))
+            self._cache[span] = rows
+        return rows
+
+    def _source_rows(self, start: int, stop: int) -> np.ndarray:
+        """(B, stop - start, N) rows of the input as NumPy (a view where possible)."""
+        if not self._lazy:
+            return np.asarray(self.source[:, start:stop])
+        spans = self._spans(start, stop)
+        rows = self._slice(spans, start, stop)
+        self._recent = [spans, *(s for s in self._recent if s != spans)][:KEPT_READS]
+        self._pinned.difference_update(spans)
+        kept = self._pinned.union(*self._recent)
+        for span in [span for span in self._cache if span not in kept]:
+            del self._cache[span]
+        return rows
+
+    def _slice(self, spans: tuple[tuple[int, int], ...], start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` out of the computed ``spans`` covering them."""
+        parts = [self._computed((lo, hi))[:, max(start, lo) - lo:stop - lo] for lo, hi in spans]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def sample(self, start: int, stop: int, keep: bool) -> np.ndarray:
+        """(B, stop - start, N) raw rows of the input, outside the chunk reads.
+
+        Parameters
+        ----------
+        start, stop : int
+            Time rows.
+        keep : bool
+            Keep the dask blocks computed for them until a chunk read uses
+            them (a run about to read every chunk: the blocks are computed
+            once for both).
+
+        Returns
+        -------
+        ndarray
+        """
+        if not self._lazy:
+            return np.asarray(self.source[:, start:stop])
+        if self._edges is None:
+            return np.asarray(self.source[:, start:stop].compute(scheduler=self.scheduler))
+        spans = self._spans(start, stop)
+        rows = self._slice(spans, start, stop)
+        if keep:
+            self._pinned.update(spans)
+        else:
+            kept = self._pinned.union(*self._recent)
+            for span in [span for span in spans if span not in kept]:
+                del self._cache[span]
+        return rows
 
     @property
     def n_rows(self) -> int:
@@ -316,10 +431,7 @@ class LikelihoodReader:
         contiguous runs (slice copies, no temporary); otherwise a view of
         the input or a new array.
         """
-        block = self.source[:, start:stop]
-        if hasattr(block, "compute"):
-            block = block.compute(scheduler=self.scheduler)
-        block = np.asarray(block)
+        block = self._source_rows(start, stop)
         exact = (np.issubdtype(block.dtype, np.floating)
                  and np.can_cast(block.dtype, into.dtype, "safe"))
         if self.columns is not None:

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import numpy as np
 
 from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
+from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .reader import Chunk, LikelihoodReader
 from .precision import FLOAT64, Precision
@@ -89,6 +91,7 @@ class _Decoder(RunState):
             inputs = {
                 **fingerprint(reader.source, transition.digest(), initial, reader.columns,
                               None, smooth=False, store_acausal=False,
+                              read_rows=partial(reader.sample, keep=not config.resume),
                               lengths=None if reader.infer else reader.lengths),
                 "algorithm": "viterbi",
             }
@@ -278,7 +281,8 @@ def run_viterbi(
     The arguments are those of :func:`xhmm.engine.loop.run_engine` (without
     the smoother's outputs): of ``config``, ``chunk_size``, ``compute_dtype``
     (see the module docstring), ``use_memmap`` / ``memmap_dir`` /
-    ``overwrite`` / ``resume`` and ``progress`` apply.
+    ``overwrite`` / ``resume`` and ``progress`` apply; ``chunk_size="auto"``
+    is resolved as there.
 
     Returns
     -------
@@ -292,6 +296,9 @@ def run_viterbi(
     ResumeError, StorageError
         As for the smoother's memmap runs.
     """
+    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
+    config = config.replace(
+        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
     decoder = _Decoder(reader, as_engine_transition(transition), initial, config, metadata)
