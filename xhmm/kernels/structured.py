@@ -512,12 +512,12 @@ class BlocksOperator:
         one to-state compared in order (larger, then lower from-bin).
         """
         discrete = self.discrete if x is None else x
-        ordered = self._ordered(p)
+        arranged = self._ordered(p)
         bounds = self._bounds()
         best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
         for (s, t), block in zip(self.pairs, self.blocks):
             lo, hi = bounds[s]
-            values, source = block_max(block, ordered[..., lo:hi], t)
+            values, source = block_max(block, arranged[..., lo:hi], t)
             source = source + lo
             if self.perm is not None:
                 source = jnp.take(self.perm, source)
