@@ -12,6 +12,9 @@ below then takes ``LAMBDA`` times that.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,11 +39,11 @@ from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform, plan_
 LAMBDA = 4.0
 
 
-def _unit_roundoff(dtype) -> float:
+def _unit_roundoff(dtype: np.dtype | type) -> float:
     return float(np.finfo(dtype).eps) / 2
 
 
-def _product_bound(n_terms: int, dtype) -> float:
+def _product_bound(n_terms: int, dtype: np.dtype | type) -> float:
     """Relative error of one entry of ``p @ A`` in ``dtype`` against exact.
 
     The inputs rounded to ``dtype`` (``p`` and ``A``: ``2 u``) and an
@@ -68,11 +71,11 @@ def _mixed_model() -> tuple[Blocks, np.ndarray, np.ndarray]:
     dense = rng.random((20, 20)) + 0.01
     blocks["frag", "frag"] = Dense(dense / dense.sum(axis=1, keepdims=True))
     discrete = rng.random((4, 4)) + 4 * np.eye(4)
-    return Blocks(discrete / discrete.sum(axis=1, keepdims=True), blocks), labels, \
-        np.ones(labels.size, bool)
+    transition = Blocks(discrete / discrete.sum(axis=1, keepdims=True), blocks)
+    return transition, labels, np.ones(labels.size, bool)
 
 
-def _operators(n_sequences: int):
+def _operators(n_sequences: int) -> Iterator[tuple[str, Any, np.ndarray]]:
     """(name, float32 operator, float64 dense matrix) for a dense and a mixed model."""
     A = transition_matrix(150)
     yield "dense", dense_operator(A, np.float32, n_sequences), A
@@ -84,7 +87,7 @@ def _operators(n_sequences: int):
     yield "blocks", operator, planned.matrix()
 
 
-def _rows(rng, shape) -> np.ndarray:
+def _rows(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     p = rng.random(shape) + 0.05
     return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
 
@@ -141,7 +144,7 @@ def test_grad_of_log_predict_matches_float64():
         assert np.sum(grad * direction) == pytest.approx(slope, rel=1e-4)
 
 
-def _tolerances(K: int, T: int, dtype) -> tuple[float, float, float]:
+def _tolerances(K: int, T: int, dtype: np.dtype) -> tuple[float, float, float]:
     """(filtered, smoothed, log-likelihood) bounds on batched against alone.
 
     Per step the filter rounds two ``K``-term sums of non-negative terms
@@ -162,7 +165,8 @@ def _tolerances(K: int, T: int, dtype) -> tuple[float, float, float]:
     return np.sqrt(T) * delta, 2 * np.sqrt(2 * T) * delta, T * delta
 
 
-def _check_batched_against_alone(ds: xr.Dataset, K: int, kw: dict, dtype) -> xr.Dataset:
+def _check_batched_against_alone(ds: xr.Dataset, K: int, kw: dict, dtype: np.dtype
+                                 ) -> xr.Dataset:
     """Smooth ``ds``'s sequences in one batch and each alone; compare within the bounds."""
     T = ds.sizes["time"]
     filtered_tol, smoothed_tol, mll_tol = _tolerances(K, T, dtype)
