@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xhmm-installed
 
-.PHONY: test test-min test-ffi demo bench clean
+.PHONY: test test-min demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,9 @@ MATRIX_TESTS := tests/test_smoke.py tests/test_xarray_layer.py tests/test_netcdf
 
 # Cell 5 (`make test-min`) runs the numerics tests in .venv-min, built from
 # .ci/min-versions.txt: the lowest versions pyproject.toml's ranges allow
-# (JAX 0.4.30, numpy 1.26.0, xarray 2024.6.0, ...). Cell 6 (`make test-ffi`)
-# runs the fixed-order kernels' tests in .venv-ffi, built from
-# .ci/ffi-versions.txt (JAX 0.6.2, llvmlite 0.43 / LLVM 14). MIN_CELL=0 leaves
-# both out.
+# (JAX 0.4.30, numpy 1.26.0, xarray 2024.6.0, ...). MIN_CELL=0 leaves it out.
 MIN_CELL ?= 1
-CELLS := $(if $(filter 1,$(MIN_CELL)),6,4)
+CELLS := $(if $(filter 1,$(MIN_CELL)),5,4)
 
 test: $(STAMP)
 	@echo "=== matrix cell 1/$(CELLS): use_memmap=False lazy_expand=True (whole suite) ==="
@@ -39,10 +36,8 @@ test: $(STAMP)
 	@echo "=== matrix cell 4/$(CELLS): use_memmap=True lazy_expand=False ==="
 	$(PY) -m pytest -q $(MATRIX_TESTS) --xhmm-memmap --xhmm-eager
 ifeq ($(MIN_CELL),1)
-	@echo "=== matrix cell 5/6: minimum versions (.ci/min-versions.txt in $(MIN_VENV)) ==="
+	@echo "=== matrix cell 5/5: minimum versions (.ci/min-versions.txt in $(MIN_VENV)) ==="
 	$(MAKE) --no-print-directory test-min
-	@echo "=== matrix cell 6/6: fixed-order kernels, JAX 0.6.2 and LLVM 14 (.ci/ffi-versions.txt in $(FFI_VENV)) ==="
-	$(MAKE) --no-print-directory test-ffi
 endif
 
 # The minimum-versions environment: rebuilt from scratch whenever the pins or
@@ -66,23 +61,6 @@ $(MIN_STAMP): .ci/min-versions.txt pyproject.toml
 test-min: $(MIN_STAMP)
 	$(MIN_PY) -m pytest -q $(MIN_TESTS)
 
-FFI_VENV ?= .venv-ffi
-FFI_PY := $(FFI_VENV)/bin/python
-FFI_STAMP := $(FFI_VENV)/.xhmm-installed
-
-$(FFI_STAMP): .ci/ffi-versions.txt pyproject.toml
-	rm -rf $(FFI_VENV)
-	$(PYTHON) -m venv $(FFI_VENV)
-	$(FFI_PY) -m pip install --quiet -r .ci/ffi-versions.txt
-	$(FFI_PY) -m pip install --quiet --no-deps -e .
-	touch $(FFI_STAMP)
-
-# The kernels must be active there (test_ordered.py would otherwise skip).
-test-ffi: $(FFI_STAMP)
-	$(FFI_PY) -c "import numpy, llvmlite.binding as b; from xhmm.kernels import ordered; \
-	assert b.llvm_version_info[0] < 15 and ordered.active(numpy.float32), 'kernels inactive'"
-	$(FFI_PY) -m pytest -q tests/test_ordered.py
-
 demo: $(STAMP)
 	$(PY) -m xhmm demo $(DEMO_ARGS)
 
@@ -90,4 +68,4 @@ bench: $(STAMP)
 	$(PY) -m xhmm bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) $(FFI_VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) demo-output .pytest_cache

@@ -14,7 +14,6 @@ from xhmm.bench.report import write_plots
 from xhmm.bench.workload import Problem
 from xhmm.cli import main
 from xhmm.errors import InputError
-from xhmm.kernels import ordered
 from xhmm.kernels.hmm import backward_chunk, forward_chunk
 from xhmm.kernels.operators import dense_operator
 
@@ -192,13 +191,6 @@ def test_compiled_scans_read_the_matrix_along_rows():
         text = compiled.as_text()
         assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)
         (body,) = _while_bodies(text)
-        if ordered.active(f32):
-            # the fixed-order kernels read the matrix row by row themselves:
-            # one (1, K) product with it per step
-            calls = re.findall(rf"= f32\[1,{K}\]\{{[\d,]+\}} custom-call\([^\n]*"
-                               r"xhmm_ordered_n[nt]_f32", body)
-            assert len(calls) == 1
-            continue
         # (K, K) @ (K, 1): the matrix is the left operand, contracted on its
         # minor (contiguous) axis; prev @ A would show f32[1,K] and dims={0}
         dots = re.findall(r"= f32\[(\d+),1\]\{[\d,]+\} dot\([^)]*\), "

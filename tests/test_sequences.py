@@ -13,7 +13,6 @@ import xarray as xr
 
 import xhmm
 from xhmm.engine.budget import choose_batch_size
-from xhmm.kernels import ordered
 from xhmm.kernels.hmm import backward_chunk, forward_chunk
 from xhmm.kernels.operators import dense_operator
 from xhmm import smooth_sequences
@@ -274,12 +273,8 @@ def test_batch_size_fits_the_budget():
     assert choose_batch_size(1000, K, C, "float32", 0) == 1
 
 
-def _product_shapes(compiled_text: str) -> list[str]:
-    """Output shapes of the matrix products: XLA dots or the ordered kernels."""
-    dots = re.findall(r"= f32\[([\d,]+)\]\{[\d,]+\} dot\(", compiled_text)
-    ordered_calls = re.findall(r"= f32\[([\d,]+)\]\{[\d,]+\} custom-call\([^\n]*"
-                               r"custom_call_target=\"xhmm_ordered_n[nt]_f32\"", compiled_text)
-    return dots + ordered_calls
+def _dot_shapes(compiled_text: str) -> list[str]:
+    return re.findall(r"= f32\[([\d,]+)\]\{[\d,]+\} dot\(", compiled_text)
 
 
 def test_compiled_batch_uses_matrix_matrix_products():
@@ -294,12 +289,8 @@ def test_compiled_batch_uses_matrix_matrix_products():
         np.full(B, C, np.int32), op, None).compile().as_text()
     # forward: one (B, K) @ (K, K) per step; backward: one (B, K) x (K, K) per
     # step and one (B*C, K) @ (K, K) per chunk for the predictions
-    if ordered.active(f32):
-        # the fixed-order kernels also take the forward's normalising sums
-        assert sorted(_product_shapes(fwd)) == sorted([f"{B},{K}", f"{B},1"])
-    else:
-        assert _product_shapes(fwd) == [f"{B},{K}"]
-    assert sorted(_product_shapes(bwd)) == sorted([f"{B},{K}", f"{B * C},{K}"])
+    assert _dot_shapes(fwd) == [f"{B},{K}"]
+    assert sorted(_dot_shapes(bwd)) == sorted([f"{B},{K}", f"{B * C},{K}"])
     # and no transposed copy of the transition matrix
     for text in (fwd, bwd):
         assert not re.search(rf"f32\[{K},{K}\]\{{[\d,]+\}} (transpose|copy)\(", text)

@@ -255,8 +255,8 @@ def _tied_blocks(rng, dtype):
     to_cells, to_bins = bins(12, [0, 7])
     to_from = jax.numpy.asarray([2, 4, 0, 4], np.int32)  # 4: no from-bin moves there
     return {
-        "rank-one": (RankOneBlock(tied(9), 9, None), 6),
-        "uniform": (RankOneBlock(None, 9, jax.numpy.asarray(1 / 9, dtype)), 6),
+        "rank-one": (RankOneBlock(tied(9), 9), 6),
+        "uniform": (RankOneBlock(None, 9), 6),
         "identity": (IdentityBlock(None, None), 6),
         "identity into more bins": (IdentityBlock(to_from, None), 4),
         "dense block": (DenseBlock(tied(6, 9), None), 6),

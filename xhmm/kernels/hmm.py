@@ -39,7 +39,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import ordered
 from .operators import HIGHEST, step_slice
 
 __all__ = ["forward_chunk", "backward_chunk", "summarize_chunk", "rescaled_scan",
@@ -158,9 +157,7 @@ def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
         on padded rows).
     """
     def normalise(weights, peak):
-        # In a fixed order, so that a sequence's log normalisers do not
-        # depend on the batch it runs in (see xhmm.kernels.ordered).
-        total = ordered.row_sum(weights)
+        total = jnp.sum(weights, axis=1, keepdims=True)
         return weights / total, peak + jnp.log(total)
 
     last, (filtered, log_norm, flags, _), _ = rescaled_scan(

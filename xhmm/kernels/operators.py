@@ -45,7 +45,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import ordered
 from .maxproduct import column_max, max_rows
 
 __all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "dense_predict",
@@ -101,13 +100,11 @@ class DenseOperator:
     matrix : (K, K) array
         ``matrix[i, j]`` = P(bin j at t + 1 | bin i at t).
     matrix_t : (K, K) array or None
-        ``matrix.T`` stored row-major, for the filter: ``matrix_t @ p``
-        reads contiguous rows, which on CPU is 1.2x faster than ``p @
-        matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000 for one
-        sequence, and the fixed-order products (:mod:`xhmm.kernels.ordered`,
-        float32 on CPU) use it for any batch. Otherwise None when the batch
-        has more than one sequence (``p @ matrix`` is then a matrix-matrix
-        product and needs no transposed copy).
+        ``matrix.T`` stored row-major, for a single sequence's filter:
+        ``matrix_t @ p`` reads contiguous rows, which on CPU is 1.2x faster
+        than ``p @ matrix`` at K = 1,000 and 1.4-1.8x at K = 2,000-4,000.
+        None when the batch has more than one sequence (``p @ matrix`` is
+        then a matrix-matrix product and needs no transposed copy).
     """
 
     def __init__(self, matrix: jax.Array, matrix_t: jax.Array | None) -> None:
@@ -127,17 +124,11 @@ class DenseOperator:
     def pullback(self, r: jax.Array, x: Any = None) -> jax.Array:
         # Contracts the matrix's second (contiguous) axis with each row: no
         # transposed copy of the matrix inside the scan.
-        if ordered.active(r.dtype):
-            return ordered.matmul_t(r, self.matrix)
         if r.shape[0] == 1:
             return jnp.matmul(self.matrix, r[0], precision=HIGHEST)[None]
         return jnp.einsum("ij,bj->bi", self.matrix, r, precision=HIGHEST)
 
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
-        # XLA's (multi-threaded, packed) matrix product even where the
-        # fixed-order kernels run: it is 1.8x faster over a chunk at
-        # K = 10,650, and the smoother's predictions enter no log-likelihood,
-        # so a sequence's smoothed rows differ from alone only by rounding.
         n_seq, n_rows, n_bins = rows.shape
         flat = rows.reshape(n_seq * n_rows, n_bins)
         return jnp.matmul(flat, self.matrix, precision=HIGHEST).reshape(rows.shape)
@@ -163,20 +154,13 @@ class DenseOperator:
         return column_max(p, self.matrix, self.matrix_t, j)
 
 
-def dense_predict(p: jax.Array, matrix: jax.Array, matrix_t: jax.Array | None,
-                  fixed: bool = True) -> jax.Array:
+def dense_predict(p: jax.Array, matrix: jax.Array, matrix_t: jax.Array | None) -> jax.Array:
     """``p @ matrix`` over the last axis of ``p``, in the layout that is fastest.
 
-    With ``fixed`` where the fixed-order kernels run (float32 on CPU), rows
-    of the stored transpose (faster than streaming the matrix); otherwise
-    XLA's matrix-vector product on the transpose for one row, else its
-    matrix product. Used by :class:`DenseOperator` and the structured
-    operators' dense blocks.
+    XLA's matrix-vector product on the stored transpose for one row (it
+    reads the transpose's contiguous rows), else its matrix product. Used
+    by :class:`DenseOperator` and the structured operators' dense blocks.
     """
-    if fixed and ordered.active(p.dtype):
-        if matrix_t is None:
-            return ordered.matmul(p, matrix)
-        return ordered.matmul_t(p, matrix_t)
     if matrix_t is not None and p.shape[:-1] == (1,):
         return jnp.matmul(matrix_t, p[0], precision=HIGHEST)[None]
     return jnp.matmul(p, matrix, precision=HIGHEST)
@@ -186,13 +170,12 @@ def device_matrix(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int
                   ) -> tuple[jax.Array, jax.Array | None]:
     """``matrix`` on the device in ``dtype``, and its transpose where products want it.
 
-    The transpose is stored for one sequence or where the fixed-order
-    kernels run (float32 on CPU), transposed on the device (no host
+    The transpose is stored for one sequence (whose matrix-vector products
+    read it, see :func:`dense_predict`), transposed on the device (no host
     temporary of the matrix's size); otherwise None.
     """
     device = jax.device_put(np.asarray(matrix, dtype=dtype))
-    transposed = n_sequences == 1 or ordered.active(dtype)
-    return device, jnp.transpose(device) if transposed else None
+    return device, jnp.transpose(device) if n_sequences == 1 else None
 
 
 def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) -> DenseOperator:
@@ -205,9 +188,8 @@ def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) 
     dtype : dtype
         Compute dtype.
     n_sequences : int
-        Sequences per batch; one sequence, or float32 on CPU, also stores
-        the transposed matrix (transposed on the device, no host temporary
-        of K * K values).
+        Sequences per batch; one sequence also stores the transposed matrix
+        (transposed on the device, no host temporary of K * K values).
 
     Returns
     -------

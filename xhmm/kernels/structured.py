@@ -37,12 +37,6 @@ Viterbi backtrack's back-pointer of one to-bin per sequence) computes the
 same candidates for that to-bin only, with the same products and ties:
 each block's ``max_column`` is one entry of its ``max_forward``, bit for bit.
 
-The sums of ``forward`` and ``backward`` (products, the uniform blocks'
-row sums) go through :mod:`xhmm.kernels.ordered`, so in float32 on CPU a
-row's result does not depend on how many rows run with it; only the
-smoother's chunk-wide predictions (``predict_chunk``) may use XLA's faster
-products instead.
-
 Every shape and index array is fixed when the operator is built, so the
 scans compile once per layout.
 """
@@ -56,9 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import ordered
 from .maxproduct import column_max, first_max, keep_better, max_rows
-from .operators import dense_predict
+from .operators import HIGHEST, dense_predict
 
 __all__ = [
     "RankOneBlock",
@@ -86,32 +79,21 @@ class RankOneBlock:
         The common row; None for the uniform row ``1 / n_to``.
     n_to : int
         Interior bins of the to-state (static).
-    scale : 0-d array or None
-        ``1 / n_to`` in the compute dtype for the uniform row, else None. An
-        array rather than a constant: XLA rewrites a division by a constant
-        into a product with its reciprocal and regroups chains of such
-        products differently for one row than for several, so a constant
-        here would round a sequence differently alone and in a batch.
     """
 
     vector: jax.Array | None
     n_to: int
-    scale: jax.Array | None
 
-    @property
-    def _row(self) -> jax.Array:
-        """The common row: ``vector``, or ``scale`` as a trailing axis of 1."""
-        return self.scale[None] if self.vector is None else self.vector
-
-    def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
+    def forward(self, p: jax.Array) -> jax.Array:
         """``p @ block`` over the last axis (uniform: a trailing axis of 1)."""
-        return ordered.row_sum(p, fixed) * self._row
+        mass = jnp.sum(p, axis=-1, keepdims=True)
+        return mass / self.n_to if self.vector is None else mass * self.vector
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``block @ r`` over the last axis, a trailing axis of 1 (all rows equal)."""
         if self.vector is None:
-            return ordered.row_sum(r) * self.scale
-        return ordered.matmul_t(r, self.vector[None])
+            return jnp.sum(r, axis=-1, keepdims=True) / self.n_to
+        return jnp.matmul(r, self.vector, precision=HIGHEST)[..., None]
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_i p[i] * block[i, j]`` and its argmax: ``max(p) * vector``, ``argmax(p)``.
@@ -119,14 +101,16 @@ class RankOneBlock:
         Uniform: a trailing axis of 1, as :meth:`forward`.
         """
         peak, source = first_max(p)
-        values = peak * self._row
-        return values, jnp.broadcast_to(source, values.shape)
+        if self.vector is None:
+            return peak / self.n_to, source
+        shape = peak.shape[:-1] + self.vector.shape
+        return peak * self.vector, jnp.broadcast_to(source, shape)
 
     def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from)."""
         peak, source = (a[:, 0] for a in first_max(p))
         if self.vector is None:
-            return peak * self.scale, source
+            return peak / self.n_to, source
         return peak * jnp.take(self.vector, j), source
 
 
@@ -146,8 +130,8 @@ class IdentityBlock:
     to_from: jax.Array | None
     from_to: jax.Array | None
 
-    def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
-        """``p @ block`` over the last axis (no sums: ``fixed`` changes nothing)."""
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block`` over the last axis."""
         return p if self.to_from is None else _gather(p, self.to_from)
 
     def backward(self, r: jax.Array) -> jax.Array:
@@ -177,21 +161,20 @@ class DenseBlock:
     ----------
     matrix : (n_from, n_to) array
     matrix_t : (n_to, n_from) array or None
-        ``matrix.T`` stored row-major for a single sequence's step and for
-        the fixed-order products (see
+        ``matrix.T`` stored row-major for a single sequence's step (see
         :class:`xhmm.kernels.operators.DenseOperator`), or None.
     """
 
     matrix: jax.Array
     matrix_t: jax.Array | None
 
-    def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
+    def forward(self, p: jax.Array) -> jax.Array:
         """``p @ matrix`` over the last axis."""
-        return dense_predict(p, self.matrix, self.matrix_t, fixed)
+        return dense_predict(p, self.matrix, self.matrix_t)
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``matrix @ r`` over the last axis (no transposed copy of the matrix)."""
-        return ordered.matmul_t(r, self.matrix)
+        return jnp.einsum("ij,...j->...i", self.matrix, r, precision=HIGHEST)
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_i p[i] * matrix[i, j]`` over the last axis and its argmax."""
@@ -245,16 +228,19 @@ class SeparableBlock:
     def _flat(self, grid: jax.Array, bins: jax.Array) -> jax.Array:
         return jnp.take(grid.reshape(grid.shape[:-2] + (-1,)), bins, axis=-1)
 
-    def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
+    def forward(self, p: jax.Array) -> jax.Array:
         """``p @ block``: ``gx.T @ grid(p * inv_z) @ gy`` at the to-bins."""
-        grid = ordered.matmul(self._grid(p * self.inv_z, self.from_cells), self.gy, fixed)
-        grid = ordered.left_matmul(self.gx, grid, transpose=True, fixed=fixed)
+        grid = jnp.matmul(self._grid(p * self.inv_z, self.from_cells), self.gy,
+                          precision=HIGHEST)
+        grid = jnp.einsum("ac,...ad->...cd", self.gx, grid, precision=HIGHEST)
         return self._flat(grid, self.to_bins)
 
     def backward(self, r: jax.Array) -> jax.Array:
         """``block @ r``: ``gx @ grid(r) @ gy.T`` at the from-bins, times ``inv_z``."""
-        grid = ordered.matmul_t(self._grid(r, self.to_cells), self.gy)
-        return self._flat(ordered.left_matmul(self.gx, grid), self.from_bins) * self.inv_z
+        grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy,
+                          precision=HIGHEST)
+        grid = jnp.einsum("ac,...cb->...ab", self.gx, grid, precision=HIGHEST)
+        return self._flat(grid, self.from_bins) * self.inv_z
 
     def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``max_{a, b} grid(p * inv_z)[a, b] * gx[a, c] * gy[b, d]`` and its from-bin.
@@ -298,8 +284,7 @@ class BandedBlock:
     bins (at least the band's reach, see :mod:`xhmm.transitions.bands`);
     tile ``t`` of a product needs only tiles ``t - 1 .. t + 1`` of the
     vector, so every product is one batched matrix product of the
-    ``(3 width)``-bin neighbourhood of each tile with its window
-    (:func:`xhmm.kernels.ordered.tile_matmul_t`). On CPU at
+    ``(3 width)``-bin neighbourhood of each tile with its window. On CPU at
     n = 500, reach 17 (width 24) a filter step costs about 2 us more than
     the step alone, the chunk product about 1.5 us a row.
 
@@ -333,14 +318,11 @@ class BandedBlock:
         return tiles.reshape(tiles.shape[:-2] + (-1,))[..., :self.n]
 
     def _product(self, values: jax.Array, windows: jax.Array) -> jax.Array:
-        return self._bins(ordered.tile_matmul_t(self._around(values), windows))
+        return self._bins(
+            jnp.einsum("...tr,tcr->...tc", self._around(values), windows, precision=HIGHEST))
 
-    def forward(self, p: jax.Array, fixed: bool = True) -> jax.Array:
-        """``p @ matrix`` over the last axis, in fixed order even without ``fixed``.
-
-        The fixed-order tile product is the faster one here too: 4.0 against
-        13.3 us for three rows of 21 tiles of 24 bins (1.8 us both for one).
-        """
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ matrix`` over the last axis."""
         return self._product(p, self.forward_windows)
 
     def backward(self, r: jax.Array) -> jax.Array:
@@ -376,7 +358,7 @@ class BandedBlock:
 Block = Union[RankOneBlock, IdentityBlock, DenseBlock, BandedBlock, SeparableBlock]
 
 _register = jax.tree_util.register_dataclass
-_register(RankOneBlock, data_fields=["vector", "scale"], meta_fields=["n_to"])
+_register(RankOneBlock, data_fields=["vector"], meta_fields=["n_to"])
 _register(IdentityBlock, data_fields=["to_from", "from_to"], meta_fields=[])
 _register(DenseBlock, data_fields=["matrix", "matrix_t"], meta_fields=[])
 _register(BandedBlock, data_fields=["forward_windows", "backward_windows"], meta_fields=["n"])
@@ -434,15 +416,11 @@ class BlocksOperator:
 
         The block products do not depend on the row, so each is one product
         over the whole chunk; a time-varying discrete then scales row ``i``
-        by ``xs[i]``. XLA's products, not the fixed-order ones (as
-        :class:`xhmm.kernels.operators.DenseOperator` does): these
-        predictions enter no log-likelihood, and over a chunk XLA's are
-        faster (NonLocal at K = 10,650: the random walk's 19.5 against
-        29.1 us a row).
+        by ``xs[i]``.
         """
         if xs is None:
-            return self._apply(rows, lambda s, t: self.discrete[s, t], forward=True, fixed=False)
-        return self._apply(rows, lambda s, t: xs[:, s, t][:, None], forward=True, fixed=False)
+            return self._apply(rows, lambda s, t: self.discrete[s, t], forward=True)
+        return self._apply(rows, lambda s, t: xs[:, s, t][:, None], forward=True)
 
     def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any = None,
                           states: Any = None) -> jax.Array:
@@ -534,12 +512,12 @@ class BlocksOperator:
         one to-state compared in order (larger, then lower from-bin).
         """
         discrete = self.discrete if x is None else x
-        ordered = self._ordered(p)
+        arranged = self._ordered(p)
         bounds = self._bounds()
         best: list[tuple[jax.Array, jax.Array] | None] = [None] * len(bounds)
         for (s, t), block in zip(self.pairs, self.blocks):
             lo, hi = bounds[s]
-            values, source = block_max(block, ordered[..., lo:hi], t)
+            values, source = block_max(block, arranged[..., lo:hi], t)
             source = source + lo
             if self.perm is not None:
                 source = jnp.take(self.perm, source)
@@ -548,19 +526,15 @@ class BlocksOperator:
         return best
 
     def _apply(self, values: jax.Array, coef: Callable[[int, int], Any],
-               forward: bool, fixed: bool = True) -> jax.Array:
-        """Sum ``coef(s, t) * block product`` into each destination state.
-
-        ``fixed``: forward products in the fixed order of
-        :mod:`xhmm.kernels.ordered` (else XLA's).
-        """
+               forward: bool) -> jax.Array:
+        """Sum ``coef(s, t) * block product`` into each destination state."""
         arranged = self._ordered(values)
         bounds = self._bounds()
         parts = [arranged[..., lo:hi] for lo, hi in bounds]
         sums: list[jax.Array | None] = [None] * len(bounds)
         for (s, t), block in zip(self.pairs, self.blocks):
             if forward:
-                dst, product = t, block.forward(parts[s], fixed)
+                dst, product = t, block.forward(parts[s])
             else:
                 dst, product = s, block.backward(parts[t])
             term = coef(s, t) * product

@@ -67,7 +67,9 @@ def windows(matrix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         rows of tiles ``t - 1 .. t + 1`` into the columns of tile ``t``) and
         ``backward[t, c, r] = matrix[t width + c, t width - width + r]``;
         zero outside the matrix. Each tile's window is stored with the
-        contraction (``r``) last, as the fixed-order products read it.
+        contraction (``r``) last (XLA's batched product on CPU is as fast
+        with it first: contfrag-1d at K = 1,000, 17.6-18.6 us a filter and
+        smoother step either way).
     """
     n = matrix.shape[0]
     n_tiles = -(-n // width)

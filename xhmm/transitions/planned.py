@@ -74,9 +74,8 @@ class PlannedRankOne:
 
     def device(self, dtype: np.dtype, n_sequences: int) -> RankOneBlock:
         """The kernel block in ``dtype`` (see :mod:`xhmm.kernels.structured`)."""
-        if self.vector is None:
-            return RankOneBlock(None, self.n_to, jnp.asarray(1 / self.n_to, dtype=dtype))
-        return RankOneBlock(jnp.asarray(self.vector, dtype=dtype), self.n_to, None)
+        vector = None if self.vector is None else jnp.asarray(self.vector, dtype=dtype)
+        return RankOneBlock(vector, self.n_to)
 
 
 @dataclass(frozen=True, eq=False)
