@@ -23,14 +23,11 @@ import xarray as xr
 
 from xhmm.bench.workload import Problem, transition_matrix
 from xhmm.kernels.operators import dense_operator
-from xhmm.kernels.structured import (
-    BandedBlock,
-    DenseBlock,
-    IdentityBlock,
-    RankOneBlock,
-    SeparableBlock,
-)
-from xhmm.sequences import smooth_sequences
+from xhmm.transitions.identity import IdentityBlock
+from xhmm.transitions.matrix import BandedBlock, DenseBlock
+from xhmm.transitions.random_walk import SeparableBlock
+from xhmm.transitions.uniform import RankOneBlock
+from xhmm import smooth_sequences
 from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform, plan_transition
 
 #: Multiple of the probabilistic error ``sqrt(n) u`` of an ``n``-term sum

@@ -24,13 +24,10 @@ from conftest import make_dataset, reference_forward_backward
 from xhmm.engine.transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
 from xhmm.kernels.operators import DenseOperator
-from xhmm.kernels.structured import (
-    BandedBlock,
-    DenseBlock,
-    IdentityBlock,
-    RankOneBlock,
-    SeparableBlock,
-)
+from xhmm.transitions.identity import IdentityBlock
+from xhmm.transitions.matrix import BandedBlock, DenseBlock
+from xhmm.transitions.random_walk import SeparableBlock
+from xhmm.transitions.uniform import RankOneBlock
 from xhmm.transitions import (
     SPEC_ATTR,
     Blocks,

@@ -47,7 +47,7 @@ from .engine.viterbi import ViterbiResult, run_viterbi
 from .errors import InputError, caller_stacklevel
 from .inputs import resolve_inputs
 from .most_likely import viterbi_dataset
-from .names import BINS, SEQUENCE, TIME
+from .names import SEQUENCE, TIME
 from .results import BinLayout, Part, build_result, part_of
 from .runs import run_metadata
 from .sequences import SequenceInputs, resolve_sequences

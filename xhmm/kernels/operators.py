@@ -48,7 +48,7 @@ import numpy as np
 from .maxproduct import column_max, max_rows
 
 __all__ = ["TransitionOperator", "DenseOperator", "dense_operator", "dense_predict",
-           "device_matrix", "step_slice", "HIGHEST"]
+           "device_matrix", "gather", "step_slice", "HIGHEST"]
 
 #: The precision of every matrix product in the kernels: true float32 (or
 #: float64). JAX's default lets NVIDIA GPUs from Ampere on round float32
@@ -196,3 +196,8 @@ def dense_operator(matrix: np.ndarray, dtype: np.dtype | str, n_sequences: int) 
     DenseOperator
     """
     return DenseOperator(*device_matrix(matrix, dtype, n_sequences))
+
+
+def gather(values: jax.Array, index: jax.Array) -> jax.Array:
+    """``values[..., index]``; an index equal to ``values.shape[-1]`` reads 0."""
+    return jnp.take(values, index, axis=-1, mode="fill", fill_value=0)

@@ -21,7 +21,9 @@ from ..engine.manifest import array_digest
 from ..engine.transition import DenseTransition
 from .discrete import DiscreteSchedule
 from .layout import state_layout
-from .planned import PlannedBlock, PlannedDense, PlannedRankOne
+from .block import PlannedBlock
+from .matrix import PlannedDense
+from .uniform import PlannedRankOne
 from .structured import StructuredTransition
 
 __all__ = ["analyse_dense", "MIN_ANALYSED_BINS", "MAX_COST_FRACTION", "RANK_ONE_RTOL"]

@@ -38,7 +38,7 @@ from ..errors import InputError, TransitionError
 from .layout import StateBins
 
 __all__ = ["TransitionBlock", "PlannedBlock", "KernelBlock", "block_kinds", "block_kind",
-           "nld_blocks", "detector_environment"]
+           "nld_blocks", "detector_environment", "device_indices", "inverse_index"]
 
 _KINDS: dict[str, type["TransitionBlock"]] = {}
 
@@ -189,6 +189,18 @@ def block_kind(kind: Any, where: str) -> type[TransitionBlock]:
 def nld_blocks(name: str) -> list[type[TransitionBlock]]:
     """The kinds that may stand for non_local_detector's transition class ``name``."""
     return [cls for cls in _KINDS.values() if name in cls.nld_names]
+
+
+def device_indices(values: np.ndarray) -> jax.Array:
+    """Integer indices on the device, as int32."""
+    return jax.device_put(np.asarray(values, dtype=np.int32))
+
+
+def inverse_index(cells: np.ndarray, n_cells: int) -> np.ndarray:
+    """For each of ``n_cells``, its position in ``cells`` (``len(cells)`` if none)."""
+    inverse = np.full(n_cells, cells.size, dtype=np.int64)
+    inverse[cells] = np.arange(cells.size)
+    return inverse
 
 
 def detector_environment(det: Any, name: Any) -> Any:

@@ -1,18 +1,25 @@
-"""``Identity``: bin ``k`` of the from-state moves to bin ``k`` of the to-state."""
+"""``Identity``: bin ``k`` of the from-state moves to bin ``k`` of the to-state.
+
+The block kind (see :mod:`xhmm.transitions.block`): :class:`Identity` plans
+a :class:`PlannedIdentity`, which runs on the device as an
+:class:`IdentityBlock` (a gather).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import TransitionError
-from .block import PlannedBlock, TransitionBlock
+from ..kernels.operators import gather
+from .block import PlannedBlock, TransitionBlock, device_indices, inverse_index
 from .layout import StateBins
-from .planned import PlannedIdentity
 
-__all__ = ["Identity"]
+__all__ = ["Identity", "PlannedIdentity", "IdentityBlock"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Identity(TransitionBlock):
     nld_names = ("Identity",)
 
     def plan(self, src: StateBins, dst: StateBins, name: str) -> PlannedBlock:
-        """The planned block (see :mod:`xhmm.transitions.planned`).
+        """The planned block (:class:`PlannedIdentity`).
 
         Raises
         ------
@@ -53,3 +60,81 @@ class Identity(TransitionBlock):
                                 **data: Any) -> "Identity":
         """non_local_detector's ``Identity``: the same block."""
         return cls()
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedIdentity(PlannedBlock):
+    """Interior from-bin ``i`` moves to interior to-bin ``from_to[i]``."""
+
+    from_to: np.ndarray
+    n_to: int
+
+    @property
+    def label(self) -> str:
+        """How the block runs, for ``describe()``."""
+        return "identity"
+
+    @property
+    def cost(self) -> int:
+        """Multiply-adds per row of a product."""
+        return self.n_to
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays that identify the block (for the digest)."""
+        return (self.from_to,)
+
+    def dense(self) -> np.ndarray:
+        """The (n_from, n_to) float64 matrix over interior bins."""
+        out = np.zeros((self.from_to.size, self.n_to))
+        out[np.arange(self.from_to.size), self.from_to] = 1.0
+        return out
+
+    def device(self, dtype: np.dtype, n_sequences: int) -> IdentityBlock:
+        """The kernel block in ``dtype`` (see :class:`xhmm.kernels.structured.BlocksOperator`)."""
+        n_from = self.from_to.size
+        if n_from == self.n_to and np.array_equal(self.from_to, np.arange(n_from)):
+            return IdentityBlock(None, None)
+        return IdentityBlock(device_indices(inverse_index(self.from_to, self.n_to)), device_indices(self.from_to))
+
+
+@dataclass(frozen=True)
+class IdentityBlock:
+    """Bin ``k`` of the from-state moves to bin ``k`` of the to-state.
+
+    Parameters
+    ----------
+    to_from : (n_to,) int array or None
+        For each interior to-bin, the interior from-bin that moves to it
+        (``n_from`` where none does); None when it is the identity.
+    from_to : (n_from,) int array or None
+        For each interior from-bin, the interior to-bin it moves to.
+    """
+
+    to_from: jax.Array | None
+    from_to: jax.Array | None
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block`` over the last axis."""
+        return p if self.to_from is None else gather(p, self.to_from)
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``block @ r`` over the last axis."""
+        return r if self.from_to is None else gather(r, self.from_to)
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The value moving to each to-bin and its from-bin (0 where none does)."""
+        n_from = p.shape[-1]
+        if self.to_from is None:
+            return p, jnp.broadcast_to(jnp.arange(n_from, dtype=jnp.int32), p.shape)
+        source = jnp.minimum(self.to_from, n_from - 1)
+        return self.forward(p), jnp.broadcast_to(source, p.shape[:-1] + source.shape)
+
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from)."""
+        source = j if self.to_from is None else jnp.take(self.to_from, j)
+        value = jnp.take_along_axis(p, source[:, None], axis=-1, mode="fill", fill_value=0)
+        return value[:, 0], jnp.minimum(source, p.shape[-1] - 1)
+
+
+jax.tree_util.register_dataclass(IdentityBlock, data_fields=["to_from", "from_to"],
+                                 meta_fields=[])

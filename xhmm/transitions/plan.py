@@ -19,7 +19,7 @@ from .analyse import analyse_dense
 from .blocks import Blocks
 from .discrete import resolve_discrete
 from .layout import StateLayout, state_layout
-from .planned import PlannedRankOne
+from .uniform import PlannedRankOne
 from .structured import StructuredTransition
 
 __all__ = ["plan_blocks", "plan_transition"]

@@ -11,8 +11,9 @@ in every row (nothing underflows that the normalised value would keep).
 
 On a Cartesian ``nx * ny`` grid the Gaussian is a product of two 1-D
 Gaussians and a product with the block is two small dense products
-(:class:`~xhmm.transitions.planned.PlannedSeparable`); elsewhere the block
-is computed densely.
+(:class:`PlannedSeparable`, on the device a :class:`SeparableBlock`);
+elsewhere the block is computed densely
+(:class:`~xhmm.transitions.matrix.PlannedDense`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import TransitionError
-from .block import PlannedBlock, TransitionBlock, detector_environment
+from ..kernels.maxproduct import first_max, max_rows
+from ..kernels.operators import HIGHEST, gather
+from .block import (
+    PlannedBlock,
+    TransitionBlock,
+    detector_environment,
+    device_indices,
+    inverse_index,
+)
 from .layout import StateBins
-from .planned import PlannedDense, PlannedSeparable
+from .matrix import PlannedDense
 
-__all__ = ["RandomWalk", "plan_random_walk"]
+__all__ = ["RandomWalk", "plan_random_walk", "PlannedSeparable", "SeparableBlock"]
 
 
 def _peaked_exp(exponent: np.ndarray) -> np.ndarray:
@@ -211,3 +222,160 @@ class RandomWalk(TransitionBlock):
             return None
         return cls(float(np.ravel(model.movement_var)[0]), centers,
                    movement_mean=model.movement_mean)
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedSeparable(PlannedBlock):
+    """A Gaussian random walk on a Cartesian grid (:class:`SeparableBlock`).
+
+    Attributes
+    ----------
+    gx, gy : (nx, nx), (ny, ny) float64 ndarrays
+        One-dimensional Gaussian factors.
+    z : (n_from,) float64 ndarray
+        Row sums over the interior to-bins.
+    from_cells, to_cells : int64 ndarrays
+        Grid cell (``a * ny + b``) of each interior from- and to-bin.
+    """
+
+    gx: np.ndarray
+    gy: np.ndarray
+    z: np.ndarray
+    from_cells: np.ndarray
+    to_cells: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(nx, ny)``."""
+        return (self.gx.shape[0], self.gy.shape[0])
+
+    @property
+    def label(self) -> str:
+        """How the block runs, for ``describe()``."""
+        return f"separable {self.shape[0]}x{self.shape[1]}"
+
+    @property
+    def cost(self) -> int:
+        """Multiply-adds per row of a product."""
+        nx, ny = self.shape
+        return nx * ny * (nx + ny)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays that identify the block (for the digest)."""
+        return (self.gx, self.gy, self.z, self.from_cells, self.to_cells)
+
+    def dense(self) -> np.ndarray:
+        """The (n_from, n_to) float64 matrix over interior bins."""
+        ny = self.shape[1]
+        (ai, bi), (aj, bj) = divmod(self.from_cells, ny), divmod(self.to_cells, ny)
+        return self.gx[np.ix_(ai, aj)] * self.gy[np.ix_(bi, bj)] / self.z[:, None]
+
+    def device(self, dtype: np.dtype, n_sequences: int) -> SeparableBlock:
+        """The kernel block in ``dtype`` (see :class:`xhmm.kernels.structured.BlocksOperator`)."""
+        n_cells = self.shape[0] * self.shape[1]
+        return SeparableBlock(
+            gx=jnp.asarray(self.gx, dtype=dtype),
+            gy=jnp.asarray(self.gy, dtype=dtype),
+            inv_z=jnp.asarray(1 / self.z, dtype=dtype),
+            from_cells=device_indices(inverse_index(self.from_cells, n_cells)),
+            from_bins=device_indices(self.from_cells),
+            to_cells=device_indices(inverse_index(self.to_cells, n_cells)),
+            to_bins=device_indices(self.to_cells),
+            shape=self.shape,
+        )
+
+
+@dataclass(frozen=True)
+class SeparableBlock:
+    """A Gaussian random walk on a Cartesian ``nx * ny`` grid of bin centres.
+
+    ``block[i, j] = gx[a(i), a(j)] * gy[b(i), b(j)] * inv_z[i]`` for bin ``i``
+    at grid cell ``(a(i), b(i))``; cells that are not interior bins of the
+    state are zero in the product.
+
+    Parameters
+    ----------
+    gx : (nx, nx) array
+    gy : (ny, ny) array
+        One-dimensional Gaussian factors, ``g[a, c]`` for a move from
+        coordinate ``a`` to ``c``.
+    inv_z : (n_from,) array
+        Reciprocal row sums over the interior to-bins.
+    from_cells : (nx * ny,) int array
+        For each cell, its interior from-bin (``n_from`` where none).
+    from_bins : (n_from,) int array
+        The cell of each interior from-bin.
+    to_cells : (nx * ny,) int array
+        For each cell, its interior to-bin (``n_to`` where none).
+    to_bins : (n_to,) int array
+        The cell of each interior to-bin.
+    shape : (int, int)
+        ``(nx, ny)``, static.
+    """
+
+    gx: jax.Array
+    gy: jax.Array
+    inv_z: jax.Array
+    from_cells: jax.Array
+    from_bins: jax.Array
+    to_cells: jax.Array
+    to_bins: jax.Array
+    shape: tuple[int, int]
+
+    def _grid(self, values: jax.Array, cells: jax.Array) -> jax.Array:
+        return gather(values, cells).reshape(values.shape[:-1] + self.shape)
+
+    def _flat(self, grid: jax.Array, bins: jax.Array) -> jax.Array:
+        return jnp.take(grid.reshape(grid.shape[:-2] + (-1,)), bins, axis=-1)
+
+    def forward(self, p: jax.Array) -> jax.Array:
+        """``p @ block``: ``gx.T @ grid(p * inv_z) @ gy`` at the to-bins."""
+        grid = jnp.matmul(self._grid(p * self.inv_z, self.from_cells), self.gy,
+                          precision=HIGHEST)
+        grid = jnp.einsum("ac,...ad->...cd", self.gx, grid, precision=HIGHEST)
+        return self._flat(grid, self.to_bins)
+
+    def backward(self, r: jax.Array) -> jax.Array:
+        """``block @ r``: ``gx @ grid(r) @ gy.T`` at the from-bins, times ``inv_z``."""
+        grid = jnp.einsum("...cd,bd->...cb", self._grid(r, self.to_cells), self.gy,
+                          precision=HIGHEST)
+        grid = jnp.einsum("ac,...cb->...ab", self.gx, grid, precision=HIGHEST)
+        return self._flat(grid, self.from_bins) * self.inv_z
+
+    def max_forward(self, p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``max_{a, b} grid(p * inv_z)[a, b] * gx[a, c] * gy[b, d]`` and its from-bin.
+
+        Two stages, each a max over one grid axis: ``max_b grid[a, b] *
+        gy[b, d]`` for every ``(a, d)``, then ``max_a gx[a, c] * (that)``;
+        the from-cell of ``(c, d)`` is ``(a*, b*(a*, d))``.
+        """
+        grid = self._grid(p * self.inv_z, self.from_cells)
+        inner, best_b = max_rows(grid[..., :, :, None] * self.gy)  # [a, d]
+        outer, best_a = max_rows(jnp.swapaxes(inner, -1, -2)[..., :, :, None] * self.gx)
+        outer, best_a = jnp.swapaxes(outer, -1, -2), jnp.swapaxes(best_a, -1, -2)  # [c, d]
+        cells = best_a * self.shape[1] + jnp.take_along_axis(best_b, best_a, axis=-2)
+        return self._flat(outer, self.to_bins), self._flat(self._from_bin(cells), self.to_bins)
+
+    def max_column(self, p: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Entry ``j[b]`` of :meth:`max_forward` for each row of ``p`` (B, n_from).
+
+        The two stages at the to-cell ``(c, d)`` only: ``max_b grid[a, b] *
+        gy[b, d]`` for every ``a``, then ``max_a gx[a, c] * (that)``.
+        """
+        grid = self._grid(p * self.inv_z, self.from_cells)  # (B, nx, ny)
+        c, d = jnp.divmod(jnp.take(self.to_bins, j), self.shape[1])
+        inner, best_b = first_max(grid * jnp.take(self.gy, d, axis=1).T[:, None, :])
+        outer, best_a = first_max(inner[..., 0] * jnp.take(self.gx, c, axis=1).T)
+        cells = best_a * self.shape[1] + jnp.take_along_axis(best_b[..., 0], best_a, axis=1)
+        return outer[:, 0], self._from_bin(cells[:, 0])
+
+    def _from_bin(self, cells: jax.Array) -> jax.Array:
+        """Interior from-bin of each from-cell (the last bin for a cell outside)."""
+        return jnp.minimum(jnp.take(self.from_cells, cells), self.from_bins.shape[0] - 1)
+
+
+jax.tree_util.register_dataclass(
+    SeparableBlock,
+    data_fields=["gx", "gy", "inv_z", "from_cells", "from_bins", "to_cells", "to_bins"],
+    meta_fields=["shape"],
+)

@@ -21,7 +21,7 @@ from ..engine.manifest import array_digest
 from ..kernels.structured import BlocksOperator
 from .discrete import DiscreteSchedule
 from .layout import StateLayout
-from .planned import PlannedBlock
+from .block import PlannedBlock
 
 __all__ = ["StructuredTransition"]
 
