@@ -173,10 +173,11 @@ class TrackGraphRandomWalk(TransitionBlock):
                 f"{kind} bin_edge and bin_offset must be 1-D of equal length (bin_edge "
                 f"integer), got shapes {bin_edge.shape} and {offset.shape}"
             )
-        on = bin_edge >= 0
         bad = (bin_edge >= edges.shape[0]) | (bin_edge < -1)
-        slack = OFFSET_RTOL * lengths[np.where(on, bin_edge, 0)]
-        bad |= on & ~((offset >= -slack) & (offset <= lengths[np.where(on, bin_edge, 0)] + slack))
+        on = (bin_edge >= 0) & ~bad
+        length = lengths[np.where(on, bin_edge, 0)]
+        slack = OFFSET_RTOL * length
+        bad |= on & ~((offset >= -slack) & (offset <= length + slack))
         if bad.any():
             i = int(np.argmax(bad))
             raise TransitionError(
