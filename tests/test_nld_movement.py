@@ -379,8 +379,12 @@ def _accept_fixed(monkeypatch):
     monkeypatch.setattr(TiledBlock, "forward", lambda self, p, fixed=True: forward(self, p))
 
 
-@pytest.mark.parametrize("name", ["track_graph", "empirical_2d"])
-def test_smooth_with_block_matches_dense_smooth(name, _accept_fixed):
+def _two_state_model(name: str):
+    """Dataset, Blocks, initial and the float64 dense interior matrix of a two-state model.
+
+    ``cont -> cont`` moves by the block ``name`` of :func:`_kernel_cases`;
+    the other pairs are uniform.
+    """
     block, mask = _kernel_cases()[name]
     n = mask.size
     labels = np.array(["cont"] * n + ["frag"] * n)
@@ -396,18 +400,54 @@ def test_smooth_with_block_matches_dense_smooth(name, _accept_fixed):
     transition = _blocks(discrete, {("cont", "cont"): block, ("cont", "frag"): Uniform(),
                                     ("frag", "cont"): Uniform(), ("frag", "frag"): Uniform()})
     p0 = np.where(is_interior, 1.0, 0.0) / is_interior.sum()
-    res = ds.hmm.smooth(transition=transition, initial=p0, chunk_size=25, progress=False)
-    assert "tiled" in res.attrs.get("xhmm_transition", "tiled")
     K = int(mask.sum())
     dense = np.zeros((2 * K, 2 * K))
     dense[:K, :K] = discrete[0, 0] * block.plan(_bins(mask), _bins(mask), "b").dense()
     dense[:K, K:] = discrete[0, 1] / K
     dense[K:, :K] = discrete[1, 0] / K
     dense[K:, K:] = discrete[1, 1] / K
-    filt, smooth, mll = reference_forward_backward(ll[:, is_interior], dense,
-                                                   p0[is_interior])
+    return ds, transition, p0, dense
+
+
+@pytest.mark.parametrize("name", ["track_graph", "empirical_2d"])
+def test_smooth_with_block_matches_dense_smooth(name, _accept_fixed):
+    ds, transition, p0, dense = _two_state_model(name)
+    is_interior = ds.is_interior.values
+    res = ds.hmm.smooth(transition=transition, initial=p0, chunk_size=25, progress=False)
+    assert "cont->cont: tiled" in res.attrs["xhmm_transition"]
+    ll = ds.log_likelihood.values[:, is_interior]
+    filt, smooth, mll = reference_forward_backward(ll, dense, p0[is_interior])
     np.testing.assert_allclose(res.causal_posterior.values[:, is_interior], filt, rtol=0,
                                atol=F32_ATOL)
     np.testing.assert_allclose(res.acausal_posterior.values[:, is_interior], smooth, rtol=0,
                                atol=F32_ATOL)
+    n_time = ll.shape[0]
     assert abs(float(res.marginal_log_likelihood) - mll) <= 1e-6 * n_time + 1e-9 * abs(mll)
+
+
+def _numpy_viterbi(ll: np.ndarray, matrix: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """Float64 log-space Viterbi path (ties to the lowest bin)."""
+    with np.errstate(divide="ignore"):
+        log_a, delta = np.log(matrix), np.log(p0) + ll[0]
+    pointers = np.zeros(ll.shape, dtype=np.int64)
+    for t in range(1, ll.shape[0]):
+        scores = delta[:, None] + log_a
+        pointers[t] = scores.argmax(axis=0)
+        delta = scores.max(axis=0) + ll[t]
+    path = np.zeros(ll.shape[0], dtype=np.int64)
+    path[-1] = delta.argmax()
+    for t in range(ll.shape[0] - 1, 0, -1):
+        path[t - 1] = pointers[t, path[t]]
+    return path
+
+
+@pytest.mark.parametrize("name", ["track_graph", "empirical_2d"])
+def test_most_likely_sequence_with_block_matches_dense_viterbi(name, _accept_fixed):
+    """max_forward (the decoder's forward pass) and max_column (its backtrack) end to end."""
+    ds, transition, p0, dense = _two_state_model(name)
+    is_interior = ds.is_interior.values
+    res = ds.hmm.most_likely_sequence(transition=transition, initial=p0, chunk_size=25,
+                                      progress=False)
+    want = _numpy_viterbi(ds.log_likelihood.values[:, is_interior], dense, p0[is_interior])
+    np.testing.assert_array_equal(res.most_likely_state_bin.values,
+                                  np.flatnonzero(is_interior)[want])
