@@ -64,18 +64,24 @@ def _field_empirical(speedup: int, reversed_: int) -> EmpiricalMovement:
 #: (reference key, environment, block) for every stored variant.
 CASES = [
     ("linear_direction1", "linear",
-     lambda: DirectionalRandomWalk(6.0, DATA["linear_centers"], "increasing")),
+     lambda: DirectionalRandomWalk(DATA["linear_movement_var"], DATA["linear_centers"],
+                                   "increasing")),
     ("linear_direction2", "linear",
-     lambda: DirectionalRandomWalk(6.0, DATA["linear_centers"], "decreasing")),
+     lambda: DirectionalRandomWalk(DATA["linear_movement_var"], DATA["linear_centers"],
+                                   "decreasing")),
     *[(f"linear_empirical_{s}_{r}", "linear", lambda s=s, r=r: _linear_empirical(s, r))
       for s in (1, 4) for r in (0, 1)],
     ("field_direction1", "field",
-     lambda: DirectionalRandomWalk(40.0, DATA["field_centers"], "increasing")),
+     lambda: DirectionalRandomWalk(DATA["field_movement_var"], DATA["field_centers"],
+                                   "increasing")),
     *[(f"field_empirical_{s}_{r}", "field", lambda s=s, r=r: _field_empirical(s, r))
       for s, r in ((1, 0), (3, 1))],
-    ("w_random_walk", "w", lambda: TrackGraphRandomWalk(6.0, **_graph(), movement_mean=0.5)),
-    ("w_direction1", "w", lambda: TrackGraphRandomWalk(6.0, **_graph(), direction="increasing")),
-    ("w_direction2", "w", lambda: TrackGraphRandomWalk(6.0, **_graph(), direction="decreasing")),
+    ("w_random_walk", "w", lambda: TrackGraphRandomWalk(
+        DATA["w_movement_var"], **_graph(), movement_mean=DATA["w_movement_mean"])),
+    ("w_direction1", "w", lambda: TrackGraphRandomWalk(DATA["w_movement_var"], **_graph(),
+                                                       direction="increasing")),
+    ("w_direction2", "w", lambda: TrackGraphRandomWalk(DATA["w_movement_var"], **_graph(),
+                                                       direction="decreasing")),
 ]
 
 

@@ -4,8 +4,11 @@ Run in a separate environment that has non_local_detector 0.6.9 (xhmm's CI
 does not)::
 
     python3 -m venv /work/nld-venv
-    /work/nld-venv/bin/pip install "non-local-detector==0.6.9" "jax[cpu]==0.6.2"
+    /work/nld-venv/bin/pip install "non-local-detector==0.6.9" "jax[cpu]==0.6.2" "pandas<3"
     /work/nld-venv/bin/python tests/data/make_nld_movement.py
+
+(pandas 3's read-only arrays break non_local_detector 0.6.9's track graph
+binning, hence ``pandas<3``.)
 
 Writes ``tests/data/nld_movement.npz``: for three environments (a 1-D
 track with exterior bins, a 2-D grid with exterior bins inferred from
@@ -72,8 +75,8 @@ def linear_track(out: dict) -> None:
     out["linear_bin_edges"] = env.edges_[0]
     out["linear_position"] = position
     out["linear_movement_var"] = 6.0
-    out["linear_direction1"] = _pruned(RandomWalkDirection1("track", 6.0).make_state_transition(envs))
-    out["linear_direction2"] = _pruned(RandomWalkDirection2("track", 6.0).make_state_transition(envs))
+    for way, model in ((1, RandomWalkDirection1), (2, RandomWalkDirection2)):
+        out[f"linear_direction{way}"] = _pruned(model("track", 6.0).make_state_transition(envs))
     for speedup in (1, 4):
         for reversed_ in (False, True):
             model = EmpiricalMovement("track", speedup=speedup, is_time_reversed=reversed_)
@@ -95,7 +98,8 @@ def open_field(out: dict) -> None:
     out["field_bin_edges_x"], out["field_bin_edges_y"] = env.edges_
     out["field_position"] = position
     out["field_movement_var"] = 40.0
-    out["field_direction1"] = _pruned(RandomWalkDirection1("field", 40.0).make_state_transition(envs))
+    walk = RandomWalkDirection1("field", 40.0)
+    out["field_direction1"] = _pruned(walk.make_state_transition(envs))
     for speedup, reversed_ in ((1, False), (3, True)):
         model = EmpiricalMovement("field", speedup=speedup, is_time_reversed=reversed_)
         out[f"field_empirical_{speedup}_{int(reversed_)}"] = _pruned(

@@ -18,9 +18,10 @@ no move leaves the interior), and an interior row with nothing on the
 interior (a bin the animal was never seen leaving, e.g. one filled in by
 the interior's closing) stays where it is (probability 1 on itself).
 
-Moves are short, so the block is mostly zero (a band along a 1-D track,
-stripes of the flattened grid in 2-D) and runs tiled
-(:mod:`xhmm.transitions.tiled`).
+The power is taken row by row on the rows' non-zeros (``speedup`` sparse
+moves of each interior bin), never as an ``n_bins x n_bins`` matrix. Moves
+are short, so the block is mostly zero (a band along a 1-D track, stripes
+of the flattened grid in 2-D) and runs tiled (:mod:`xhmm.transitions.tiled`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,40 @@ def movement_counts(position: np.ndarray, edges: Sequence[np.ndarray], is_time_r
     moves, count = np.unique(start[counted] * n_bins + end[counted], return_counts=True)
     from_bin, to_bin = np.divmod(moves, n_bins)
     return from_bin, to_bin, count
+
+
+class _OneMove:
+    """One move of the normalised count matrix, applied to sparse rows.
+
+    The matrix is held by its non-zeros grouped by from-bin, and rows of
+    probabilities by their non-zeros ``(row, bin, value)``: a move costs
+    one product per non-zero of the result's expansion, and no
+    ``n_bins x n_bins`` matrix is formed.
+    """
+
+    def __init__(self, from_bin: np.ndarray, to_bin: np.ndarray, count: np.ndarray,
+                 n_bins: int) -> None:
+        order = np.argsort(from_bin, kind="stable")
+        out_count = np.bincount(from_bin, minlength=n_bins)
+        sums = np.bincount(from_bin, weights=count, minlength=n_bins)
+        self.to_bin = to_bin[order]
+        self.values = count[order] / sums[from_bin[order]]
+        self.starts = np.concatenate([[0], np.cumsum(out_count)])
+        self.n_bins = n_bins
+
+    def after(self, row: np.ndarray, bin_: np.ndarray, value: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zeros of ``rows @ moves`` for the rows' non-zeros ``(row, bin_, value)``."""
+        degree = self.starts[bin_ + 1] - self.starts[bin_]
+        entry = np.repeat(np.arange(bin_.size), degree)
+        first = np.repeat(np.cumsum(degree) - degree, degree)
+        move = self.starts[bin_][entry] + np.arange(entry.size) - first
+        key, where = np.unique(row[entry] * self.n_bins + self.to_bin[move],
+                               return_inverse=True)
+        total = np.bincount(where, weights=value[entry] * self.values[move],
+                            minlength=key.size)
+        row, bin_ = np.divmod(key, self.n_bins)
+        return row, bin_, total
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,22 +182,6 @@ class EmpiricalMovement(TransitionBlock):
         """Cells of the grid."""
         return int(np.prod([len(dim) - 1 for dim in self.edges]))
 
-    def _moves(self) -> tuple[np.ndarray, np.ndarray]:
-        """The moved bins and the ``speedup``-step move matrix over them (float64).
-
-        Rows are the counts normalised over all bins (zero where the animal
-        never left), raised to ``speedup``: only bins the animal visited can
-        be reached, so the power runs over those.
-        """
-        from_bin, to_bin, count = movement_counts(
-            self.position, [np.asarray(e) for e in self.edges], self.is_time_reversed)
-        visited, index = np.unique(np.concatenate([from_bin, to_bin]), return_inverse=True)
-        moves = np.zeros((visited.size, visited.size))
-        np.add.at(moves, (index[:from_bin.size], index[from_bin.size:]), count)
-        sums = moves.sum(axis=1, keepdims=True)
-        moves = np.divide(moves, sums, out=np.zeros_like(moves), where=sums > 0)
-        return visited, np.linalg.matrix_power(moves, self.speedup)
-
     def plan(self, src: StateBins, dst: StateBins, name: str) -> PlannedTiled:
         """The planned block (tiled, :mod:`xhmm.transitions.tiled`).
 
@@ -174,22 +193,22 @@ class EmpiricalMovement(TransitionBlock):
         """
         kind = "EmpiricalMovement"
         check_square(self.n_bins, src.n_bins, dst.n_bins, name, kind, "edges")
-        visited, moves = self._moves()
-        # Each interior bin's row of the power, over the interior to-bins.
-        slot = np.full(self.n_bins, -1, dtype=np.int64)
-        slot[visited] = np.arange(visited.size)
+        moves = _OneMove(*movement_counts(self.position, [np.asarray(e) for e in self.edges],
+                                          self.is_time_reversed), self.n_bins)
         from_bins, to_bins = np.flatnonzero(src.interior), np.flatnonzero(dst.interior)
-        to_slot = slot[to_bins]
         to_position = np.full(self.n_bins, -1, dtype=np.int64)
         to_position[to_bins] = np.arange(to_bins.size)
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for start in range(0, from_bins.size, ROWS_AT_ONCE):
                 rows = np.arange(start, min(start + ROWS_AT_ONCE, from_bins.size))
+                reached = (np.arange(rows.size), from_bins[rows], np.ones(rows.size))
+                for _ in range(self.speedup):
+                    reached = moves.after(*reached)
+                row, bin_, value = reached
+                inside = to_position[bin_] >= 0
                 weights = np.zeros((rows.size, to_bins.size))
-                in_moves = slot[from_bins[rows]] >= 0
-                weights[np.ix_(in_moves, to_slot >= 0)] = moves[np.ix_(
-                    slot[from_bins[rows[in_moves]]], to_slot[to_slot >= 0])]
+                weights[row[inside], to_position[bin_[inside]]] = value[inside]
                 stay = ~(weights > 0).any(axis=1) & (to_position[from_bins[rows]] >= 0)
                 weights[stay, to_position[from_bins[rows[stay]]]] = 1.0
                 yield rows, weights
