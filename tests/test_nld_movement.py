@@ -183,8 +183,13 @@ def _kernel_cases():
 
 @pytest.fixture(scope="module")
 def planned_blocks():
-    return {name: block.plan(_bins(mask), _bins(mask), name)
-            for name, (block, mask) in _kernel_cases().items()}
+    planned = {name: block.plan(_bins(mask), _bins(mask), name)
+               for name, (block, mask) in _kernel_cases().items()}
+    # From every bin of a track into a state with fewer interior bins.
+    centers, interior = _long_track()
+    walk = DirectionalRandomWalk(6.0, centers, "increasing")
+    planned["rectangular"] = walk.plan(_bins(np.ones_like(interior)), _bins(interior), "r")
+    return planned
 
 
 def _numpy_max(p: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +200,8 @@ def _numpy_max(p: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return values, np.where(values > 0, source, 0)
 
 
-@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_2d", "empirical_1d"])
+@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_2d", "empirical_1d",
+                                  "rectangular"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 def test_kernel_products_match_dense(planned_blocks, name, dtype, rtol):
     with precision(np.dtype(dtype).name):

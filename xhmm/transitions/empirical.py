@@ -140,7 +140,7 @@ class EmpiricalMovement(TransitionBlock):
     nld_names: ClassVar[tuple[str, ...]] = ("EmpiricalMovement",)
 
     position: np.ndarray
-    edges: Any
+    edges: Sequence[Sequence[float]]
     speedup: int = 1
     is_time_reversed: bool = False
 

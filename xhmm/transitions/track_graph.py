@@ -231,13 +231,15 @@ class TrackGraphRandomWalk(TransitionBlock):
         each edge's ``"distance"``), ``place_bin_centers_nodes_df_``
         (``node_id`` and ``edge_id`` of each bin, -1 off the graph) and
         ``track_graph_with_bin_centers_edges_`` (each bin node's ``"pos"``).
-        None without a track graph, with manifold distance, a direction
-        field (``RandomWalk``'s own) or a non-scalar ``movement_var``.
+        None without a track graph, with manifold distance or diffusion, a
+        direction field (``RandomWalk``'s own) or a non-scalar
+        ``movement_var``.
         """
         environment = next((env for env in det.environments
                             if env.environment_name == model.environment_name), None)
         if (environment is None or getattr(environment, "track_graph", None) is None
                 or getattr(model, "use_manifold_distance", False)
+                or getattr(model, "use_diffusion", False)
                 or getattr(model, "direction", None) is not None
                 or np.size(model.movement_var) != 1):
             return None
