@@ -86,12 +86,13 @@ def test_unknown_block_falls_back_to_the_detectors_matrix_and_says_so():
                                rtol=F64_RTOL, atol=F64_ATOL)
 
 
-def test_random_walk_on_a_track_graph_uses_the_detectors_matrix():
+def test_euclidean_random_walk_declines_a_track_graph():
+    """Distances along a track graph are not Euclidean: RandomWalk leaves it to another kind."""
     det = FakeNonLocalDetector()
     det.environments[0].track_graph = object()
-    block = from_non_local_detector(det).transition.blocks[
-        "Non-Local Continuous", "Non-Local Continuous"]
-    assert isinstance(block, Dense) and "RandomWalk" in block.note
+    model = det.continuous_transition_types[2][2]
+    n = det.environments[0].place_bin_centers_.shape[0]
+    assert RandomWalk.from_non_local_detector(model, det, n, n) is None
 
 
 def test_covariate_dependent_discrete_varies_in_time():
