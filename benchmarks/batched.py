@@ -7,11 +7,11 @@ Two modes (run ``python benchmarks/batched.py MODE --help``):
     engine one sequence at a time (:func:`xhmm.engine.loop.run_engine` with B = 1, the
     engine behind ``ds.hmm.smooth``) and as one batch
     (the same engine with B sequences, behind
-    :func:`xhmm.sequences.smooth_sequences`). Kernels are compiled ahead of
+    :func:`xhmm.frontend.sequences.smooth_sequences`). Kernels are compiled ahead of
     time, before timing; input validation is outside both timings. Prints
     seconds per sequence (best of ``--repeat``) and the speed-up.
 ``cluster``
-    :func:`xhmm.sequences.smooth_sequences` on a ``LocalCluster`` of 1, 2, ...
+    :func:`xhmm.frontend.sequences.smooth_sequences` on a ``LocalCluster`` of 1, 2, ...
     worker processes (one thread each unless told otherwise) over a lazily
     generated dask log-likelihood (each worker computes its sequences' chunks
     itself) with memmap outputs. Unless ``--dask-malloc-trim``, dask's
@@ -96,9 +96,10 @@ def _compile_kernels(B: int, C: int, K: int) -> None:
 def speedup(args: argparse.Namespace) -> None:
     from xhmm.config import Config
     from xhmm.engine.loop import run_engine
+    from xhmm.transitions.dense_transition import DenseTransition
 
     K, T, B, C = args.n_bins, args.n_time, args.batch, args.chunk_size
-    A = transition_matrix(K)
+    A = DenseTransition(transition_matrix(K))
     p0 = np.full(K, 1.0 / K)
     ll = np.stack([sequence_block(s, 0, T, K) for s in range(B)])
     cfg = Config(chunk_size=C, progress=False)

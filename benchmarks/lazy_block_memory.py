@@ -20,7 +20,7 @@ import dask.array
 import numpy as np
 
 from xhmm.engine.storage import alloc_out, write_rows
-from xhmm.lazy import SequenceRows, lazy_masked_posterior
+from xhmm.frontend.lazy import SequenceRows, lazy_masked_posterior
 
 
 def _status(field: str) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xhmm.dataarray_accessor import DataArrayHMMAccessor
+from xhmm.frontend.dataarray_accessor import DataArrayHMMAccessor
 
 from conftest import make_dataset, random_model
 

@@ -1,7 +1,7 @@
 """One driver for every method: the same inputs mean the same thing everywhere.
 
 Each test here failed before ``smooth``, ``map_estimate`` and
-``most_likely_sequence`` shared :func:`xhmm.driver.run_job` and one
+``most_likely_sequence`` shared :func:`xhmm.frontend.driver.run_job` and one
 precision policy: Viterbi ignored an ``is_missing`` variable (and refused
 NaN in missing rows), took no ``is_missing=`` / ``batch_size=`` /
 ``client=``, ``map_estimate`` refused a ``sequence`` dim, and Viterbi kept

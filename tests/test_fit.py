@@ -15,7 +15,7 @@ import xarray as xr
 import xhmm
 from conftest import reference_forward_backward
 from xhmm.engine.runstate import precision
-from xhmm.fit import dirichlet_map
+from xhmm.transitions.fit import dirichlet_map
 from xhmm.kernels.hmm import backward_chunk
 from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, plan_transition, to_dense
 

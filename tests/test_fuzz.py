@@ -30,7 +30,7 @@ Tests
   nested, not empty or a file, ``resume`` without a run to resume.
 
 The oracle (:func:`expected_outcome`) is written from the documented rules
-(``xhmm/inputs.py``, the ``xhmm.Config`` docstring, ``docs/design.md``), not
+(``xhmm/frontend/inputs.py``, the ``xhmm.Config`` docstring, ``docs/design.md``), not
 from the code paths: for invalid input it names the exact error types
 allowed; for valid input it runs the float64 reference of ``conftest.py`` on
 the values as given (a float16 likelihood means its float16 values) and the
@@ -438,7 +438,8 @@ def _config_valid(fields: dict) -> bool:
     )
     storage = _dtype_name(fields["posterior_dtype"])
     return all([
-        all(type(fields[n]) is int and fields[n] > 0 for n in ("chunk_size", "time_chunks")),
+        all(type(fields[n]) is int and fields[n] > 0 for n in ("chunk_size", "time_chunks")
+            if not (n == "chunk_size" and isinstance(fields[n], str) and fields[n] == "auto")),
         all(type(fields[n]) is bool or (n in OPTIONAL_BOOL_FIELDS and fields[n] is None)
             for n in BOOL_FIELDS),
         fields["progress"] is None or type(fields["progress"]) is bool,
@@ -497,7 +498,7 @@ def expected_config(call: Call) -> dict | None:
 def _stochastic_errors(value, mask: np.ndarray, name: str, error: type) -> set:
     """Errors of a transition matrix (ndim 2) or initial vector (ndim 1).
 
-    Rules (xhmm/inputs.py): numeric; square over all ``state_bins`` or the
+    Rules (xhmm/frontend/inputs.py): numeric; square over all ``state_bins`` or the
     interior bins; finite; non-negative. Transition: each interior row sums
     to 1 within ``STOCHASTIC_ATOL`` and, in the all-bins form, moves at most
     that much to exterior bins. Initial: at most ``STOCHASTIC_ATOL`` on

@@ -17,7 +17,7 @@ import xarray as xr
 from conftest import make_dataset, random_model, reference_forward_backward
 from tolerances import F64_ATOL, F64_RTOL, mll_atol
 from xhmm.errors import DimensionError, InputError
-from xhmm.missing import MissingRowsAsFlat, flat_where_missing
+from xhmm.frontend.missing import MissingRowsAsFlat, flat_where_missing
 from xhmm.transitions import Blocks, Uniform
 
 T, K = 60, 7

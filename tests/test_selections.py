@@ -23,7 +23,7 @@ import pytest
 import xarray as xr
 
 import xhmm
-from xhmm.coords import numpy_coords
+from xhmm.frontend.coords import numpy_coords
 from xhmm.synthetic import simulate_decoding
 
 from conftest import make_dataset, random_model

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
 from conftest import make_dataset, reference_forward_backward
-from xhmm.engine.transition import DenseTransition
+from xhmm.transitions.dense_transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
 from xhmm.kernels.operators import DenseOperator
 from xhmm.transitions.identity import IdentityBlock

@@ -11,7 +11,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import xhmm
-from xhmm.lazy import SequenceRows, eager_masked_posterior, lazy_masked_posterior
+from xhmm.frontend.lazy import SequenceRows, eager_masked_posterior, lazy_masked_posterior
 
 from conftest import make_dataset, random_model
 

@@ -12,10 +12,10 @@ import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from . import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
-from . import dataarray_accessor as _dataarray_accessor  # noqa: E402,F401  (registers da.hmm)
 from .config import Config
-from .coords import unstack_bins
+from .frontend import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
+from .frontend import dataarray_accessor as _dataarray_accessor  # noqa: E402,F401  (da.hmm)
+from .frontend.coords import unstack_bins
 from .errors import (
     ConfigError,
     DimensionError,
@@ -33,9 +33,8 @@ from .errors import (
     XHMMWarning,
 )
 from . import transitions
-from .io import open_results, save_results
-from .runs import open_run
-from .api import smooth_sequences
+from .frontend.api import smooth_sequences
+from .io import open_results, open_run, save_results
 from .kernels.codec import from_uint16, to_uint16
 
 __version__ = "0.1.0"

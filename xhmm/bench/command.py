@@ -16,8 +16,8 @@ from typing import Any
 
 from .baselines import BASELINES
 from .report import format_table, posterior_differences, summarize, write_plots
-from .workload import INPUT_KINDS, MODELS, check_model_size
 from .worker import DENSE_IMPL, RunSpec
+from .workload import INPUT_KINDS, MODELS, check_model_size
 
 __all__ = ["add_arguments", "run"]
 

@@ -40,7 +40,7 @@ from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows, write_rows
-from .transition import as_engine_transition
+from .transition import EngineTransition
 
 __all__ = ["EngineResult", "run_engine"]
 
@@ -486,7 +486,7 @@ class _Run(RunState):
 
 def run_engine(
     log_likelihood,
-    transition,
+    transition: EngineTransition,
     initial: np.ndarray,
     config: Config,
     *,
@@ -506,10 +506,11 @@ def run_engine(
     log_likelihood : (B, T, N) NumPy, memmap or dask array
         Sequence on axis 0, time on axis 1; read one chunk of rows of every
         sequence at a time. A single recording is ``B = 1``.
-    transition : (K, K) ndarray or engine transition
-        Row-stochastic transition over the interior bins, shared by the
-        batch, or an object with the methods of
-        :class:`xhmm.engine.transition.EngineTransition`.
+    transition : EngineTransition
+        The row-stochastic transition over the interior bins, shared by the
+        batch (:class:`xhmm.engine.transition.EngineTransition`, e.g.
+        :class:`xhmm.transitions.dense_transition.DenseTransition` for a
+        matrix).
     initial : (K,) or (B, K) ndarray
         First-step distribution over the interior bins, shared or per sequence.
     config : Config
@@ -549,7 +550,7 @@ def run_engine(
                               config.attempt_dtype, lengths, sequence_ids, scheduler,
                               buffers=HOST_BUFFERS)
     with precision(config.attempt_dtype):
-        run = _Run(reader, as_engine_transition(transition), initial, config, smooth,
+        run = _Run(reader, transition, initial, config, smooth,
                    state_onehot, store_acausal, metadata)
         passes = (run.forward, run.backward) if smooth else (run.forward,)
         return drive(run, *passes, finish=run.finish)

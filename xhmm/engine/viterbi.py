@@ -52,11 +52,11 @@ from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
-from .reader import Chunk, LikelihoodReader
 from .precision import FLOAT64, Precision
+from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows
-from .transition import as_engine_transition
+from .transition import EngineTransition
 
 __all__ = ["ViterbiResult", "run_viterbi"]
 
@@ -266,7 +266,7 @@ class _Decoder(RunState):
 
 def run_viterbi(
     log_likelihood,
-    transition,
+    transition: EngineTransition,
     initial: np.ndarray,
     config: Config,
     *,
@@ -301,5 +301,5 @@ def run_viterbi(
         chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
-    decoder = _Decoder(reader, as_engine_transition(transition), initial, config, metadata)
+    decoder = _Decoder(reader, transition, initial, config, metadata)
     return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

@@ -18,13 +18,13 @@ from functools import partial
 import numpy as np
 
 from ..engine.manifest import array_digest
-from ..engine.transition import DenseTransition
+from .block import PlannedBlock
+from .dense_transition import DenseTransition
 from .discrete import DiscreteSchedule
 from .layout import state_layout
-from .block import PlannedBlock
 from .matrix import PlannedDense
-from .uniform import PlannedRankOne
 from .structured import StructuredTransition
+from .uniform import PlannedRankOne
 
 __all__ = ["analyse_dense", "MIN_ANALYSED_BINS", "MAX_COST_FRACTION", "RANK_ONE_RTOL"]
 

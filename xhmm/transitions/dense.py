@@ -8,8 +8,8 @@ import xarray as xr
 from ..errors import InputError
 from ..names import BINS, TIME
 from .blocks import Blocks
-from .plan import plan_blocks
 from .layout import state_layout
+from .plan import plan_blocks
 
 __all__ = ["to_dense"]
 

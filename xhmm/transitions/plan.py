@@ -19,8 +19,8 @@ from .analyse import analyse_dense
 from .blocks import Blocks
 from .discrete import resolve_discrete
 from .layout import StateLayout, state_layout
-from .uniform import PlannedRankOne
 from .structured import StructuredTransition
+from .uniform import PlannedRankOne
 
 __all__ = ["plan_blocks", "plan_transition"]
 
@@ -72,7 +72,7 @@ def plan_transition(transition: Any, *, state_labels: np.ndarray | None,
     ----------
     transition : Blocks or (K, K) ndarray
         A :class:`Blocks`, or a validated dense matrix over the interior
-        bins (rows renormalised, as :func:`xhmm.inputs.resolve_inputs`
+        bins (rows renormalised, as :func:`xhmm.frontend.inputs.resolve_inputs`
         returns it).
     state_labels : (N,) array or None
         The ``state`` coordinate (one label per state bin), if any.
@@ -86,7 +86,7 @@ def plan_transition(transition: Any, *, state_labels: np.ndarray | None,
     EngineTransition
         :class:`StructuredTransition` for a :class:`Blocks` or an analysed
         matrix whose state blocks pay off; otherwise
-        :class:`xhmm.engine.transition.DenseTransition`.
+        :class:`xhmm.transitions.dense_transition.DenseTransition`.
 
     Raises
     ------

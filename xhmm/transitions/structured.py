@@ -19,9 +19,9 @@ import numpy as np
 
 from ..engine.manifest import array_digest
 from ..kernels.structured import BlocksOperator
+from .block import PlannedBlock
 from .discrete import DiscreteSchedule
 from .layout import StateLayout
-from .block import PlannedBlock
 
 __all__ = ["StructuredTransition"]
 

@@ -5,7 +5,7 @@ state_bins)``, or ``(sequence, time, state_bins)`` for many recordings), the
 model (``transition``, ``initial``, optionally ``is_missing``), a
 :class:`~xhmm.Config` or its fields as keywords, and the batching options
 (``client``, ``batch_size``, ``memory_budget``), and runs the one driver
-(:func:`xhmm.driver.run_job`), so every method accepts the same inputs and
+(:func:`xhmm.frontend.driver.run_job`), so every method accepts the same inputs and
 runs one recording and a ``sequence`` dim the same way.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import xarray as xr
 
-from .config import Config
+from ..config import Config
+from ..errors import DimensionError
+from ..names import BINS, SEQUENCE_LENGTH, TIME
+from ..transitions.fit import fit_discrete
 from .driver import has_sequences, run_job
-from .errors import DimensionError
-from .fit import fit_discrete
-from .names import BINS, SEQUENCE_LENGTH, TIME
 
 __all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit",
            "smooth_sequences"]
@@ -127,7 +127,7 @@ def smooth_sequences(
 
     The same run as ``ds.hmm.smooth`` (or ``ds.hmm.filter`` with
     ``smooth=False``) on a Dataset with a ``sequence`` dim; see
-    :mod:`xhmm.sequences` for lengths and :mod:`xhmm.driver` for batches.
+    :mod:`xhmm.frontend.sequences` for lengths and :mod:`xhmm.frontend.driver` for batches.
 
     Parameters
     ----------

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from .engine.storage import alloc_out
-from .kernels.codec import UINT16_NAN, expand_interior
+from ..engine.storage import alloc_out
+from ..kernels.codec import UINT16_NAN, expand_interior
 
 __all__ = ["StoredArray", "SequenceRows", "portable", "lazy_masked_posterior",
            "eager_masked_posterior"]

@@ -2,7 +2,7 @@
 
 It wraps the DataArray into a Dataset whose ``log_likelihood`` variable it is
 (whatever its name), coordinates included, and calls the ``ds.hmm`` accessor
-(:class:`xhmm.accessor.HMMAccessor`), so both give the same results.
+(:class:`xhmm.frontend.accessor.HMMAccessor`), so both give the same results.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["DataArrayHMMAccessor"]
 

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .config import Config
+from ..config import Config
+from ..engine.loop import EngineResult
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .coords import numpy_coords
-from .engine.loop import EngineResult
-from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
+from .inputs import ResolvedInputs
 from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
 
-__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords", "bin_variables"]
+__all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords", "bin_variables",
+           "run_metadata"]
 
 
 _POSTERIORS = {
@@ -59,7 +61,7 @@ class Part:
     """The outputs of one engine run, for the sequences it covered.
 
     Buffers are ``(B, T, ...)`` ndarrays or, for memmap runs,
-    :class:`xhmm.lazy.StoredArray` references (small to pickle).
+    :class:`xhmm.frontend.lazy.StoredArray` references (small to pickle).
 
     Attributes
     ----------
@@ -115,7 +117,7 @@ def result_coords(ds: xr.Dataset, dims=(SEQUENCE, TIME, BINS)) -> xr.Coordinates
     """Coordinates of ``ds`` along ``dims`` only.
 
     Indexes (a MultiIndex over ``state_bins`` included) are kept whole; 1-D
-    coordinates are NumPy-backed (:func:`xhmm.coords.numpy_coords`) even
+    coordinates are NumPy-backed (:func:`xhmm.frontend.coords.numpy_coords`) even
     when ``ds`` was chunked, so boolean selections and ``groupby`` on them
     work on the lazy results.
     """
@@ -323,3 +325,14 @@ def build_result(
     else:
         coords = {"is_interior": (BINS, layout.mask)}
     return xr.Dataset(data, coords=coords, attrs=result_attrs)
+
+
+def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False) -> dict[str, Any]:
+    """What :func:`xhmm.open_run` needs to rebuild full-bin results (kept in the manifest)."""
+    labels = inputs.state_labels
+    return {
+        "sequences": sequences,
+        "n_bins": inputs.n_bins,
+        "interior_bins": inputs.columns.tolist(),
+        "state_labels": None if labels is None else [str(x) for x in labels],
+    }

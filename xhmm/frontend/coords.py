@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import DimensionError
-from .names import BINS
+from ..errors import DimensionError
+from ..names import BINS
 
 __all__ = ["numpy_coords", "unstack_bins"]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .engine.transition import EngineTransition
-from .errors import DimensionError, InitialError, InputError, TransitionError
+from ..engine.transition import EngineTransition
+from ..errors import DimensionError, InitialError, InputError, TransitionError
+from ..names import BINS, STOCHASTIC_ATOL, TIME
+from ..transitions import Blocks, plan_transition
 from .missing import flat_where_missing, resolve_is_missing
-from .names import BINS, STOCHASTIC_ATOL, TIME
-from .transitions import Blocks, plan_transition
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
 
@@ -72,7 +72,7 @@ def resolve_inputs(ds: xr.Dataset, transition, initial, is_missing=None) -> Reso
 
     ``transition`` / ``initial`` / ``is_missing`` default to the Dataset
     variables of those names (``is_missing`` is optional, see
-    :mod:`xhmm.missing`).
+    :mod:`xhmm.frontend.missing`).
 
     Raises
     ------

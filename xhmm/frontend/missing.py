@@ -19,8 +19,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .errors import DimensionError, InputError
-from .names import SEQUENCE, TIME
+from ..errors import DimensionError, InputError
+from ..names import SEQUENCE, TIME
 
 __all__ = ["MISSING", "resolve_is_missing", "flat_where_missing", "MissingRowsAsFlat"]
 

@@ -1,4 +1,4 @@
-"""The ``ds.hmm`` Dataset accessor: each method forwards to :mod:`xhmm.api`."""
+"""The ``ds.hmm`` Dataset accessor: each method forwards to :mod:`xhmm.frontend.api`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import xarray as xr
 
+from ..config import Config
 from . import api
-from .config import Config
 
 __all__ = ["HMMAccessor"]
 
@@ -144,7 +144,7 @@ class HMMAccessor:
         One smoother pass per iteration, storing no posterior (memory of
         about one chunk), with exact expected transition counts; the
         continuous blocks stay fixed; sequences are fitted jointly. See
-        :mod:`xhmm.fit` for the update.
+        :mod:`xhmm.transitions.fit` for the update.
 
         Parameters
         ----------

@@ -1,7 +1,7 @@
 """The most likely sequence of state bins (the Viterbi path) as a Dataset.
 
 :func:`viterbi_dataset` assembles the paths that the batches of a Viterbi
-job (:func:`xhmm.driver.run_job`, run by :mod:`xhmm.engine.viterbi`)
+job (:func:`xhmm.frontend.driver.run_job`, run by :mod:`xhmm.engine.viterbi`)
 produced: indices into ``state_bins``, their coordinates, the state labels
 and each path's log-probability.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .config import Config
-from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..config import Config
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .results import bin_variables, result_coords
 
 __all__ = ["viterbi_dataset"]
@@ -34,7 +34,7 @@ def viterbi_dataset(ds: xr.Dataset, columns: np.ndarray, parts: list, cfg: Confi
         The input, for its coordinates and attributes.
     columns : (K,) int ndarray
         Interior bins among ``state_bins``.
-    parts : list of xhmm.driver.ViterbiPart
+    parts : list of xhmm.frontend.driver.ViterbiPart
         Each batch's sequence indices and :class:`~xhmm.engine.viterbi.ViterbiResult`.
     cfg : Config
     n_sequences, n_time : int

@@ -22,7 +22,7 @@ cases the results are NaN past each sequence's end and
 Execution
 ---------
 Sequences are grouped into batches (longest first when lengths are given,
-so a batch pads little) and run by the one driver, :mod:`xhmm.driver`, in
+so a batch pads little) and run by the one driver, :mod:`xhmm.frontend.driver`, in
 this process or as dask.distributed tasks.
 """
 
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import DimensionError, InitialError, InputError, TransitionError
+from ..errors import DimensionError, InitialError, InputError, TransitionError
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from .inputs import ResolvedInputs, check_initial, resolve_inputs
 from .missing import MISSING, flat_where_missing, resolve_is_missing
-from .names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 
 __all__ = ["SequenceInputs", "resolve_sequences"]
 

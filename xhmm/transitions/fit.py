@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .engine.progress import progress_bar, progress_enabled
-from .errors import ConfigError, TransitionError
-from .names import SEQUENCE
-from .transitions import Blocks
+from ..engine.progress import progress_bar, progress_enabled
+from ..errors import ConfigError, TransitionError
+from ..names import SEQUENCE
+from .blocks import Blocks
 
 __all__ = ["fit_discrete", "dirichlet_map"]
 

@@ -11,33 +11,20 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .config import Config
-from .errors import InputError
-from .engine.manifest import load_manifest
-from .inputs import ResolvedInputs
-from .lazy import StoredArray
-from .results import BinLayout, Part, build_result
+from ..config import Config
+from ..engine.manifest import load_manifest
+from ..errors import InputError
+from ..frontend.lazy import StoredArray
+from ..frontend.results import BinLayout, Part, build_result
 
-__all__ = ["open_run", "run_metadata"]
+__all__ = ["open_run"]
 
 _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
               "predictive_state_probabilities", "map_index", "entropy")
-
-
-def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False) -> dict[str, Any]:
-    """What :func:`open_run` needs to rebuild full-bin results."""
-    labels = inputs.state_labels
-    return {
-        "sequences": sequences,
-        "n_bins": inputs.n_bins,
-        "interior_bins": inputs.columns.tolist(),
-        "state_labels": None if labels is None else [str(x) for x in labels],
-    }
 
 
 def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -> xr.Dataset:

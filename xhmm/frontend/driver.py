@@ -2,9 +2,9 @@
 
 ``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence`` and ``fit``
 (through the accessors, :func:`xhmm.smooth_sequences` and
-:func:`xhmm.fit`) all call :func:`run_job`. It resolves the inputs (a
+:func:`xhmm.transitions.fit`) all call :func:`run_job`. It resolves the inputs (a
 single recording is a sequence dim of length 1: the same
-:class:`~xhmm.sequences.SequenceInputs`, ``is_missing`` applied the same
+:class:`~xhmm.frontend.sequences.SequenceInputs`, ``is_missing`` applied the same
 way), picks the batch size, runs each batch as a task (here, one after
 another, or on a dask.distributed cluster), and builds the result Dataset.
 A batch runs the smoother (:func:`xhmm.engine.loop.run_engine`) or the
@@ -36,20 +36,19 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from .config import Config
-from .engine.budget import choose_batch_size, default_memory_budget
-from .engine.chunking import resolve_chunk_size
-from .engine.loop import run_engine
-from .engine.manifest import MANIFEST
-from .engine.progress import progress_bar, progress_enabled
-from .engine.storage import prepare_memmap_dir
-from .engine.viterbi import ViterbiResult, run_viterbi
-from .errors import InputError, caller_stacklevel
+from ..config import Config
+from ..engine.budget import choose_batch_size, default_memory_budget
+from ..engine.chunking import resolve_chunk_size
+from ..engine.loop import run_engine
+from ..engine.manifest import MANIFEST
+from ..engine.progress import progress_bar, progress_enabled
+from ..engine.storage import prepare_memmap_dir
+from ..engine.viterbi import ViterbiResult, run_viterbi
+from ..errors import InputError, caller_stacklevel
+from ..names import SEQUENCE, TIME
 from .inputs import resolve_inputs
 from .most_likely import viterbi_dataset
-from .names import SEQUENCE, TIME
-from .results import BinLayout, Part, build_result, part_of
-from .runs import run_metadata
+from .results import BinLayout, Part, build_result, part_of, run_metadata
 from .sequences import SequenceInputs, resolve_sequences
 
 __all__ = ["Algorithm", "run_job", "active_client", "has_sequences", "sequence_batches",
@@ -324,8 +323,8 @@ def run_job(
     Returns
     -------
     xr.Dataset
-        :func:`xhmm.results.build_result`'s Dataset (smooth, filter) or
-        :func:`xhmm.most_likely.viterbi_dataset`'s (viterbi).
+        :func:`xhmm.frontend.results.build_result`'s Dataset (smooth, filter) or
+        :func:`xhmm.frontend.most_likely.viterbi_dataset`'s (viterbi).
 
     Raises
     ------

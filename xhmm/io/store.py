@@ -24,10 +24,10 @@ import pandas as pd
 import xarray as xr
 from dask.system import CPU_COUNT
 
-from .coords import numpy_coords
-from .errors import StorageError
-from .kernels.codec import UINT16_NAN, UINT16_SCALE
-from .engine.progress import dask_progress
+from ..engine.progress import dask_progress
+from ..errors import StorageError
+from ..frontend.coords import numpy_coords
+from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 
 __all__ = ["save_results", "open_results", "MULTIINDEX_ATTR"]
 
@@ -277,7 +277,7 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     Reads what :func:`save_results` writes: a NetCDF file or a Zarr store.
     Data variables stay lazy; the 1-D coordinates (``state``, ``position``,
     ``is_interior``, ...) are loaded into NumPy
-    (:func:`xhmm.coords.numpy_coords`), so boolean selections and
+    (:func:`xhmm.frontend.coords.numpy_coords`), so boolean selections and
     ``groupby`` on them work as on a fresh result.
 
     Parameters
