@@ -255,11 +255,14 @@ def movement_model(key: str, data: dict[str, np.ndarray] | None = None) -> objec
     name = ENVIRONMENT_NAMES[env]
     if kind.startswith("empirical_"):
         _, speedup, reversed_ = kind.split("_")
-        return EmpiricalMovement(name, speedup=int(speedup), is_time_reversed=bool(int(reversed_)))
+        return EmpiricalMovement(name, speedup=int(speedup),
+                                 is_time_reversed=bool(int(reversed_)))
     var = float(data[f"{env}_movement_var"])
     if kind == "random_walk":
-        return RandomWalk(name, movement_var=var, movement_mean=float(data[f"{env}_movement_mean"]))
-    return {"direction1": RandomWalkDirection1, "direction2": RandomWalkDirection2}[kind](name, var)
+        return RandomWalk(name, movement_var=var,
+                          movement_mean=float(data[f"{env}_movement_mean"]))
+    walk = {"direction1": RandomWalkDirection1, "direction2": RandomWalkDirection2}[kind]
+    return walk(name, var)
 
 
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
