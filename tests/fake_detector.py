@@ -14,8 +14,23 @@ definitions:
   columns zeroed, rows normalised;
 - ``RandomWalk``: column ``j`` is the pdf of N(c_j + movement_mean,
   movement_var) at every centre, exterior zeroed, rows normalised;
-- ``EmpiricalMovement`` (a type xhmm does not map): a fixed random
-  row-stochastic matrix over the interior.
+- ``EmpiricalMovement`` without the positions it was fitted on (xhmm
+  cannot rebuild it): a fixed random row-stochastic matrix over the
+  interior.
+
+``FakeNonLocalDetector(movement=key)`` instead lays the detector over one
+environment of ``tests/data/nld_movement.npz`` (the 1-D track ``linear``,
+the 2-D grid ``field`` or the W-shaped track graph ``w`` that
+``tests/data/make_nld_movement.py`` fitted with non_local_detector 0.6.9)
+and moves Non-Local Continuous -> Non-Local Continuous by the movement model
+of the stored case ``key`` (``RandomWalkDirection1`` / ``2``,
+``RandomWalk`` on the track graph, ``EmpiricalMovement``), whose block of
+``continuous_state_transitions_`` is non_local_detector's own matrix of that
+case: an independent reference for the block xhmm maps it to. The
+environment then carries what non_local_detector 0.6.9 fits on it:
+``edges_``, and on the track graph ``track_graph`` (a :class:`FakeGraph`:
+networkx is not an xhmm dependency), ``edge_order``, ``edge_spacing``,
+``place_bin_centers_nodes_df_`` and ``track_graph_with_bin_centers_edges_``.
 
 ``compute_log_likelihood`` returns a reproducible random log-likelihood over
 the interior bins (float32), as the detector's does.
@@ -23,12 +38,60 @@ the interior bins (float32), as the detector's does.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import multivariate_normal
 
 STATE_NAMES = ["Local", "No-Spike", "Non-Local Continuous", "Non-Local Fragmented"]
+#: Reference matrices of non_local_detector 0.6.9 (tests/data/make_nld_movement.py).
+MOVEMENT_DATA = Path(__file__).parent / "data" / "nld_movement.npz"
+#: Node positions of the W track (as in tests/data/make_nld_movement.py).
+W_NODES = [(40.0, 80.0), (40.0, 0.0), (0.0, 0.0), (0.0, 80.0), (80.0, 0.0), (80.0, 80.0)]
+#: non_local_detector's environment name of each stored environment.
+ENVIRONMENT_NAMES = {"linear": "track", "field": "field", "w": "w"}
+
+
+class _View:
+    """``graph.nodes`` / ``graph.edges`` of networkx: iterate keys, index attribute dicts."""
+
+    def __init__(self, attributes: dict[Hashable, dict[str, Any]], undirected: bool) -> None:
+        self._attributes = attributes
+        self._undirected = undirected
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    def __getitem__(self, key: Hashable) -> dict[str, Any]:
+        if self._undirected and key not in self._attributes:
+            key = tuple(reversed(key))
+        return self._attributes[key]
+
+
+class FakeGraph:
+    """The part of a networkx ``Graph`` that xhmm's track graph mapping reads.
+
+    Parameters
+    ----------
+    nodes : dict
+        Node -> its attributes (``{"pos": (x, y)}``), in iteration order.
+    edges : dict, optional
+        ``(u, v)`` -> its attributes (``{"distance": ...}``), in iteration
+        order (networkx's ``list(graph.edges)``); ``graph.edges[(v, u)]``
+        finds it too, as for an undirected networkx graph.
+    """
+
+    def __init__(self, nodes: dict[Hashable, dict[str, Any]],
+                 edges: dict[tuple, dict[str, Any]] | None = None) -> None:
+        self.nodes = _View(dict(nodes), undirected=False)
+        self.edges = _View(dict(edges or {}), undirected=True)
 
 
 @dataclass
@@ -37,6 +100,11 @@ class Environment:
     place_bin_centers_: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
     is_track_interior_: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     track_graph: object = None
+    edges_: tuple = ()
+    edge_order: list | None = None
+    edge_spacing: list | None = None
+    place_bin_centers_nodes_df_: pd.DataFrame | None = None
+    track_graph_with_bin_centers_edges_: object = None
 
 
 @dataclass
@@ -72,8 +140,129 @@ class Discrete:
 
 
 @dataclass
+class RandomWalkDirection1:
+    environment_name: str = ""
+    movement_var: float = 6.0
+
+
+@dataclass
+class RandomWalkDirection2:
+    environment_name: str = ""
+    movement_var: float = 6.0
+
+
+@dataclass
 class EmpiricalMovement:
     environment_name: str = ""
+    encoding_group: int = 0
+    speedup: int = 1
+    is_time_reversed: bool = False
+
+
+def movement_data() -> dict[str, np.ndarray]:
+    """The arrays of ``tests/data/nld_movement.npz`` (see its maker for what each holds)."""
+    with np.load(MOVEMENT_DATA) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _w_track(data: dict[str, np.ndarray], name: str) -> Environment:
+    """The W track as non_local_detector 0.6.9 lays out its fitted track graph.
+
+    ``track_graph``: nodes 0-5 at :data:`W_NODES`, edges in the stored order
+    of ``list(track_graph.edges)`` with their ``distance``;
+    ``place_bin_centers_nodes_df_``: each bin's ``node_id`` in
+    ``track_graph_with_bin_centers_edges_`` (numbered after the track
+    graph's nodes, as non_local_detector numbers them) and ``edge_id`` (the
+    edge's position in ``track_graph.edges``), both -1 for a gap bin off the
+    graph; ``track_graph_with_bin_centers_edges_``: the track graph's nodes
+    and a node at each bin centre, ``pos`` on its edge at the stored offset
+    from the edge's first node (the edges between them, which xhmm does not
+    read, are left out).
+    """
+    graph_edges = [tuple(int(n) for n in e) for e in data["w_graph_edges"]]
+    nodes = {i: {"pos": pos} for i, pos in enumerate(W_NODES)}
+    graph = FakeGraph(nodes, {e: {"distance": float(length), "edge_id": k}
+                              for k, (e, length) in enumerate(zip(graph_edges,
+                                                                  data["w_edge_lengths"]))})
+    bin_edge = data["w_bin_edge"]
+    node_id = np.full(bin_edge.size, -1, dtype=np.int64)
+    augmented = dict(nodes)
+    for i in np.flatnonzero(bin_edge >= 0):
+        u, v = graph_edges[bin_edge[i]]
+        start, end = np.asarray(W_NODES[u]), np.asarray(W_NODES[v])
+        node_id[i] = len(augmented)
+        augmented[int(node_id[i])] = {
+            "pos": tuple(start + data["w_bin_offset"][i] * (end - start)
+                         / np.linalg.norm(end - start)),
+            "edge_id": int(bin_edge[i]),
+        }
+    return Environment(
+        name, data["w_centers"][:, None], data["w_interior"], graph,
+        edge_order=[(0, 1), (1, 2), (2, 3), (1, 4), (4, 5)],
+        edge_spacing=[15.0, 0.0, 15.0, 0.0],
+        place_bin_centers_nodes_df_=pd.DataFrame({"node_id": node_id, "edge_id": bin_edge}),
+        track_graph_with_bin_centers_edges_=FakeGraph(augmented),
+    )
+
+
+def movement_environment(env: str, data: dict[str, np.ndarray] | None = None) -> Environment:
+    """A stored environment (``"linear"``, ``"field"``, ``"w"``) as non_local_detector fits it.
+
+    Parameters
+    ----------
+    env : {"linear", "field", "w"}
+    data : dict, optional
+        :func:`movement_data`, if already loaded.
+
+    Returns
+    -------
+    Environment
+        ``place_bin_centers_`` ``(n_bins, n_dims)``, ``is_track_interior_``
+        (on the grid's shape in 2-D), ``edges_`` (1-D track and grid; not
+        stored for the W track) and, on the W track, the track graph
+        attributes (:func:`_w_track`).
+    """
+    data = movement_data() if data is None else data
+    name = ENVIRONMENT_NAMES[env]
+    if env == "w":
+        return _w_track(data, name)
+    if env == "linear":
+        return Environment(name, data["linear_centers"][:, None], data["linear_interior"],
+                           edges_=(data["linear_bin_edges"],))
+    edges = (data["field_bin_edges_x"], data["field_bin_edges_y"])
+    shape = tuple(e.size - 1 for e in edges)
+    return Environment(name, data["field_centers"], data["field_interior"].reshape(shape),
+                       edges_=edges)
+
+
+def movement_model(key: str, data: dict[str, np.ndarray] | None = None) -> object:
+    """The movement model of a stored case, as ``make_nld_movement.py`` made it.
+
+    Parameters
+    ----------
+    key : str
+        A matrix of ``nld_movement.npz``: ``{env}_direction{1,2}``,
+        ``w_random_walk`` or ``{env}_empirical_{speedup}_{is_time_reversed}``.
+    data : dict, optional
+        :func:`movement_data`, if already loaded.
+
+    Returns
+    -------
+    RandomWalk, RandomWalkDirection1, RandomWalkDirection2 or EmpiricalMovement
+    """
+    data = movement_data() if data is None else data
+    env, kind = key.split("_", 1)
+    name = ENVIRONMENT_NAMES[env]
+    if kind.startswith("empirical_"):
+        _, speedup, reversed_ = kind.split("_")
+        return EmpiricalMovement(name, speedup=int(speedup),
+                                 is_time_reversed=bool(int(reversed_)))
+    var = float(data[f"{env}_movement_var"])
+    if kind == "random_walk":
+        return RandomWalk(name, movement_var=var,
+                          movement_mean=float(data[f"{env}_movement_mean"]))
+    walk = {"direction1": RandomWalkDirection1, "direction2": RandomWalkDirection2}[kind]
+    return walk(name, var)
 
 
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -102,35 +291,52 @@ class FakeNonLocalDetector:
     n_time : int or None
         Covariate-dependent discrete transition over this many steps.
     seed : int
+    movement : str, optional
+        A case of ``nld_movement.npz`` (:func:`movement_model`): the
+        detector is over that case's environment (``n_dims``,
+        ``movement_mean`` and ``empirical`` are ignored) and Non-Local
+        Continuous moves by its model, non_local_detector's matrix in
+        ``continuous_state_transitions_`` (the module docstring).
     """
 
     def __init__(self, n_dims: int = 1, movement_mean: float = 0.0, empirical: bool = False,
-                 n_time: int | None = None, seed: int = 0) -> None:
+                 n_time: int | None = None, seed: int = 0, movement: str | None = None) -> None:
         rng = np.random.default_rng(seed)
-        if n_dims == 1:
-            centers = np.arange(24.0)[:, None] * 2.5 + 1.25
-            interior = np.ones(24, bool)
-            interior[[0, 11, 23]] = False
+        self._movement: tuple[object, np.ndarray] | None = None
+        if movement is not None:
+            data = movement_data()
+            environment = movement_environment(movement.split("_", 1)[0], data)
+            walk = movement_model(movement, data)
+            self._movement = (walk, data[movement])
+            to_continuous = Uniform(environment.environment_name)
         else:
-            xs, ys = np.meshgrid(np.arange(6.0) * 3, np.arange(5.0) * 2, indexing="ij")
-            centers = np.column_stack([xs.ravel(), ys.ravel()])
-            interior = np.ones((6, 5), bool)
-            interior[0, 0] = interior[3, 2] = False
-        self.environments = (Environment("", centers, interior),)
-        self.observation_models = [ObservationModel(is_local=True),
-                                   ObservationModel(is_no_spike=True),
-                                   ObservationModel(), ObservationModel()]
+            if n_dims == 1:
+                centers = np.arange(24.0)[:, None] * 2.5 + 1.25
+                interior = np.ones(24, bool)
+                interior[[0, 11, 23]] = False
+            else:
+                xs, ys = np.meshgrid(np.arange(6.0) * 3, np.arange(5.0) * 2, indexing="ij")
+                centers = np.column_stack([xs.ravel(), ys.ravel()])
+                interior = np.ones((6, 5), bool)
+                interior[0, 0] = interior[3, 2] = False
+            environment = Environment("", centers, interior)
+            walk = RandomWalk(movement_var=6.0, movement_mean=movement_mean)
+            to_continuous = EmpiricalMovement() if empirical else Uniform()
+        name = environment.environment_name
+        centers = np.asarray(environment.place_bin_centers_)
+        self.environments = (environment,)
+        self.observation_models = [ObservationModel(name, is_local=True),
+                                   ObservationModel(name, is_no_spike=True),
+                                   ObservationModel(name), ObservationModel(name)]
         self.state_names = list(STATE_NAMES)
-        walk = RandomWalk(movement_var=6.0, movement_mean=movement_mean)
-        to_continuous = EmpiricalMovement() if empirical else Uniform()
         self.continuous_transition_types = [
-            [Discrete(), Discrete(), Uniform(), Uniform()],
-            [Discrete(), Discrete(), Uniform(), Uniform()],
-            [Discrete(), Discrete(), walk, Uniform()],
-            [Discrete(), Discrete(), to_continuous, Uniform()],
+            [Discrete(), Discrete(), Uniform(name), Uniform(name)],
+            [Discrete(), Discrete(), Uniform(name), Uniform(name)],
+            [Discrete(), Discrete(), walk, Uniform(name)],
+            [Discrete(), Discrete(), to_continuous, Uniform(name)],
         ]
         n_bins = centers.shape[0]
-        flat_interior = interior.ravel()
+        flat_interior = np.asarray(environment.is_track_interior_, dtype=bool).ravel()
         self.state_ind_ = np.concatenate([[0], [1], np.full(n_bins, 2), np.full(n_bins, 3)])
         self.is_track_interior_state_bins_ = np.concatenate(
             [[True], [True], flat_interior, flat_interior])
@@ -160,6 +366,8 @@ class FakeNonLocalDetector:
 
     def _block(self, kind: object, centers: np.ndarray, interior: np.ndarray) -> np.ndarray:
         n = centers.shape[0]
+        if self._movement is not None and kind is self._movement[0]:
+            return self._movement[1]  # non_local_detector's own matrix of the case
         if isinstance(kind, Discrete):
             return np.ones((1, 1))
         if isinstance(kind, Uniform):

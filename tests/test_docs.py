@@ -58,13 +58,16 @@ def test_structured_transitions_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # it writes model.nc
     blocks = re.findall(r"```python\n(.*?)```", _section("docs/usage.md",
                                                          "Structured transitions"), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, "docs/usage.md", "exec"), namespace)
     plan = namespace["plan"]
     assert plan["kind"] == "blocks" and plan["n_bins"] == 770
     assert "Non-Local Continuous->Non-Local Continuous: separable 20x20" in plan["blocks"]
+    track = namespace["res_track"].attrs["xhmm_transition"]
+    assert "outbound->outbound: tiled 300x300 (tiles of 8 bins, up to 6 per tile) " \
+           "(directional random walk, increasing)" in track
     assert (tmp_path / "model.nc").is_file()
 
 
