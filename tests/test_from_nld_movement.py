@@ -138,7 +138,8 @@ def test_empirical_without_position_is_the_detectors_matrix():
                                   det.continuous_state_transitions_[np.ix_(cont, cont)])
     ds = model.dataset(*_inputs(det))
     # nld normalises over all bins: interior rows move probability to exterior bins.
-    with pytest.raises(TransitionError, match=r"Dense row \d+ moves probability .* to exterior"):
+    with pytest.raises(TransitionError, match=r"Dense matrix \(the detector's EmpiricalMovement "
+                       r"matrix\), row \d+ moves probability .* to exterior"):
         to_dense(model.transition, ds)
 
 

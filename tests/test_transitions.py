@@ -803,7 +803,7 @@ MASK = np.ones(5, dtype=bool)
          "'b' has 2"),
         (lambda: two_state(ab=Dense(np.ones((3, 3)) / 3)), TransitionError,
          r"Dense matrix has shape \(3, 3\)"),
-        (lambda: two_state(ab=Dense(np.ones((3, 2)))), TransitionError, "Dense row 0"),
+        (lambda: two_state(ab=Dense(np.ones((3, 2)))), TransitionError, "Dense matrix, row 0"),
         (lambda: Blocks(np.ones((7, 2, 2)) / 2, {(a, b): Uniform() for a in "ab" for b in "ab"}),
          DimensionError, "varies over 7 time steps; the log-likelihood has 10"),
     ],

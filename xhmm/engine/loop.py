@@ -37,7 +37,7 @@ from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .precision import FLOAT64, Precision
-from .reader import Chunk, LikelihoodReader
+from .reader import Chunk, LikelihoodReader, first_true
 from .runstate import RunResult, RunState, drive, precision
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import EngineTransition
@@ -393,9 +393,9 @@ class _Run(RunState):
 
     def _check_backward(self, rows: np.ndarray, start: int, n_valid: np.ndarray) -> None:
         valid = np.arange(rows.shape[1])[None, :] < n_valid[:, None]
-        bad = valid & ~np.isfinite(rows).all(axis=2)
-        if bad.any():
-            b, row = (int(i) for i in np.argwhere(bad)[0])
+        found = first_true(valid & ~np.isfinite(rows).all(axis=2))
+        if found is not None:
+            b, row = found
             raise NumericalError(
                 f"the smoothed posterior at {self.reader.where(b, start + row)} is not "
                 f"finite ({rows.dtype.name} underflow); retry with "

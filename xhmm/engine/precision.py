@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NumericalError
-from .reader import Chunk
+from .reader import Chunk, first_true
 
 __all__ = ["Precision", "FLOAT32_TOLERANCE", "FLOAT32", "FLOAT64"]
 
@@ -144,9 +144,9 @@ class Precision:
             return
         with np.errstate(invalid="ignore"):
             error = np.abs(approximate - exact).max(axis=2)
-        wrong = valid & ~(error <= FLOAT32_TOLERANCE)
-        if wrong.any():
-            b, row = (int(i) for i in np.argwhere(wrong)[0])
+        found = first_true(valid & ~(error <= FLOAT32_TOLERANCE))
+        if found is not None:
+            b, row = found
             raise NumericalError(
                 f"float32 lost the answer at {where(b, row)}: a prediction fell below "
                 f"float32's range where the likelihood is high, and {what} is off by "

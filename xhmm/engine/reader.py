@@ -61,7 +61,7 @@ import numpy as np
 
 from ..errors import InputWarning, LikelihoodError, XHMMError, caller_stacklevel
 
-__all__ = ["LikelihoodReader", "Chunk", "BufferRing"]
+__all__ = ["LikelihoodReader", "Chunk", "BufferRing", "first_true"]
 
 #: Alignment of reused buffers: JAX on CPU aliases host arrays aligned to
 #: 64 bytes and copies others.
@@ -78,6 +78,14 @@ BLOCK_CACHE_BYTES = 1024**3
 #: read and the one before it (read ahead in the forward pass, then
 #: possibly read again in float64).
 KEPT_READS = 2
+
+
+def first_true(mask: np.ndarray) -> tuple[int, int] | None:
+    """``(b, row)`` of the first True of a (B, rows) mask, in row-major order; None if none."""
+    if not mask.any():
+        return None
+    b, row = np.argwhere(mask)[0]
+    return int(b), int(row)
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -358,10 +366,8 @@ class LikelihoodReader:
 
         None when the mask is all False.
         """
-        if not mask.any():
-            return None
-        b, row = (int(i) for i in np.argwhere(mask)[0])
-        return self.where(b, chunk.start + row)
+        found = first_true(mask)
+        return None if found is None else self.where(found[0], chunk.start + found[1])
 
     def restore_lengths(self, lengths, ended, scanned: int) -> None:
         """Take back lengths inferred by an earlier (resumed) run."""
@@ -399,9 +405,9 @@ class LikelihoodReader:
         n_rows = stop - start
         valid = np.arange(n_rows)[None, :] < n_valid[:, None]
         shift = np.where(valid, block.max(axis=2), 0.0).astype(np.float64)
-        bad = ~np.isfinite(shift)
-        if bad.any():
-            b, row = (int(i) for i in np.argwhere(bad)[0])
+        found = first_true(~np.isfinite(shift))
+        if found is not None:
+            b, row = found
             raise self._bad_row(block[b, row], b, start + row)
         if index == 0 and not self._scale_checked:
             self._scale_checked = True
@@ -499,9 +505,9 @@ class LikelihoodReader:
                 "padding after a sequence's end)"
             )
         rows = start + np.arange(block.shape[1])
-        stray = (rows[None, :] >= self.lengths[:, None]) & ~all_nan
-        if stray.any():
-            b, row = (int(i) for i in np.argwhere(stray)[0])
+        found = first_true((rows[None, :] >= self.lengths[:, None]) & ~all_nan)
+        if found is not None:
+            b, row = found
             raise LikelihoodError(
                 f"sequence {self.sequence_ids[b].item()}: log_likelihood has values at "
                 f"time index {start + row} after an all-NaN row at time index "

@@ -25,7 +25,7 @@ from ..config import Config
 from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stacklevel
 from .manifest import Manifest, crc, open_run_folder
 from .progress import progress_bar, progress_enabled
-from .reader import Chunk, LikelihoodReader
+from .reader import Chunk, LikelihoodReader, first_true
 from .storage import sync_rows
 
 __all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision"]
@@ -209,10 +209,10 @@ class RunState:
         where = self.reader.first_where(chunk, valid & ~np.isfinite(values))
         if where is not None:
             raise LikelihoodError(impossible.format(where=where))
-        surprise = valid & (log_scale[:, :n_rows] < UNDERFLOW_LOG)
-        if dtype == np.float64 and surprise.any() and not self.warned:
+        found = first_true(valid & (log_scale[:, :n_rows] < UNDERFLOW_LOG))
+        if dtype == np.float64 and found is not None and not self.warned:
             self.warned = True
-            b, row = (int(i) for i in np.argwhere(surprise)[0])
+            b, row = found
             warnings.warn(
                 near_underflow.format(where=self.reader.where(b, chunk.start + row),
                                       log=float(log_scale[b, row])),

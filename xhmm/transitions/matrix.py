@@ -57,6 +57,11 @@ class Dense(TransitionBlock):
             raise TransitionError(f"Dense matrix must be 2-D, got shape {matrix.shape}")
         object.__setattr__(self, "matrix", matrix)
 
+    @property
+    def _what(self) -> str:
+        """The block in messages: "Dense matrix", with its note if it has one."""
+        return "Dense matrix" + (f" ({self.note})" if self.note else "")
+
     def plan(self, src: StateBins, dst: StateBins, name: str) -> PlannedBlock:
         """The planned block over interior bins, rows renormalised.
 
@@ -70,19 +75,19 @@ class Dense(TransitionBlock):
         if n_rows not in (src.n_bins, src.n_interior) or n_cols not in (dst.n_bins,
                                                                         dst.n_interior):
             raise TransitionError(
-                f"{name}: Dense matrix has shape {self.matrix.shape}; expected "
+                f"{name}: {self._what} has shape {self.matrix.shape}; expected "
                 f"({src.n_bins} or {src.n_interior} interior) x ({dst.n_bins} or "
                 f"{dst.n_interior} interior) bins of {src.label!r} x {dst.label!r}"
             )
         rows = self.matrix[src.interior] if n_rows == src.n_bins else self.matrix
         if not np.isfinite(rows).all() or (rows < 0).any():
-            raise TransitionError(f"{name}: Dense matrix must be finite and non-negative")
+            raise TransitionError(f"{name}: {self._what} must be finite and non-negative")
         sums = rows.sum(axis=1)
         bad = np.abs(sums - 1) > STOCHASTIC_ATOL
         if bad.any():
             i = int(np.argmax(bad))
             raise TransitionError(
-                f"{name}: Dense row {i} (interior bin {i} of {src.label!r}) sums to "
+                f"{name}: {self._what}, row {i} (interior bin {i} of {src.label!r}) sums to "
                 f"{sums[i]:.9g}; rows must sum to 1 within {STOCHASTIC_ATOL:g}"
             )
         kept = rows[:, dst.interior] if n_cols == dst.n_bins else rows
@@ -91,7 +96,7 @@ class Dense(TransitionBlock):
         if (lost > STOCHASTIC_ATOL).any():
             i = int(np.argmax(lost))
             raise TransitionError(
-                f"{name}: Dense row {i} moves probability {lost[i]:.6g} to exterior bins "
+                f"{name}: {self._what}, row {i} moves probability {lost[i]:.6g} to exterior bins "
                 f"of {dst.label!r}; exterior bins must be unreachable"
             )
         return PlannedDense(kept / kept_sums[:, None], self.note)
