@@ -26,9 +26,9 @@ from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stac
 from .manifest import Manifest, crc, open_run_folder
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader
-from .storage import sync_rows
+from .storage import locked_folder, sync_rows
 
-__all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision"]
+__all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision", "run_folder"]
 
 Result = TypeVar("Result")
 
@@ -36,6 +36,17 @@ Result = TypeVar("Result")
 #: means the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
 UNDERFLOW_LOG = -700.0
+
+
+def run_folder(config: Config) -> AbstractContextManager[Path | None]:
+    """The folder of a run, locked for a ``with`` block: None in RAM.
+
+    See :func:`xhmm.engine.storage.locked_folder` (a memmap run without
+    ``memmap_dir`` gets a new temporary folder).
+    """
+    if not config.use_memmap:
+        return nullcontext(None)
+    return locked_folder(config.memmap_dir, overwrite=config.overwrite, resume=config.resume)
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -100,16 +111,20 @@ class RunState:
     initial : (K,) or (B, K) array
         First-step distribution over the interior bins.
     config : Config
+    folder : Path or None
+        The memmap run's folder, held by :func:`run_folder` for the life of
+        the run; None in RAM.
     """
 
-    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config) -> None:
+    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
+                 folder: Path | None) -> None:
         self.reader = reader
         self.transition = transition
         self.initial_values = initial
         self.config = config
         self.progress = progress_enabled(config.progress)
         self.warned = False
-        self.memmap_dir: Path | None = None
+        self.memmap_dir = folder
         self.manifest: Manifest | None = None
         self.onehot_values = np.zeros((reader.n_bins, 0))
         self._devices: dict[str, DeviceConstants] = {}
@@ -127,7 +142,7 @@ class RunState:
         reader's inferred lengths are restored from its manifest), else
         ``"w+"``.
         """
-        self.memmap_dir, self.manifest = open_run_folder(self.config, inputs)
+        self.manifest = open_run_folder(self.memmap_dir, self.config, inputs)
         if self.manifest is None:
             return "w+"
         if self.reader.infer:

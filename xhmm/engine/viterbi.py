@@ -54,7 +54,7 @@ from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
-from .runstate import RunResult, RunState, drive, precision
+from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows
 from .transition import EngineTransition
 
@@ -82,8 +82,8 @@ class _Decoder(RunState):
     """State of one decoder run: buffers, device constants, manifest, precision."""
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 metadata: dict | None) -> None:
-        super().__init__(reader, transition, initial, config)
+                 folder, metadata: dict | None) -> None:
+        super().__init__(reader, transition, initial, config, folder)
         n_chunks = reader.n_chunks
         self.precision = Precision(config.compute_dtype, n_chunks)
         mode = "w+"
@@ -301,5 +301,6 @@ def run_viterbi(
         chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
-    decoder = _Decoder(reader, transition, initial, config, metadata)
-    return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)
+    with run_folder(config) as folder:
+        decoder = _Decoder(reader, transition, initial, config, folder, metadata)
+        return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
-from ..engine.storage import alloc_out
+from ..engine.storage import alloc_out, check_file
 from ..kernels.codec import UINT16_NAN, expand_interior
 
 __all__ = ["StoredArray", "SequenceRows", "portable", "lazy_masked_posterior",
@@ -51,8 +52,21 @@ class StoredArray:
     dtype: str
 
     def open(self) -> np.ndarray:
-        """The buffer as a read-only ``np.memmap``."""
+        """The buffer as a read-only ``np.memmap``.
+
+        Raises
+        ------
+        StorageError
+            If the file is missing or not of the size of ``shape`` and ``dtype``.
+        """
         return alloc_out(self.shape, self.dtype, self.name, self.directory, mode="r")
+
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the file is there, of its full size."""
+        dtype = np.dtype(self.dtype)
+        check_file(Path(self.directory) / f"{self.name}.dat",
+                   int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize, self.shape,
+                   dtype, resume=False)
 
 
 def portable(buffer, name: str, directory: str | os.PathLike | None):

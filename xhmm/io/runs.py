@@ -52,6 +52,9 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         If the folder holds no readable manifest.
     xhmm.IncompleteResultError
         If the run did not finish (killed, failed, or still running).
+    xhmm.StorageError
+        If an output file is missing or not of the size the manifest records
+        (truncated or replaced).
     xhmm.InputError
         If the folder holds a ``most_likely_sequence`` run.
     """
@@ -76,7 +79,9 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         info = outputs.get(name)
         if info is None:
             return None
-        return StoredArray(str(memmap_dir), name, tuple(info["shape"]), info["dtype"])
+        array = StoredArray(str(memmap_dir), name, tuple(info["shape"]), info["dtype"])
+        array.check()
+        return array
 
     log_norm = stored("log_normalizer")
     n_seq, n_time = log_norm.shape

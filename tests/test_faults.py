@@ -1,0 +1,305 @@
+"""Faults on purpose: damaged output files, corrupt checkpoints, two runs in one
+folder, overwrites of what xhmm did not write. Each ends in the documented
+error, with nothing the user had lost, never in a wrong answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xhmm
+
+from conftest import make_dataset, random_model
+
+T, K, CHUNK = 240, 9, 16
+
+
+@pytest.fixture
+def model():
+    ll, A, p0 = random_model(np.random.default_rng(7), T, K)
+    return make_dataset(ll), A, p0
+
+
+def _smooth(model, folder, **options):
+    ds, A, p0 = model
+    return ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, memmap_dir=folder,
+                         progress=False, **options)
+
+
+def _truncate(path: Path) -> int:
+    """Cut ``path`` to half its size; return the new size."""
+    size = path.stat().st_size // 2
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+    return size
+
+
+# -- 1. a short output file is never extended with zeros -------------------------
+
+def test_truncated_output_refuses_resume(model, tmp_path):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    path = folder / "acausal_posterior.dat"
+    size = _truncate(path)
+    with pytest.raises(xhmm.ResumeError, match="acausal_posterior.dat' holds "
+                       f"{size:,} bytes"):
+        _smooth(model, folder, resume=True)
+    assert path.stat().st_size == size  # not extended
+
+
+def test_truncated_output_refuses_open_run(model, tmp_path):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    _truncate(folder / "acausal_posterior.dat")
+    with pytest.raises(xhmm.StorageError, match="acausal_posterior.dat' holds") as info:
+        xhmm.open_run(folder)
+    assert not isinstance(info.value, xhmm.ResumeError)
+
+
+def test_deleted_output_refuses_open_run(model, tmp_path):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    (folder / "causal_posterior.dat").unlink()
+    with pytest.raises(xhmm.StorageError, match="causal_posterior.dat' is missing"):
+        xhmm.open_run(folder)
+
+
+def test_truncated_output_fails_saving_its_result(model, tmp_path):
+    folder = tmp_path / "run"
+    res = _smooth(model, folder)
+    _truncate(folder / "acausal_posterior.dat")
+    with pytest.raises(xhmm.StorageError, match="acausal_posterior.dat' holds"):
+        xhmm.save_results(res, tmp_path / "r.nc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# -- 2. checkpoints are checked at every use ------------------------------------
+
+def _fail_at_call(monkeypatch, module, name: str, at: int) -> None:
+    """Make ``module.name`` raise RuntimeError at its ``at``-th call."""
+    kernel, calls = getattr(module, name), [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            raise RuntimeError("injected failure")
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+
+
+def _scramble_row(path: Path, index: int, n_chunks: int) -> None:
+    """Reverse checkpoint row ``index``: valid-looking floats, another carry."""
+    rows = np.memmap(path, dtype=np.float64, mode="r+", shape=(n_chunks, 1, K))
+    rows[index] = rows[index][:, ::-1].copy()
+    rows.flush()
+    del rows
+
+
+@pytest.mark.parametrize("options", [{"persist_causal": False},
+                                     {"posterior_dtype": "uint16"}],
+                         ids=["persist_causal=False", "uint16"])
+def test_corrupt_forward_checkpoint_stops_the_backward_pass(model, tmp_path, monkeypatch,
+                                                             options):
+    import xhmm.engine.loop as loop
+
+    folder = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _fail_at_call(patch, loop, "backward_chunk", 5)
+        with pytest.raises(RuntimeError, match="injected"):
+            _smooth(model, folder, **options)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    n_chunks = manifest["n_chunks"]
+    assert manifest["forward_done"] == n_chunks and 0 < manifest["backward_done"] < 5
+    _scramble_row(folder / "checkpoints.dat", 3, n_chunks)
+    with pytest.raises(xhmm.ResumeError, match="forward checkpoint 3 .* is corrupt"):
+        _smooth(model, folder, resume=True, **options)
+
+
+def test_corrupt_viterbi_checkpoint_stops_the_backtrack(model, tmp_path, monkeypatch):
+    import xhmm.engine.viterbi as viterbi
+
+    ds, A, p0 = model
+    folder = tmp_path / "run"
+
+    def decode(**options):
+        return ds.hmm.most_likely_sequence(transition=A, initial=p0, chunk_size=CHUNK,
+                                           memmap_dir=folder, progress=False, **options)
+
+    with monkeypatch.context() as patch:
+        _fail_at_call(patch, viterbi, "viterbi_backtrack_chunk", 5)
+        with pytest.raises(RuntimeError, match="injected"):
+            decode()
+    n_chunks = json.loads((folder / "manifest.json").read_text())["n_chunks"]
+    _scramble_row(folder / "max_checkpoints.dat", 3, n_chunks)
+    with pytest.raises(xhmm.ResumeError, match="forward checkpoint 3 .* is corrupt"):
+        decode(resume=True)
+
+
+# -- 3. one writer per run folder ------------------------------------------------
+
+def _hold_lock(folder: Path):
+    """Hold ``folder``'s run lock through a second open of the lock file, as
+    another process would (flock locks belong to the open file description)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / ".xhmm.lock", "a+")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fh.truncate(0)
+    fh.write("4242\n")
+    fh.flush()
+    return fh
+
+
+@pytest.mark.parametrize("options", [{"overwrite": True}, {"resume": True}, {}],
+                         ids=["overwrite", "resume", "fresh"])
+def test_a_locked_folder_is_refused_naming_the_holder(model, tmp_path, options):
+    folder = tmp_path / "run"
+    if options:
+        _smooth(model, folder)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if options else {}
+    holder = _hold_lock(folder)
+    try:
+        with pytest.raises(xhmm.StorageError, match="in use by another xhmm run "
+                           r"\(process 4242\)"):
+            _smooth(model, folder, **options)
+    finally:
+        holder.close()
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert {name: t for name, t in after.items() if name != ".xhmm.lock"} == {
+        name: t for name, t in before.items() if name != ".xhmm.lock"}
+
+
+def test_a_locked_sequence_folder_is_refused(model, tmp_path):
+    ds, A, p0 = model
+    many = ds.expand_dims(sequence=2)
+    holder = _hold_lock(tmp_path / "run")
+    try:
+        with pytest.raises(xhmm.StorageError, match=r"process 4242"):
+            many.hmm.smooth(transition=A, initial=p0, memmap_dir=tmp_path / "run")
+    finally:
+        holder.close()
+
+
+def test_the_lock_is_released_after_a_run(model, tmp_path, monkeypatch):
+    import xhmm.engine.loop as loop
+
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    assert (folder / ".xhmm.lock").read_text().strip() == str(__import__("os").getpid())
+    _hold_lock(folder).close()  # free after a finished run
+    with monkeypatch.context() as patch:
+        _fail_at_call(patch, loop, "backward_chunk", 3)
+        with pytest.raises(RuntimeError, match="injected"):
+            _smooth(model, folder, overwrite=True)
+    _hold_lock(folder).close()  # free after a failed run
+    with pytest.raises(xhmm.IncompleteResultError):
+        xhmm.open_run(folder)  # reading needs no lock
+    res = _smooth(model, folder, resume=True)
+    holder = _hold_lock(folder)  # a live result does not hold the lock
+    try:
+        assert np.isfinite(xhmm.open_run(folder).acausal_posterior.values).any()
+        assert np.isfinite(res.acausal_posterior.values).any()
+    finally:
+        holder.close()
+
+
+def test_manifest_writes_use_unique_temporary_names(tmp_path):
+    from xhmm.engine.manifest import Manifest
+
+    names = []
+    real_replace = __import__("os").replace
+
+    def replace(src, dst):
+        names.append(Path(src).name)
+        return real_replace(src, dst)
+
+    manifest = Manifest(tmp_path, {"status": "running"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("os.replace", replace)
+        manifest.write()
+        manifest.write()
+    pid = __import__("os").getpid()
+    assert len(set(names)) == 2
+    assert all(name.startswith(f".manifest.json.{pid}.") and name.endswith(".tmp")
+               for name in names)
+
+
+# -- 4. overwrite never deletes what xhmm did not write --------------------------
+
+def _user_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "thesis.tex").write_text("precious")
+    return path
+
+
+def _intact(path: Path) -> bool:
+    return (path / "thesis.tex").read_text() == "precious"
+
+
+def test_overwrite_refuses_a_memmap_dir_of_user_files(model, tmp_path):
+    folder = _user_folder(tmp_path / "run")
+    with pytest.raises(xhmm.StorageError, match="'.*run' holds files xhmm did not write "
+                       r"\(thesis.tex\)"):
+        _smooth(model, folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"] and _intact(folder)
+
+
+def test_overwrite_replaces_a_memmap_dir_xhmm_wrote(model, tmp_path):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    res = _smooth(model, folder, overwrite=True)
+    assert np.isfinite(res.acausal_posterior.values).any()
+
+
+def test_save_overwrite_refuses_a_foreign_netcdf(model, tmp_path):
+    ds, A, p0 = model
+    res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK)
+    target = tmp_path / "data.nc"
+    ds.to_netcdf(target, engine="h5netcdf")
+    before = target.read_bytes()
+    with pytest.raises(xhmm.StorageError, match="'.*data.nc' is not a results file or "
+                       "Zarr store written by xhmm"):
+        xhmm.save_results(res, target, overwrite=True)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.nc"]
+
+
+@pytest.mark.parametrize("name", ["x.zarr", "mydir"])
+def test_save_overwrite_refuses_a_plain_folder(model, tmp_path, name):
+    ds, A, p0 = model
+    res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK)
+    folder = _user_folder(tmp_path / name)
+    with pytest.raises(xhmm.StorageError, match=f"'.*{name}' is not a results file"):
+        xhmm.save_results(res, folder, overwrite=True)
+    assert _intact(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("name", ["r.nc", "r.zarr"])
+def test_save_overwrite_replaces_what_xhmm_wrote(model, tmp_path, name):
+    ds, A, p0 = model
+    res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK)
+    xhmm.save_results(res, tmp_path / name)
+    xhmm.save_results(res, tmp_path / name, overwrite=True)
+    back = xhmm.open_results(tmp_path / name)
+    np.testing.assert_allclose(back.acausal_posterior.values, res.acausal_posterior.values)
+
+
+def test_cli_force_refuses_a_user_folder(model, tmp_path, capsys):
+    from xhmm.cli import main
+
+    ds, A, p0 = model
+    ds.assign(transition=(("state_bins_from", "state_bins_to"), A),
+              initial=("state_bins", p0)).to_netcdf(
+        tmp_path / "ll.nc", engine="h5netcdf")
+    folder = _user_folder(tmp_path / "mydir")
+    assert main(["smooth", str(tmp_path / "ll.nc"), "--out", str(folder), "--force",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "mydir' is not a results file or Zarr store written by xhmm" in err
+    assert _intact(folder)
