@@ -508,6 +508,12 @@ def _save_over_foreign(ds, A, p0):
     return _raised(lambda: xhmm.save_results(res, "data.nc", overwrite=True))
 
 
+def _stale(ds, A, p0):
+    old = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", overwrite=True)
+    return _raised(lambda: old.acausal_posterior.values)
+
+
 def _warned(make_ll, method="smooth", **options):
     """The xhmm warning of ``ds.hmm.<method>`` (smoothing) of ``make_ll(model)``."""
     def run(ds, A, p0):
@@ -626,6 +632,7 @@ def documented_cases(monkeypatch) -> dict:
         "output file truncated (`open_run`, reading a result)": _open_truncated,
         "checkpoint changed on disk": _corrupt_checkpoint(monkeypatch),
         "`overwrite=True` onto a file xhmm did not write": _save_over_foreign,
+        "reading a result whose `memmap_dir` a later run took over": _stale,
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

@@ -303,3 +303,38 @@ def test_cli_force_refuses_a_user_folder(model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mydir' is not a results file or Zarr store written by xhmm" in err
     assert _intact(folder)
+
+
+# -- 5. a result never changes under its owner -----------------------------------
+
+def test_a_result_whose_run_was_replaced_is_stale(model, tmp_path):
+    ds, A, p0 = model
+    folder = tmp_path / "run"
+    old = _smooth(model, folder)
+    expected = old.acausal_posterior.values
+    again = _smooth(model, folder, resume=True)  # the same run: still current
+    np.testing.assert_array_equal(old.acausal_posterior.values, expected)
+    np.testing.assert_array_equal(again.acausal_posterior.values, expected)
+    other = ds.assign(log_likelihood=(ds.log_likelihood.dims, ds.log_likelihood.values[::-1]))
+    new = other.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, memmap_dir=folder,
+                           overwrite=True, progress=False)
+    for name in ("acausal_posterior", "causal_posterior"):
+        with pytest.raises(xhmm.StaleResultError, match="replaced by a later run"):
+            old[name].values
+    assert not np.array_equal(new.acausal_posterior.values, expected)
+    np.testing.assert_array_equal(xhmm.open_run(folder).acausal_posterior.values,
+                                  new.acausal_posterior.values)
+
+
+def test_a_result_whose_run_was_replaced_by_a_shorter_one_is_stale(model, tmp_path):
+    ds, A, p0 = model
+    folder = tmp_path / "run"
+    old = _smooth(model, folder)
+    ds.isel(time=slice(0, T // 2)).hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK,
+                                               memmap_dir=folder, overwrite=True,
+                                               progress=False)
+    with pytest.raises(xhmm.StaleResultError):
+        old.acausal_posterior.values
+    with pytest.raises(xhmm.StaleResultError):
+        xhmm.save_results(old, tmp_path / "old.nc")
+    assert not (tmp_path / "old.nc").exists()

@@ -476,6 +476,7 @@ class _Run(RunState):
             marginal_log_likelihood=marginal,
             summaries=self.summaries,
             memmap_dir=self.memmap_dir,
+            run_id=self.run_id,
             transition=self.transition.describe(),
             float64_chunks=self.precision.float64_chunks,
             transition_counts=None if self.counts is None else np.array(self.counts),

@@ -145,6 +145,7 @@ class Manifest:
         """
         manifest = cls(folder, {
             "format_version": FORMAT_VERSION,
+            "run_id": uuid.uuid4().hex,
             "status": "running",
             "error": None,
             "n_chunks": int(n_chunks),

@@ -88,6 +88,9 @@ class RunResult:
         Real rows of each sequence (given or inferred).
     memmap_dir : Path or None
         Folder of the memmap files.
+    run_id : str or None
+        The memmap run's id (its manifest's ``run_id``): results reading its
+        files check it is still the folder's run. None in RAM.
     transition : dict
         How the transition ran (its ``describe()``).
     float64_chunks : int
@@ -97,6 +100,7 @@ class RunResult:
 
     lengths: np.ndarray
     memmap_dir: Path | None = None
+    run_id: str | None = None
     transition: dict[str, Any] = field(default_factory=dict)
     float64_chunks: int = 0
 
@@ -148,6 +152,11 @@ class RunState:
         if self.reader.infer:
             self.reader.restore_lengths(**self.manifest.data["reader"])
         return "r+"
+
+    @property
+    def run_id(self) -> str | None:
+        """The memmap run's id (None in RAM, or a manifest from before run ids)."""
+        return None if self.manifest is None else self.manifest.data.get("run_id")
 
     def done(self, key: str) -> int:
         """A progress counter of the manifest (0 without one)."""

@@ -259,6 +259,7 @@ class _Decoder(RunState):
             path=self.path,
             path_log_probability=log_probability,
             memmap_dir=self.memmap_dir,
+            run_id=self.run_id,
             transition=self.transition.describe(),
             float64_chunks=self.precision.float64_chunks,
         )
