@@ -338,3 +338,85 @@ def test_a_result_whose_run_was_replaced_by_a_shorter_one_is_stale(model, tmp_pa
     with pytest.raises(xhmm.StaleResultError):
         xhmm.save_results(old, tmp_path / "old.nc")
     assert not (tmp_path / "old.nc").exists()
+
+
+# -- a run stopped inside the float64 recomputation resumes ----------------------
+
+def _recomputing_model():
+    """Far bins predicted below 1e-30 for three chunks (float32 keeps going),
+    then the likelihood jumps there: chunks 0-3 are recomputed in float64."""
+    n_bins, n_time = 12, 40
+    A = np.full((n_bins, n_bins), 1e-35)
+    np.fill_diagonal(A, 1.0)
+    A /= A.sum(axis=1, keepdims=True)
+    x = np.arange(n_bins)
+    ll = np.repeat(-100.0 * np.abs(x - 2)[None, :].astype(float), n_time, axis=0)
+    ll[17:] = -200.0 * (x != 9)[None, :]
+    return make_dataset(ll), A, np.full(n_bins, 1 / n_bins)
+
+
+@pytest.mark.parametrize("stop_at", [0, 2], ids=["first-redone", "last-committed"])
+@pytest.mark.parametrize("method", ["smooth", "most_likely_sequence"])
+def test_a_run_stopped_inside_the_float64_recomputation_resumes(tmp_path, monkeypatch,
+                                                                 method, stop_at):
+    import xhmm.engine.loop as loop
+    import xhmm.engine.viterbi as viterbi
+    from xhmm.engine.manifest import Manifest
+
+    ds, A, p0 = _recomputing_model()
+    folder = tmp_path / "run"
+    options = dict(transition=A, initial=p0, chunk_size=5, progress=False)
+    redone = []
+
+    def stop_after_redone_chunk(original):
+        """Stop once chunk ``stop_at`` was recomputed and its next checkpoint,
+        recorded by the manifest before, rewritten (chunks 0-2 are committed
+        in float32 when chunk 3 finds float32 lost)."""
+        def outputs(self, chunk, *args):
+            original(self, chunk, *args)
+            if self.precision.float64[chunk.index]:
+                redone.append(chunk.index)
+                if chunk.index == stop_at:
+                    raise RuntimeError("stopped inside the recomputation")
+        return outputs
+
+    with monkeypatch.context() as patch:
+        # as a kill: the manifest is left as the last commit wrote it
+        patch.setattr(Manifest, "record_stop", lambda self, exc: None)
+        if method == "smooth":
+            patch.setattr(loop._Run, "_forward_outputs",
+                          stop_after_redone_chunk(loop._Run._forward_outputs))
+        else:
+            patch.setattr(viterbi._Decoder, "_outputs",
+                          stop_after_redone_chunk(viterbi._Decoder._outputs))
+        with pytest.raises(RuntimeError, match="inside the recomputation"):
+            getattr(ds.hmm, method)(memmap_dir=folder, **options)
+    assert redone == list(range(stop_at + 1))
+    resumed = getattr(ds.hmm, method)(memmap_dir=folder, resume=True, **options)
+    fresh = getattr(ds.hmm, method)(**options)
+    assert resumed.attrs["xhmm_float64_chunks"] == fresh.attrs["xhmm_float64_chunks"] == 4
+    for name in fresh.data_vars:
+        np.testing.assert_array_equal(resumed[name].values, fresh[name].values)
+
+
+def test_a_folder_locked_by_another_process_names_its_pid(model, tmp_path):
+    """Another Python process runs xhmm's lock on the folder; this one is refused."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from xhmm.engine.storage import FolderLock; "
+         f"lock = FolderLock(Path({str(folder)!r})); print('locked', flush=True); "
+         "sys.stdin.read(); lock.release()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(xhmm.StorageError, match=rf"\(process {child.pid}\)"):
+            _smooth(model, folder)
+    finally:
+        child.communicate("")
+    assert child.returncode == 0
+    assert np.isfinite(_smooth(model, folder, overwrite=True).acausal_posterior.values).all()

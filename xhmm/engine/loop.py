@@ -289,6 +289,7 @@ class _Run(RunState):
         Returns the carry after ``stop`` and the filtered rows of ``stop``.
         """
         prev = self.verified_checkpoint(self.checkpoints, start, "forward")
+        self.roll_back_forward(start, crcs)
         for index in range(start, stop + 1):
             chunk = self.reader.read(index, FLOAT64)
             filtered, log_norm, prev, flags = jax.block_until_ready(

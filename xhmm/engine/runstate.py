@@ -191,6 +191,19 @@ class RunState:
         done, crcs = self.resume_point("backward")
         return int(self.reader.last_chunk().max()) + 1, done, crcs
 
+    def roll_back_forward(self, start: int, crcs: dict) -> None:
+        """Record the forward pass as done up to chunk ``start`` only, before recomputing.
+
+        The float64 recomputation of chunks ``start`` onwards rewrites
+        checkpoints the manifest vouches for; with this recorded first, a
+        run stopped at any instant of it resumes from checkpoint ``start``,
+        which it does not rewrite, and recomputes the same chunks again.
+        """
+        for key in [key for key in crcs if int(key) > start]:
+            del crcs[key]
+        if self.manifest is not None:
+            self.manifest.update(forward_done=start, forward_checkpoint_crc=crcs)
+
     def verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
         """Row ``index`` of a checkpoint buffer, checked against its stored CRC."""
         row = np.array(buffer[index])

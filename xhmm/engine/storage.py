@@ -1,4 +1,9 @@
-"""Output buffers (RAM or memmap) and cast-on-write to the storage dtype."""
+"""Output buffers (RAM or memmap), cast-on-write, and the files of a run folder.
+
+Memmaps reopened to resume or to read are first checked to be of their full
+size; a run folder is prepared under the overwrite rules (only an empty
+folder or one xhmm wrote) and held by one writer at a time (:class:`FolderLock`).
+"""
 
 from __future__ import annotations
 

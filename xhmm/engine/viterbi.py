@@ -151,7 +151,9 @@ class _Decoder(RunState):
                 last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
                 if self.precision.lost(chunk, log_scale, flags, dtype):
                     approximate = last
-                    for redo in range(self.precision.redo_start(index), index + 1):
+                    first_redo = self.precision.redo_start(index)
+                    self.roll_back_forward(first_redo, crcs)
+                    for redo in range(first_redo, index + 1):
                         chunk, out = self._dispatch_forward(redo, None, FLOAT64)
                         last, log_scale, flags = (np.asarray(a)
                                                   for a in jax.block_until_ready(out))
