@@ -292,9 +292,9 @@ def test_errors_name_flags_not_keywords(files, tmp_path, capsys):
                "--memmap-dir", str(tmp_path / "mm"), "--no-progress"])
     assert rc == 2
     assert one_error_line(capsys) == (
-        f"xhmm: error: --memmap-dir '{tmp_path / 'mm'}' is not empty (precious.txt); "
-        "pass --overwrite to replace its contents, --resume to continue a run, or choose "
-        "another folder")
+        f"xhmm: error: --memmap-dir '{tmp_path / 'mm'}' holds files xhmm did not write "
+        "(precious.txt); choose another folder (--overwrite replaces only the folder of an "
+        "earlier xhmm run)")
 
 
 @pytest.mark.parametrize("message, printed", [

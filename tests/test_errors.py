@@ -443,6 +443,77 @@ def _resume_no_manifest(ds, A, p0):
                                          resume=True))
 
 
+def _truncated_run(ds, A, p0):
+    """A finished run in 'run' whose acausal posterior was cut to half (800 bytes)."""
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    os.truncate("run/acausal_posterior.dat", 400)
+
+
+def _resume_truncated(ds, A, p0):
+    _truncated_run(ds, A, p0)
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
+                                         resume=True))
+
+
+def _open_truncated(ds, A, p0):
+    _truncated_run(ds, A, p0)
+    return _raised(lambda: xhmm.open_run("run"))
+
+
+def _corrupt_checkpoint(monkeypatch):
+    def run(ds, A, p0):
+        import xhmm.engine.loop as loop
+
+        def killed(*args, **kwargs):
+            raise RuntimeError("killed")
+
+        options = dict(transition=A, initial=p0, memmap_dir="run", chunk_size=8,
+                       persist_causal=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(loop, "backward_chunk", killed)
+            with pytest.raises(RuntimeError):
+                ds.hmm.smooth(**options)
+        rows = np.memmap("run/checkpoints.dat", np.float64, "r+", shape=(5, 1, K))
+        rows[3] = rows[3][:, ::-1].copy()  # valid numbers, another carry
+        rows.flush()
+        del rows
+        return _raised(lambda: ds.hmm.smooth(resume=True, **options))
+    return run
+
+
+def _locked(ds, A, p0):
+    import fcntl
+
+    Path("run").mkdir()
+    with open("run/.xhmm.lock", "w") as holder:  # as another process would hold it
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242\n")
+        holder.flush()
+        return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run"))
+
+
+def _earlier_run(ds, A, p0):
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run"))
+
+
+def _resume_no_folder(ds, A, p0):
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
+                                         resume=True))
+
+
+def _save_over_foreign(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    ds.to_netcdf("data.nc", engine="h5netcdf")
+    return _raised(lambda: xhmm.save_results(res, "data.nc", overwrite=True))
+
+
+def _stale(ds, A, p0):
+    old = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", overwrite=True)
+    return _raised(lambda: old.acausal_posterior.values)
+
+
 def _warned(make_ll, method="smooth", **options):
     """The xhmm warning of ``ds.hmm.<method>`` (smoothing) of ``make_ll(model)``."""
     def run(ds, A, p0):
@@ -554,6 +625,14 @@ def documented_cases(monkeypatch) -> dict:
         "NetCDF target exists": _netcdf_exists,
         "resume with other settings": _resume_other_settings,
         "resume with no manifest": _resume_no_manifest,
+        "resume in a folder that does not exist": _resume_no_folder,
+        "`memmap_dir` holds an earlier run": _earlier_run,
+        "`memmap_dir` in use by another run": _locked,
+        "output file truncated (resume)": _resume_truncated,
+        "output file truncated (`open_run`, reading a result)": _open_truncated,
+        "checkpoint changed on disk": _corrupt_checkpoint(monkeypatch),
+        "`overwrite=True` onto a file xhmm did not write": _save_over_foreign,
+        "reading a result whose `memmap_dir` a later run took over": _stale,
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

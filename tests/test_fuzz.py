@@ -635,7 +635,7 @@ def expected_outcome(ds: xr.Dataset, draft: Draft, call: Call) -> Outcome:
         folder = Path(config["memmap_dir"])
         if config["resume"]:  # no run was ever made there
             return Outcome(frozenset({xhmm.ResumeError}))
-        if folder.is_dir() and any(folder.iterdir()) and not config["overwrite"]:
+        if folder.is_dir() and any(folder.iterdir()):  # a stray file: not xhmm's folder
             return Outcome(frozenset({xhmm.StorageError}))
     ll = ds["log_likelihood"].transpose("time", "state_bins").values
     ll = ll.astype(np.float64)[:, mask]

@@ -108,12 +108,17 @@ def test_non_empty_dir_is_not_clobbered(tmp_path):
     ll, A, p0 = _model()
     keep = tmp_path / "precious.txt"
     keep.write_text("earlier results")
-    with pytest.raises(xhmm.StorageError, match="not empty"):
-        make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
-                                    memmap_dir=tmp_path)
-    assert keep.read_text() == "earlier results"
-    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
-                                      memmap_dir=tmp_path, overwrite=True)
+    for overwrite in (False, True):
+        with pytest.raises(xhmm.StorageError, match="holds files xhmm did not write"):
+            make_dataset(ll).hmm.smooth(transition=A, initial=p0, use_memmap=True,
+                                        memmap_dir=tmp_path, overwrite=overwrite)
+        assert keep.read_text() == "earlier results"
+    folder = tmp_path / "run"
+    make_dataset(ll).hmm.smooth(transition=A, initial=p0, memmap_dir=folder)
+    with pytest.raises(xhmm.StorageError, match="holds an earlier xhmm run"):
+        make_dataset(ll).hmm.smooth(transition=A, initial=p0, memmap_dir=folder)
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, memmap_dir=folder,
+                                      overwrite=True)
     assert np.isfinite(res.acausal_posterior.values).all()
 
 

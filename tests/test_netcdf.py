@@ -138,10 +138,14 @@ def test_existing_file_needs_overwrite(tmp_path):
     ll, A, p0 = random_model(np.random.default_rng(3), 20, 3)
     res = make_dataset(ll).hmm.smooth(transition=A, initial=p0)
     path = tmp_path / "r.nc"
-    path.write_text("a previous result")
+    path.write_text("not a result")
     with pytest.raises(xhmm.StorageError, match="overwrite=True"):
         xhmm.save_results(res, path)
-    assert path.read_text() == "a previous result"
+    with pytest.raises(xhmm.StorageError, match="not a results file"):
+        xhmm.save_results(res, path, overwrite=True)  # xhmm did not write it
+    assert path.read_text() == "not a result"
+    path.unlink()
+    xhmm.save_results(res, path)
     xhmm.save_results(res, path, overwrite=True)
     assert xhmm.open_results(path).acausal_posterior.shape == (20, 3)
 

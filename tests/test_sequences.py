@@ -189,7 +189,8 @@ def test_memmap_uint16_dask_input(tmp_path):
     ram = smooth_sequences(ds, **kw)
     res = smooth_sequences(ds.chunk(time=16), use_memmap=True, memmap_dir=tmp_path / "mm",
                            posterior_dtype="uint16", **kw)
-    assert sorted(p.name for p in (tmp_path / "mm").iterdir()) == ["batch-0000", "batch-0001"]
+    assert sorted(p.name for p in (tmp_path / "mm").iterdir()) == [".xhmm.lock", "batch-0000",
+                                                                   "batch-0001"]
     assert (tmp_path / "mm" / "batch-0000" / "acausal_posterior.dat").exists()
     assert res.attrs["xhmm_memmap_dir"] == str(tmp_path / "mm")
     # uint16 storage: half a quantisation step, plus float32 rounding

@@ -176,7 +176,7 @@ def test_ram_and_memmap_give_the_same_path(sticky_model, tmp_path):
     xr.testing.assert_identical(ram.drop_attrs(), disk.drop_attrs())
     assert disk.attrs["xhmm_memmap_dir"] == str(tmp_path / "run")
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
-        "path.dat", "max_checkpoints.dat", "log_scale.dat", "manifest.json"}
+        "path.dat", "max_checkpoints.dat", "log_scale.dat", "manifest.json", ".xhmm.lock"}
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["metadata"]["algorithm"] == "viterbi"

@@ -27,6 +27,7 @@ from .errors import (
     NumericalError,
     NumericalWarning,
     ResumeError,
+    StaleResultError,
     StorageError,
     TransitionError,
     XHMMError,
@@ -62,4 +63,5 @@ __all__ = [
     "StorageError",
     "ResumeError",
     "IncompleteResultError",
+    "StaleResultError",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "StorageError",
     "ResumeError",
     "IncompleteResultError",
+    "StaleResultError",
     "XHMMWarning",
     "NumericalWarning",
     "InputWarning",
@@ -72,6 +73,10 @@ class ResumeError(StorageError):
 
 class IncompleteResultError(StorageError):
     """Results were requested from a run or file that did not finish."""
+
+
+class StaleResultError(StorageError):
+    """A result's memmap files were replaced by a later run in the same folder."""
 
 
 class XHMMWarning(UserWarning):

@@ -244,11 +244,12 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    from ..io import save_results
+    from ..io.store import check_replaceable, save_results
 
     out: Path = args.out
     if out.exists() and not args.force:
         raise StorageError(f"{str(out)!r} exists; pass --force to replace it")
+    check_replaceable(out)
     if not out.parent.is_dir():
         raise StorageError(f"folder {str(out.parent)!r} of --out does not exist")
     config = Config.resolve(None, _config_overrides(args))

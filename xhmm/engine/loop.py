@@ -38,7 +38,7 @@ from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader, first_true
-from .runstate import RunResult, RunState, drive, precision
+from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import EngineTransition
 
@@ -100,8 +100,8 @@ class _Run(RunState):
     """
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
-        super().__init__(reader, transition, initial, config)
+                 folder, smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
+        super().__init__(reader, transition, initial, config, folder)
         self.smooth = smooth
         self.base = np.dtype(config.attempt_dtype)
         self.want_states = state_onehot is not None and config.emit_state_aggregates
@@ -289,6 +289,7 @@ class _Run(RunState):
         Returns the carry after ``stop`` and the filtered rows of ``stop``.
         """
         prev = self.verified_checkpoint(self.checkpoints, start, "forward")
+        self.roll_back_forward(start, crcs)
         for index in range(start, stop + 1):
             chunk = self.reader.read(index, FLOAT64)
             filtered, log_norm, prev, flags = jax.block_until_ready(
@@ -406,7 +407,7 @@ class _Run(RunState):
         """Filtered rows of chunk ``index`` on the device, in the chunk's dtype.
 
         Taken from the causal buffer when it holds them exactly, else
-        filtered again from the chunk's checkpoint.
+        filtered again from the chunk's checkpoint, checked against its CRC.
         """
         reader = self.reader
         dtype = self.precision.dtype_of(index)
@@ -423,7 +424,7 @@ class _Run(RunState):
             with precision(dtype.name):
                 return jax.device_put(rows)
         chunk = reader.read(index, dtype)
-        prev = self.checkpoints[index]
+        prev = self.verified_checkpoint(self.checkpoints, index, "forward")
         filtered, _, _, _ = self._forward_kernel(prev, index == 0, chunk, dtype)
         return filtered
 
@@ -476,11 +477,13 @@ class _Run(RunState):
             marginal_log_likelihood=marginal,
             summaries=self.summaries,
             memmap_dir=self.memmap_dir,
+            run_id=self.run_id,
             transition=self.transition.describe(),
             float64_chunks=self.precision.float64_chunks,
             transition_counts=None if self.counts is None else np.array(self.counts),
             initial_posterior=(None if self.counts is None
-                               else np.array(self.smooth_checkpoints[0])),
+                               else self.verified_checkpoint(self.smooth_checkpoints, 0,
+                                                             "backward")),
         )
 
 
@@ -549,8 +552,8 @@ def run_engine(
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler,
                               buffers=HOST_BUFFERS)
-    with precision(config.attempt_dtype):
-        run = _Run(reader, transition, initial, config, smooth,
+    with precision(config.attempt_dtype), run_folder(config) as folder:
+        run = _Run(reader, transition, initial, config, folder, smooth,
                    state_onehot, store_acausal, metadata)
         passes = (run.forward, run.backward) if smooth else (run.forward,)
         return drive(run, *passes, finish=run.finish)

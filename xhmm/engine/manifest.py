@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 import zlib
 from contextlib import suppress
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import IncompleteResultError, ResumeError, StorageError
-from .storage import prepare_memmap_dir
+from .storage import MANIFEST
 
 __all__ = [
     "MANIFEST",
@@ -40,7 +40,6 @@ __all__ = [
     "result_config",
 ]
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 #: Config fields that change what a run writes (the rest only change how it
 #: is presented or reported).
@@ -146,6 +145,7 @@ class Manifest:
         """
         manifest = cls(folder, {
             "format_version": FORMAT_VERSION,
+            "run_id": uuid.uuid4().hex,
             "status": "running",
             "error": None,
             "n_chunks": int(n_chunks),
@@ -193,8 +193,12 @@ class Manifest:
         self.write()
 
     def write(self) -> None:
-        """Write to a temporary file, fsync, ``os.replace``, fsync the folder."""
-        tmp = self.folder / f".{MANIFEST}.tmp"
+        """Write to a temporary file, fsync, ``os.replace``, fsync the folder.
+
+        The temporary name (``.manifest.json.<pid>.<id>.tmp``) is unique to
+        the write, and removed if the write fails.
+        """
+        tmp = self.folder / f".{MANIFEST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         text = json.dumps(self.data, indent=1, sort_keys=True)
         try:
             with open(tmp, "w") as fh:
@@ -208,6 +212,8 @@ class Manifest:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StorageError(
                 f"cannot write the run manifest {str(self.path)!r} "
                 f"({len(text):,} bytes): {exc.strerror or exc}"
@@ -265,22 +271,23 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
     return Manifest(Path(folder), data)
 
 
-def open_run_folder(config: Config, inputs: dict[str, Any]) -> tuple[Path, Manifest | None]:
-    """The folder of a memmap run, and the manifest of the run it resumes.
+def open_run_folder(folder: Path, config: Config,
+                    inputs: dict[str, Any]) -> Manifest | None:
+    """The manifest of the run a memmap run resumes in ``folder``, if any.
 
     Parameters
     ----------
+    folder : Path
+        The run folder, held by :func:`xhmm.engine.storage.locked_folder`.
     config : Config
         ``use_memmap`` runs only: ``resume=True`` continues the run in
-        ``memmap_dir``; otherwise ``memmap_dir`` (or a new temporary folder)
-        is prepared for a fresh run.
+        ``folder``; otherwise a fresh run starts there.
     inputs : dict
         The run's :func:`fingerprint`, checked against a resumed manifest.
 
     Returns
     -------
-    folder : Path
-    manifest : Manifest or None
+    Manifest or None
         The resumed run's manifest; None for a fresh run, whose folder then
         holds no earlier manifest (it must not vouch for files being
         replaced).
@@ -289,15 +296,10 @@ def open_run_folder(config: Config, inputs: dict[str, Any]) -> tuple[Path, Manif
     ------
     ResumeError
         No readable manifest, or one recording other settings or inputs.
-    StorageError
-        The folder cannot be used (see :func:`xhmm.engine.storage.prepare_memmap_dir`).
     """
     if config.resume:
-        folder = Path(config.memmap_dir)
         manifest = load_manifest(folder)
         manifest.check_matches(config, inputs)
-        return folder, manifest
-    folder = prepare_memmap_dir(config.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
-                                overwrite=config.overwrite)
+        return manifest
     (folder / MANIFEST).unlink(missing_ok=True)
-    return folder, None
+    return None

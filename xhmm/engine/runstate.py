@@ -26,9 +26,9 @@ from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stac
 from .manifest import Manifest, crc, open_run_folder
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader, first_true
-from .storage import sync_rows
+from .storage import locked_folder, sync_rows
 
-__all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision"]
+__all__ = ["RunResult", "RunState", "DeviceConstants", "drive", "precision", "run_folder"]
 
 Result = TypeVar("Result")
 
@@ -36,6 +36,17 @@ Result = TypeVar("Result")
 #: means the prediction was near float64's smallest normal number where the
 #: likelihood is high, so some bins may have underflowed to zero.
 UNDERFLOW_LOG = -700.0
+
+
+def run_folder(config: Config) -> AbstractContextManager[Path | None]:
+    """The folder of a run, locked for a ``with`` block: None in RAM.
+
+    See :func:`xhmm.engine.storage.locked_folder` (a memmap run without
+    ``memmap_dir`` gets a new temporary folder).
+    """
+    if not config.use_memmap:
+        return nullcontext(None)
+    return locked_folder(config.memmap_dir, overwrite=config.overwrite, resume=config.resume)
 
 
 def precision(compute_dtype: str) -> AbstractContextManager:
@@ -77,6 +88,9 @@ class RunResult:
         Real rows of each sequence (given or inferred).
     memmap_dir : Path or None
         Folder of the memmap files.
+    run_id : str or None
+        The memmap run's id (its manifest's ``run_id``): results reading its
+        files check it is still the folder's run. None in RAM.
     transition : dict
         How the transition ran (its ``describe()``).
     float64_chunks : int
@@ -86,6 +100,7 @@ class RunResult:
 
     lengths: np.ndarray
     memmap_dir: Path | None = None
+    run_id: str | None = None
     transition: dict[str, Any] = field(default_factory=dict)
     float64_chunks: int = 0
 
@@ -100,16 +115,20 @@ class RunState:
     initial : (K,) or (B, K) array
         First-step distribution over the interior bins.
     config : Config
+    folder : Path or None
+        The memmap run's folder, held by :func:`run_folder` for the life of
+        the run; None in RAM.
     """
 
-    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config) -> None:
+    def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
+                 folder: Path | None) -> None:
         self.reader = reader
         self.transition = transition
         self.initial_values = initial
         self.config = config
         self.progress = progress_enabled(config.progress)
         self.warned = False
-        self.memmap_dir: Path | None = None
+        self.memmap_dir = folder
         self.manifest: Manifest | None = None
         self.onehot_values = np.zeros((reader.n_bins, 0))
         self._devices: dict[str, DeviceConstants] = {}
@@ -127,12 +146,17 @@ class RunState:
         reader's inferred lengths are restored from its manifest), else
         ``"w+"``.
         """
-        self.memmap_dir, self.manifest = open_run_folder(self.config, inputs)
+        self.manifest = open_run_folder(self.memmap_dir, self.config, inputs)
         if self.manifest is None:
             return "w+"
         if self.reader.infer:
             self.reader.restore_lengths(**self.manifest.data["reader"])
         return "r+"
+
+    @property
+    def run_id(self) -> str | None:
+        """The memmap run's id (None in RAM, or a manifest from before run ids)."""
+        return None if self.manifest is None else self.manifest.data.get("run_id")
 
     def done(self, key: str) -> int:
         """A progress counter of the manifest (0 without one)."""
@@ -166,6 +190,19 @@ class RunState:
         """
         done, crcs = self.resume_point("backward")
         return int(self.reader.last_chunk().max()) + 1, done, crcs
+
+    def roll_back_forward(self, start: int, crcs: dict) -> None:
+        """Record the forward pass as done up to chunk ``start`` only, before recomputing.
+
+        The float64 recomputation of chunks ``start`` onwards rewrites
+        checkpoints the manifest vouches for; with this recorded first, a
+        run stopped at any instant of it resumes from checkpoint ``start``,
+        which it does not rewrite, and recomputes the same chunks again.
+        """
+        for key in [key for key in crcs if int(key) > start]:
+            del crcs[key]
+        if self.manifest is not None:
+            self.manifest.update(forward_done=start, forward_checkpoint_crc=crcs)
 
     def verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
         """Row ``index`` of a checkpoint buffer, checked against its stored CRC."""

@@ -54,7 +54,7 @@ from .chunking import resolve_chunk_size
 from .manifest import Manifest, fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
-from .runstate import RunResult, RunState, drive, precision
+from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows
 from .transition import EngineTransition
 
@@ -82,8 +82,8 @@ class _Decoder(RunState):
     """State of one decoder run: buffers, device constants, manifest, precision."""
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 metadata: dict | None) -> None:
-        super().__init__(reader, transition, initial, config)
+                 folder, metadata: dict | None) -> None:
+        super().__init__(reader, transition, initial, config, folder)
         n_chunks = reader.n_chunks
         self.precision = Precision(config.compute_dtype, n_chunks)
         mode = "w+"
@@ -151,7 +151,9 @@ class _Decoder(RunState):
                 last, log_scale, flags = (np.asarray(a) for a in jax.block_until_ready(out))
                 if self.precision.lost(chunk, log_scale, flags, dtype):
                     approximate = last
-                    for redo in range(self.precision.redo_start(index), index + 1):
+                    first_redo = self.precision.redo_start(index)
+                    self.roll_back_forward(first_redo, crcs)
+                    for redo in range(first_redo, index + 1):
                         chunk, out = self._dispatch_forward(redo, None, FLOAT64)
                         last, log_scale, flags = (np.asarray(a)
                                                   for a in jax.block_until_ready(out))
@@ -259,6 +261,7 @@ class _Decoder(RunState):
             path=self.path,
             path_log_probability=log_probability,
             memmap_dir=self.memmap_dir,
+            run_id=self.run_id,
             transition=self.transition.describe(),
             float64_chunks=self.precision.float64_chunks,
         )
@@ -301,5 +304,6 @@ def run_viterbi(
         chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
-    decoder = _Decoder(reader, transition, initial, config, metadata)
-    return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)
+    with run_folder(config) as folder:
+        decoder = _Decoder(reader, transition, initial, config, folder, metadata)
+        return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

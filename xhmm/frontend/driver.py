@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import uuid
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +42,7 @@ from ..engine.chunking import resolve_chunk_size
 from ..engine.loop import run_engine
 from ..engine.manifest import MANIFEST
 from ..engine.progress import progress_bar, progress_enabled
-from ..engine.storage import prepare_memmap_dir
+from ..engine.runstate import run_folder
 from ..engine.viterbi import ViterbiResult, run_viterbi
 from ..errors import InputError, caller_stacklevel
 from ..names import SEQUENCE, TIME
@@ -52,7 +52,7 @@ from .results import BinLayout, Part, build_result, part_of, run_metadata
 from .sequences import SequenceInputs, resolve_sequences
 
 __all__ = ["Algorithm", "run_job", "active_client", "has_sequences", "sequence_batches",
-           "batch_config", "batch_folder"]
+           "batch_config"]
 
 #: What a job computes: forward-backward, forward only, or the Viterbi path.
 Algorithm = Literal["smooth", "filter", "viterbi"]
@@ -173,21 +173,6 @@ def sequence_batches(inputs: SequenceInputs, batch_size: int) -> list[np.ndarray
         else np.argsort(-inputs.lengths, kind="stable")
     )
     return [np.sort(order[i:i + batch_size]) for i in range(0, n, batch_size)]
-
-
-def batch_folder(cfg: Config) -> Path | None:
-    """The folder of a multi-sequence memmap run (None in RAM).
-
-    Resuming, the folder given; otherwise it is prepared (created, or
-    emptied with ``overwrite``), a temporary one when none is given. Each
-    batch runs in its own sub-folder (:func:`batch_config`).
-    """
-    if cfg.resume:
-        return Path(cfg.memmap_dir)
-    if cfg.use_memmap:
-        return prepare_memmap_dir(cfg.memmap_dir or tempfile.mkdtemp(prefix="xhmm-"),
-                                  overwrite=cfg.overwrite)
-    return None
 
 
 def batch_config(cfg: Config, folder: Path | None, number: int) -> Config:
@@ -339,15 +324,24 @@ def run_job(
             raise InputError(f"{name} must be a positive int, got {value!r}")
     sequences = has_sequences(ds)
     inputs = resolve_job_inputs(ds, transition, initial, is_missing)
-    shared = inputs.shared
     client = active_client(client)
     if client is not None and cfg_needs_memmap(config, algorithm):
         # Lazy results reference memmaps by path; RAM buffers would travel
         # inside every graph computed on the cluster.
         config = config.replace(use_memmap=True)
     size = _batch_size(config, inputs, client, batch_size, memory_budget)
-    # One recording writes straight into memmap_dir; sequences one folder a batch.
-    folder = batch_folder(config) if sequences else None
+    # One recording writes straight into memmap_dir (locked by its run);
+    # sequences one folder a batch, in memmap_dir locked for the whole job.
+    with run_folder(config) if sequences else nullcontext(None) as folder:
+        return _run_batches(ds, inputs, config, algorithm, sequences, folder, client, size,
+                            store_acausal)
+
+
+def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorithm: Algorithm,
+                 sequences: bool, folder: Path | None, client, size: int,
+                 store_acausal: bool) -> xr.Dataset:
+    """Run the batches of :func:`run_job` (memmap batches in ``folder``), build the result."""
+    shared = inputs.shared
     metadata = run_metadata(shared, sequences=sequences)
     specs = []
     for number, indices in enumerate(sequence_batches(inputs, size)):

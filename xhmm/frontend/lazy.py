@@ -10,24 +10,31 @@ block touches only that block's rows.
 No posterior data live in the dask graph: a memmap buffer is referenced by
 its path (:class:`StoredArray`) and reopened read-only inside each task, so a
 graph pickles to a few kB whatever the size of the posterior and can be
-computed on any dask.distributed worker that sees the files. A RAM buffer is
-in the graph by reference (the local schedulers do not copy it); the
-accessor spills it to a memmap before a distributed client could ship it.
+computed on any dask.distributed worker that sees the files. Each read
+checks, before and after, that the folder still holds the run that wrote
+the result (its manifest's ``run_id``): a result whose folder a later run
+took over (``overwrite=True``) raises :class:`xhmm.StaleResultError`, never
+showing the later run's rows. A RAM buffer is in the graph by reference (the
+local schedulers do not copy it); the accessor spills it to a memmap before
+a distributed client could ship it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
-from ..engine.storage import alloc_out
+from ..engine.storage import MANIFEST, alloc_out, check_file
+from ..errors import StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
-__all__ = ["StoredArray", "SequenceRows", "portable", "lazy_masked_posterior",
+__all__ = ["StoredArray", "SequenceRows", "portable", "read_rows", "lazy_masked_posterior",
            "eager_masked_posterior"]
 
 
@@ -43,27 +50,82 @@ class StoredArray:
         Output name; the file is ``{directory}/{name}.dat``.
     shape : tuple of int
     dtype : str
+    run_id : str or None
+        The ``run_id`` of the run that wrote the file; None skips the check
+        (a run from before run ids).
     """
 
     directory: str
     name: str
     shape: tuple[int, ...]
     dtype: str
+    run_id: str | None = None
 
     def open(self) -> np.ndarray:
-        """The buffer as a read-only ``np.memmap``."""
+        """The buffer as a read-only ``np.memmap`` (see :meth:`read` to copy rows out).
+
+        Raises
+        ------
+        StaleResultError
+            If the folder no longer holds the run that wrote the result.
+        StorageError
+            If the file is missing or not of the size of ``shape`` and ``dtype``.
+        """
+        self.check_current()
         return alloc_out(self.shape, self.dtype, self.name, self.directory, mode="r")
 
+    def read(self, key) -> np.ndarray:
+        """A copy of ``buffer[key]``, checked to come from the result's own run.
 
-def portable(buffer, name: str, directory: str | os.PathLike | None):
-    """Replace a memmap buffer by its :class:`StoredArray` (RAM buffers pass)."""
+        The run is checked again after the copy: a later run removes the
+        manifest before it rewrites any file, so rows copied while the
+        manifest still names this run are this run's.
+
+        Raises
+        ------
+        StaleResultError, StorageError
+            As :meth:`open`.
+        """
+        rows = np.array(self.open()[key])
+        self.check_current()
+        return rows
+
+    def check_current(self) -> None:
+        """Raise ``StaleResultError`` unless the folder still holds the run ``run_id``."""
+        if self.run_id is None:
+            return
+        try:
+            current = json.loads((Path(self.directory) / MANIFEST).read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            current = None
+        if current != self.run_id:
+            raise StaleResultError(
+                f"this result's files in {self.directory!r} were replaced by a later run "
+                "(overwrite=True) or removed: the result is stale; reopen the folder with "
+                "xhmm.open_run, or give each result you keep its own memmap_dir"
+            )
+
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the file is there, of its full size."""
+        dtype = np.dtype(self.dtype)
+        check_file(Path(self.directory) / f"{self.name}.dat",
+                   int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize, self.shape,
+                   dtype, resume=False)
+
+
+def portable(buffer, name: str, directory: str | os.PathLike | None, run_id: str | None):
+    """Replace a memmap buffer of run ``run_id`` by its :class:`StoredArray` (RAM buffers pass)."""
     if buffer is not None and isinstance(buffer, np.memmap):
-        return StoredArray(str(directory), name, tuple(buffer.shape), buffer.dtype.name)
+        return StoredArray(str(directory), name, tuple(buffer.shape), buffer.dtype.name,
+                           run_id)
     return buffer
 
 
-def _open(buffer) -> np.ndarray:
-    return buffer.open() if isinstance(buffer, StoredArray) else buffer
+def read_rows(buffer, row: int, start: int, stop: int) -> np.ndarray:
+    """``buffer[row, start:stop]`` of an ndarray, or a checked copy of a :class:`StoredArray`'s."""
+    if isinstance(buffer, StoredArray):
+        return buffer.read((row, slice(start, stop)))
+    return np.asarray(buffer[row, start:stop])
 
 
 class SequenceRows:
@@ -97,12 +159,12 @@ class SequenceRows:
         rows, columns = key
         start, stop, _ = rows.indices(self.shape[0])
         real = max(0, min(stop, self.length) - start)
-        source = _open(self.buffer)[self.row]
+        values = read_rows(self.buffer, self.row, start, start + real)
         if real == stop - start:
-            return np.asarray(source[start:stop])[:, columns]
+            return values[:, columns]
         fill = UINT16_NAN if self.dtype == np.uint16 else np.nan
         out = np.full((stop - start, self.shape[1]), fill, dtype=self.dtype)
-        out[:real] = source[start:start + real]
+        out[:real] = values
         return out[:, columns]
 
 

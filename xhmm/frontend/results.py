@@ -22,7 +22,8 @@ from ..engine.loop import EngineResult
 from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .coords import numpy_coords
 from .inputs import ResolvedInputs
-from .lazy import SequenceRows, StoredArray, eager_masked_posterior, lazy_masked_posterior, portable
+from .lazy import (SequenceRows, eager_masked_posterior, lazy_masked_posterior, portable,
+                   read_rows)
 
 __all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords", "bin_variables",
            "run_metadata"]
@@ -97,14 +98,14 @@ class Part:
 
 def part_of(engine: EngineResult, indices) -> Part:
     """A :class:`Part` of an engine run, memmaps replaced by their paths."""
-    folder = engine.memmap_dir
+    folder, run_id = engine.memmap_dir, engine.run_id
     return Part(
         indices=np.asarray(indices, dtype=np.int64),
         lengths=engine.lengths,
         marginal_log_likelihood=engine.marginal_log_likelihood,
-        causal=portable(engine.causal, "causal_posterior", folder),
-        acausal=portable(engine.acausal, "acausal_posterior", folder),
-        summaries={k: portable(v, k, folder) for k, v in engine.summaries.items()},
+        causal=portable(engine.causal, "causal_posterior", folder, run_id),
+        acausal=portable(engine.acausal, "acausal_posterior", folder, run_id),
+        summaries={k: portable(v, k, folder, run_id) for k, v in engine.summaries.items()},
         memmap_dir=None if folder is None else str(folder),
         transition=engine.transition,
         float64_chunks=engine.float64_chunks,
@@ -197,9 +198,8 @@ class _Layout:
         first = self.parts[0].summaries[name]
         out = np.full((len(self.places), self.n_time, *first.shape[2:]), fill, dtype=dtype)
         for s, (part, row) in enumerate(self.places):
-            buffer = part.summaries[name]
-            source = buffer.open() if isinstance(buffer, StoredArray) else buffer
-            out[s, :self.lengths[s]] = source[row, :self.lengths[s]]
+            out[s, :self.lengths[s]] = read_rows(part.summaries[name], row, 0,
+                                                 self.lengths[s])
         return out
 
 

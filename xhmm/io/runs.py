@@ -18,7 +18,7 @@ import xarray as xr
 from ..config import Config
 from ..engine.manifest import load_manifest
 from ..errors import InputError
-from ..frontend.lazy import StoredArray
+from ..frontend.lazy import StoredArray, read_rows
 from ..frontend.results import BinLayout, Part, build_result
 
 __all__ = ["open_run"]
@@ -52,6 +52,9 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         If the folder holds no readable manifest.
     xhmm.IncompleteResultError
         If the run did not finish (killed, failed, or still running).
+    xhmm.StorageError
+        If an output file is missing or not of the size the manifest records
+        (truncated or replaced).
     xhmm.InputError
         If the folder holds a ``most_likely_sequence`` run.
     """
@@ -76,13 +79,15 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         info = outputs.get(name)
         if info is None:
             return None
-        return StoredArray(str(memmap_dir), name, tuple(info["shape"]), info["dtype"])
+        array = StoredArray(str(memmap_dir), name, tuple(info["shape"]), info["dtype"],
+                            manifest.data.get("run_id"))
+        array.check()
+        return array
 
     log_norm = stored("log_normalizer")
     n_seq, n_time = log_norm.shape
     lengths = np.asarray(manifest.data["reader"]["lengths"], dtype=np.int64)
-    values = log_norm.open()
-    marginal = np.array([math.fsum(values[b, :n]) for b, n in enumerate(lengths)])
+    marginal = np.array([math.fsum(read_rows(log_norm, b, 0, n)) for b, n in enumerate(lengths)])
     part = Part(
         indices=np.arange(n_seq),
         lengths=lengths,
@@ -93,7 +98,7 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -
         memmap_dir=str(memmap_dir),
         transition=meta.get("transition", {}),
         float64_chunks=int(sum(manifest.data.get("chunk_float64", []))),
-        transition_counts=(np.array(stored("transition_counts").open())
+        transition_counts=(stored("transition_counts").read(slice(None))
                            if "transition_counts" in outputs else None),
     )
     return build_result(None, layout, [part], config, n_time=n_time,

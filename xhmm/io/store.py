@@ -29,10 +29,14 @@ from ..errors import StorageError
 from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 
-__all__ = ["save_results", "open_results", "MULTIINDEX_ATTR"]
+__all__ = ["save_results", "open_results", "check_replaceable", "MULTIINDEX_ATTR",
+           "XHMM_ATTR"]
 
 #: Result attribute recording MultiIndexes (dim -> level names) reset for saving.
 MULTIINDEX_ATTR = "xhmm_multiindex"
+#: Global attribute of every result xhmm builds (its Config as JSON): the mark
+#: of a file or store xhmm wrote, the only kind ``overwrite=True`` replaces.
+XHMM_ATTR = "xhmm_config"
 #: Target uncompressed size of one HDF5 or Zarr chunk.
 _CHUNK_BYTES = 4 * 2**20
 _NETCDF_ENGINES = ("h5netcdf", "netcdf4")
@@ -119,6 +123,49 @@ def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: st
     return encoding
 
 
+def _global_attrs(path: Path) -> dict | None:
+    """The global attributes of the NetCDF file or Zarr store at ``path``; None if neither."""
+    try:
+        if path.is_dir():
+            for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+                if (path / name).is_file():
+                    data = json.loads((path / name).read_text())
+                    return data.get(key, {}) if key else data
+            return None
+        import h5py  # h5netcdf's HDF5 layer: reads NetCDF-4 files of either engine
+
+        with h5py.File(path, "r") as fh:
+            return dict(fh.attrs)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise unless what is at ``path`` (if anything) is results xhmm wrote.
+
+    ``overwrite=True`` (``--force`` on the command line) replaces only a
+    NetCDF file or Zarr store carrying the global attribute
+    :data:`XHMM_ATTR`, which every result xhmm builds has.
+
+    Raises
+    ------
+    xhmm.StorageError
+        Naming ``path``, for anything else: a folder of other files, a
+        NetCDF or Zarr store of other data, any other file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    attrs = _global_attrs(path)
+    if attrs is None or XHMM_ATTR not in attrs:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise StorageError(
+            f"{str(path)!r} is not a results file or Zarr store written by xhmm ({kind} "
+            f"without the {XHMM_ATTR!r} attribute); overwrite replaces only those, so "
+            "nothing was deleted: choose another name or remove it yourself"
+        )
+
+
 def _prepare(results: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
     ds = results
     multi = {
@@ -171,7 +218,8 @@ def save_results(
         False returns a ``dask.delayed`` object that writes (and renames)
         when computed.
     overwrite : bool, default False
-        Replace an existing file or store at ``path``.
+        Replace an existing file or store at ``path``, if xhmm wrote it
+        (:func:`check_replaceable`); anything else there is an error.
     progress : bool, optional
         Show a progress bar over the write (when ``compute=True``). None
         (default) shows it when attached to a terminal or notebook, as
@@ -184,9 +232,9 @@ def save_results(
     Raises
     ------
     xhmm.StorageError
-        For a bad argument, an existing ``path`` without ``overwrite``, a
-        missing or read-only folder, a failed write, or Zarr without the
-        ``zarr`` package.
+        For a bad argument, an existing ``path`` without ``overwrite`` (or,
+        with it, one xhmm did not write), a missing or read-only folder, a
+        failed write, or Zarr without the ``zarr`` package.
     """
     path = Path(path)
     engine = _resolve_engine(path, engine)
@@ -197,6 +245,7 @@ def save_results(
     bar = dask_progress(progress, f"xhmm save {path.name}")
     if path.exists() and not overwrite:
         raise StorageError(f"{str(path)!r} exists; pass overwrite=True to replace it")
+    check_replaceable(path)
     if not path.parent.is_dir():
         raise StorageError(f"folder {str(path.parent)!r} of the output file does not exist")
     if not os.access(path.parent, os.W_OK):
