@@ -1,12 +1,14 @@
-"""The methods as functions on a Dataset: what ``ds.hmm`` and ``da.hmm`` call.
+"""The public functions: ``xhmm.smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence``, ``fit``.
 
-Each function takes a Dataset holding ``log_likelihood`` (``(time,
-state_bins)``, or ``(sequence, time, state_bins)`` for many recordings), the
-model (``transition``, ``initial``, optionally ``is_missing``), a
-:class:`~xhmm.Config` or its fields as keywords, and the batching options
-(``client``, ``batch_size``, ``memory_budget``), and runs the one driver
-(:func:`xhmm.frontend.driver.run_job`), so every method accepts the same inputs and
-runs one recording and a ``sequence`` dim the same way.
+Each takes ``data``: a Dataset holding the log-likelihood (and optionally
+the model), a log-likelihood DataArray, or a NumPy / dask array, with dims
+of any name (``time_dim=``, ``state_dim=``, ``sequence_dim=``, or ``dims=``
+for an array) and variables of any name (``log_likelihood="ll"``,
+``transition="A"``, ...; or the arrays themselves). A thin adapter
+(:mod:`xhmm.frontend.naming`) renames them to the canonical names, the one
+driver (:func:`xhmm.frontend.driver.run_job`) runs, and the result gets the
+caller's dim names back. ``ds.hmm`` and ``da.hmm`` forward to these
+functions with nothing of their own.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ from ..errors import DimensionError
 from ..names import BINS, SEQUENCE_LENGTH, TIME
 from ..transitions.fit import fit_discrete
 from .driver import has_sequences, run_job
+from .naming import ModelArguments, Renaming, canonical_input
 
 __all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit",
            "smooth_sequences"]
+
+#: The naming keywords every public function takes, with their defaults.
+NAMING = {"dims": None, "time_dim": TIME, "state_dim": BINS, "sequence_dim": "sequence",
+          "log_likelihood": "log_likelihood", "is_interior": None, "state": None,
+          "sequence_length": None}
 
 
 def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any]) -> Config:
@@ -31,84 +39,277 @@ def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any])
     return Config.resolve(config, overrides)
 
 
-def smooth(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
-           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
-           client: Any = None, batch_size: int | None = None,
-           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """Forward filter then backward smoother; see ``xr.Dataset.hmm.smooth``."""
-    return run_job(ds, transition, initial, _config(config, lazy, overrides),
-                   algorithm="smooth", is_missing=is_missing, client=client,
-                   batch_size=batch_size, memory_budget=memory_budget)
+def _canonical(data: Any, transition: Any, initial: Any, is_missing: Any,
+               naming: dict[str, Any]) -> tuple[xr.Dataset, ModelArguments, Renaming]:
+    """Split the naming keywords from the Config overrides and rename the input."""
+    given = {name: naming.get(name, default) for name, default in NAMING.items()}
+    variables = {"log_likelihood": given["log_likelihood"], "transition": transition,
+                 "initial": initial, "is_missing": is_missing,
+                 "is_interior": given["is_interior"], "state": given["state"],
+                 SEQUENCE_LENGTH: given["sequence_length"]}
+    return canonical_input(data, dims=given["dims"], time_dim=given["time_dim"],
+                           state_dim=given["state_dim"], sequence_dim=given["sequence_dim"],
+                           variables=variables)
 
 
-def filter(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,  # noqa: A001
+def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
+         algorithm: str, naming: dict[str, Any], client: Any, batch_size: int | None,
+         memory_budget: int | None, store_acausal: bool = True
+         ) -> tuple[xr.Dataset, Renaming]:
+    """Run ``algorithm``; the result has canonical names, ``Renaming`` gives them back."""
+    ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
+    if algorithm == "filter":
+        state = ds.coords.get("state")
+        cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
+    res = run_job(ds, args.transition, args.initial, cfg, algorithm=algorithm,
+                  is_missing=args.is_missing, client=client, batch_size=batch_size,
+                  memory_budget=memory_budget, store_acausal=store_acausal)
+    return res, renaming
+
+
+def _split(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The naming keywords and the Config overrides among ``**kwargs``."""
+    naming = {name: overrides.pop(name) for name in list(overrides) if name in NAMING}
+    return naming, overrides
+
+
+def smooth(data: Any, transition: Any = None, initial: Any = None, *,
            is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
            client: Any = None, batch_size: int | None = None,
-           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """Forward filter only; see ``xr.Dataset.hmm.filter``.
+           memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+    """Forward filter then backward smoother over each recording.
+
+    Parameters
+    ----------
+    data : xr.Dataset, xr.DataArray or array-like
+        A Dataset holding the log-likelihood (``log_likelihood=`` names the
+        variable) and optionally ``transition``, ``initial``, ``is_missing``,
+        ``is_interior``, ``sequence_length`` and a ``state`` coordinate; or
+        the log-likelihood itself as a DataArray (its coordinates are used
+        as a Dataset's) or a NumPy / dask array. Dims: time and state bins,
+        with an optional leading sequence dim for many recordings.
+    transition : (n, n) array-like, xhmm.transitions.Blocks or str, optional
+        Row-stochastic (row = from, column = to) over all state bins or over
+        the interior bins only; a str names a variable of ``data``.
+        Default: the variable ``transition``.
+    initial : (n,) or (sequence, n) array-like or str, optional
+        Distribution of the first step, before its likelihood. Default: the
+        variable ``initial``.
+    is_missing : (time,) or (sequence, time) bool array-like or str, optional
+        Steps without data: a flat likelihood there, adding 0 to the
+        marginal log-likelihood. Default: the variable ``is_missing``, if any.
+    config : xhmm.Config, optional
+    lazy : bool, optional
+        Shorthand (alias) for the Config field ``lazy_expand``.
+    client : dask.distributed.Client or False, optional
+        Run the batches of sequences as tasks on this client's cluster (None:
+        the active client, if any; False: here).
+    batch_size : int, optional
+        Sequences per device batch (default: the most that fit ``memory_budget``).
+    memory_budget : int, optional
+        Bytes one batch may use on its device.
+    **kwargs
+        The naming keywords: ``dims`` (tuple of str, the dims of an array or
+        DataArray in order; default ``(time_dim, state_dim)``, or
+        ``(sequence_dim, time_dim, state_dim)`` in 3-D), ``time_dim``
+        (default ``"time"``), ``state_dim`` (``"state_bins"``),
+        ``sequence_dim`` (``"sequence"``), ``log_likelihood`` (the variable
+        name, ``"log_likelihood"``), and ``is_interior``, ``state``,
+        ``sequence_length`` (a variable or coordinate name, or the array;
+        default: that canonical name, if present). Any other keyword is a
+        :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
+
+    Returns
+    -------
+    xr.Dataset
+        ``causal_posterior`` (unless ``persist_causal=False``),
+        ``acausal_posterior``, ``marginal_log_likelihood`` and the requested
+        summaries, with the input's coordinates and dim names.
+
+    Raises
+    ------
+    xhmm.InputError, xhmm.DimensionError
+        A variable or dim that is not there (naming it and the keyword to pass).
+    xhmm.TransitionError, xhmm.InitialError, xhmm.LikelihoodError
+        Bad model or likelihood values.
+
+    Examples
+    --------
+    >>> import numpy as np, xhmm
+    >>> ll = np.log(np.full((4, 3), 1 / 3))
+    >>> res = xhmm.smooth(ll, np.full((3, 3), 1 / 3), np.full(3, 1 / 3), progress=False)
+    >>> res.acausal_posterior.dims
+    ('time', 'state_bins')
+    """
+    naming, overrides = _split(kwargs)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         _config(config, lazy, overrides), "smooth", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
+
+
+def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A001
+           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
+           client: Any = None, batch_size: int | None = None,
+           memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+    """Forward filter only (the causal posterior); parameters as :func:`smooth`.
+
+    Returns
+    -------
+    xr.Dataset
+        ``causal_posterior`` (unless ``persist_causal=False``),
+        ``marginal_log_likelihood`` and the requested summaries.
 
     Raises
     ------
     xhmm.ConfigError
-        With ``persist_causal=False`` and no summary requested: the run
-        would keep nothing.
+        With ``persist_causal=False`` and no summary requested (``emit_map``,
+        ``emit_entropy``, or ``emit_state_aggregates`` with a ``state``
+        coordinate): the run would keep nothing.
     """
-    cfg = _config(config, lazy, overrides)
-    state = ds.coords.get("state")
-    cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
-    return run_job(ds, transition, initial, cfg, algorithm="filter", is_missing=is_missing,
-                   client=client, batch_size=batch_size, memory_budget=memory_budget)
+    naming, overrides = _split(kwargs)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         _config(config, lazy, overrides), "filter", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
 
 
-def map_estimate(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
+def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
                  is_missing: Any = None, config: Config | None = None, client: Any = None,
                  batch_size: int | None = None, memory_budget: int | None = None,
-                 **overrides: Any) -> xr.Dataset:
-    """Per-step argmax of the smoothed posterior; see ``xr.Dataset.hmm.map_estimate``."""
+                 **kwargs: Any) -> xr.Dataset:
+    """Most probable state bin of the smoothed posterior at each step, step by step.
+
+    The per-step marginal argmax ``argmax_k p(state_t = k | y_1..T)``:
+    consecutive steps may jump between bins the model forbids; for the one
+    most likely *path* use :func:`most_likely_sequence`. Runs the smoother
+    keeping no full posterior, so memory stays at one chunk. Parameters as
+    :func:`smooth`.
+
+    Returns
+    -------
+    xr.Dataset
+        ``map_state_bin`` (index into the state bins), ``map_state`` when a
+        ``state`` coordinate labels the bins, ``map_<coord>`` for each
+        numeric coordinate of the bins, and ``marginal_log_likelihood``.
+    """
+    naming, overrides = _split(kwargs)
     cfg = _config(config, None, {**overrides, "emit_map": True, "persist_causal": False})
-    res = run_job(ds, transition, initial, cfg, algorithm="smooth", is_missing=is_missing,
-                  client=client, batch_size=batch_size, memory_budget=memory_budget,
-                  store_acausal=False)
+    res, renaming = _run(data, transition, initial, is_missing, cfg, "smooth", naming,
+                         client, batch_size, memory_budget, store_acausal=False)
     keep = [name for name in res.data_vars
             if name.startswith("map_") or name in ("marginal_log_likelihood", SEQUENCE_LENGTH)]
     res = res[keep]
-    return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims
-                          and name not in res.dims])
+    return renaming.restore(res.drop_vars(
+        [name for name, c in res.coords.items() if TIME not in c.dims and name not in res.dims]))
 
 
-def most_likely_sequence(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
+def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None, *,
                          is_missing: Any = None, config: Config | None = None,
                          client: Any = None, batch_size: int | None = None,
-                         memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """The most likely path (Viterbi); see ``xr.Dataset.hmm.most_likely_sequence``."""
-    return run_job(ds, transition, initial, Config.resolve(config, overrides),
-                   algorithm="viterbi", is_missing=is_missing, client=client,
-                   batch_size=batch_size, memory_budget=memory_budget)
+                         memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+    """The most likely sequence of state bins given all observations (Viterbi).
+
+    ``argmax over paths of p(state_1..T | y_1..T)``, out of core: a forward
+    max-product pass keeps the max-message at each chunk boundary, then each
+    chunk's back-pointers are recomputed in reverse chunk order. Ties go to
+    the lowest interior bin. ``compute_dtype="auto"`` runs float32 and
+    recomputes in float64 from the first chunk where float32 may have lost
+    the path (attribute ``xhmm_float64_chunks``). Memmap runs of one
+    recording resume with ``resume=True``. Parameters as :func:`smooth`
+    (the posterior settings do not apply).
+
+    Returns
+    -------
+    xr.Dataset
+        ``most_likely_state_bin`` (int64 index into the state bins),
+        ``most_likely_state`` when a ``state`` coordinate labels the bins,
+        ``most_likely_<coord>`` for each numeric coordinate of the bins, and
+        ``path_log_probability`` (``log p(path, y_1..T)`` with the likelihood
+        shift of ``marginal_log_likelihood``). With a sequence dim every
+        variable has it, with -1 / NaN / "" past each sequence's length, and
+        ``sequence_length`` is added.
+
+    Raises
+    ------
+    xhmm.LikelihoodError
+        Bad likelihood values, or a step at which every path has
+        probability zero (naming the first such step).
+
+    Examples
+    --------
+    >>> import numpy as np, xhmm
+    >>> ll = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
+    >>> res = xhmm.most_likely_sequence(ll, A, [0.5, 0.5], progress=False)
+    >>> res.most_likely_state_bin.values.tolist()
+    [0, 0, 0]
+    """
+    naming, overrides = _split(kwargs)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         Config.resolve(config, overrides), "viterbi", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
 
 
-def fit(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
+def fit(data: Any, transition: Any = None, initial: Any = None, *,
         max_iter: int = 20, tol: float = 1e-4, concentration: float = 1.0,
         stickiness: Any = 0.0, prior_weight: Any = 0.0, fit_initial: bool = True,
         is_missing: Any = None, config: Config | None = None, client: Any = None,
         batch_size: int | None = None, memory_budget: int | None = None,
-        **overrides: Any) -> tuple[Any, xr.Dataset]:
-    """EM over the discrete transition of a ``Blocks``; see ``xr.Dataset.hmm.fit``."""
+        **kwargs: Any) -> xr.Dataset:
+    """Fit the discrete transition of a ``Blocks`` (and ``initial``) by EM.
+
+    One smoother pass per iteration, storing no posterior (memory of about
+    one chunk), with exact expected transition counts; the continuous
+    blocks stay fixed; sequences are fitted jointly. See
+    :mod:`xhmm.transitions.fit` for the update.
+
+    Parameters
+    ----------
+    data, is_missing, config, client, batch_size, memory_budget, **kwargs
+        As for :func:`smooth` (``progress`` shows the iteration bar).
+    transition : xhmm.transitions.Blocks
+        With a static discrete transition (the starting point); a ``state``
+        coordinate must label the bins.
+    initial : array-like or str
+        Initial distribution (the starting point).
+    max_iter : int, default 20
+    tol : float, default 1e-4
+        Relative change of the marginal log-likelihood that stops EM.
+    concentration : float, default 1.0
+    stickiness : float or (S,) array, default 0.0
+    prior_weight : float or (S,) array, default 0.0
+        Dirichlet prior of each row, as in non_local_detector.
+    fit_initial : bool, default True
+
+    Returns
+    -------
+    xr.Dataset
+        The history per ``iteration`` (``marginal_log_likelihood``,
+        ``discrete_transition``, ``transition_counts``), the fitted model's
+        ``initial`` (along the state bins) and its transition stored with
+        :func:`xhmm.transitions.with_transition`: read it back with
+        :func:`xhmm.transitions.stored_transition`, after
+        :func:`xhmm.save_results` / :func:`xhmm.open_results` too.
+    """
+    naming, overrides = _split(kwargs)
     progress = overrides.pop("progress", None)
     cfg = _config(config, None, {**overrides, "emit_transition_counts": True,
                                  "persist_causal": False, "emit_state_aggregates": False,
                                  "progress": False})
+    ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
 
-    def run(step_transition, step_initial):
+    def run(step_transition: Any, step_initial: Any) -> xr.Dataset:
         return run_job(ds, step_transition, step_initial, cfg, algorithm="smooth",
-                       is_missing=is_missing, client=client, batch_size=batch_size,
+                       is_missing=args.is_missing, client=client, batch_size=batch_size,
                        memory_budget=memory_budget, store_acausal=False)
 
-    return fit_discrete(ds, run, transition, initial, max_iter=max_iter, tol=tol,
-                        concentration=concentration, stickiness=stickiness,
-                        prior_weight=prior_weight, fit_initial=fit_initial,
-                        progress=progress)
-
-
+    start = args.initial if args.initial is not None else ds.get("initial")
+    return renaming.restore(fit_discrete(
+        ds, run, args.transition, start, max_iter=max_iter, tol=tol,
+        concentration=concentration, stickiness=stickiness, prior_weight=prior_weight,
+        fit_initial=fit_initial, progress=progress))
 def smooth_sequences(
     ds: xr.Dataset,
     transition: Any = None,

@@ -1,0 +1,158 @@
+"""The public functions take any dim and variable names and give them back.
+
+Every method (``xhmm.smooth``, ``filter``, ``map_estimate``,
+``most_likely_sequence``, ``fit``) on a Dataset, a DataArray and a NumPy
+array with dims ``("t", "bin")`` or ``("trial", "t", "bin")`` and a
+log-likelihood variable named ``ll`` gives the canonical-name result with
+the caller's names; the accessors are these functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xhmm
+from xhmm.transitions import Blocks, RandomWalk, Uniform, stored_transition
+
+N_BINS = 8
+LABELS = np.repeat(["cont", "frag"], N_BINS // 2)
+CANONICAL = {"t": "time", "bin": "state_bins", "trial": "sequence"}
+
+
+def _blocks() -> Blocks:
+    centers = np.arange(N_BINS // 2, dtype=float)[:, None]
+    return Blocks([[0.9, 0.1], [0.2, 0.8]],
+                  {("cont", "cont"): RandomWalk(1.5, centers), ("cont", "frag"): Uniform(),
+                   ("frag", "cont"): Uniform(), ("frag", "frag"): Uniform()})
+
+
+def _canonical_dataset(sequences: bool) -> xr.Dataset:
+    rng = np.random.default_rng(3)
+    shape = (3, 40, N_BINS) if sequences else (40, N_BINS)
+    dims = ("sequence", "time", "state_bins") if sequences else ("time", "state_bins")
+    ll = rng.normal(size=shape) * 2
+    return xr.Dataset({"log_likelihood": (dims, ll)},
+                      coords={"time": np.arange(40.0) / 10,
+                              "state": ("state_bins", LABELS),
+                              "position": ("state_bins", np.tile(np.arange(4.0), 2))})
+
+
+def _renamed(ds: xr.Dataset) -> xr.Dataset:
+    names = {k: v for k, v in {"log_likelihood": "ll", "time": "t", "state_bins": "bin",
+                               "sequence": "trial"}.items() if k in ds.variables or k in ds.dims}
+    return ds.rename(names)
+
+
+METHODS = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
+P0 = np.full(N_BINS, 1 / N_BINS)
+OPTIONS = {"progress": False, "chunk_size": 16, "compute_dtype": "float64",
+           "lazy_expand": False}
+
+
+def _call(method: str, data, **kwargs) -> xr.Dataset:
+    extra = {"max_iter": 2} if method == "fit" else {}
+    return getattr(xhmm, method)(data, _blocks(), P0, **OPTIONS, **extra, **kwargs)
+
+
+def _same(got: xr.Dataset, expected: xr.Dataset) -> None:
+    back = expected.rename({v: k for k, v in CANONICAL.items() if v in expected.dims})
+    xr.testing.assert_allclose(got.drop_attrs(), back.drop_attrs())
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+@pytest.mark.parametrize("method", METHODS)
+def test_renamed_dims_and_variable_on_a_dataset_a_dataarray_and_an_array(method, sequences):
+    ds = _canonical_dataset(sequences)
+    expected = _call(method, ds)
+    renamed = _renamed(ds)
+    naming = {"time_dim": "t", "state_dim": "bin", "sequence_dim": "trial"}
+    from_dataset = _call(method, renamed, log_likelihood="ll", **naming)
+    _same(from_dataset, expected)
+    assert "t" in from_dataset.dims or method == "fit"
+    from_dataarray = _call(method, renamed["ll"], **naming)
+    _same(from_dataarray, expected)
+    array = ds.log_likelihood.values
+    dims = ("trial", "t", "bin") if sequences else ("t", "bin")
+    from_array = _call(method, array, dims=dims, state=LABELS,
+                       **{k: v for k, v in naming.items() if k != "sequence_dim"},
+                       sequence_dim="trial")
+    no_coords = expected.drop_vars([c for c in ("time", "position") if c in expected.coords])
+    no_coords = no_coords.drop_vars([v for v in no_coords.data_vars
+                                     if v.endswith("_position")])
+    _same(from_array.drop_vars([v for v in from_array.data_vars
+                                if v.endswith("_position")]), no_coords)
+
+
+def test_an_array_takes_the_default_dims():
+    ds = _canonical_dataset(False)
+    got = xhmm.smooth(ds.log_likelihood.values, _blocks(), P0, state=LABELS, **OPTIONS)
+    assert got.acausal_posterior.dims == ("time", "state_bins")
+    expected = xhmm.smooth(ds, _blocks(), P0, **OPTIONS)
+    np.testing.assert_allclose(got.acausal_posterior, expected.acausal_posterior)
+    many = xhmm.smooth(np.stack([ds.log_likelihood.values] * 2), _blocks(), P0,
+                       state=LABELS, **OPTIONS)
+    assert many.acausal_posterior.dims == ("sequence", "time", "state_bins")
+
+
+def test_variables_by_name_and_arrays_by_keyword():
+    ds = _canonical_dataset(False)
+    dense = xhmm.transitions.to_dense(_blocks(), ds)
+    mask = np.ones(N_BINS, bool)
+    named = _renamed(ds).assign(A=(("from", "to"), dense), p0=("bin", P0),
+                                gap=("t", np.arange(40) % 7 == 0))
+    named = named.assign_coords(inside=("bin", mask)).rename({"state": "label"})
+    got = xhmm.smooth(named, "A", "p0", is_missing="gap", is_interior="inside",
+                      state="label", log_likelihood="ll", time_dim="t", state_dim="bin",
+                      **OPTIONS)
+    expected = xhmm.smooth(ds.assign_coords(is_interior=("state_bins", mask)), dense, P0,
+                           is_missing=np.arange(40) % 7 == 0, **OPTIONS)
+    assert {"label", "inside", "t"} <= set(got.variables) and "bin" in got.dims
+    expected = expected.rename(time="t", state_bins="bin", state="label", is_interior="inside")
+    xr.testing.assert_allclose(got.drop_attrs(), expected.drop_attrs())
+
+
+def test_accessors_are_the_functions():
+    ds = _renamed(_canonical_dataset(False))
+    naming = {"time_dim": "t", "state_dim": "bin"}
+    got = ds.hmm.most_likely_sequence(_blocks(), P0, log_likelihood="ll", **naming, **OPTIONS)
+    from_da = ds.ll.hmm.most_likely_sequence(_blocks(), P0, **naming, **OPTIONS)
+    expected = xhmm.most_likely_sequence(ds, _blocks(), P0, log_likelihood="ll", **naming,
+                                         **OPTIONS)
+    xr.testing.assert_identical(got, expected)
+    xr.testing.assert_identical(from_da, expected)
+    assert xr.Dataset.hmm.smooth.__doc__ == xhmm.smooth.__doc__
+
+
+def test_names_that_are_not_there_are_errors_naming_them():
+    ds = _renamed(_canonical_dataset(False))
+    with pytest.raises(xhmm.InputError, match="'log_likelihood'.*found: ll"):
+        xhmm.smooth(ds, _blocks(), P0)
+    with pytest.raises(xhmm.DimensionError, match="missing 'time', 'state_bins'.*time_dim="):
+        xhmm.smooth(ds, _blocks(), P0, log_likelihood="ll")
+    with pytest.raises(xhmm.InputError, match="is_missing='gap' names no variable"):
+        xhmm.smooth(ds, _blocks(), P0, log_likelihood="ll", time_dim="t", state_dim="bin",
+                    is_missing="gap")
+    with pytest.raises(xhmm.DimensionError, match="unsupported extra dim.*'trial'"):
+        xhmm.smooth(ds.ll.expand_dims(trial=2), _blocks(), P0, time_dim="t",
+                    state_dim="bin")
+    clash = ds.assign_coords(time=("t", np.arange(40)))
+    with pytest.raises(xhmm.InputError, match="'t' is to be read as 'time'"):
+        xhmm.smooth(clash, _blocks(), P0, log_likelihood="ll", time_dim="t",
+                    state_dim="bin")
+
+
+def test_default_dim_names_suggest_dims():
+    da = xr.DataArray(np.zeros((5, 3)))
+    with pytest.raises(xhmm.DimensionError,
+                       match=r"dims=\('time', 'state_bins'\)"):
+        xhmm.smooth(da, np.full((3, 3), 1 / 3), np.full(3, 1 / 3))
+    with pytest.raises(xhmm.DimensionError, match="4 dims"):
+        xhmm.smooth(np.zeros((2, 2, 2, 2)), np.eye(2), [0.5, 0.5])
+    with pytest.raises(xhmm.InputError, match="dims= names the dims of an array"):
+        xhmm.smooth(da.to_dataset(name="log_likelihood"), np.eye(3), np.full(3, 1 / 3),
+                    dims=("time", "state_bins"))
+    got = xhmm.smooth(da, np.full((3, 3), 1 / 3), np.full(3, 1 / 3),
+                      dims=("time", "state_bins"), **OPTIONS)
+    assert got.acausal_posterior.dims == ("time", "state_bins")
