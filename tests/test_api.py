@@ -127,7 +127,7 @@ def test_accessors_are_the_functions():
 
 def test_names_that_are_not_there_are_errors_naming_them():
     ds = _renamed(_canonical_dataset(False))
-    with pytest.raises(xhmm.InputError, match="'log_likelihood'.*found: ll"):
+    with pytest.raises(xhmm.InputError, match="'log_likelihood'.*found: ll .pass log_likelihood="):
         xhmm.smooth(ds, _blocks(), P0)
     with pytest.raises(xhmm.DimensionError, match="missing 'time', 'state_bins'.*time_dim="):
         xhmm.smooth(ds, _blocks(), P0, log_likelihood="ll")

@@ -179,7 +179,8 @@ def canonical_input(
         raise InputError(
             f"the Dataset has no variable {ll_name!r} (the log-likelihood, dims "
             f"{time_dim}, {state_dim}); found: "
-            f"{', '.join(map(str, ds.data_vars)) or 'no data variables'}"
+            f"{', '.join(map(str, ds.data_vars)) or 'no data variables'} "
+            "(pass log_likelihood= naming it)"
         )
     _check_dims(ds[ll_name], ll_name, *names)
     forward = {given: canonical for given, canonical in zip(names, (TIME, BINS, SEQUENCE))
