@@ -1,4 +1,4 @@
-"""The public functions ``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence``, ``fit``.
+"""The public functions: smooth, filter, map_estimate, most_likely_sequence and fit.
 
 Each takes ``data``: a Dataset holding the log-likelihood (and optionally
 the model), a log-likelihood DataArray, or a NumPy / dask array, with dims
