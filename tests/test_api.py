@@ -156,3 +156,44 @@ def test_default_dim_names_suggest_dims():
     got = xhmm.smooth(da, np.full((3, 3), 1 / 3), np.full(3, 1 / 3),
                       dims=("time", "state_bins"), **OPTIONS)
     assert got.acausal_posterior.dims == ("time", "state_bins")
+
+
+def test_the_usage_example_of_names_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    section = text[text.index("## The functions and the accessors"):]
+    code = next(block.split("```")[0] for block in section.split("```python")[1:]
+                if "trials" in block)
+    exec(compile(code, "docs/usage.md", "exec"), {})
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_one_naming_scheme_for_decoded_bins(sequences):
+    ds = _canonical_dataset(sequences)
+    est = _call("map_estimate", ds)
+    path = _call("most_likely_sequence", ds)
+    for prefix, res in (("map", est), ("most_likely", path)):
+        assert {f"{prefix}_state_bin", f"{prefix}_state", f"{prefix}_position"} <= set(res)
+        index = res[f"{prefix}_state_bin"].values
+        np.testing.assert_array_equal(res[f"{prefix}_state"].values,
+                                      np.where(index >= 0, LABELS[index], ""))
+    assert {"map_state_bin", "map_state", "map_position"} <= set(
+        _call("filter", ds, emit_map=True))
+
+
+@pytest.mark.parametrize("method", ["map_estimate", "most_likely_sequence", "fit"])
+def test_save_and_open_round_trip_every_result(method, tmp_path):
+    ds = _renamed(_canonical_dataset(False))
+    naming = {"log_likelihood": "ll", "time_dim": "t", "state_dim": "bin"}
+    res = _call(method, ds, **naming)
+    xhmm.save_results(res, tmp_path / f"{method}.nc")
+    again = xhmm.open_results(tmp_path / f"{method}.nc").compute()
+    xr.testing.assert_identical(again.drop_attrs(), res.compute().drop_attrs())
+    if method == "fit":
+        fitted = stored_transition(again)
+        assert isinstance(fitted, Blocks)
+        from_file = xhmm.smooth(ds, fitted, again.initial, **naming, **OPTIONS)
+        direct = xhmm.smooth(ds, stored_transition(res), res.initial, **naming, **OPTIONS)
+        np.testing.assert_array_equal(from_file.acausal_posterior, direct.acausal_posterior)
+        assert again.initial.dims == ("bin",)

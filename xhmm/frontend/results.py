@@ -150,7 +150,8 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
     valid : bool ndarray
         Steps that have a bin (False past a sequence's end).
     prefix : str
-        ``"map"`` gives ``map_state_bin`` and ``map_<coord>``.
+        ``"map"`` gives ``map_state_bin``, ``map_state`` and ``map_<coord>``;
+        ``"most_likely"`` the ``most_likely_`` names.
     dims : tuple of str
         Dims of ``bins``.
     long_name : str
@@ -159,8 +160,10 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
     Returns
     -------
     dict of str to xr.DataArray
-        ``{prefix}_state_bin`` and ``{prefix}_<coord>`` for each numeric
-        coordinate of ``state_bins`` (NaN where not valid).
+        ``{prefix}_state_bin``, ``{prefix}_<coord>`` for each numeric
+        coordinate of ``state_bins`` (NaN where not valid) and
+        ``{prefix}_state``, the label of the ``state`` coordinate (numeric,
+        or ``""`` where not valid), when one labels the bins.
     """
     out = {f"{prefix}_state_bin": xr.DataArray(bins, dims=dims,
                                                  attrs={"long_name": long_name})}
@@ -169,6 +172,11 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
         if not valid.all():
             mapped = np.where(valid, mapped.astype(np.result_type(mapped, np.float32)), np.nan)
         out[f"{prefix}_{name}"] = xr.DataArray(mapped, dims=dims, attrs=dict(coord.attrs))
+    state = None if ds is None else ds.coords.get("state")
+    if state is not None and state.dims == (BINS,) and f"{prefix}_state" not in out:
+        labels = np.asarray(state.values)[np.maximum(bins, 0)]
+        out[f"{prefix}_state"] = xr.DataArray(np.where(valid, labels, ""), dims=dims,
+                                              attrs=dict(state.attrs))
     return out
 
 
