@@ -197,3 +197,31 @@ def test_save_and_open_round_trip_every_result(method, tmp_path):
         direct = xhmm.smooth(ds, stored_transition(res), res.initial, **naming, **OPTIONS)
         np.testing.assert_array_equal(from_file.acausal_posterior, direct.acausal_posterior)
         assert again.initial.dims == ("bin",)
+
+
+def test_the_api_reference_table_is_the_public_surface():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    section = text[text.index("## API reference"):]
+    listed = re.findall(r"^\| `(xhmm\.[\w.]+)` \|", section, re.M)
+    public = [f"xhmm.{name}" for name in xhmm.__all__]
+    public += [f"xhmm.transitions.{name}" for name in xhmm.transitions.__all__]
+    assert sorted(listed) == sorted(public)
+    assert len(listed) == len(set(listed))
+    internals = {"plan_blocks", "plan_transition", "StructuredTransition", "SPEC_ATTR",
+                 "analyse_dense"}
+    assert not internals & set(xhmm.transitions.__all__)
+    assert all(hasattr(xhmm, name) for name in xhmm.__all__)
+
+
+def test_import_xhmm_reaches_plot_without_matplotlib():
+    import subprocess
+    import sys
+
+    script = ("import sys, xhmm; assert callable(xhmm.plot.plot_posterior); "
+              "print('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "False"

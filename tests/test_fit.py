@@ -17,8 +17,8 @@ from conftest import reference_forward_backward
 from xhmm.engine.runstate import precision
 from xhmm.transitions.fit import dirichlet_map
 from xhmm.kernels.hmm import backward_chunk
-from xhmm.transitions import (Blocks, Dense, RandomWalk, Uniform, plan_transition,
-                              stored_transition, to_dense)
+from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, stored_transition, to_dense
+from xhmm.transitions.plan import plan_transition
 
 LABELS = ("cont", "frag", "local")
 

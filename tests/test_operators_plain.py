@@ -28,7 +28,8 @@ from xhmm.transitions.matrix import BandedBlock, DenseBlock
 from xhmm.transitions.random_walk import SeparableBlock
 from xhmm.transitions.uniform import RankOneBlock
 from xhmm import smooth_sequences
-from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform, plan_transition
+from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform
+from xhmm.transitions.plan import plan_transition
 
 #: Multiple of the probabilistic error ``sqrt(n) u`` of an ``n``-term sum
 #: taken as its bound (chosen once, a priori: the chance that a sum of

@@ -16,7 +16,8 @@ import xarray as xr
 from ..engine.transition import EngineTransition
 from ..errors import DimensionError, InitialError, InputError, TransitionError
 from ..names import BINS, STOCHASTIC_ATOL, TIME
-from ..transitions import Blocks, plan_transition
+from ..transitions.blocks import Blocks
+from ..transitions.plan import plan_transition
 from .missing import flat_where_missing, resolve_is_missing
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
@@ -38,7 +39,7 @@ class ResolvedInputs:
         What the engine runs: a :class:`xhmm.transitions.Blocks` planned
         block by block, or a matrix over the interior bins (rows
         renormalised within STOCHASTIC_ATOL), analysed for zero and
-        rank-one state blocks (:func:`xhmm.transitions.plan_transition`).
+        rank-one state blocks (:func:`xhmm.transitions.plan.plan_transition`).
     initial : (K,) float64 ndarray
     state_labels : ndarray or None
         Unique labels of the ``state`` coordinate, in order of appearance.
