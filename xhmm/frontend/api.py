@@ -215,9 +215,10 @@ def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None,
     chunk's back-pointers are recomputed in reverse chunk order. Ties go to
     the lowest interior bin. ``compute_dtype="auto"`` runs float32 and
     recomputes in float64 from the first chunk where float32 may have lost
-    the path (attribute ``xhmm_float64_chunks``). Memmap runs of one
-    recording resume with ``resume=True``. Parameters as :func:`smooth`
-    (the posterior settings do not apply).
+    the path (attribute ``xhmm_float64_chunks``). Memmap runs
+    (``memmap_dir``) resume with ``resume=True``; with a sequence dim each
+    batch continues from where it stopped (a batch that never started runs
+    then). Parameters as :func:`smooth` (the posterior settings do not apply).
 
     Returns
     -------
