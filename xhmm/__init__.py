@@ -39,7 +39,7 @@ from .errors import (
     XHMMWarning,
 )
 from . import plot, transitions
-from .frontend.api import filter, fit, map_estimate, most_likely_sequence, smooth, smooth_sequences
+from .frontend.api import filter, fit, map_estimate, most_likely_sequence, smooth
 from .io import open_results, open_run, save_results
 from .kernels.codec import from_uint16, to_uint16
 
@@ -56,7 +56,6 @@ __all__ = [
     "open_results",
     "open_run",
     "unstack_bins",
-    "smooth_sequences",
     "to_uint16",
     "from_uint16",
     "XHMMError",

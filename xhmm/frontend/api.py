@@ -18,17 +18,15 @@ from typing import Any
 import xarray as xr
 
 from ..config import Config
-from ..errors import DimensionError
-from ..names import BINS, SEQUENCE_LENGTH, TIME
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from ..transitions.fit import fit_discrete
-from .driver import has_sequences, run_job
+from .driver import run_job
 from .naming import ModelArguments, Renaming, canonical_input
 
-__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit",
-           "smooth_sequences"]
+__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
 
 #: The naming keywords every public function takes, with their defaults.
-NAMING = {"dims": None, "time_dim": TIME, "state_dim": BINS, "sequence_dim": "sequence",
+NAMING = {"dims": None, "time_dim": TIME, "state_dim": BINS, "sequence_dim": SEQUENCE,
           "log_likelihood": "log_likelihood", "is_interior": None, "state": None,
           "sequence_length": None}
 
@@ -311,88 +309,3 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
         ds, run, args.transition, start, max_iter=max_iter, tol=tol,
         concentration=concentration, stickiness=stickiness, prior_weight=prior_weight,
         fit_initial=fit_initial, progress=progress))
-def smooth_sequences(
-    ds: xr.Dataset,
-    transition: Any = None,
-    initial: Any = None,
-    config: Config | None = None,
-    smooth: bool = True,
-    client: Any = None,
-    *,
-    batch_size: int | None = None,
-    memory_budget: int | None = None,
-    store_acausal: bool = True,
-    is_missing: Any = None,
-    **overrides: Any,
-) -> xr.Dataset:
-    """Filter (and smooth) every sequence of a ``(sequence, time, state_bins)`` input.
-
-    The same run as ``ds.hmm.smooth`` (or ``ds.hmm.filter`` with
-    ``smooth=False``) on a Dataset with a ``sequence`` dim; see
-    :mod:`xhmm.frontend.sequences` for lengths and :mod:`xhmm.frontend.driver` for batches.
-
-    Parameters
-    ----------
-    ds : xr.Dataset
-        ``log_likelihood`` with dims ``(sequence, time, state_bins)`` (NumPy
-        or dask, chunked on time), optionally ``sequence_length`` (integer,
-        dims ``sequence``), ``is_interior``, a ``state`` coordinate, and
-        ``transition`` / ``initial`` variables.
-    transition : (n, n) array-like or Blocks, optional
-        Shared by all sequences. Defaults to ``ds["transition"]``.
-    initial : (n,) or (sequence, n) array-like, optional
-        Shared or one row per sequence. Defaults to ``ds["initial"]``.
-    config : xhmm.Config, optional
-    smooth : bool, default True
-        False runs the forward filter only.
-    client : dask.distributed.Client or False, optional
-        Run the batches as tasks on this client's cluster. None (default)
-        uses the active client if there is one, else runs here; False always
-        runs here.
-    batch_size : int, optional
-        Sequences per batch. Default: the largest that fits ``memory_budget``
-        (see :func:`xhmm.engine.budget.choose_batch_size`), and with a client
-        at most ``ceil(S / worker threads)`` so every worker gets work.
-    memory_budget : int, optional
-        Bytes one batch may use on its device. Default:
-        :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
-        the workers with a client).
-    store_acausal : bool, default True
-        Keep the smoothed posteriors (False keeps only summaries and statistics).
-    is_missing : (sequence, time) or (time,) bool array-like, optional
-        Time steps without data: a flat likelihood (0 in every bin) there,
-        adding 0 to the marginal log-likelihood. Defaults to
-        ``ds["is_missing"]`` if present. With lengths inferred from all-NaN
-        padding, leave the padding rows False (a missing row is a real step).
-    **overrides
-        Any :class:`xhmm.Config` field.
-
-    Returns
-    -------
-    xr.Dataset
-        ``causal_posterior`` / ``acausal_posterior`` (``sequence, time,
-        state_bins``; NaN outside the interior and past each length; lazy
-        unless ``lazy_expand=False``), ``marginal_log_likelihood`` and
-        ``sequence_length`` (``sequence``), and the requested summaries with
-        a leading ``sequence`` dim (``map_state_bin`` is -1 past the end).
-
-    Raises
-    ------
-    DimensionError
-        ``log_likelihood`` without a ``sequence`` dim (use ``ds.hmm.smooth``).
-    InputError, DimensionError, TransitionError, InitialError, LikelihoodError
-        Bad input, naming the variable (and sequence / time index).
-    ResumeError
-        With ``resume=True``, when a batch's folder holds a run of other
-        settings or inputs (give the same ``batch_size`` as the first run).
-    """
-    if not has_sequences(ds):
-        dims = ds["log_likelihood"].dims if "log_likelihood" in ds.variables else None
-        raise DimensionError(
-            "log_likelihood must have dims ('sequence', 'time', 'state_bins') for "
-            f"smooth_sequences, got {dims}; use ds.hmm.smooth for one recording"
-        )
-    return run_job(ds, transition, initial, Config.resolve(config, overrides),
-                   algorithm="smooth" if smooth else "filter", is_missing=is_missing,
-                   client=client, batch_size=batch_size, memory_budget=memory_budget,
-                   store_acausal=store_acausal)

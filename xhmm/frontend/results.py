@@ -1,7 +1,7 @@
 """Build the result Dataset of a run from the engine's buffers.
 
 One builder for every path: a single recording (``ds.hmm.smooth``), many
-sequences run in one or several batches (:func:`xhmm.smooth_sequences`, in
+sequences run in one or several batches (a ``sequence`` dim, in
 this process or as dask.distributed tasks) and a finished memmap run reopened
 from its folder (:func:`xhmm.open_run`). Each engine run contributes a
 :class:`Part` (its buffers, memmaps referenced by path); the builder lays the
