@@ -225,3 +225,20 @@ def test_import_xhmm_reaches_plot_without_matplotlib():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True, timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_float64_posteriors_keep_a_float64_run(lazy, tmp_path):
+    from conftest import reference_forward_backward
+
+    ds = _canonical_dataset(False)
+    dense = xhmm.transitions.to_dense(_blocks(), ds)
+    res = xhmm.smooth(ds, dense, P0, compute_dtype="float64", posterior_dtype="float64",
+                      lazy_expand=lazy, progress=False, chunk_size=16)
+    assert res.acausal_posterior.dtype == np.float64
+    _, smoothed, _ = reference_forward_backward(ds.log_likelihood.values, dense, P0)
+    np.testing.assert_allclose(res.acausal_posterior.values, smoothed, rtol=0, atol=1e-12)
+    xhmm.save_results(res, tmp_path / "f64.nc")
+    again = xhmm.open_results(tmp_path / "f64.nc")
+    assert again.acausal_posterior.dtype == np.float64
+    np.testing.assert_array_equal(again.acausal_posterior.values, res.acausal_posterior.values)

@@ -212,7 +212,8 @@ class _Layout:
 
 
 def _posterior(rows: list[SequenceRows], layout: BinLayout, config: Config):
-    dtype = np.dtype(config.posterior_out_dtype)
+    stored = np.float32 if config.storage_dtype == "uint16" else config.storage_dtype
+    dtype = np.result_type(config.posterior_out_dtype, stored)
     if config.lazy_expand:
         import dask.array as da
 
