@@ -38,7 +38,7 @@ from .errors import (
     XHMMError,
     XHMMWarning,
 )
-from . import plot, transitions
+from . import plot, transitions  # noqa: F401  (xhmm.plot, xhmm.transitions)
 from .frontend.api import filter, fit, map_estimate, most_likely_sequence, smooth
 from .io import open_results, open_run, save_results
 from .kernels.codec import from_uint16, to_uint16

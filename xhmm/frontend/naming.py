@@ -109,7 +109,7 @@ def _checked_dims(dims: Any, ndim: int) -> tuple[str, ...]:
 
 def _check_dims(ll: xr.DataArray, name: str, time_dim: str, state_dim: str,
                 sequence_dim: str) -> None:
-    """The log-likelihood has the time and state dims, and at most the sequence dim else."""
+    """The log-likelihood has the time and state dims, maybe the sequence dim, none empty."""
     found = tuple(map(str, ll.dims))
     missing = [d for d in (time_dim, state_dim) if d not in found]
     if missing:
@@ -127,6 +127,9 @@ def _check_dims(ll: xr.DataArray, name: str, time_dim: str, state_dim: str,
             f"({time_dim!r}, {state_dim!r}), or ({sequence_dim!r}, {time_dim!r}, "
             f"{state_dim!r}) for many recordings (set sequence_dim= to name that dim)"
         )
+    empty = next((d for d in found if ll.sizes[d] == 0), None)
+    if empty is not None:
+        raise DimensionError(f"{name} has an empty {empty!r} dimension (size 0)")
 
 
 def canonical_input(
