@@ -242,3 +242,21 @@ def test_float64_posteriors_keep_a_float64_run(lazy, tmp_path):
     again = xhmm.open_results(tmp_path / "f64.nc")
     assert again.acausal_posterior.dtype == np.float64
     np.testing.assert_array_equal(again.acausal_posterior.values, res.acausal_posterior.values)
+
+
+def test_a_time_varying_discrete_transition_along_the_callers_time_dim():
+    ds = _canonical_dataset(False)
+    rng = np.random.default_rng(4)
+    discrete = rng.random((40, 2, 2)) + np.eye(2)
+    discrete /= discrete.sum(axis=-1, keepdims=True)
+    labels = {"from_state": ["cont", "frag"], "to_state": ["cont", "frag"]}
+
+    def blocks(time_dim):
+        return Blocks(xr.DataArray(discrete, dims=(time_dim, "from_state", "to_state"),
+                                   coords=labels), _blocks().blocks)
+
+    got = xhmm.smooth(_renamed(ds), blocks("t"), P0, log_likelihood="ll", time_dim="t",
+                      state_dim="bin", **OPTIONS)
+    expected = xhmm.smooth(ds, blocks("time"), P0, **OPTIONS)
+    np.testing.assert_allclose(got.acausal_posterior.values,
+                               expected.acausal_posterior.values, rtol=0, atol=1e-12)

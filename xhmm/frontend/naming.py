@@ -23,6 +23,7 @@ import xarray as xr
 
 from ..errors import DimensionError, InputError
 from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..transitions.blocks import Blocks
 
 __all__ = ["Renaming", "ModelArguments", "canonical_input"]
 
@@ -49,7 +50,13 @@ class Renaming:
         return result.rename(names) if names else result
 
     def dims(self, value: Any) -> Any:
-        """A DataArray argument with the caller's dims renamed to the canonical ones."""
+        """An argument with the caller's dims renamed to the canonical ones.
+
+        A DataArray, or a :class:`~xhmm.transitions.Blocks` whose discrete
+        transition is one (varying along the caller's time dim, say).
+        """
+        if isinstance(value, Blocks):
+            return Blocks(self.dims(value.discrete), value.blocks)
         if not isinstance(value, xr.DataArray):
             return value
         forward = {v: k for k, v in self.back.items() if v in value.dims and k != v}
