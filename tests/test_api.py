@@ -260,3 +260,17 @@ def test_a_time_varying_discrete_transition_along_the_callers_time_dim():
     expected = xhmm.smooth(ds, blocks("time"), P0, **OPTIONS)
     np.testing.assert_allclose(got.acausal_posterior.values,
                                expected.acausal_posterior.values, rtol=0, atol=1e-12)
+
+
+def test_save_results_chunks_along_the_callers_time_dim(tmp_path):
+    import h5py
+
+    ds = _renamed(_canonical_dataset(False))
+    res = xhmm.smooth(ds, _blocks(), P0, log_likelihood="ll", time_dim="t", state_dim="bin",
+                      **OPTIONS)
+    assert res.attrs["xhmm_time_dim"] == "t"
+    xhmm.save_results(res, tmp_path / "r.nc", time_chunk=8)
+    with h5py.File(tmp_path / "r.nc") as f:
+        assert f["acausal_posterior"].chunks == (8, N_BINS)
+    xr.testing.assert_identical(xhmm.open_results(tmp_path / "r.nc").compute().drop_attrs(),
+                                res.drop_attrs())

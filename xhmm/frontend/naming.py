@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DimensionError, InputError
-from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME, TIME_DIM_ATTR
 from ..transitions.blocks import Blocks
 
 __all__ = ["Renaming", "ModelArguments", "canonical_input"]
@@ -44,10 +44,19 @@ class Renaming:
     back: dict[str, str] = field(default_factory=dict)
 
     def restore(self, result: xr.Dataset) -> xr.Dataset:
-        """``result`` with the caller's dim and coordinate names."""
+        """``result`` with the caller's dim and coordinate names.
+
+        A renamed time dim is recorded in the attribute
+        :data:`xhmm.names.TIME_DIM_ATTR`, for :func:`xhmm.save_results`.
+        """
         names = {k: v for k, v in self.back.items()
                  if k != v and (k in result.dims or k in result.variables)}
-        return result.rename(names) if names else result
+        if not names:
+            return result
+        result = result.rename(names)
+        if TIME in names:
+            result.attrs[TIME_DIM_ATTR] = names[TIME]
+        return result
 
     def dims(self, value: Any) -> Any:
         """An argument with the caller's dims renamed to the canonical ones.
