@@ -274,3 +274,25 @@ def test_save_results_chunks_along_the_callers_time_dim(tmp_path):
         assert f["acausal_posterior"].chunks == (8, N_BINS)
     xr.testing.assert_identical(xhmm.open_results(tmp_path / "r.nc").compute().drop_attrs(),
                                 res.drop_attrs())
+
+
+def test_the_likelihood_cache_recipe_of_migrating_runs(tmp_path, monkeypatch):
+    """MIGRATING.md's cache: a detector's lazy likelihood saved once, decoded from disk."""
+    import dask.array as da
+    from doc_examples import section_code
+    from fake_detector import FakeNonLocalDetector
+
+    monkeypatch.chdir(tmp_path)
+    det = FakeNonLocalDetector(n_dims=2, movement_mean=0.5)
+    model = xhmm.transitions.from_non_local_detector(det)
+    time = np.arange(60) / 500.0
+    ds = model.dataset(da.from_array(det.compute_log_likelihood(time), chunks=(20, -1)), time)
+    is_missing = np.zeros(time.size, bool)
+    code = next(block for block in section_code("MIGRATING.md", "The call")
+                if "save_results" in block)
+    namespace = dict(xhmm=xhmm, ds=ds, model=model, is_missing=is_missing)
+    exec(compile(code, "MIGRATING.md", "exec"), namespace)
+    assert namespace["cached"].indexes["state_bins"].names == ds.indexes["state_bins"].names
+    direct = xhmm.smooth(ds, model.transition, model.initial, progress=False)
+    np.testing.assert_array_equal(namespace["res"].acausal_posterior.values,
+                                  direct.acausal_posterior.values)
