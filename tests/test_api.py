@@ -296,3 +296,19 @@ def test_the_likelihood_cache_recipe_of_migrating_runs(tmp_path, monkeypatch):
     direct = xhmm.smooth(ds, model.transition, model.initial, progress=False)
     np.testing.assert_array_equal(namespace["res"].acausal_posterior.values,
                                   direct.acausal_posterior.values)
+
+
+def test_a_detectors_bin_labels_are_carried_to_the_results():
+    from fake_detector import FakeNonLocalDetector
+
+    det = FakeNonLocalDetector(n_dims=2, movement_mean=0.5)
+    model = xhmm.transitions.from_non_local_detector(det)
+    time = np.arange(30) / 500.0
+    ll = det.compute_log_likelihood(time)  # interior bins only, as nld returns it
+    res = xhmm.smooth(model.dataset(ll, time), model.transition, model.initial,
+                      progress=False)
+    np.testing.assert_array_equal(res.state_ind.values, det.state_ind_)
+    names = [m.environment_name for m in det.observation_models]
+    np.testing.assert_array_equal(res.environments.values,
+                                  np.array(names)[det.state_ind_])
+    assert res.encoding_groups.dims == ("state_bins",)
