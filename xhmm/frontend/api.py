@@ -25,10 +25,6 @@ from .naming import ModelArguments, Renaming, canonical_input
 
 __all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
 
-#: The naming keywords every public function takes, with their defaults.
-NAMING = {"dims": None, "time_dim": TIME, "state_dim": BINS, "sequence_dim": SEQUENCE,
-          "log_likelihood": "log_likelihood", "is_interior": None, "state": None,
-          "sequence_length": None}
 
 
 def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any]) -> Config:
@@ -37,10 +33,18 @@ def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any])
     return Config.resolve(config, overrides)
 
 
+def _naming(dims: tuple[str, ...] | None, time_dim: str, state_dim: str, sequence_dim: str,
+            log_likelihood: str, is_interior: Any, state: Any,
+            sequence_length: Any) -> dict[str, Any]:
+    """The naming keywords of a public function, by name."""
+    return dict(dims=dims, time_dim=time_dim, state_dim=state_dim, sequence_dim=sequence_dim,
+                log_likelihood=log_likelihood, is_interior=is_interior, state=state,
+                sequence_length=sequence_length)
+
+
 def _canonical(data: Any, transition: Any, initial: Any, is_missing: Any,
-               naming: dict[str, Any]) -> tuple[xr.Dataset, ModelArguments, Renaming]:
-    """Split the naming keywords from the Config overrides and rename the input."""
-    given = {name: naming.get(name, default) for name, default in NAMING.items()}
+               given: dict[str, Any]) -> tuple[xr.Dataset, ModelArguments, Renaming]:
+    """The input with canonical names (:func:`~xhmm.frontend.naming.canonical_input`)."""
     variables = {"log_likelihood": given["log_likelihood"], "transition": transition,
                  "initial": initial, "is_missing": is_missing,
                  "is_interior": given["is_interior"], "state": given["state"],
@@ -65,16 +69,14 @@ def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
     return res, renaming
 
 
-def _split(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The naming keywords and the Config overrides among ``**kwargs``."""
-    naming = {name: overrides.pop(name) for name in list(overrides) if name in NAMING}
-    return naming, overrides
-
-
 def smooth(data: Any, transition: Any = None, initial: Any = None, *,
-           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
+           is_missing: Any = None,
+           dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+           state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+           log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+           sequence_length: Any = None, config: Config | None = None, lazy: bool | None = None,
            client: Any = None, batch_size: int | None = None,
-           memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
     """Forward filter then backward smoother over each recording.
 
     Parameters
@@ -106,16 +108,21 @@ def smooth(data: Any, transition: Any = None, initial: Any = None, *,
         Sequences per device batch (default: the most that fit ``memory_budget``).
     memory_budget : int, optional
         Bytes one batch may use on its device.
-    **kwargs
-        The naming keywords: ``dims`` (tuple of str, the dims of an array or
-        DataArray in order; default ``(time_dim, state_dim)``, or
-        ``(sequence_dim, time_dim, state_dim)`` in 3-D), ``time_dim``
-        (default ``"time"``), ``state_dim`` (``"state_bins"``),
-        ``sequence_dim`` (``"sequence"``), ``log_likelihood`` (the variable
-        name, ``"log_likelihood"``), and ``is_interior``, ``state``,
-        ``sequence_length`` (a variable or coordinate name, or the array;
-        default: that canonical name, if present). Any other keyword is a
-        :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
+    dims : tuple of str, optional
+        The dims of an array or DataArray, in order. Default for an array:
+        ``(time_dim, state_dim)``, or ``(sequence_dim, time_dim, state_dim)``
+        in 3-D.
+    time_dim, state_dim, sequence_dim : str
+        The names of the time, state-bin and sequence dims (defaults
+        ``"time"``, ``"state_bins"``, ``"sequence"``); the results keep them.
+    log_likelihood : str, default "log_likelihood"
+        The log-likelihood variable of a Dataset.
+    is_interior, state, sequence_length : str or array-like, optional
+        A variable or coordinate of ``data`` by name, or the array (the
+        interior bins, each bin's discrete-state label, each sequence's
+        length). Default: the variable or coordinate of that name, if any.
+    **overrides
+        Any :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
 
     Returns
     -------
@@ -139,7 +146,8 @@ def smooth(data: Any, transition: Any = None, initial: Any = None, *,
     >>> res.acausal_posterior.dims
     ('time', 'state_bins')
     """
-    naming, overrides = _split(kwargs)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
     res, renaming = _run(data, transition, initial, is_missing,
                          _config(config, lazy, overrides), "smooth", naming, client,
                          batch_size, memory_budget)
@@ -147,9 +155,13 @@ def smooth(data: Any, transition: Any = None, initial: Any = None, *,
 
 
 def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A001
-           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
+           is_missing: Any = None,
+           dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+           state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+           log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+           sequence_length: Any = None, config: Config | None = None, lazy: bool | None = None,
            client: Any = None, batch_size: int | None = None,
-           memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
     """Forward filter only (the causal posterior); parameters as :func:`smooth`.
 
     Returns
@@ -165,7 +177,8 @@ def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A
         ``emit_entropy``, or ``emit_state_aggregates`` with a ``state``
         coordinate): the run would keep nothing.
     """
-    naming, overrides = _split(kwargs)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
     res, renaming = _run(data, transition, initial, is_missing,
                          _config(config, lazy, overrides), "filter", naming, client,
                          batch_size, memory_budget)
@@ -173,9 +186,14 @@ def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A
 
 
 def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
-                 is_missing: Any = None, config: Config | None = None, client: Any = None,
+                 is_missing: Any = None,
+                 dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+                 state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+                 log_likelihood: str = "log_likelihood", is_interior: Any = None,
+                 state: Any = None, sequence_length: Any = None,
+                 config: Config | None = None, client: Any = None,
                  batch_size: int | None = None, memory_budget: int | None = None,
-                 **kwargs: Any) -> xr.Dataset:
+                 **overrides: Any) -> xr.Dataset:
     """Most probable state bin of the smoothed posterior at each step, step by step.
 
     The per-step marginal argmax ``argmax_k p(state_t = k | y_1..T)``:
@@ -191,7 +209,8 @@ def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
         ``state`` coordinate labels the bins, ``map_<coord>`` for each
         numeric coordinate of the bins, and ``marginal_log_likelihood``.
     """
-    naming, overrides = _split(kwargs)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
     cfg = _config(config, None, {**overrides, "emit_map": True, "persist_causal": False})
     res, renaming = _run(data, transition, initial, is_missing, cfg, "smooth", naming,
                          client, batch_size, memory_budget, store_acausal=False)
@@ -203,9 +222,14 @@ def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
 
 
 def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None, *,
-                         is_missing: Any = None, config: Config | None = None,
+                         is_missing: Any = None,
+                         dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+                         state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+                         log_likelihood: str = "log_likelihood", is_interior: Any = None,
+                         state: Any = None, sequence_length: Any = None,
+                         config: Config | None = None,
                          client: Any = None, batch_size: int | None = None,
-                         memory_budget: int | None = None, **kwargs: Any) -> xr.Dataset:
+                         memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
     """The most likely sequence of state bins given all observations (Viterbi).
 
     ``argmax over paths of p(state_1..T | y_1..T)``, out of core: a forward
@@ -244,7 +268,8 @@ def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None,
     >>> res.most_likely_state_bin.values.tolist()
     [0, 0, 0]
     """
-    naming, overrides = _split(kwargs)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
     res, renaming = _run(data, transition, initial, is_missing,
                          Config.resolve(config, overrides), "viterbi", naming, client,
                          batch_size, memory_budget)
@@ -254,9 +279,13 @@ def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None,
 def fit(data: Any, transition: Any = None, initial: Any = None, *,
         max_iter: int = 20, tol: float = 1e-4, concentration: float = 1.0,
         stickiness: Any = 0.0, prior_weight: Any = 0.0, fit_initial: bool = True,
-        is_missing: Any = None, config: Config | None = None, client: Any = None,
+        is_missing: Any = None,
+        dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+        state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+        log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+        sequence_length: Any = None, config: Config | None = None, client: Any = None,
         batch_size: int | None = None, memory_budget: int | None = None,
-        **kwargs: Any) -> xr.Dataset:
+        **overrides: Any) -> xr.Dataset:
     """Fit the discrete transition of a ``Blocks`` (and ``initial``) by EM.
 
     One smoother pass per iteration, storing no posterior (memory of about
@@ -266,8 +295,15 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
 
     Parameters
     ----------
-    data, is_missing, config, client, batch_size, memory_budget, **kwargs
-        As for :func:`smooth` (``progress`` shows the iteration bar).
+    data, is_missing, config, client, batch_size, memory_budget
+        As for :func:`smooth`.
+    dims, time_dim, state_dim, sequence_dim, log_likelihood : optional
+        As for :func:`smooth`.
+    is_interior, state, sequence_length : optional
+        As for :func:`smooth`.
+    **overrides
+        Config fields of the smoother passes (``progress`` shows the
+        iteration bar instead).
     transition : xhmm.transitions.Blocks
         With a static discrete transition (the starting point); a ``state``
         coordinate must label the bins.
@@ -292,7 +328,8 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
         :func:`xhmm.transitions.stored_transition`, after
         :func:`xhmm.save_results` / :func:`xhmm.open_results` too.
     """
-    naming, overrides = _split(kwargs)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
     progress = overrides.pop("progress", None)
     cfg = _config(config, None, {**overrides, "emit_transition_counts": True,
                                  "persist_causal": False, "emit_state_aggregates": False,
