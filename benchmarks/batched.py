@@ -7,11 +7,11 @@ Two modes (run ``python benchmarks/batched.py MODE --help``):
     engine one sequence at a time (:func:`xhmm.engine.loop.run_engine` with B = 1, the
     engine behind ``ds.hmm.smooth``) and as one batch
     (the same engine with B sequences, behind
-    :func:`xhmm.frontend.sequences.smooth_sequences`). Kernels are compiled ahead of
+    :func:`xhmm.smooth`). Kernels are compiled ahead of
     time, before timing; input validation is outside both timings. Prints
     seconds per sequence (best of ``--repeat``) and the speed-up.
 ``cluster``
-    :func:`xhmm.frontend.sequences.smooth_sequences` on a ``LocalCluster`` of 1, 2, ...
+    :func:`xhmm.smooth` on a ``LocalCluster`` of 1, 2, ...
     worker processes (one thread each unless told otherwise) over a lazily
     generated dask log-likelihood (each worker computes its sequences' chunks
     itself) with memmap outputs. Unless ``--dask-malloc-trim``, dask's
@@ -134,7 +134,7 @@ def cluster(args: argparse.Namespace) -> None:
     import xarray as xr
     from distributed import Client, LocalCluster
 
-    from xhmm import smooth_sequences
+    import xhmm
 
     K, T, S, C = args.n_bins, args.n_time, args.sequences, args.chunk_size
     A = transition_matrix(K)
@@ -167,7 +167,7 @@ def cluster(args: argparse.Namespace) -> None:
                     out = Path(tmp) / f"w{n_workers}-{attempt}"
                     cpu.append(client.run(_cpu_seconds))
                     t0 = time.perf_counter()
-                    res = smooth_sequences(ds, A, p0, client=client, chunk_size=C,
+                    res = xhmm.smooth(ds, A, p0, client=client, chunk_size=C,
                                            use_memmap=True, memmap_dir=out, progress=False)
                     walls.append(time.perf_counter() - t0)
                 peaks = client.run(_peak_rss)

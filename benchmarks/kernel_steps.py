@@ -33,7 +33,7 @@ from xhmm.bench.baselines import numpy_forward_backward
 from xhmm.bench.workload import MODELS, Problem
 from xhmm.kernels.hmm import backward_chunk, forward_chunk
 from xhmm.kernels.operators import dense_operator
-from xhmm.transitions import plan_transition
+from xhmm.transitions.plan import plan_transition
 
 
 def kernels(operator, log_lik: np.ndarray, xs):

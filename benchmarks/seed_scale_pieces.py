@@ -51,7 +51,7 @@ from xhmm.engine.loop import HOST_BUFFERS
 from xhmm.engine.reader import LikelihoodReader
 from xhmm.engine.storage import alloc_out, sync_rows, write_rows
 from xhmm.kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
-from xhmm.transitions import plan_transition
+from xhmm.transitions.plan import plan_transition
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xhmm.kernels.operators import dense_operator
-from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, plan_transition
+from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform
+from xhmm.transitions.plan import plan_transition
 
 N_TIME = 1_000
 STATES = ("Local", "No-Spike", "Non-Local Continuous", "Non-Local Fragmented")

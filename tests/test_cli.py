@@ -178,7 +178,7 @@ def test_launchers(tmp_path, launcher):
          "no transition given: pass --transition FILE (.npy, NetCDF or Zarr) or "
          "--transition-spec SPEC.json"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--posterior-dtype", "int8"],
-         "--posterior-dtype must be one of float32, float16, uint16; got 'int8'"),
+         "--posterior-dtype must be one of float32, float16, uint16, float64; got 'int8'"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--chunk-size", "0"],
          "--chunk-size must be a positive int or \"auto\", got 0"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/o.nc", "--no-use-memmap",

@@ -17,7 +17,8 @@ from conftest import reference_forward_backward
 from xhmm.engine.runstate import precision
 from xhmm.transitions.fit import dirichlet_map
 from xhmm.kernels.hmm import backward_chunk
-from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, plan_transition, to_dense
+from xhmm.transitions import Blocks, Dense, RandomWalk, Uniform, stored_transition, to_dense
+from xhmm.transitions.plan import plan_transition
 
 LABELS = ("cont", "frag", "local")
 
@@ -152,8 +153,9 @@ def test_em_recovers_known_transitions_and_never_decreases_the_likelihood():
     ds, blocks = _simulated(np.random.default_rng(4), true, 50_000)
     start = Blocks([[0.7, 0.3], [0.3, 0.7]], blocks)
     p0 = np.full(40, 1 / 40)
-    fitted, history = ds.hmm.fit(transition=start, initial=p0, max_iter=40, tol=1e-7,
-                                 chunk_size=10_000, progress=False)
+    history = ds.hmm.fit(transition=start, initial=p0, max_iter=40, tol=1e-7,
+                         chunk_size=10_000, progress=False)
+    fitted = stored_transition(history)
     mll = history.marginal_log_likelihood.values
     assert (np.diff(mll) >= -1e-6 * np.abs(mll[1:])).all(), mll
     got = fitted.discrete.sel(from_state=["cont", "frag"], to_state=["cont", "frag"]).values
@@ -168,13 +170,13 @@ def test_fit_does_not_depend_on_the_chunk_size_and_sequences_are_joint():
     p0 = np.full(40, 1 / 40)
     kw = dict(transition=start, initial=p0, max_iter=3, compute_dtype="float64",
               progress=False)
-    a, _ = ds.hmm.fit(chunk_size=250, **kw)
-    b, _ = ds.hmm.fit(chunk_size=3_000, **kw)
+    a = stored_transition(ds.hmm.fit(chunk_size=250, **kw))
+    b = stored_transition(ds.hmm.fit(chunk_size=3_000, **kw))
     np.testing.assert_allclose(a.discrete.values, b.discrete.values, rtol=0, atol=1e-6)
     halves = xr.concat([ds.isel(time=slice(0, 1_500)), ds.isel(time=slice(1_500, None))
                         .assign_coords(time=np.arange(1_500))], dim="sequence",
                        coords="minimal", compat="override")
-    _, joint = halves.hmm.fit(chunk_size=500, **{**kw, "max_iter": 1})
+    joint = halves.hmm.fit(chunk_size=500, **{**kw, "max_iter": 1})
     parts = [ds.isel(time=sl).hmm.smooth(transition=start, initial=p0, chunk_size=500,
                                          emit_transition_counts=True, progress=False,
                                          compute_dtype="float64").transition_counts
@@ -193,15 +195,18 @@ def test_fit_rejects_what_it_cannot_fit():
         static.hmm.fit(transition=blocks_model, initial=p0, concentration=0.5)
 
 
-def test_the_usage_example_runs(capsys):
+def test_the_usage_example_runs(tmp_path, monkeypatch):
+    """The usage page's fit blocks run in order; the second saves and reopens the fit."""
     from pathlib import Path
 
+    monkeypatch.chdir(tmp_path)  # it writes fit.nc
     text = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
     section = text[text.index("## Fitting the discrete transition"):]
-    code = section.split("```python")[1].split("```")[0]
+    section = section[:section.index("\n## ", 1)]
     namespace: dict = {}
-    exec(compile(code, "docs/usage.md", "exec"), namespace)
-    mll = namespace["history"].marginal_log_likelihood.values
+    for code in section.split("```python")[1:]:
+        exec(compile(code.split("```")[0], "docs/usage.md", "exec"), namespace)
+    mll = namespace["fit"].marginal_log_likelihood.values
     assert len(mll) == 5 and (np.diff(mll) >= 0).all()
     assert isinstance(namespace["fitted"], Blocks)
 

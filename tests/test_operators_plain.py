@@ -21,14 +21,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import xhmm
 from xhmm.bench.workload import Problem, transition_matrix
 from xhmm.kernels.operators import dense_operator
 from xhmm.transitions.identity import IdentityBlock
 from xhmm.transitions.matrix import BandedBlock, DenseBlock
 from xhmm.transitions.random_walk import SeparableBlock
 from xhmm.transitions.uniform import RankOneBlock
-from xhmm import smooth_sequences
-from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform, plan_transition
+from xhmm.transitions import Blocks, Dense, Identity, RandomWalk, Uniform
+from xhmm.transitions.plan import plan_transition
 
 #: Multiple of the probabilistic error ``sqrt(n) u`` of an ``n``-term sum
 #: taken as its bound (chosen once, a priori: the chance that a sum of
@@ -170,7 +171,7 @@ def _check_batched_against_alone(ds: xr.Dataset, K: int, kw: dict, dtype: np.dty
     # posteriors are stored in float32 whatever the compute dtype: one
     # float32 rounding each (at most one float32 ulp apart, <= eps32)
     storage = float(np.finfo(np.float32).eps)
-    res = smooth_sequences(ds, batch_size=ds.sizes["sequence"], **kw)
+    res = xhmm.smooth(ds, batch_size=ds.sizes["sequence"], **kw)
     for s in range(ds.sizes["sequence"]):
         one = ds.isel(sequence=s).drop_vars("sequence", errors="ignore").hmm.smooth(**kw)
         for name, tol in (("causal_posterior", filtered_tol),

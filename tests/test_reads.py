@@ -263,8 +263,8 @@ def test_fit_reads_each_block_once_per_pass(reads):
     blocks["a", "a"] = blocks["b", "b"] = Dense(dense / dense.sum(axis=1, keepdims=True))
     start = Blocks(np.array([[0.9, 0.1], [0.2, 0.8]]), blocks)
     ds = _lazy(ll, reads, state=("state_bins", labels))
-    _, history = ds.hmm.fit(transition=start, initial=p0, max_iter=2, tol=0.0,
-                            chunk_size=300)
+    history = ds.hmm.fit(transition=start, initial=p0, max_iter=2, tol=0.0,
+                         chunk_size=300)
     assert history.sizes["iteration"] == 2
     _check(reads, 4)
 

@@ -29,21 +29,21 @@ from xhmm.transitions.matrix import BandedBlock, DenseBlock
 from xhmm.transitions.random_walk import SeparableBlock
 from xhmm.transitions.uniform import RankOneBlock
 from xhmm.transitions import (
-    SPEC_ATTR,
     Blocks,
     Dense,
     Identity,
     RandomWalk,
-    StructuredTransition,
     Uniform,
-    analyse_dense,
     from_spec,
-    plan_transition,
     stored_transition,
     to_dense,
     to_spec,
     with_transition,
 )
+from xhmm.transitions.analyse import analyse_dense
+from xhmm.transitions.plan import plan_transition
+from xhmm.transitions.spec import SPEC_ATTR
+from xhmm.transitions.structured import StructuredTransition
 
 RTOL = 1e-12
 ATOL = 1e-15

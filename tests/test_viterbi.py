@@ -35,7 +35,8 @@ import xhmm
 from conftest import make_dataset, random_model, run_killed_child, underflow_model
 from test_enumeration import tiny_models
 from xhmm.kernels.operators import dense_operator
-from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, plan_transition, to_dense
+from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, to_dense
+from xhmm.transitions.plan import plan_transition
 
 ROOT = Path(__file__).resolve().parent.parent
 

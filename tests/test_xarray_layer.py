@@ -124,7 +124,7 @@ def test_map_estimate_keeps_no_posterior(reference):
     ds, A, p0, ll_int, mask = _masked_model(seed=4)
     _, smooth, mll = reference(ll_int, A, p0)
     est = ds.hmm.map_estimate(transition=A, initial=p0, chunk_size=50)
-    assert set(est.data_vars) == {"map_state_bin", "map_x_position",
+    assert set(est.data_vars) == {"map_state_bin", "map_state", "map_x_position",
                                   "marginal_log_likelihood"}
     full = ds.hmm.smooth(transition=A, initial=p0, chunk_size=50, emit_map=True)
     np.testing.assert_array_equal(est.map_state_bin.values, full.map_state_bin.values)

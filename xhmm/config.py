@@ -15,7 +15,7 @@ from .errors import ConfigError
 
 __all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES"]
 
-POSTERIOR_DTYPES = ("float32", "float16", "uint16")
+POSTERIOR_DTYPES = ("float32", "float16", "uint16", "float64")
 COMPUTE_DTYPES = ("auto", "float32", "float64")
 OUT_DTYPES = ("float32", "float64")
 
@@ -57,10 +57,11 @@ class Config:
         turns ``use_memmap`` on. Created if missing. With ``use_memmap=True``
         and no ``memmap_dir`` a new temporary folder is made and its path
         recorded in the result attributes.
-    posterior_dtype : {"float32", "float16", "uint16"}, default "float32"
+    posterior_dtype : {"float32", "float16", "uint16", "float64"}, default "float32"
         Storage dtype of the posteriors; the cast happens only on write.
         ``uint16`` stores ``round(p * 65534)`` (65535 marks NaN): absolute
-        error at most ``0.5 / 65534``.
+        error at most ``0.5 / 65534``. ``float64`` keeps what
+        ``compute_dtype="float64"`` computes (and presents float64 posteriors).
     quantize_posteriors : bool, default False
         Shorthand for ``posterior_dtype="uint16"``.
     lazy_expand : bool, default True
@@ -69,7 +70,8 @@ class Config:
     time_chunks : int, default 25000
         Rows per block of the lazy result arrays.
     posterior_out_dtype : {"float32", "float64"}, default "float32"
-        Dtype of the posteriors as the result Dataset presents them.
+        Dtype of the posteriors as the result Dataset presents them
+        (float64 whenever ``posterior_dtype="float64"``).
     persist_causal : bool, default True
         Keep the full causal (filtered) posterior. When False only the
         forward state at chunk boundaries is kept and the smoother recomputes

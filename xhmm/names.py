@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL"]
+__all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL",
+           "TIME_DIM_ATTR"]
 
 #: The time dimension of ``log_likelihood`` and of the results.
 TIME = "time"
@@ -16,3 +17,6 @@ SEQUENCE = "sequence"
 SEQUENCE_LENGTH = "sequence_length"
 #: Largest accepted |row sum - 1| of a transition and |sum - 1| of ``initial``.
 STOCHASTIC_ATOL = 1e-4
+#: Result attribute naming the time dim when the caller's is not ``time``
+#: (what :func:`xhmm.save_results` chunks along).
+TIME_DIM_ATTR = "xhmm_time_dim"

@@ -5,20 +5,24 @@ reopened with :func:`xhmm.open_results`) and computes only the variables it
 draws. Select a time window first for long recordings, e.g.
 ``plot_posterior(res.sel(time=slice(10, 20)))``: the posterior of the window
 is loaded to draw it.
+
+matplotlib is imported when a figure is drawn, not with this module, so
+``xhmm.plot`` is reachable after ``import xhmm`` at no cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "posterior_over_position",
@@ -225,6 +229,9 @@ def plot_posterior(
     times, time_label = _seconds(grid["time"])
     centers = np.asarray(grid[position].values, dtype=np.float64)
     values = grid.values
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     finite = values[np.isfinite(values)]
@@ -303,6 +310,8 @@ def plot_state_probabilities(
     probs = probs.transpose("time", "states")
     times, time_label = _seconds(probs["time"])
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(10, 2.5), layout="constrained")
     colors = {}
     values = np.asarray(probs.values, dtype=np.float64)
@@ -363,6 +372,8 @@ def plot_decoding(
     kind = "acausal" if "acausal_posterior" in results.variables else "causal"
     states = f"{kind}_state_probabilities"
     with_states = states in results.variables
+    import matplotlib.pyplot as plt
+
     if with_states:
         fig, (top, bottom) = plt.subplots(
             2, 1, figsize=(11, 6), sharex=True, height_ratios=(3, 1), layout="constrained"

@@ -31,7 +31,8 @@ import xarray as xr
 from ..config import Config
 from ..engine.chunking import fallback_chunk_size
 from ..errors import InputError, StorageError
-from ..transitions import SPEC_ATTR, Blocks, from_spec, stored_transition
+from ..transitions import Blocks, from_spec, stored_transition
+from ..transitions.spec import SPEC_ATTR
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
 

@@ -1,12 +1,14 @@
-"""The methods as functions on a Dataset: what ``ds.hmm`` and ``da.hmm`` call.
+"""The public functions: smooth, filter, map_estimate, most_likely_sequence and fit.
 
-Each function takes a Dataset holding ``log_likelihood`` (``(time,
-state_bins)``, or ``(sequence, time, state_bins)`` for many recordings), the
-model (``transition``, ``initial``, optionally ``is_missing``), a
-:class:`~xhmm.Config` or its fields as keywords, and the batching options
-(``client``, ``batch_size``, ``memory_budget``), and runs the one driver
-(:func:`xhmm.frontend.driver.run_job`), so every method accepts the same inputs and
-runs one recording and a ``sequence`` dim the same way.
+Each takes ``data``: a Dataset holding the log-likelihood (and optionally
+the model), a log-likelihood DataArray, or a NumPy / dask array, with dims
+of any name (``time_dim=``, ``state_dim=``, ``sequence_dim=``, or ``dims=``
+for an array) and variables of any name (``log_likelihood="ll"``,
+``transition="A"``, ...; or the arrays themselves). A thin adapter
+(:mod:`xhmm.frontend.naming`) renames them to the canonical names, the one
+driver (:func:`xhmm.frontend.driver.run_job`) runs, and the result gets the
+caller's dim names back. ``ds.hmm`` and ``da.hmm`` forward to these
+functions with nothing of their own.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from typing import Any
 import xarray as xr
 
 from ..config import Config
-from ..errors import DimensionError
-from ..names import BINS, SEQUENCE_LENGTH, TIME
+from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
 from ..transitions.fit import fit_discrete
-from .driver import has_sequences, run_job
+from .driver import run_job
+from .naming import ModelArguments, Renaming, canonical_input
 
-__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit",
-           "smooth_sequences"]
+__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
+
 
 
 def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any]) -> Config:
@@ -31,166 +33,316 @@ def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any])
     return Config.resolve(config, overrides)
 
 
-def smooth(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
-           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
+def _naming(dims: tuple[str, ...] | None, time_dim: str, state_dim: str, sequence_dim: str,
+            log_likelihood: str, is_interior: Any, state: Any,
+            sequence_length: Any) -> dict[str, Any]:
+    """The naming keywords of a public function, by name."""
+    return dict(dims=dims, time_dim=time_dim, state_dim=state_dim, sequence_dim=sequence_dim,
+                log_likelihood=log_likelihood, is_interior=is_interior, state=state,
+                sequence_length=sequence_length)
+
+
+def _canonical(data: Any, transition: Any, initial: Any, is_missing: Any,
+               given: dict[str, Any]) -> tuple[xr.Dataset, ModelArguments, Renaming]:
+    """The input with canonical names (:func:`~xhmm.frontend.naming.canonical_input`)."""
+    variables = {"log_likelihood": given["log_likelihood"], "transition": transition,
+                 "initial": initial, "is_missing": is_missing,
+                 "is_interior": given["is_interior"], "state": given["state"],
+                 SEQUENCE_LENGTH: given["sequence_length"]}
+    return canonical_input(data, dims=given["dims"], time_dim=given["time_dim"],
+                           state_dim=given["state_dim"], sequence_dim=given["sequence_dim"],
+                           variables=variables)
+
+
+def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
+         algorithm: str, naming: dict[str, Any], client: Any, batch_size: int | None,
+         memory_budget: int | None, store_acausal: bool = True
+         ) -> tuple[xr.Dataset, Renaming]:
+    """Run ``algorithm``; the result has canonical names, ``Renaming`` gives them back."""
+    ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
+    if algorithm == "filter":
+        state = ds.coords.get("state")
+        cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
+    res = run_job(ds, args.transition, args.initial, cfg, algorithm=algorithm,
+                  is_missing=args.is_missing, client=client, batch_size=batch_size,
+                  memory_budget=memory_budget, store_acausal=store_acausal)
+    return res, renaming
+
+
+def smooth(data: Any, transition: Any = None, initial: Any = None, *,
+           is_missing: Any = None,
+           dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+           state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+           log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+           sequence_length: Any = None, config: Config | None = None, lazy: bool | None = None,
            client: Any = None, batch_size: int | None = None,
            memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """Forward filter then backward smoother; see ``xr.Dataset.hmm.smooth``."""
-    return run_job(ds, transition, initial, _config(config, lazy, overrides),
-                   algorithm="smooth", is_missing=is_missing, client=client,
-                   batch_size=batch_size, memory_budget=memory_budget)
-
-
-def filter(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,  # noqa: A001
-           is_missing: Any = None, config: Config | None = None, lazy: bool | None = None,
-           client: Any = None, batch_size: int | None = None,
-           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """Forward filter only; see ``xr.Dataset.hmm.filter``.
-
-    Raises
-    ------
-    xhmm.ConfigError
-        With ``persist_causal=False`` and no summary requested: the run
-        would keep nothing.
-    """
-    cfg = _config(config, lazy, overrides)
-    state = ds.coords.get("state")
-    cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
-    return run_job(ds, transition, initial, cfg, algorithm="filter", is_missing=is_missing,
-                   client=client, batch_size=batch_size, memory_budget=memory_budget)
-
-
-def map_estimate(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
-                 is_missing: Any = None, config: Config | None = None, client: Any = None,
-                 batch_size: int | None = None, memory_budget: int | None = None,
-                 **overrides: Any) -> xr.Dataset:
-    """Per-step argmax of the smoothed posterior; see ``xr.Dataset.hmm.map_estimate``."""
-    cfg = _config(config, None, {**overrides, "emit_map": True, "persist_causal": False})
-    res = run_job(ds, transition, initial, cfg, algorithm="smooth", is_missing=is_missing,
-                  client=client, batch_size=batch_size, memory_budget=memory_budget,
-                  store_acausal=False)
-    keep = [name for name in res.data_vars
-            if name.startswith("map_") or name in ("marginal_log_likelihood", SEQUENCE_LENGTH)]
-    res = res[keep]
-    return res.drop_vars([name for name, c in res.coords.items() if TIME not in c.dims
-                          and name not in res.dims])
-
-
-def most_likely_sequence(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
-                         is_missing: Any = None, config: Config | None = None,
-                         client: Any = None, batch_size: int | None = None,
-                         memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
-    """The most likely path (Viterbi); see ``xr.Dataset.hmm.most_likely_sequence``."""
-    return run_job(ds, transition, initial, Config.resolve(config, overrides),
-                   algorithm="viterbi", is_missing=is_missing, client=client,
-                   batch_size=batch_size, memory_budget=memory_budget)
-
-
-def fit(ds: xr.Dataset, transition: Any = None, initial: Any = None, *,
-        max_iter: int = 20, tol: float = 1e-4, concentration: float = 1.0,
-        stickiness: Any = 0.0, prior_weight: Any = 0.0, fit_initial: bool = True,
-        is_missing: Any = None, config: Config | None = None, client: Any = None,
-        batch_size: int | None = None, memory_budget: int | None = None,
-        **overrides: Any) -> tuple[Any, xr.Dataset]:
-    """EM over the discrete transition of a ``Blocks``; see ``xr.Dataset.hmm.fit``."""
-    progress = overrides.pop("progress", None)
-    cfg = _config(config, None, {**overrides, "emit_transition_counts": True,
-                                 "persist_causal": False, "emit_state_aggregates": False,
-                                 "progress": False})
-
-    def run(step_transition, step_initial):
-        return run_job(ds, step_transition, step_initial, cfg, algorithm="smooth",
-                       is_missing=is_missing, client=client, batch_size=batch_size,
-                       memory_budget=memory_budget, store_acausal=False)
-
-    return fit_discrete(ds, run, transition, initial, max_iter=max_iter, tol=tol,
-                        concentration=concentration, stickiness=stickiness,
-                        prior_weight=prior_weight, fit_initial=fit_initial,
-                        progress=progress)
-
-
-def smooth_sequences(
-    ds: xr.Dataset,
-    transition: Any = None,
-    initial: Any = None,
-    config: Config | None = None,
-    smooth: bool = True,
-    client: Any = None,
-    *,
-    batch_size: int | None = None,
-    memory_budget: int | None = None,
-    store_acausal: bool = True,
-    is_missing: Any = None,
-    **overrides: Any,
-) -> xr.Dataset:
-    """Filter (and smooth) every sequence of a ``(sequence, time, state_bins)`` input.
-
-    The same run as ``ds.hmm.smooth`` (or ``ds.hmm.filter`` with
-    ``smooth=False``) on a Dataset with a ``sequence`` dim; see
-    :mod:`xhmm.frontend.sequences` for lengths and :mod:`xhmm.frontend.driver` for batches.
+    """Forward filter then backward smoother over each recording.
 
     Parameters
     ----------
-    ds : xr.Dataset
-        ``log_likelihood`` with dims ``(sequence, time, state_bins)`` (NumPy
-        or dask, chunked on time), optionally ``sequence_length`` (integer,
-        dims ``sequence``), ``is_interior``, a ``state`` coordinate, and
-        ``transition`` / ``initial`` variables.
-    transition : (n, n) array-like or Blocks, optional
-        Shared by all sequences. Defaults to ``ds["transition"]``.
-    initial : (n,) or (sequence, n) array-like, optional
-        Shared or one row per sequence. Defaults to ``ds["initial"]``.
+    data : xr.Dataset, xr.DataArray or array-like
+        A Dataset holding the log-likelihood (``log_likelihood=`` names the
+        variable) and optionally ``transition``, ``initial``, ``is_missing``,
+        ``is_interior``, ``sequence_length`` and a ``state`` coordinate; or
+        the log-likelihood itself as a DataArray (its coordinates are used
+        as a Dataset's) or a NumPy / dask array. Dims: time and state bins,
+        with an optional leading sequence dim for many recordings.
+    transition : (n, n) array-like, xhmm.transitions.Blocks or str, optional
+        Row-stochastic (row = from, column = to) over all state bins or over
+        the interior bins only; a str names a variable of ``data``.
+        Default: the variable ``transition``.
+    initial : (n,) or (sequence, n) array-like or str, optional
+        Distribution of the first step, before its likelihood. Default: the
+        variable ``initial``.
+    is_missing : (time,) or (sequence, time) bool array-like or str, optional
+        Steps without data: a flat likelihood there, adding 0 to the
+        marginal log-likelihood. Default: the variable ``is_missing``, if any.
     config : xhmm.Config, optional
-    smooth : bool, default True
-        False runs the forward filter only.
+    lazy : bool, optional
+        Shorthand (alias) for the Config field ``lazy_expand``.
     client : dask.distributed.Client or False, optional
-        Run the batches as tasks on this client's cluster. None (default)
-        uses the active client if there is one, else runs here; False always
-        runs here.
+        Run the batches of sequences as tasks on this client's cluster (None:
+        the active client, if any; False: here).
     batch_size : int, optional
-        Sequences per batch. Default: the largest that fits ``memory_budget``
-        (see :func:`xhmm.engine.budget.choose_batch_size`), and with a client
-        at most ``ceil(S / worker threads)`` so every worker gets work.
+        Sequences per device batch (default: the most that fit ``memory_budget``).
     memory_budget : int, optional
-        Bytes one batch may use on its device. Default:
-        :func:`xhmm.engine.budget.default_memory_budget` (the smallest over
-        the workers with a client).
-    store_acausal : bool, default True
-        Keep the smoothed posteriors (False keeps only summaries and statistics).
-    is_missing : (sequence, time) or (time,) bool array-like, optional
-        Time steps without data: a flat likelihood (0 in every bin) there,
-        adding 0 to the marginal log-likelihood. Defaults to
-        ``ds["is_missing"]`` if present. With lengths inferred from all-NaN
-        padding, leave the padding rows False (a missing row is a real step).
+        Bytes one batch may use on its device.
+    dims : tuple of str, optional
+        The dims of an array or DataArray, in order. Default for an array:
+        ``(time_dim, state_dim)``, or ``(sequence_dim, time_dim, state_dim)``
+        in 3-D.
+    time_dim, state_dim, sequence_dim : str
+        The names of the time, state-bin and sequence dims (defaults
+        ``"time"``, ``"state_bins"``, ``"sequence"``); the results keep them.
+    log_likelihood : str, default "log_likelihood"
+        The log-likelihood variable of a Dataset.
+    is_interior, state, sequence_length : str or array-like, optional
+        A variable or coordinate of ``data`` by name, or the array (the
+        interior bins, each bin's discrete-state label, each sequence's
+        length). Default: the variable or coordinate of that name, if any.
     **overrides
-        Any :class:`xhmm.Config` field.
+        Any :class:`xhmm.Config` field, e.g. ``chunk_size=2_000``.
 
     Returns
     -------
     xr.Dataset
-        ``causal_posterior`` / ``acausal_posterior`` (``sequence, time,
-        state_bins``; NaN outside the interior and past each length; lazy
-        unless ``lazy_expand=False``), ``marginal_log_likelihood`` and
-        ``sequence_length`` (``sequence``), and the requested summaries with
-        a leading ``sequence`` dim (``map_state_bin`` is -1 past the end).
+        ``causal_posterior`` (unless ``persist_causal=False``),
+        ``acausal_posterior``, ``marginal_log_likelihood`` and the requested
+        summaries, with the input's coordinates and dim names.
 
     Raises
     ------
-    DimensionError
-        ``log_likelihood`` without a ``sequence`` dim (use ``ds.hmm.smooth``).
-    InputError, DimensionError, TransitionError, InitialError, LikelihoodError
-        Bad input, naming the variable (and sequence / time index).
-    ResumeError
-        With ``resume=True``, when a batch's folder holds a run of other
-        settings or inputs (give the same ``batch_size`` as the first run).
+    xhmm.InputError, xhmm.DimensionError
+        A variable or dim that is not there (naming it and the keyword to pass).
+    xhmm.TransitionError, xhmm.InitialError, xhmm.LikelihoodError
+        Bad model or likelihood values.
+
+    Examples
+    --------
+    >>> import numpy as np, xhmm
+    >>> ll = np.log(np.full((4, 3), 1 / 3))
+    >>> res = xhmm.smooth(ll, np.full((3, 3), 1 / 3), np.full(3, 1 / 3), progress=False)
+    >>> res.acausal_posterior.dims
+    ('time', 'state_bins')
     """
-    if not has_sequences(ds):
-        dims = ds["log_likelihood"].dims if "log_likelihood" in ds.variables else None
-        raise DimensionError(
-            "log_likelihood must have dims ('sequence', 'time', 'state_bins') for "
-            f"smooth_sequences, got {dims}; use ds.hmm.smooth for one recording"
-        )
-    return run_job(ds, transition, initial, Config.resolve(config, overrides),
-                   algorithm="smooth" if smooth else "filter", is_missing=is_missing,
-                   client=client, batch_size=batch_size, memory_budget=memory_budget,
-                   store_acausal=store_acausal)
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         _config(config, lazy, overrides), "smooth", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
+
+
+def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A001
+           is_missing: Any = None,
+           dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+           state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+           log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+           sequence_length: Any = None, config: Config | None = None, lazy: bool | None = None,
+           client: Any = None, batch_size: int | None = None,
+           memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
+    """Forward filter only (the causal posterior); parameters as :func:`smooth`.
+
+    Returns
+    -------
+    xr.Dataset
+        ``causal_posterior`` (unless ``persist_causal=False``),
+        ``marginal_log_likelihood`` and the requested summaries.
+
+    Raises
+    ------
+    xhmm.ConfigError
+        With ``persist_causal=False`` and no summary requested (``emit_map``,
+        ``emit_entropy``, or ``emit_state_aggregates`` with a ``state``
+        coordinate): the run would keep nothing.
+    """
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         _config(config, lazy, overrides), "filter", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
+
+
+def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
+                 is_missing: Any = None,
+                 dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+                 state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+                 log_likelihood: str = "log_likelihood", is_interior: Any = None,
+                 state: Any = None, sequence_length: Any = None,
+                 config: Config | None = None, client: Any = None,
+                 batch_size: int | None = None, memory_budget: int | None = None,
+                 **overrides: Any) -> xr.Dataset:
+    """Most probable state bin of the smoothed posterior at each step, step by step.
+
+    The per-step marginal argmax ``argmax_k p(state_t = k | y_1..T)``:
+    consecutive steps may jump between bins the model forbids; for the one
+    most likely *path* use :func:`most_likely_sequence`. Runs the smoother
+    keeping no full posterior, so memory stays at one chunk. Parameters as
+    :func:`smooth`.
+
+    Returns
+    -------
+    xr.Dataset
+        ``map_state_bin`` (index into the state bins), ``map_state`` when a
+        ``state`` coordinate labels the bins, ``map_<coord>`` for each
+        numeric coordinate of the bins, and ``marginal_log_likelihood``.
+    """
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    cfg = _config(config, None, {**overrides, "emit_map": True, "persist_causal": False})
+    res, renaming = _run(data, transition, initial, is_missing, cfg, "smooth", naming,
+                         client, batch_size, memory_budget, store_acausal=False)
+    keep = [name for name in res.data_vars
+            if name.startswith("map_") or name in ("marginal_log_likelihood", SEQUENCE_LENGTH)]
+    res = res[keep]
+    return renaming.restore(res.drop_vars(
+        [name for name, c in res.coords.items() if TIME not in c.dims and name not in res.dims]))
+
+
+def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None, *,
+                         is_missing: Any = None,
+                         dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+                         state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+                         log_likelihood: str = "log_likelihood", is_interior: Any = None,
+                         state: Any = None, sequence_length: Any = None,
+                         config: Config | None = None,
+                         client: Any = None, batch_size: int | None = None,
+                         memory_budget: int | None = None, **overrides: Any) -> xr.Dataset:
+    """The most likely sequence of state bins given all observations (Viterbi).
+
+    ``argmax over paths of p(state_1..T | y_1..T)``, out of core: a forward
+    max-product pass keeps the max-message at each chunk boundary, then each
+    chunk's back-pointers are recomputed in reverse chunk order. Ties go to
+    the lowest interior bin. ``compute_dtype="auto"`` runs float32 and
+    recomputes in float64 from the first chunk where float32 may have lost
+    the path (attribute ``xhmm_float64_chunks``). Memmap runs
+    (``memmap_dir``) resume with ``resume=True``; with a sequence dim each
+    batch continues from where it stopped (a batch that never started runs
+    then). Parameters as :func:`smooth` (the posterior settings do not apply).
+
+    Returns
+    -------
+    xr.Dataset
+        ``most_likely_state_bin`` (int64 index into the state bins),
+        ``most_likely_state`` when a ``state`` coordinate labels the bins,
+        ``most_likely_<coord>`` for each numeric coordinate of the bins, and
+        ``path_log_probability`` (``log p(path, y_1..T)`` with the likelihood
+        shift of ``marginal_log_likelihood``). With a sequence dim every
+        variable has it, with -1 / NaN / "" past each sequence's length, and
+        ``sequence_length`` is added.
+
+    Raises
+    ------
+    xhmm.LikelihoodError
+        Bad likelihood values, or a step at which every path has
+        probability zero (naming the first such step).
+
+    Examples
+    --------
+    >>> import numpy as np, xhmm
+    >>> ll = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
+    >>> res = xhmm.most_likely_sequence(ll, A, [0.5, 0.5], progress=False)
+    >>> res.most_likely_state_bin.values.tolist()
+    [0, 0, 0]
+    """
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         Config.resolve(config, overrides), "viterbi", naming, client,
+                         batch_size, memory_budget)
+    return renaming.restore(res)
+
+
+def fit(data: Any, transition: Any = None, initial: Any = None, *,
+        max_iter: int = 20, tol: float = 1e-4, concentration: float = 1.0,
+        stickiness: Any = 0.0, prior_weight: Any = 0.0, fit_initial: bool = True,
+        is_missing: Any = None,
+        dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+        state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+        log_likelihood: str = "log_likelihood", is_interior: Any = None, state: Any = None,
+        sequence_length: Any = None, config: Config | None = None, client: Any = None,
+        batch_size: int | None = None, memory_budget: int | None = None,
+        **overrides: Any) -> xr.Dataset:
+    """Fit the discrete transition of a ``Blocks`` (and ``initial``) by EM.
+
+    One smoother pass per iteration, storing no posterior (memory of about
+    one chunk), with exact expected transition counts; the continuous
+    blocks stay fixed; sequences are fitted jointly. See
+    :mod:`xhmm.transitions.fit` for the update.
+
+    Parameters
+    ----------
+    data, is_missing, config, client, batch_size, memory_budget
+        As for :func:`smooth`.
+    dims, time_dim, state_dim, sequence_dim, log_likelihood : optional
+        As for :func:`smooth`.
+    is_interior, state, sequence_length : optional
+        As for :func:`smooth`.
+    **overrides
+        Config fields of the smoother passes (``progress`` shows the
+        iteration bar instead).
+    transition : xhmm.transitions.Blocks
+        With a static discrete transition (the starting point); a ``state``
+        coordinate must label the bins.
+    initial : array-like or str
+        Initial distribution (the starting point).
+    max_iter : int, default 20
+    tol : float, default 1e-4
+        Relative change of the marginal log-likelihood that stops EM.
+    concentration : float, default 1.0
+    stickiness : float or (S,) array, default 0.0
+    prior_weight : float or (S,) array, default 0.0
+        Dirichlet prior of each row, as in non_local_detector.
+    fit_initial : bool, default True
+
+    Returns
+    -------
+    xr.Dataset
+        The history per ``iteration`` (``marginal_log_likelihood``,
+        ``discrete_transition``, ``transition_counts``), the fitted model's
+        ``initial`` (along the state bins) and its transition stored with
+        :func:`xhmm.transitions.with_transition`: read it back with
+        :func:`xhmm.transitions.stored_transition`, after
+        :func:`xhmm.save_results` / :func:`xhmm.open_results` too.
+    """
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    progress = overrides.pop("progress", None)
+    cfg = _config(config, None, {**overrides, "emit_transition_counts": True,
+                                 "persist_causal": False, "emit_state_aggregates": False,
+                                 "progress": False})
+    ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
+
+    def run(step_transition: Any, step_initial: Any) -> xr.Dataset:
+        return run_job(ds, step_transition, step_initial, cfg, algorithm="smooth",
+                       is_missing=args.is_missing, client=client, batch_size=batch_size,
+                       memory_budget=memory_budget, store_acausal=False)
+
+    start = args.initial if args.initial is not None else ds.get("initial")
+    return renaming.restore(fit_discrete(
+        ds, run, args.transition, start, max_iter=max_iter, tol=tol,
+        concentration=concentration, stickiness=stickiness, prior_weight=prior_weight,
+        fit_initial=fit_initial, progress=progress))

@@ -1,8 +1,8 @@
 """The one driver: every method runs one or many sequences through here.
 
 ``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence`` and ``fit``
-(through the accessors, :func:`xhmm.smooth_sequences` and
-:func:`xhmm.transitions.fit`) all call :func:`run_job`. It resolves the inputs (a
+(the public functions of :mod:`xhmm.frontend.api`, which the accessors
+are) all call :func:`run_job`. It resolves the inputs (a
 single recording is a sequence dim of length 1: the same
 :class:`~xhmm.frontend.sequences.SequenceInputs`, ``is_missing`` applied the same
 way), picks the batch size, runs each batch as a task (here, one after

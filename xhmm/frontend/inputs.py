@@ -16,7 +16,8 @@ import xarray as xr
 from ..engine.transition import EngineTransition
 from ..errors import DimensionError, InitialError, InputError, TransitionError
 from ..names import BINS, STOCHASTIC_ATOL, TIME
-from ..transitions import Blocks, plan_transition
+from ..transitions.blocks import Blocks
+from ..transitions.plan import plan_transition
 from .missing import flat_where_missing, resolve_is_missing
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
@@ -38,7 +39,7 @@ class ResolvedInputs:
         What the engine runs: a :class:`xhmm.transitions.Blocks` planned
         block by block, or a matrix over the interior bins (rows
         renormalised within STOCHASTIC_ATOL), analysed for zero and
-        rank-one state blocks (:func:`xhmm.transitions.plan_transition`).
+        rank-one state blocks (:func:`xhmm.transitions.plan.plan_transition`).
     initial : (K,) float64 ndarray
     state_labels : ndarray or None
         Unique labels of the ``state`` coordinate, in order of appearance.
@@ -68,41 +69,20 @@ class ResolvedInputs:
 
 
 def resolve_inputs(ds: xr.Dataset, transition, initial, is_missing=None) -> ResolvedInputs:
-    """Find and check ``log_likelihood``, ``is_interior``, transition, initial, is_missing.
+    """Check ``log_likelihood``, ``is_interior``, transition, initial, is_missing.
 
-    ``transition`` / ``initial`` / ``is_missing`` default to the Dataset
-    variables of those names (``is_missing`` is optional, see
+    ``ds`` has the canonical names, its ``log_likelihood`` the dims ``(time,
+    state_bins)``, none empty (checked at the public entry,
+    :func:`xhmm.frontend.naming.canonical_input`). ``transition`` /
+    ``initial`` / ``is_missing`` default to the Dataset variables of those
+    names (``is_missing`` is optional, see
     :mod:`xhmm.frontend.missing`).
 
     Raises
     ------
     InputError, DimensionError, TransitionError, InitialError
     """
-    if "log_likelihood" not in ds.variables:
-        raise InputError(
-            "the Dataset has no variable 'log_likelihood' (dims time, state_bins); "
-            f"found: {', '.join(map(str, ds.data_vars)) or 'no data variables'}"
-        )
-    ll = ds["log_likelihood"]
-    dims = set(ll.dims)
-    missing = [d for d in (TIME, BINS) if d not in dims]
-    if missing:
-        raise DimensionError(
-            f"log_likelihood must have dims ('time', 'state_bins'); missing "
-            f"{', '.join(repr(d) for d in missing)} (dims found: {ll.dims})"
-        )
-    extra = sorted(str(d) for d in dims - {TIME, BINS})
-    if extra:
-        raise DimensionError(
-            f"log_likelihood has unsupported extra dim(s) {', '.join(map(repr, extra))}; "
-            "expected ('time', 'state_bins'), or ('sequence', 'time', 'state_bins') for "
-            "many recordings"
-        )
-    ll = ll.transpose(TIME, BINS)
-    if ll.sizes[TIME] == 0:
-        raise DimensionError("log_likelihood has an empty 'time' dimension (size 0)")
-    if ll.sizes[BINS] == 0:
-        raise DimensionError("log_likelihood has an empty 'state_bins' dimension (size 0)")
+    ll = ds["log_likelihood"].transpose(TIME, BINS)
     if not (np.issubdtype(ll.dtype, np.floating) or np.issubdtype(ll.dtype, np.integer)):
         raise InputError(f"log_likelihood must be a real-valued array, got dtype {ll.dtype}")
     n_bins = ll.sizes[BINS]

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import Config
-from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..names import SEQUENCE, SEQUENCE_LENGTH, TIME
 from .results import bin_variables, result_coords
 
 __all__ = ["viterbi_dataset"]
@@ -68,12 +68,6 @@ def viterbi_dataset(ds: xr.Dataset, columns: np.ndarray, parts: list, cfg: Confi
     data = bin_variables(ds, pick(bins), pick(valid), PREFIX, dims,
                          "index into state_bins of each step's bin on the most likely path"
                          + (" (-1 past the sequence's end)" if sequences else ""))
-    state = ds.coords.get("state")
-    if (state is not None and state.dims == (BINS,)
-            and f"{PREFIX}_state" not in data):  # numeric labels are mapped already
-        labels = np.asarray(state.values)[np.maximum(bins, 0)]
-        data[f"{PREFIX}_state"] = xr.DataArray(
-            pick(np.where(valid, labels, "")), dims=dims, attrs=dict(state.attrs))
     data["path_log_probability"] = xr.DataArray(
         pick(log_probability), dims=lead,
         attrs={"long_name": "log p(most likely path, y_1..T)", "units": "nats"})

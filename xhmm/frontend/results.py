@@ -1,7 +1,7 @@
 """Build the result Dataset of a run from the engine's buffers.
 
 One builder for every path: a single recording (``ds.hmm.smooth``), many
-sequences run in one or several batches (:func:`xhmm.smooth_sequences`, in
+sequences run in one or several batches (a ``sequence`` dim, in
 this process or as dask.distributed tasks) and a finished memmap run reopened
 from its folder (:func:`xhmm.open_run`). Each engine run contributes a
 :class:`Part` (its buffers, memmaps referenced by path); the builder lays the
@@ -151,7 +151,8 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
     valid : bool ndarray
         Steps that have a bin (False past a sequence's end).
     prefix : str
-        ``"map"`` gives ``map_state_bin`` and ``map_<coord>``.
+        ``"map"`` gives ``map_state_bin``, ``map_state`` and ``map_<coord>``;
+        ``"most_likely"`` the ``most_likely_`` names.
     dims : tuple of str
         Dims of ``bins``.
     long_name : str
@@ -160,8 +161,10 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
     Returns
     -------
     dict of str to xr.DataArray
-        ``{prefix}_state_bin`` and ``{prefix}_<coord>`` for each numeric
-        coordinate of ``state_bins`` (NaN where not valid).
+        ``{prefix}_state_bin``, ``{prefix}_<coord>`` for each numeric
+        coordinate of ``state_bins`` (NaN where not valid) and
+        ``{prefix}_state``, the label of the ``state`` coordinate (numeric,
+        or ``""`` where not valid), when one labels the bins.
     """
     out = {f"{prefix}_state_bin": xr.DataArray(bins, dims=dims,
                                                  attrs={"long_name": long_name})}
@@ -170,6 +173,11 @@ def bin_variables(ds: xr.Dataset | None, bins: np.ndarray, valid: np.ndarray, pr
         if not valid.all():
             mapped = np.where(valid, mapped.astype(np.result_type(mapped, np.float32)), np.nan)
         out[f"{prefix}_{name}"] = xr.DataArray(mapped, dims=dims, attrs=dict(coord.attrs))
+    state = None if ds is None else ds.coords.get("state")
+    if state is not None and state.dims == (BINS,) and f"{prefix}_state" not in out:
+        labels = np.asarray(state.values)[np.maximum(bins, 0)]
+        out[f"{prefix}_state"] = xr.DataArray(np.where(valid, labels, ""), dims=dims,
+                                              attrs=dict(state.attrs))
     return out
 
 
@@ -204,7 +212,8 @@ class _Layout:
 
 
 def _posterior(rows: list[SequenceRows], layout: BinLayout, config: Config):
-    dtype = np.dtype(config.posterior_out_dtype)
+    stored = np.float32 if config.storage_dtype == "uint16" else config.storage_dtype
+    dtype = np.result_type(config.posterior_out_dtype, stored)
     if config.lazy_expand:
         import dask.array as da
 

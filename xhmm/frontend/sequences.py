@@ -81,8 +81,10 @@ class SequenceInputs:
 
 def resolve_sequences(ds: xr.Dataset, transition, initial,
                       is_missing=None) -> SequenceInputs:
-    """Find and check the inputs of a ``(sequence, time, state_bins)`` run.
+    """Check the inputs of a ``(sequence, time, state_bins)`` run.
 
+    ``ds`` has the canonical names and its ``log_likelihood`` those three
+    dims (checked by :func:`xhmm.frontend.naming.canonical_input`).
     ``is_missing`` (or ``ds["is_missing"]``) marks steps read as a flat
     likelihood.
 
@@ -91,19 +93,8 @@ def resolve_sequences(ds: xr.Dataset, transition, initial,
     InputError, DimensionError, TransitionError, InitialError
         Naming the variable (and, for a per-sequence ``initial``, the sequence).
     """
-    if "log_likelihood" not in ds.variables:
-        raise InputError(
-            "the Dataset has no variable 'log_likelihood' (dims sequence, time, "
-            f"state_bins); found: {', '.join(map(str, ds.data_vars)) or 'no data variables'}"
-        )
     ll = ds["log_likelihood"]
     wanted = (SEQUENCE, TIME, BINS)
-    if set(ll.dims) != set(wanted):
-        raise DimensionError(
-            f"log_likelihood must have dims {wanted} for a multi-sequence run, got {ll.dims}"
-        )
-    if ll.sizes[SEQUENCE] == 0:
-        raise DimensionError("log_likelihood has an empty 'sequence' dimension (size 0)")
     for name in ("is_interior", "state"):
         if name in ds.variables and SEQUENCE in ds[name].dims:
             raise DimensionError(

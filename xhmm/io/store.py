@@ -28,6 +28,7 @@ from ..engine.progress import dask_progress
 from ..errors import StorageError
 from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
+from ..names import TIME, TIME_DIM_ATTR
 
 __all__ = ["save_results", "open_results", "check_replaceable", "MULTIINDEX_ATTR",
            "XHMM_ATTR"]
@@ -73,15 +74,15 @@ def _require_zarr(action: str) -> None:
         ) from exc
 
 
-def _chunk_rows(var: xr.DataArray, time_chunk: int | None) -> int:
-    n_time = var.sizes["time"]
+def _chunk_rows(var: xr.DataArray, time_chunk: int | None, time_dim: str) -> int:
+    n_time = var.sizes[time_dim]
     if time_chunk is not None:
         return max(1, min(int(time_chunk), n_time))
-    row_bytes = max(1, int(np.prod([s for d, s in var.sizes.items() if d != "time"]))) * 4
+    row_bytes = max(1, int(np.prod([s for d, s in var.sizes.items() if d != time_dim]))) * 4
     target = max(1, min(n_time, _CHUNK_BYTES // row_bytes))
     if var.chunks is None:
         return target
-    blocks = var.chunksizes["time"]
+    blocks = var.chunksizes[time_dim]
     if len(blocks) == 1:
         return target
     step = blocks[0]
@@ -89,7 +90,8 @@ def _chunk_rows(var: xr.DataArray, time_chunk: int | None) -> int:
     return max(d for d in range(1, min(step, target) + 1) if step % d == 0)
 
 
-def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: str) -> dict:
+def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: str,
+              time_dim: str) -> dict:
     if engine == "zarr":
         _require_zarr("saving")
         from numcodecs import Blosc  # a dependency of zarr
@@ -106,9 +108,9 @@ def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: st
         enc: dict = {}
         if var.ndim:
             enc.update(compression)
-        if "time" in var.dims:
-            rows = _chunk_rows(var, time_chunk)
-            enc[chunk_key] = tuple(rows if d == "time" else s for d, s in var.sizes.items())
+        if time_dim in var.dims:
+            rows = _chunk_rows(var, time_chunk, time_dim)
+            enc[chunk_key] = tuple(rows if d == time_dim else s for d, s in var.sizes.items())
         storage = var.attrs.get("xhmm_storage_dtype")
         if storage == "uint16":
             enc.update(
@@ -166,7 +168,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
         )
 
 
-def _prepare(results: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
+def _prepare(results: xr.Dataset, time_chunk: int | None, time_dim: str) -> xr.Dataset:
     ds = results
     multi = {
         index.dim: list(index.index.names)
@@ -177,8 +179,8 @@ def _prepare(results: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
         ds = ds.reset_index(list(multi))
         ds = ds.drop_vars([d for d in multi if d in ds.coords])
         ds.attrs[MULTIINDEX_ATTR] = json.dumps(multi)
-    if time_chunk is not None:
-        ds = ds.chunk({"time": int(time_chunk)})
+    if time_chunk is not None and time_dim in ds.dims:
+        ds = ds.chunk({time_dim: int(time_chunk)})
     return ds
 
 
@@ -214,6 +216,8 @@ def save_results(
     time_chunk : int, optional
         Rows per HDF5 or Zarr chunk (the data are rechunked to match). By
         default chunks of about 4 MiB that tile the result's dask blocks.
+        Rows run along ``time``, or the caller's time dim that the attribute
+        ``xhmm_time_dim`` names (results of ``time_dim=...``).
     compute : bool, default True
         False returns a ``dask.delayed`` object that writes (and renames)
         when computed.
@@ -250,8 +254,9 @@ def save_results(
         raise StorageError(f"folder {str(path.parent)!r} of the output file does not exist")
     if not os.access(path.parent, os.W_OK):
         raise StorageError(f"folder {str(path.parent)!r} is not writable")
-    ds = _prepare(results, time_chunk)
-    encoding = _encoding(ds, complevel, time_chunk, engine)
+    time_dim = results.attrs.get(TIME_DIM_ATTR, TIME)
+    ds = _prepare(results, time_chunk, time_dim)
+    encoding = _encoding(ds, complevel, time_chunk, engine, time_dim)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write = _write(ds, tmp, engine, encoding)

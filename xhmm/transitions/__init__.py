@@ -9,9 +9,9 @@ coordinate: ``A[i, j] = discrete[s(i), s(j)] * block[i, j]`` where each
 a transition runs block by block (a Gaussian random walk on a grid as two
 small dense products), a small fraction of the dense product's cost.
 
-:func:`plan_transition` resolves either kind against a Dataset's layout
-into the engine's transition (:class:`xhmm.engine.transition.EngineTransition`);
-:func:`to_dense` gives the equivalent matrix. :func:`to_spec`,
+:func:`to_dense` gives the equivalent matrix; the engine's plan of either
+kind (:func:`xhmm.transitions.plan.plan_transition`, an
+:class:`xhmm.engine.transition.EngineTransition`) is internal. :func:`to_spec`,
 :func:`from_spec`, :func:`with_transition` and
 :func:`stored_transition` write and read a transition as a JSON spec plus
 named arrays (:mod:`xhmm.transitions.spec`).
@@ -23,14 +23,11 @@ detector.
 import importlib
 import pkgutil
 
-from .analyse import analyse_dense
 from .block import TransitionBlock, block_kinds
 from .blocks import Blocks
 from .dense import to_dense
 from .detector import DetectorModel, from_non_local_detector
-from .plan import plan_blocks, plan_transition
-from .spec import SPEC_ATTR, from_spec, stored_transition, to_spec, with_transition
-from .structured import StructuredTransition
+from .spec import from_spec, stored_transition, to_spec, with_transition
 
 # Every module of the package is imported, so each block kind (one module
 # each, see xhmm.transitions.block) registers itself and is exported here.
@@ -44,11 +41,6 @@ __all__ = [
     *sorted(_BLOCKS),
     "TransitionBlock",
     "to_dense",
-    "plan_transition",
-    "plan_blocks",
-    "analyse_dense",
-    "StructuredTransition",
-    "SPEC_ATTR",
     "to_spec",
     "from_spec",
     "with_transition",

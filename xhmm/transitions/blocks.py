@@ -6,7 +6,7 @@ bins (a :class:`~xhmm.transitions.block.TransitionBlock`: ``Uniform``,
 ``Identity``, ``Dense``, ``RandomWalk`` or any other registered kind);
 :class:`Blocks` combines them with the discrete transition. Blocks are
 checked against the bins of their states when the transition is planned
-(:func:`xhmm.transitions.plan_transition`).
+(:func:`xhmm.transitions.plan.plan_transition`).
 """
 
 from __future__ import annotations

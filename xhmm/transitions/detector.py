@@ -80,12 +80,19 @@ class DetectorModel:
         ``(state, position)`` or ``(state, x_position, y_position)``, as the
         detector's results index ``state_bins`` (position NaN for one-bin
         states).
+    bin_coords : dict of str to (N,) ndarray
+        The detector's other labels of each state bin: ``state_ind`` (index
+        of its discrete state), ``environments`` (the environment name of
+        its state's observation model) and ``encoding_groups`` (its encoding
+        group); :meth:`dataset` puts them on ``state_bins``, so every result
+        carries them.
     """
 
     transition: Blocks
     initial: np.ndarray
     is_interior: np.ndarray
     state_bins: pd.MultiIndex
+    bin_coords: dict[str, np.ndarray]
 
     def dataset(self, log_likelihood: Any, time: Any) -> xr.Dataset:
         """The Dataset to decode: log-likelihood, ``time``, ``state_bins``, ``is_interior``.
@@ -104,7 +111,7 @@ class DetectorModel:
         -------
         xr.Dataset
             ``log_likelihood`` ``(time, state_bins)`` with the ``state_bins``
-            MultiIndex and the ``is_interior`` coordinate.
+            MultiIndex, the ``is_interior`` coordinate and :attr:`bin_coords`.
 
         Raises
         ------
@@ -126,7 +133,8 @@ class DetectorModel:
         index = xr.Coordinates.from_pandas_multiindex(self.state_bins, BINS)
         return xr.Dataset(
             {"log_likelihood": ((TIME, BINS), values)},
-            coords={TIME: np.asarray(time), "is_interior": (BINS, self.is_interior)},
+            coords={TIME: np.asarray(time), "is_interior": (BINS, self.is_interior),
+                    **{name: (BINS, values) for name, values in self.bin_coords.items()}},
         ).assign_coords(index)
 
 
@@ -194,7 +202,18 @@ def from_non_local_detector(det: Any, **data: Any) -> DetectorModel:
         initial=np.asarray(det.initial_conditions_, dtype=np.float64),
         is_interior=np.asarray(det.is_track_interior_state_bins_, dtype=bool),
         state_bins=_state_bins(names, state_ind, bins, centers),
+        bin_coords=_bin_coords(det, state_ind),
     )
+
+
+def _bin_coords(det: Any, state_ind: np.ndarray) -> dict[str, np.ndarray]:
+    """``state_ind``, ``environments`` and ``encoding_groups`` of every state bin."""
+    models = det.observation_models
+    return {
+        "state_ind": state_ind,
+        "environments": np.array([str(m.environment_name) for m in models])[state_ind],
+        "encoding_groups": np.array([m.encoding_group for m in models])[state_ind],
+    }
 
 
 def _centers(det: Any, s: int, n_bins: int) -> np.ndarray | None:

@@ -29,8 +29,9 @@ import xarray as xr
 
 from ..engine.progress import progress_bar, progress_enabled
 from ..errors import ConfigError, TransitionError
-from ..names import SEQUENCE
+from ..names import BINS, SEQUENCE
 from .blocks import Blocks
+from .spec import with_transition
 
 __all__ = ["fit_discrete", "dirichlet_map"]
 
@@ -121,7 +122,7 @@ def fit_discrete(
     prior_weight: float | np.ndarray = 0.0,
     fit_initial: bool = True,
     progress: bool | None = None,
-) -> tuple[Blocks, xr.Dataset]:
+) -> xr.Dataset:
     """EM over the discrete transition of a :class:`Blocks` (module docstring).
 
     Parameters
@@ -151,15 +152,16 @@ def fit_discrete(
 
     Returns
     -------
-    fitted : Blocks
-        The same blocks with the fitted discrete transition (a DataArray
-        labelled by state).
-    history : xr.Dataset
-        ``marginal_log_likelihood`` (dim ``iteration``: the model of each
-        iteration, before its update), ``discrete_transition`` and
-        ``transition_counts`` (dims ``iteration``, ``from_state``,
-        ``to_state``), and with ``fit_initial`` the fitted ``initial`` (dim
-        ``state_bins``, 0 outside the interior); attribute ``converged``.
+    xr.Dataset
+        The history: ``marginal_log_likelihood`` (dim ``iteration``: the
+        model of each iteration, before its update), ``discrete_transition``
+        and ``transition_counts`` (dims ``iteration``, ``from_state``,
+        ``to_state``); the fitted model: ``initial`` (dim ``state_bins``, 0
+        outside the interior; the given one with ``fit_initial=False``) and
+        the fitted transition (the same blocks with the fitted discrete
+        transition, labelled by state) stored by
+        :func:`~xhmm.transitions.with_transition` (read it back with
+        :func:`~xhmm.transitions.stored_transition`); attribute ``converged``.
     """
     if not isinstance(transition, Blocks):
         raise TransitionError(
@@ -216,6 +218,20 @@ def fit_discrete(
                 "to_state": labels},
         attrs={"converged": int(converged)},
     )
-    if fit_initial:
-        history["initial"] = xr.DataArray(initial, dims=("state_bins",))
-    return transition, history
+    start = _over_bins(ds, initial)
+    history["initial"] = xr.DataArray(start, dims=(SEQUENCE, BINS)[2 - start.ndim:])
+    return with_transition(history, transition)
+
+
+def _over_bins(ds: xr.Dataset, initial: Any) -> np.ndarray:
+    """``initial`` over all state bins, 0 outside the interior (it may be given over it).
+
+    A per-sequence ``initial`` (``fit_initial=False``) keeps its rows.
+    """
+    values = np.asarray(getattr(initial, "values", initial), dtype=np.float64)
+    n_bins = ds.sizes[BINS]
+    if values.shape[-1] == n_bins:
+        return values
+    full = np.zeros((*values.shape[:-1], n_bins))
+    full[..., np.asarray(ds["is_interior"].values, dtype=bool)] = values
+    return full
