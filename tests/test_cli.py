@@ -4,8 +4,10 @@ import dataclasses
 import importlib.util
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5netcdf
@@ -390,3 +392,46 @@ def test_transition_and_spec_exclude_each_other(structured, tmp_path, capsys):
               "--transition-spec", str(folder / "spec.json"), "--out", str(tmp_path / "o.nc")])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_an_interrupt_is_one_line_and_exit_130(files, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a run: one ``xhmm: interrupted`` line, status 130, no traceback."""
+    from xhmm.cli import decode
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(decode, "run", interrupted)
+    folder, _ = files
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(tmp_path / "r.nc")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xhmm: interrupted"), err
+
+
+def test_sigint_leaves_a_resumable_run(tmp_path):
+    """A real SIGINT to ``xhmm smooth``: status 130, one line, and --resume finishes it."""
+    T, K = 600_000, 24
+    x = np.arange(K)
+    A = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)
+    A /= A.sum(axis=1, keepdims=True)
+    ll = np.random.default_rng(0).normal(size=(T, K)).astype(np.float32)
+    xr.Dataset({"log_likelihood": (("time", "state_bins"), ll),
+                "transition": (("from", "to"), A),
+                "initial": ("state_bins", np.full(K, 1 / K))}
+               ).to_netcdf(tmp_path / "ll.nc", engine="h5netcdf")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "xhmm", "smooth", str(tmp_path / "ll.nc"), "--out",
+               str(tmp_path / "r.nc"), "--memmap-dir", str(run), "--chunk-size", "5000"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # until the forward pass has committed a chunk
+        manifest = run / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text()).get("forward_done", 0):
+            break
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and err.strip().startswith("xhmm: interrupted"), err
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.nc").exists()

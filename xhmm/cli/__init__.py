@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     int
         Exit status: the sub-command's, or 2 when it raised an
         :class:`xhmm.XHMMError` (printed as one ``xhmm: error:`` line, see
-        :func:`cli_message`). Warnings of xhmm are printed as one
+        :func:`cli_message`), or 130 when interrupted (Ctrl-C, SIGINT:
+        one ``xhmm: interrupted`` line, no traceback; a memmap run is left
+        resumable). Warnings of xhmm are printed as one
         ``xhmm: warning:`` line each and do not change the status.
     """
     parser = argparse.ArgumentParser(prog="xhmm", description=__doc__.splitlines()[0])
@@ -119,3 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         except XHMMError as exc:
             print(f"xhmm: error: {cli_message(str(exc))}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("xhmm: interrupted; a run with --memmap-dir continues where it stopped "
+                  "with --resume", file=sys.stderr)
+            return 130
