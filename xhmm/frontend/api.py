@@ -26,7 +26,6 @@ from .naming import ModelArguments, Renaming, canonical_input
 __all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
 
 
-
 def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any]) -> Config:
     if lazy is not None:
         overrides = {**overrides, "lazy_expand": lazy}

@@ -38,7 +38,8 @@ from ..errors import InputError, TransitionError
 from .layout import StateBins
 
 __all__ = ["TransitionBlock", "PlannedBlock", "KernelBlock", "block_kinds", "block_kind",
-           "nld_blocks", "detector_environment", "device_indices", "inverse_index"]
+           "nld_blocks", "detector_environment", "find_environment", "device_indices",
+           "inverse_index"]
 
 _KINDS: dict[str, type["TransitionBlock"]] = {}
 
@@ -203,6 +204,12 @@ def inverse_index(cells: np.ndarray, n_cells: int) -> np.ndarray:
     return inverse
 
 
+def find_environment(det: Any, name: Any) -> Any:
+    """The environment called ``name`` of a non_local_detector detector, or None."""
+    return next((environment for environment in det.environments
+                 if environment.environment_name == name), None)
+
+
 def detector_environment(det: Any, name: Any) -> Any:
     """The environment called ``name`` of a non_local_detector detector.
 
@@ -211,7 +218,7 @@ def detector_environment(det: Any, name: Any) -> Any:
     InputError
         ``det.environments`` has none of that name.
     """
-    for environment in det.environments:
-        if environment.environment_name == name:
-            return environment
-    raise InputError(f"det.environments has no environment named {name!r}")
+    environment = find_environment(det, name)
+    if environment is None:
+        raise InputError(f"det.environments has no environment named {name!r}")
+    return environment

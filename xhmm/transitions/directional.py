@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import TransitionError
-from .block import TransitionBlock
+from .block import TransitionBlock, find_environment
 from .layout import StateBins
 from .tiled import ROWS_AT_ONCE, PlannedTiled, check_square, stochastic_rows
 
@@ -161,8 +161,7 @@ class DirectionalRandomWalk(TransitionBlock):
         :class:`~xhmm.transitions.track_graph.TrackGraphRandomWalk`), for a
         non-scalar ``movement_var`` or bins that are not the states'.
         """
-        environment = next((env for env in det.environments
-                            if env.environment_name == model.environment_name), None)
+        environment = find_environment(det, model.environment_name)
         if (environment is None or getattr(environment, "track_graph", None) is not None
                 or np.size(model.movement_var) != 1):
             return None

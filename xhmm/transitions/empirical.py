@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import TransitionError
-from .block import TransitionBlock
+from .block import TransitionBlock, find_environment
 from .layout import StateBins
 from .tiled import ROWS_AT_ONCE, PlannedTiled, check_square, stochastic_rows
 
@@ -236,8 +236,7 @@ class EmpiricalMovement(TransitionBlock):
         track graph, ``track_graph``, ``edge_order``, ``edge_spacing``).
         """
         position = data.get("position")
-        environment = next((env for env in det.environments
-                            if env.environment_name == model.environment_name), None)
+        environment = find_environment(det, model.environment_name)
         if position is None or environment is None:
             return None
         position = np.asarray(position, dtype=np.float64)

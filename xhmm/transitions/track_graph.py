@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import TransitionError
-from .block import TransitionBlock
+from .block import TransitionBlock, find_environment
 from .directional import NLD_DIRECTIONS, check_direction, gaussian_chunks
 from .layout import StateBins
 from .tiled import PlannedTiled, check_square, stochastic_rows
@@ -235,8 +235,7 @@ class TrackGraphRandomWalk(TransitionBlock):
         direction field (``RandomWalk``'s own) or a non-scalar
         ``movement_var``.
         """
-        environment = next((env for env in det.environments
-                            if env.environment_name == model.environment_name), None)
+        environment = find_environment(det, model.environment_name)
         if (environment is None or getattr(environment, "track_graph", None) is None
                 or getattr(model, "use_manifold_distance", False)
                 or getattr(model, "use_diffusion", False)
