@@ -7,6 +7,9 @@ registers the ``ds.hmm`` and ``da.hmm`` accessors, which forward to them.
 ``__all__`` is the public surface (docs/usage.md, "API reference", lists it);
 ``xhmm.transitions`` (transition models) and ``xhmm.plot`` (figures; it
 imports matplotlib only when a figure is drawn) are its subpackages.
+The functions, ``xhmm.transitions`` and ``xhmm.plot`` are imported on first
+use, and with them JAX, numba and dask: ``import xhmm`` (and so ``xhmm
+--help``) loads only xarray, the Config and the errors.
 
 On GPUs JAX by default reserves 75 % of device memory when its backend starts.
 xhmm keeps one chunk on the device at a time, so unless you set it yourself,

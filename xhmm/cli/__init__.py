@@ -29,7 +29,8 @@ _COMMANDS = {
     "filter": ("xhmm.cli.decode", "filter (causal only) a log-likelihood file into results.nc"),
     "viterbi": ("xhmm.cli.decode",
                 "most likely sequence (Viterbi path) of a log-likelihood file into path.nc"),
-    "info": ("xhmm.cli.info", "describe a results file: sizes, dtypes, Config, completeness"),
+    "info": ("xhmm.cli.info", "describe a results file or Zarr store: sizes, dtypes, Config, "
+                                "completeness"),
 }
 
 
