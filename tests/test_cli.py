@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
@@ -157,6 +158,115 @@ def test_info_reports_an_unfinished_save(files, tmp_path, capsys):
         capsys.readouterr().out
 
 
+# Runs ``python -m xhmm ARGS`` for each ARGS in one interpreter (as runpy does
+# for -m), then says which heavy packages got imported; at the end it reaches
+# xhmm.smooth, which must import JAX (so the check can see an import).
+_IMPORT_PROBE = """
+import json, runpy, sys
+heavy = ("jax", "numba", "dask")
+codes, loaded = [], []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["xhmm", *args]
+    try:
+        runpy.run_module("xhmm", run_name="__main__")
+    except SystemExit as exc:
+        codes.append(exc.code)
+    loaded.append([name for name in heavy if name in sys.modules])
+import xarray as xr, xhmm
+registered = hasattr(xr.Dataset, "hmm") and hasattr(xr.DataArray, "hmm")
+before = "jax" in sys.modules
+xhmm.smooth
+print(json.dumps([codes, loaded, registered, before, "jax" in sys.modules]))
+"""
+
+
+def test_help_version_and_argument_errors_do_not_import_jax(tmp_path):
+    calls = [["--help"], ["--version"], ["smooth", "--help"], ["info", "--help"],
+             ["bench", "--help"], ["smooth"], ["nonsense"],
+             ["viterbi", str(tmp_path / "l.nc"), "--out", str(tmp_path / "o.nc"), "--emit-map"],
+             ["smooth", str(tmp_path / "l.nc"), "--out", str(tmp_path / "o.nc"),
+              "--chunk-size", "ten"]]
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, json.dumps(calls)],
+                          capture_output=True, text=True, timeout=120)
+    codes, loaded, registered, before, after = json.loads(proc.stdout.splitlines()[-1])
+    assert codes == [0, 0, 0, 0, 0, 2, 2, 2, 2], proc.stderr
+    assert loaded == [[]] * len(calls)
+    assert registered and not before  # import xhmm registers ds.hmm / da.hmm, lazily
+    assert after  # the probe sees JAX once a method is reached
+
+
+#: Config fields that concern posteriors only (none is a flag of xhmm viterbi).
+POSTERIOR_FLAGS = ("--posterior-dtype", "--quantize-posteriors", "--lazy-expand",
+                   "--time-chunks", "--posterior-out-dtype", "--persist-causal", "--emit-map",
+                   "--emit-entropy", "--emit-transition-counts", "--emit-state-aggregates")
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["bench"], ["smooth"], ["filter"],
+                                     ["viterbi"], ["info"]], ids=" ".join)
+def test_help_is_plain_text_with_named_metavars(capsys, command):
+    text = _help(capsys, *command)
+    assert text.startswith(f"usage: xhmm {' '.join(command)}".rstrip())
+    assert not re.search(r":[a-z]+:`|``", text), "reST markup in help"
+    assert "VALUE" not in text
+    flags = set(re.findall(r"--[a-z][a-z-]+", text))
+    if command == ["viterbi"]:
+        assert not flags & set(POSTERIOR_FLAGS)
+        assert {"--chunk-size", "--memmap-dir", "--compute-dtype", "--resume"} <= flags
+    elif command == ["filter"]:
+        assert flags & set(POSTERIOR_FLAGS) == set(POSTERIOR_FLAGS) - {"--emit-transition-counts"}
+    elif command == ["smooth"]:
+        assert set(POSTERIOR_FLAGS) <= flags
+        assert "--memmap-dir DIR" in text and "--compute-dtype DTYPE" in text
+        assert "Needs a state coordinate and a smoother run; ds.hmm.fit uses it." in \
+            " ".join(text.split())
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes under ``path``, counted here with os.walk."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+@pytest.mark.skipif(not HAS_ZARR, reason="zarr is not installed")
+def test_zarr_output_size_and_info(files, tmp_path, capsys):
+    folder, _ = files
+    out = tmp_path / "out.zarr"
+    assert main(["smooth", str(folder / "full.nc"), "--out", str(out), "--no-progress"]) == 0
+    size = _disk_size(out)
+    assert size > 500_000
+    assert f"saved {out} ({size / 1e6:,.1f} MB)" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{out}: {size / 1e6:,.1f} MB"
+    assert lines[1].startswith("complete: unknown (a Zarr store")
+    assert "dimensions: time 1,000, state_bins 220, states 2" in lines
+    row = next(line for line in lines if line.startswith("acausal_posterior "))
+    on_disk = _disk_size(out / "acausal_posterior")
+    assert row.split()[-2:] == [f"{on_disk / 1e3:,.1f}", "kB"]
+    assert re.search(r"^  persist_causal +\= True$", "\n".join(lines), re.M)
+
+
+def test_saved_viterbi_path_keeps_only_its_own_settings(files, tmp_path, capsys):
+    folder, _ = files
+    out = tmp_path / "path.nc"
+    assert main(["viterbi", str(folder / "full.nc"), "--out", str(out), "--chunk-size", "300",
+                 "--memmap-dir", str(tmp_path / "mm"), "--no-progress"]) == 0
+    assert f"memmap outputs: {tmp_path / 'mm'}" in capsys.readouterr().out
+    with xr.open_dataset(out) as back:
+        assert "xhmm_memmap_dir" not in back.attrs
+        config = json.loads(back.attrs["xhmm_config"])
+    assert config["chunk_size"] == 300 and config["memmap_dir"] == str(tmp_path / "mm")
+    assert sorted(config) == ["chunk_size", "compute_dtype", "memmap_dir", "overwrite",
+                              "progress", "resume", "use_memmap"]
+
+
 @pytest.mark.parametrize("launcher", ["console script", "python -m xhmm"])
 def test_launchers(tmp_path, launcher):
     script = Path(sys.executable).with_name("xhmm")
@@ -168,7 +278,8 @@ def test_launchers(tmp_path, launcher):
     proc = subprocess.run([*command, "info", str(tmp_path / "missing.nc")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"xhmm: error: no results file at '{tmp_path / 'missing.nc'}'"
+    assert proc.stderr.strip() == (
+        f"xhmm: error: no results file or Zarr store at '{tmp_path / 'missing.nc'}'")
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,20 @@ def test_non_finite_likelihood_names_time_and_bin(model, value, fragment):
         make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=7)
 
 
+def test_a_step_without_data_names_is_missing(model):
+    ds, A, p0 = model
+    ll = ds.log_likelihood.values.copy()
+    ll[23] = np.nan
+    with pytest.raises(xhmm.LikelihoodError,
+                       match=r"NaN at time index 23, bin 0; every bin of that step is NaN: "
+                             r"mark steps without data with is_missing= "):
+        make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=7)
+    missing = np.arange(len(ll)) == 23  # what the message says to do
+    res = make_dataset(ll).hmm.smooth(transition=A, initial=p0, chunk_size=7,
+                                      is_missing=missing, progress=False)
+    assert np.isfinite(float(res.marginal_log_likelihood))
+
+
 def test_all_impossible_step_names_time(model):
     ds, A, p0 = model
     ll = ds.log_likelihood.values.copy()
@@ -576,6 +590,7 @@ def documented_cases(monkeypatch) -> dict:
         "empty time": _smoothing("empty time"),
         "strings as likelihood": _smoothing("string likelihood"),
         "NaN in an interior bin": _with_ll(set_at((23, 2), np.nan), chunk_size=7),
+        "a step without data (NaN in every bin)": _with_ll(set_at(23, np.nan), chunk_size=7),
         "+inf": _with_ll(set_at((23, 2), np.inf), chunk_size=7),
         "every interior bin −inf": _with_ll(set_at(31, -np.inf), chunk_size=7),
         "observation impossible under the model (float64)": _impossible("float64"),

@@ -1,4 +1,4 @@
-"""The progress bar of ``xhmm.save_results``: on when asked, off otherwise."""
+"""Progress bars: ``xhmm.save_results``'s, on when asked, off otherwise; the passes' step counts."""
 
 import importlib
 import sys
@@ -101,3 +101,18 @@ def test_notebook_without_ipywidgets_gets_text_bars_and_no_tqdm_warning(
     assert "xhmm save r.nc" in err and "xhmm forward" in err
     assert [w.message for w in recwarn if issubclass(w.category, TqdmWarning)] == []
     assert not set(TQDM_AUTO) & set(sys.modules)
+
+
+@pytest.mark.parametrize("chunk_size", [200, 250])  # 500 rows: a short last chunk, and none
+def test_pass_bars_count_the_rows(monkeypatch, chunk_size):
+    """Both passes end at T of T steps, whatever padding the last chunk has."""
+    ends = {}
+
+    class Recorded(tqdm.std.tqdm):
+        def close(self):
+            ends[self.desc] = (self.n, self.total)
+            super().close()
+
+    monkeypatch.setattr(engine_progress, "tqdm_class", lambda: Recorded)
+    decode("smooth", 500, chunk_size=chunk_size, progress=True)
+    assert ends == {"xhmm forward": (500, 500), "xhmm backward": (500, 500)}

@@ -7,6 +7,9 @@ registers the ``ds.hmm`` and ``da.hmm`` accessors, which forward to them.
 ``__all__`` is the public surface (docs/usage.md, "API reference", lists it);
 ``xhmm.transitions`` (transition models) and ``xhmm.plot`` (figures; it
 imports matplotlib only when a figure is drawn) are its subpackages.
+The functions, ``xhmm.transitions`` and ``xhmm.plot`` are imported on first
+use, and with them JAX, numba and dask: ``import xhmm`` (and so ``xhmm
+--help``) loads only xarray, the Config and the errors.
 
 On GPUs JAX by default reserves 75 % of device memory when its backend starts.
 xhmm keeps one chunk on the device at a time, so unless you set it yourself,
@@ -17,6 +20,8 @@ demand) before JAX starts; see ``docs/gpu.md``.
 import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from importlib import import_module
 
 from .config import Config
 from .frontend import accessor as _accessor  # noqa: E402,F401  (registers ds.hmm)
@@ -39,10 +44,6 @@ from .errors import (
     XHMMError,
     XHMMWarning,
 )
-from . import plot, transitions  # noqa: F401  (xhmm.plot, xhmm.transitions)
-from .frontend.api import filter, fit, map_estimate, most_likely_sequence, smooth
-from .io import open_results, open_run, save_results
-from .kernels.codec import from_uint16, to_uint16
 
 __version__ = "0.1.0"
 
@@ -75,3 +76,28 @@ __all__ = [
     "IncompleteResultError",
     "StaleResultError",
 ]
+
+#: Public names imported on first use, with their modules: these import JAX,
+#: numba and dask, which ``import xhmm`` (and so ``xhmm --help``) need not.
+_LAZY = {
+    **dict.fromkeys(["smooth", "filter", "fit", "map_estimate", "most_likely_sequence"],
+                    ".frontend.api"),
+    **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
+    **dict.fromkeys(["to_uint16", "from_uint16"], ".kernels.codec"),
+}
+#: Subpackages reachable as attributes after ``import xhmm``, imported on first use.
+_SUBPACKAGES = ("plot", "transitions")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})

@@ -13,11 +13,19 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES"]
+__all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES", "POSTERIOR_FIELDS",
+           "SMOOTHER_FIELDS"]
 
 POSTERIOR_DTYPES = ("float32", "float16", "uint16", "float64")
 COMPUTE_DTYPES = ("auto", "float32", "float64")
 OUT_DTYPES = ("float32", "float64")
+#: Fields that concern posteriors only: ``most_likely_sequence`` (the Viterbi
+#: path) ignores them.
+POSTERIOR_FIELDS = ("posterior_dtype", "quantize_posteriors", "lazy_expand", "time_chunks",
+                    "posterior_out_dtype", "persist_causal", "emit_map", "emit_entropy",
+                    "emit_transition_counts", "emit_state_aggregates")
+#: Fields of a smoother run only: ``filter`` rejects them.
+SMOOTHER_FIELDS = ("emit_transition_counts",)
 
 
 def _is_int(value: Any) -> bool:
@@ -224,9 +232,23 @@ class Config:
         return "uint16" if self.quantize_posteriors else self.posterior_dtype
 
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of the public fields, in declaration order."""
-        return tuple(f.name for f in fields(cls) if not f.name.startswith("_"))
+    def field_names(cls, algorithm: str | None = None) -> tuple[str, ...]:
+        """Names of the public fields, in declaration order.
+
+        Parameters
+        ----------
+        algorithm : {"smooth", "filter", "viterbi"}, optional
+            Only the fields that concern this run's output: ``"viterbi"``
+            (``most_likely_sequence``) leaves out :data:`POSTERIOR_FIELDS`,
+            ``"filter"`` :data:`SMOOTHER_FIELDS`. None: every field.
+
+        Returns
+        -------
+        tuple of str
+        """
+        left_out = {"viterbi": POSTERIOR_FIELDS, "filter": SMOOTHER_FIELDS}.get(algorithm, ())
+        return tuple(f.name for f in fields(cls)
+                     if not f.name.startswith("_") and f.name not in left_out)
 
     def replace(self, **changes: Any) -> "Config":
         """Return a copy with some fields changed (validated again)."""
@@ -263,19 +285,23 @@ class Config:
             "persist_causal=True or request a summary, e.g. emit_map=True"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The public fields as a JSON-serialisable dict."""
+    def to_dict(self, algorithm: str | None = None) -> dict[str, Any]:
+        """The public fields as a JSON-serialisable dict.
+
+        With ``algorithm``, only the fields that concern its output
+        (:meth:`field_names`).
+        """
         out: dict[str, Any] = {}
-        for name in self.field_names():
+        for name in self.field_names(algorithm):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
             out[name] = value
         return out
 
-    def to_json(self) -> str:
-        """The public fields as a JSON string (stored in result attributes)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, algorithm: str | None = None) -> str:
+        """The public fields (:meth:`to_dict`) as a JSON string (stored in result attributes)."""
+        return json.dumps(self.to_dict(algorithm), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Config":

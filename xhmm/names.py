@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL",
-           "TIME_DIM_ATTR"]
+           "TIME_DIM_ATTR", "SPEC_ATTR"]
 
 #: The time dimension of ``log_likelihood`` and of the results.
 TIME = "time"
@@ -20,3 +20,6 @@ STOCHASTIC_ATOL = 1e-4
 #: Result attribute naming the time dim when the caller's is not ``time``
 #: (what :func:`xhmm.save_results` chunks along).
 TIME_DIM_ATTR = "xhmm_time_dim"
+#: The Dataset attribute holding a stored transition's JSON spec
+#: (:func:`xhmm.transitions.with_transition`).
+SPEC_ATTR = "xhmm_transition_spec"

@@ -46,7 +46,6 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..transitions import Blocks, Identity, RandomWalk, Uniform, to_dense
 
 __all__ = [
     "GEN_BLOCK",
@@ -243,6 +242,8 @@ class Problem:
         self.transition = transition_matrix(self.n_bins)
 
     def _nonlocal_model(self) -> None:
+        from ..transitions import Blocks, Identity, RandomWalk, Uniform
+
         side = math.ceil(math.sqrt((self.n_bins - 2) // 2))
         n_cells = side * side
         n_hole = n_cells - (self.n_bins - 2) // 2
@@ -262,6 +263,8 @@ class Problem:
         self.transition = Blocks(self._discrete(NONLOCAL_STATES), blocks)
 
     def _track_model(self, two_states: bool) -> None:
+        from ..transitions import Blocks, RandomWalk, Uniform
+
         n_track = self.n_bins // 2 if two_states else self.n_bins
         track = np.arange(n_track, dtype=np.float64)[:, None]
         states = ("continuous", "fragmented") if two_states else ("continuous",)
@@ -292,6 +295,8 @@ class Problem:
 
     @cached_property
     def _dense(self) -> np.ndarray:
+        from ..transitions import to_dense
+
         if isinstance(self.transition, np.ndarray):
             return self.transition
         if self.time_varying:

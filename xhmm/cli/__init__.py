@@ -3,7 +3,9 @@
 Each sub-command lives in its own module (:mod:`xhmm.cli.decode` for
 ``smooth``, ``filter`` and ``viterbi``, :mod:`xhmm.cli.info`, :mod:`xhmm.cli.demo`, and the
 benchmark harness :mod:`xhmm.bench`), which exposes ``add_arguments(parser)``
-and ``run(args) -> int``.
+and ``run(args) -> int``. Only the module of the command given is imported,
+and its heavy imports (JAX, dask, xarray's readers) wait until ``run``: help,
+``--version`` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _COMMANDS = {
     "filter": ("xhmm.cli.decode", "filter (causal only) a log-likelihood file into results.nc"),
     "viterbi": ("xhmm.cli.decode",
                 "most likely sequence (Viterbi path) of a log-likelihood file into path.nc"),
-    "info": ("xhmm.cli.info", "describe a results file: sizes, dtypes, Config, completeness"),
+    "info": ("xhmm.cli.info", "describe a results file or Zarr store: sizes, dtypes, Config, "
+                                "completeness"),
 }
 
 
@@ -103,21 +106,27 @@ def main(argv: list[str] | None = None) -> int:
         resumable). Warnings of xhmm are printed as one
         ``xhmm: warning:`` line each and do not change the status.
     """
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="xhmm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"xhmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
+    # The command is the first argument that is not an option (xhmm's own
+    # options take no value); only its module is imported.
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = None
     for name, (module_name, help_text) in _COMMANDS.items():
-        module = import_module(module_name)
-        modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            command_parser.set_defaults(command=name)
+            module = import_module(module_name)
+            module.add_arguments(command_parser)
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         # Each warning once (per message), whatever filters the environment set.
         warnings.simplefilter("default", XHMMWarning)
         warnings.showwarning = _show_warning(warnings.showwarning)
         try:
-            return int(modules[args.command].run(args) or 0)
+            return int(module.run(args) or 0)
         except XHMMError as exc:
             print(f"xhmm: error: {cli_message(str(exc))}", file=sys.stderr)
             return 2

@@ -22,17 +22,21 @@ import argparse
 import dataclasses
 import inspect
 import json
+import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from ..config import Config
-from ..engine.chunking import fallback_chunk_size
 from ..errors import InputError, StorageError
-from ..transitions import Blocks, from_spec, stored_transition
-from ..transitions.spec import SPEC_ATTR
+from ..names import SPEC_ATTR
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from ..transitions import Blocks
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
 
@@ -64,15 +68,40 @@ def config_field_docs() -> dict[str, tuple[str, str]]:
     return {name: (spec, " ".join(words)) for name, (spec, words) in docs.items()}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+#: A cross-reference of the docstrings (``:class:`xhmm.Config```, with ``~``:
+#: only the last name shown), which help text prints as the name alone.
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text as help prints it: no reST roles, no double backquotes.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+        ``:meth:`ds.hmm.fit``` reads ``ds.hmm.fit``, ``:class:`~xhmm.Config```
+        reads ``Config`` and ````"auto"```` reads ``"auto"``.
+    """
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], text)
+    return text.replace("``", "")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
     group = parser.add_argument_group(
         "run settings (xhmm.Config fields; unset flags keep the Config default)"
     )
     docs = config_field_docs()
+    names = Config.field_names(command)
     for field in dataclasses.fields(Config):
+        if field.name not in names:
+            continue
         spec, description = docs.get(field.name, ("", ""))
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{description} [{spec}]".replace("``", "").replace("%", "%%")
+        help_text = plain_text(f"{description} [{spec}]").replace("%", "%%")
         options = {"dest": f"config_{field.name}", "default": argparse.SUPPRESS,
                    "help": help_text}
         kind = str(field.type)
@@ -82,8 +111,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=int, metavar="N", **options)
         elif kind == "int | str":  # chunk_size: N or auto
             group.add_argument(flag, type=_int_or_auto, metavar="N|auto", **options)
-        else:
-            group.add_argument(flag, metavar="VALUE", **options)
+        else:  # memmap_dir: DIR, the dtypes: DTYPE
+            group.add_argument(flag, metavar=field.name.rsplit("_", 1)[-1].upper(), **options)
 
 
 def _int_or_auto(text: str) -> int | str:
@@ -97,7 +126,12 @@ def _int_or_auto(text: str) -> int | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``xhmm smooth``, ``xhmm filter`` and ``xhmm viterbi``."""
+    """Options of ``xhmm smooth``, ``xhmm filter`` or ``xhmm viterbi``.
+
+    The command is ``parser.get_default("command")``; it gets the flags of
+    the Config fields that concern its output (:meth:`xhmm.Config.field_names`).
+    """
+    command = parser.get_default("command")
     parser.add_argument(
         "likelihood", type=Path, metavar="LIKELIHOOD",
         help="NetCDF file or Zarr store with 'log_likelihood' (time x state_bins) and, "
@@ -121,12 +155,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the 'initial' variable of LIKELIHOOD",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="RESULTS.nc",
-                        help="results file to write (compressed NetCDF)")
+                        help="results file to write: compressed NetCDF, or a Zarr store "
+                        "when the name ends in .zarr")
     parser.add_argument("--force", action="store_true",
                         help="replace RESULTS.nc if it exists")
     parser.add_argument("--complevel", type=int, default=4, metavar="0-9",
-                        help="gzip level of the results file (default: 4)")
-    _add_config_flags(parser)
+                        help="compression level of the results file (default: 4)")
+    _add_config_flags(parser, command)
 
 
 def _is_zarr(path: Path) -> bool:
@@ -157,6 +192,10 @@ def open_input(path: Path, chunk_size: int | str | None = None) -> xr.Dataset:
         If the path does not exist, is not a readable NetCDF/Zarr, or is a
         Zarr store while the ``zarr`` package is missing.
     """
+    import xarray as xr
+
+    from ..engine.chunking import fallback_chunk_size
+
     if not path.exists():
         raise InputError(f"no such file or directory: {str(path)!r}")
     if _is_zarr(path):
@@ -208,6 +247,8 @@ def _model_array(ds: xr.Dataset, path: Path | None, name: str, source: Path):
 
 def _transition(ds: xr.Dataset, args: argparse.Namespace) -> np.ndarray | Blocks:
     """The transition: a spec file, a matrix file, or what LIKELIHOOD holds."""
+    from ..transitions import from_spec, stored_transition
+
     path = args.transition_spec
     if path is not None:
         try:
@@ -246,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
         0 on success.
     """
     from ..io.store import check_replaceable, save_results
+    from .info import disk_bytes
 
     out: Path = args.out
     if out.exists() and not args.force:
@@ -268,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
     saved = time.perf_counter() - start - decoded
 
     n_time, n_bins = ds.sizes["time"], ds.sizes["state_bins"]
-    size = out.stat().st_size / 1e6
+    size = disk_bytes(out) / 1e6
     print(f"xhmm {args.command}: {n_time:,} time steps x {n_bins:,} state bins "
           f"in {decoded:.1f} s; saved {out} ({size:,.1f} MB) in {saved:.1f} s")
     if args.command == "viterbi":

@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _size(path: Path) -> str:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return f"{sum(p.stat().st_size for p in files) / 1e6:,.1f} MB"
+    from .info import disk_bytes
+
+    return f"{disk_bytes(path) / 1e6:,.1f} MB"
 
 
 class _Clock:

@@ -1,4 +1,4 @@
-"""``xhmm info``: what a results file holds, how it was made, whether it is whole."""
+"""``xhmm info``: what a results file or Zarr store holds, how it was made, whether it is whole."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ import xarray as xr
 from ..config import Config
 from ..errors import ConfigError, StorageError
 
-__all__ = ["add_arguments", "run", "describe", "Completeness"]
+__all__ = ["add_arguments", "run", "describe", "Completeness", "disk_bytes"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``xhmm info``."""
-    parser.add_argument("results", type=Path, metavar="RESULTS.nc",
-                        help="a results file written by xhmm (xhmm.save_results or "
-                        "xhmm smooth/filter)")
+    parser.add_argument("results", type=Path, metavar="RESULTS",
+                        help="a NetCDF file or Zarr store written by xhmm "
+                        "(xhmm.save_results or xhmm smooth/filter/viterbi)")
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a file, or every file under a folder (a Zarr store), takes on disk."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 @dataclass
@@ -30,11 +37,12 @@ class Completeness:
     Attributes
     ----------
     complete : bool or None
-        None when the file is not HDF5 (e.g. NetCDF-3) and cannot be checked.
+        None when the file is not HDF5 (e.g. NetCDF-3, or a Zarr store)
+        and cannot be checked.
     detail : str
         One line saying why.
     storage : dict of str to int
-        Bytes each variable takes on disk (HDF5 files only).
+        Bytes each variable takes on disk (HDF5 files and Zarr stores).
     """
 
     complete: bool | None
@@ -47,6 +55,12 @@ def _completeness(path: Path) -> Completeness:
 
     if path.name.startswith(".") and path.name.endswith(".tmp"):
         return Completeness(False, "a temporary file of a save that did not finish", {})
+    if path.is_dir():
+        # A Zarr store: a chunk of fill values alone is not stored, so a
+        # missing chunk may be an empty one.
+        storage = {p.name: disk_bytes(p) for p in path.iterdir() if p.is_dir()}
+        return Completeness(None, "a Zarr store: unwritten chunks cannot be told from "
+                            "chunks of fill values", storage)
     try:
         handle = h5py.File(path, "r")
     except OSError:
@@ -101,6 +115,11 @@ def _config_lines(ds: xr.Dataset) -> list[str]:
 def describe(path: Path) -> tuple[list[str], bool | None]:
     """The lines ``xhmm info`` prints for ``path``, and whether it is complete.
 
+    Parameters
+    ----------
+    path : Path
+        A NetCDF file, or a Zarr store (a folder).
+
     Returns
     -------
     lines : list of str
@@ -110,20 +129,28 @@ def describe(path: Path) -> tuple[list[str], bool | None]:
     Raises
     ------
     xhmm.StorageError
-        If there is no file at ``path`` or it cannot be opened as NetCDF.
+        If nothing is at ``path``, it cannot be opened as NetCDF (a file) or
+        Zarr (a folder), or it is a folder and the ``zarr`` package is missing.
     """
-    if not path.is_file():
-        raise StorageError(f"no results file at {str(path)!r}")
+    from ..io.store import _require_zarr
+
+    if path.is_dir():
+        _require_zarr("reading")
+        engine, kind = "zarr", "Zarr"
+    elif path.is_file():
+        engine, kind = None, "NetCDF"
+    else:
+        raise StorageError(f"no results file or Zarr store at {str(path)!r}")
     check = _completeness(path)
     try:
-        ds = xr.open_dataset(path, chunks=None)
+        ds = xr.open_dataset(path, engine=engine, chunks=None)
     except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"cannot open {str(path)!r} as NetCDF: {first}") from exc
+        raise StorageError(f"cannot open {str(path)!r} as {kind}: {first}") from exc
     with ds:
         state = {True: "yes", False: "NO", None: "unknown"}[check.complete]
         lines = [
-            f"{path}: {_bytes(path.stat().st_size)}",
+            f"{path}: {_bytes(disk_bytes(path))}",
             f"complete: {state} ({check.detail})",
             "dimensions: " + ", ".join(f"{d} {n:,}" for d, n in ds.sizes.items()),
         ]

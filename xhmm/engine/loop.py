@@ -348,8 +348,8 @@ class _Run(RunState):
                                       filtered, reader.n_valid(index), consts.operator, xs,
                                       consts.onehot if self.want_counts else None)
 
-        total = n_chunks * reader.chunk_size
-        with self.pass_bar("backward", total, done * reader.chunk_size) as bar:
+        total = reader.bounds(n_chunks - 1)[1]  # rows, not padded chunks
+        with self.pass_bar("backward", total, total - reader.bounds(top)[1]) as bar:
             out = dispatch(carry, top, self._filtered(top))
             for index in range(top, -1, -1):
                 start = reader.bounds(index)[0]
@@ -376,7 +376,7 @@ class _Run(RunState):
                 del counted
                 self._commit(start, n_valid, self._row_buffers("acausal"),
                              backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
-                bar.update(reader.chunk_size)
+                bar.update(reader.bounds(index)[1] - start)
         del carry
 
     def _add_counts(self, counted, start: int, n_valid: np.ndarray) -> None:

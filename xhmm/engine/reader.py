@@ -524,8 +524,13 @@ class LikelihoodReader:
             k = int(np.argmax(mask))
             return int(k if self.columns is None else self.columns[k])
 
+        interior = "" if self.columns is None else " (interior bins only)"
         if np.isnan(values).any():
             hint = "use -inf for impossible bins and mark unused bins with is_interior"
+            if np.isnan(values).all():
+                hint = (f"every bin{interior} of that step is NaN: mark steps without data "
+                        "with is_missing= (True at those steps, or an 'is_missing' "
+                        f"variable along time); {hint}")
             if self.sequence_ids is not None:
                 hint += (", and pad shorter sequences with all-NaN rows or give "
                          "'sequence_length'")
@@ -537,7 +542,6 @@ class LikelihoodReader:
                 f"log_likelihood is +inf at {where}, bin {bin_of(np.isposinf(values))}; "
                 "log-likelihoods must be finite or -inf"
             )
-        interior = "" if self.columns is None else " (interior bins only)"
         return LikelihoodError(
             f"every bin{interior} of log_likelihood is -inf at {where}: "
             "no state is possible at that step"

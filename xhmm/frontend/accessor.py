@@ -13,19 +13,32 @@ from typing import Any, Callable
 
 import xarray as xr
 
-from . import api
-
 __all__ = ["HMMAccessor"]
 
 
-def _forward(function: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
-    """A method calling ``function`` with the accessor's object as its first argument."""
+class _Forward:
+    """An accessor method: the :mod:`~xhmm.frontend.api` function of its name.
 
-    @functools.wraps(function)
-    def method(self: HMMAccessor, *args: Any, **kwargs: Any) -> xr.Dataset:
-        return function(self._obj, *args, **kwargs)
+    It calls the function with the accessor's object as its first argument.
+    The function (and with it JAX) is imported when the method is looked up,
+    not when ``import xhmm`` registers the accessors.
+    """
 
-    return method
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, accessor: HMMAccessor | None, owner: type | None = None) -> Callable:
+        from . import api
+
+        function = getattr(api, self.name)
+        if accessor is None:  # looked up on the class (xr.Dataset.hmm.smooth)
+            return function
+
+        @functools.wraps(function)
+        def method(*args: Any, **kwargs: Any) -> xr.Dataset:
+            return function(accessor._obj, *args, **kwargs)
+
+        return method
 
 
 @xr.register_dataset_accessor("hmm")
@@ -46,8 +59,8 @@ class HMMAccessor:
     def __init__(self, obj: xr.Dataset | xr.DataArray) -> None:
         self._obj = obj
 
-    smooth = _forward(api.smooth)
-    filter = _forward(api.filter)
-    map_estimate = _forward(api.map_estimate)
-    most_likely_sequence = _forward(api.most_likely_sequence)
-    fit = _forward(api.fit)
+    smooth = _Forward()
+    filter = _Forward()
+    map_estimate = _Forward()
+    most_likely_sequence = _Forward()
+    fit = _Forward()

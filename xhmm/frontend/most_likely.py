@@ -76,7 +76,7 @@ def viterbi_dataset(ds: xr.Dataset, columns: np.ndarray, parts: list, cfg: Confi
             lengths, dims=(SEQUENCE,),
             attrs={"long_name": "real time steps of each sequence"})
     first = parts[0].result
-    attrs = {**ds.attrs, **attrs, "xhmm_config": cfg.to_json(),
+    attrs = {**ds.attrs, **attrs, "xhmm_config": cfg.to_json("viterbi"),
              "xhmm_transition": json.dumps(first.transition, sort_keys=True),
              "xhmm_float64_chunks": sum(part.result.float64_chunks for part in parts)}
     if not sequences and first.memmap_dir is not None:

@@ -169,7 +169,8 @@ def check_replaceable(path: str | os.PathLike) -> None:
 
 
 def _prepare(results: xr.Dataset, time_chunk: int | None, time_dim: str) -> xr.Dataset:
-    ds = results
+    ds = results.copy(deep=False)
+    ds.attrs.pop("xhmm_memmap_dir", None)  # the run's folder; the file holds the data
     multi = {
         index.dim: list(index.index.names)
         for index in ds.xindexes.get_unique()

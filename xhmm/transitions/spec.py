@@ -50,13 +50,11 @@ import numpy as np
 import xarray as xr
 
 from ..errors import TransitionError
+from ..names import SPEC_ATTR
 from .block import TransitionBlock, block_kind
 from .blocks import Blocks
 
 __all__ = ["SPEC_ATTR", "to_spec", "from_spec", "with_transition", "stored_transition"]
-
-#: The Dataset attribute holding a stored transition's JSON spec.
-SPEC_ATTR = "xhmm_transition_spec"
 
 
 def _label(value: Any, where: str) -> Any:
