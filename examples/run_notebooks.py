@@ -4,7 +4,8 @@ Each notebook runs top to bottom in a fresh kernel inside a temporary folder
 (the files it writes land there and are deleted), then its outputs are
 cleaned before it is written back in place:
 
-- progress bars (tqdm's text bars on stderr) are dropped;
+- progress bars (tqdm's text bars on stderr, and the blank lines that
+  clear them) are dropped;
 - machine paths are replaced: the temporary folder by ``.``, the repository
   by ``<repo>``, the home folder by ``~``, other ``/tmp/...`` paths by
   ``<tmp>``, the user's name by ``<user>``;
@@ -59,7 +60,7 @@ def _clean_output(output: dict, replacements: list[tuple[str, str]]) -> dict | N
     """The output cleaned, or None to drop it (a progress bar)."""
     if output.get("output_type") == "stream":
         text = output.get("text", "")
-        if output.get("name") == "stderr" and _BAR.search(text):
+        if output.get("name") == "stderr":  # bars, and the blank lines that clear them
             kept = [line for line in re.split(r"[\r\n]", text)
                     if line.strip() and not _BAR.search(line)]
             if not kept:

@@ -49,3 +49,5 @@ def test_committed_notebook_has_clean_outputs(name):
     text = "\n".join(t for out in outputs for t in _texts(out))
     assert MACHINE_PATH.findall(text) == []
     assert not re.search(r"\d+%\|", text), "a progress bar was stored"
+    streams = [out.get("text", "") for out in outputs if out.get("output_type") == "stream"]
+    assert all(text.strip() for text in streams), "a blank stream (a cleared bar) was stored"
