@@ -31,6 +31,8 @@ RUNS = [
      "projected to T=1,976,441 from smooth: "),
     (["lazy_block_memory.py", "--n-time", "200", "--n-bins", "20", "--time-chunks", "50"],
      "lazy.blocks[1].compute()"),
+    (["lazy_block_memory.py", "--save", "-T", "300", "-K", "40", "--time-chunks", "auto"],
+     "save peak / run peak = "),
     (["persist_causal.py", "--duration", "1", "--repeats", "1", "--chunk-size", "100"],
      "persist_causal=False: median"),
     (["batched.py", "speedup", "--n-bins", "10", "--n-time", "50", "--batch", "3",

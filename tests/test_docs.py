@@ -13,7 +13,8 @@ from fake_detector import FakeNonLocalDetector, nld_transition
 from tolerances import F32_ATOL, mll_atol
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md"]
+PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md",
+         "docs/benchmarks.md", "docs/storage.md", "benchmarks/results/HISTORY.md"]
 
 
 def test_usage_documents_every_config_field():

@@ -117,6 +117,9 @@ BAD_CALLS = {
     "chunk_size float": (
         lambda ds, A, p0: (ds, dict(transition=A, initial=p0, chunk_size=10.5)),
         xhmm.ConfigError, "chunk_size"),
+    "time_chunks zero": (
+        lambda ds, A, p0: (ds, dict(transition=A, initial=p0, time_chunks=0)),
+        xhmm.ConfigError, "time_chunks"),
     "unknown posterior_dtype": (
         lambda ds, A, p0: (ds, dict(transition=A, initial=p0, posterior_dtype="int8")),
         xhmm.ConfigError, "posterior_dtype"),
@@ -613,6 +616,7 @@ def documented_cases(monkeypatch) -> dict:
         "`is_missing` of the wrong length": _smoothing("is_missing wrong length"),
         "`is_missing` not boolean": _smoothing("is_missing not bool"),
         "`chunk_size=0` (or 10.5)": _smoothing("chunk_size zero"),
+        "`time_chunks=0` (or 2.5, \"big\")": _smoothing("time_chunks zero"),
         "unknown `posterior_dtype`": _smoothing("unknown posterior_dtype"),
         "unknown `compute_dtype`": _smoothing("unknown compute_dtype"),
         "unknown keyword": _smoothing("unknown keyword"),

@@ -439,7 +439,7 @@ def _config_valid(fields: dict) -> bool:
     storage = _dtype_name(fields["posterior_dtype"])
     return all([
         all(type(fields[n]) is int and fields[n] > 0 for n in ("chunk_size", "time_chunks")
-            if not (n == "chunk_size" and isinstance(fields[n], str) and fields[n] == "auto")),
+            if not (isinstance(fields[n], str) and fields[n] == "auto")),
         all(type(fields[n]) is bool or (n in OPTIONAL_BOOL_FIELDS and fields[n] is None)
             for n in BOOL_FIELDS),
         fields["progress"] is None or type(fields["progress"]) is bool,
@@ -1409,8 +1409,8 @@ _BOOL_VALID, _BOOL_INVALID = st.booleans(), st.sampled_from([0, 1, "True", None]
 CONFIG_VALUES = {
     "chunk_size": (st.one_of(st.integers(1, 32), st.just(2**50)),
                    st.sampled_from([0, -3, 2.0, "8", None, True])),
-    "time_chunks": (st.one_of(st.integers(1, 40), st.just(2**50)),
-                    st.sampled_from([0, -1, 1.5, None, False])),
+    "time_chunks": (st.one_of(st.integers(1, 40), st.just(2**50), st.just("auto")),
+                    st.sampled_from([0, -1, 1.5, None, False, "40"])),
     "posterior_dtype": (st.sampled_from(["float32", "float16", "uint16", "f4", np.float16,
                                          np.dtype("uint16")]),
                         st.sampled_from(["float64", "int8", "bogus", None, 16,

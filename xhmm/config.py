@@ -75,8 +75,13 @@ class Config:
     lazy_expand : bool, default True
         Return dask-backed posteriors expanded to all ``state_bins`` block by
         block. False returns NumPy-backed posteriors with the same values.
-    time_chunks : int, default 25000
-        Rows per block of the lazy result arrays.
+    time_chunks : int or "auto", default "auto"
+        Rows per block of the lazy result arrays. ``"auto"`` sizes blocks by
+        bytes: as many rows as fit one block of ``time x state_bins`` values
+        (in the presented dtype) in dask's ``array.chunk-size`` (128 MiB
+        unless configured), whatever the number of bins
+        (:func:`xhmm.frontend.lazy.block_rows`). Computing or saving a lazy
+        result holds a few blocks per worker thread.
     posterior_out_dtype : {"float32", "float64"}, default "float32"
         Dtype of the posteriors as the result Dataset presents them
         (float64 whenever ``posterior_dtype="float64"``).
@@ -126,7 +131,7 @@ class Config:
     posterior_dtype: str = "float32"
     quantize_posteriors: bool = False
     lazy_expand: bool = True
-    time_chunks: int = 25_000
+    time_chunks: int | str = "auto"
     posterior_out_dtype: str = "float32"
     persist_causal: bool = True
     emit_map: bool = False
@@ -149,9 +154,10 @@ class Config:
             raise ConfigError(
                 f'Config.chunk_size must be a positive int or "auto", got {self.chunk_size!r}'
             )
-        if not _is_int(self.time_chunks) or self.time_chunks <= 0:
+        if self.time_chunks != "auto" and (not _is_int(self.time_chunks)
+                                           or self.time_chunks <= 0):
             raise ConfigError(
-                f"Config.time_chunks must be a positive int, got {self.time_chunks!r}"
+                f'Config.time_chunks must be a positive int or "auto", got {self.time_chunks!r}'
             )
         for name in (
             "use_memmap",

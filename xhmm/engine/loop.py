@@ -19,7 +19,7 @@ ran in. A causal buffer stored in the attempt dtype holds them; otherwise
 (uint16 or float16 storage, ``persist_causal=False``, the float64 chunks of
 ``compute_dtype="auto"``) the chunk is read (a second pass over a dask
 input's blocks) and filtered again from its checkpoint, which costs about what keeping the rows in a scratch file would
-(measured in docs/benchmarks.md) without its disk space.
+(measured in benchmarks/results/HISTORY.md) without its disk space.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The engine writes ``(B, T, K)`` buffers (RAM or memmap) over the interior
 bins. The lazy path wraps one sequence of a buffer in a dask array with one
-block per ``time_chunks`` rows and expands each block to all ``state_bins``
+block per ``time_chunks`` rows (:func:`block_rows`; by default as many rows
+as fit dask's ``array.chunk-size``) and expands each block to all ``state_bins``
 (NaN outside the interior and past the sequence's length, storage codes
 decoded) with a numba kernel inside ``dask.array.map_blocks``. Computing one
 block touches only that block's rows.
@@ -27,15 +28,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
+from dask.utils import parse_bytes
 
 from ..engine.storage import MANIFEST, alloc_out, check_file
 from ..errors import StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
-__all__ = ["StoredArray", "SequenceRows", "portable", "read_rows", "lazy_masked_posterior",
-           "eager_masked_posterior"]
+__all__ = ["StoredArray", "SequenceRows", "portable", "read_rows", "block_rows",
+           "lazy_masked_posterior", "eager_masked_posterior"]
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,34 @@ def _expand_block(block: np.ndarray, columns: np.ndarray, n_total: int, dtype) -
     return expand_interior(np.asarray(block), columns, n_total, dtype)
 
 
+def block_rows(time_chunks: int | str, n_bins: int, dtype: np.dtype | str) -> int:
+    """Rows per block of a lazy ``(time, n_bins)`` posterior for ``Config.time_chunks``.
+
+    Parameters
+    ----------
+    time_chunks : int or "auto"
+        An int is returned as it is. ``"auto"``: the most rows whose
+        ``rows * n_bins * itemsize`` bytes fit dask's ``array.chunk-size``
+        setting (128 MiB by default), at least 1.
+    n_bins : int
+        Columns of a block (all ``state_bins``).
+    dtype : dtype
+        Dtype of the block's values.
+
+    Returns
+    -------
+    int
+    """
+    if time_chunks != "auto":
+        return int(time_chunks)
+    target = parse_bytes(dask.config.get("array.chunk-size"))
+    return max(1, target // (max(1, n_bins) * np.dtype(dtype).itemsize))
+
+
 def lazy_masked_posterior(
     rows: SequenceRows,
     mask: np.ndarray,
-    time_chunks: int,
+    time_chunks: int | str,
     dtype: np.dtype | str,
 ) -> da.Array:
     """Lazy ``(time, state_bins)`` posterior with NaN outside the interior.
@@ -187,21 +214,22 @@ def lazy_masked_posterior(
         float16, float64 or uint16 codes).
     mask : (N,) bool ndarray
         ``is_interior``; ``mask.sum() == K``.
-    time_chunks : int
-        Rows per dask block.
+    time_chunks : int or "auto"
+        Rows per dask block, or ``"auto"`` for blocks of about dask's
+        ``array.chunk-size`` bytes (:func:`block_rows`).
     dtype : {float32, float64}
         Dtype of the expanded values.
 
     Returns
     -------
     dask.array.Array
-        Shape ``(T, N)``, chunks ``(time_chunks, N)``.
+        Shape ``(T, N)``, chunks ``(block_rows(time_chunks, N, dtype), N)``.
     """
     dtype = np.dtype(dtype)
     columns = np.flatnonzero(mask).astype(np.int64)
     n_total = int(mask.size)
     n_time = rows.shape[0]
-    step = max(1, min(int(time_chunks), n_time))
+    step = max(1, min(block_rows(time_chunks, n_total, dtype), n_time))
     source = da.from_array(
         rows,
         chunks=(step, rows.shape[1]),

@@ -27,15 +27,16 @@ _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
               "predictive_state_probabilities", "map_index", "entropy")
 
 
-def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | None = None) -> xr.Dataset:
+def open_run(memmap_dir: str | os.PathLike, *,
+             time_chunks: int | str | None = None) -> xr.Dataset:
     """Open the results of a finished memmap run, lazily.
 
     Parameters
     ----------
     memmap_dir : path
         Folder of a run made with ``use_memmap=True``.
-    time_chunks : int, optional
-        Rows per dask block; defaults to the run's ``Config.time_chunks``.
+    time_chunks : int or "auto", optional
+        Rows per dask block (``Config.time_chunks``); defaults to the run's.
 
     Returns
     -------
