@@ -1,5 +1,9 @@
 """Figures: the right panels, labelled axes, correct aggregation, clear errors."""
 
+import json
+import subprocess
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -147,3 +151,86 @@ def test_dataarray_truth_is_accepted(data):
     truth = xr.DataArray(ds.true_position.values, dims="time")
     ax = plot_posterior(res, true_position=truth, show_map=False, colorbar=False)
     assert ax.get_lines()[0].get_label() == "true position"
+
+
+# The memory of a plot must not grow with the length of the result: a lazy,
+# memmap-backed posterior of T x 100 float32 (160 MB at T = 400,000) is drawn
+# in a fresh process, as is a 20x shorter one; each draw's peak RSS above the
+# RSS before it is compared (the kernel's peak counter is reset before each
+# draw, and freed heap returned first). Loading the long posterior alone
+# would add 160 MB.
+_PEAK_SCRIPT = """
+import ctypes, gc, io, json, re, sys
+import matplotlib
+matplotlib.use("Agg")
+import dask.array as da
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from xhmm.frontend.lazy import SequenceRows, StoredArray, lazy_masked_posterior
+from xhmm.plot import plot_decoding
+
+def result(folder, n_time, n_bins):
+    stored = StoredArray(folder, "acausal_posterior", (1, n_time, n_bins), "float32")
+    post = lazy_masked_posterior(SequenceRows(stored, 0, n_time, n_time),
+                                 np.ones(n_bins, dtype=bool), 25_000, "float32")
+    half = n_bins // 2
+    states = da.stack([post[:, :half].sum(axis=1), post[:, half:].sum(axis=1)], axis=1)
+    return xr.Dataset(
+        {"acausal_posterior": (("time", "state_bins"), post),
+         "acausal_state_probabilities": (("time", "states"), states)},
+        coords={"time": np.arange(n_time) * 0.002,
+                "position": ("state_bins", np.tile(np.arange(half) * 2.0, 2)),
+                "state": ("state_bins", np.repeat(["continuous", "fragmented"], half)),
+                "states": ["continuous", "fragmented"]})
+
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+def draw_peak(res):
+    res["truth"] = ("time", np.ones(res.sizes["time"]))  # the caller's, not the plot's
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")  # the peak (VmHWM) starts again from the current RSS
+    fig = plot_decoding(res, true_position=res["truth"])
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    return kib("VmHWM") - before
+
+folders, sizes, n_bins = sys.argv[1:-1:2], sys.argv[2:-1:2], int(sys.argv[-1])
+small, short, long = (result(f, int(n), n_bins) for f, n in zip(folders, sizes))
+draw_peak(small)  # warm up: imports, fonts, compiled kernels
+print(json.dumps({"short_kib": draw_peak(short), "long_kib": draw_peak(long)}))
+"""
+
+
+def _write_posterior(folder, n_time: int, n_bins: int) -> None:
+    """A (1, n_time, n_bins) float32 posterior file: a bump moving along the bins."""
+    folder.mkdir()
+    half = n_bins // 2
+    centres = np.arange(half)
+    bumps = np.exp(-0.5 * ((centres[None, :] - centres[:, None]) / 2.0) ** 2)
+    rows = np.concatenate([0.9 * bumps, 0.1 * np.ones_like(bumps)], axis=1)
+    rows = (rows / rows.sum(axis=1, keepdims=True)).astype(np.float32)  # one per centre
+    with open(folder / "acausal_posterior.dat", "wb") as out:
+        for start in range(0, n_time, 20_000):
+            t = np.arange(start, min(start + 20_000, n_time))
+            at = np.rint((half - 1) * 0.5 * (1 + np.sin(2 * np.pi * t / 5_000))).astype(int)
+            out.write(rows[at].tobytes())
+
+
+def test_plot_memory_does_not_grow_with_the_recording(tmp_path):
+    n_bins, sizes = 100, {"small": 2_000, "short": 20_000, "long": 400_000}
+    args = []
+    for name, n_time in sizes.items():
+        _write_posterior(tmp_path / name, n_time, n_bins)
+        args += [str(tmp_path / name), str(n_time)]
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, *args, str(n_bins)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    peaks = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"peak RSS above baseline: {peaks}")
+    posterior_kib = sizes["long"] * n_bins * 4 // 1024
+    assert peaks["long_kib"] <= 2 * max(peaks["short_kib"], 1024), (peaks, posterior_kib)
