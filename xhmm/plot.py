@@ -861,16 +861,20 @@ def plot_posterior_map(
         ax.plot(*best[0].T, "o-", color="tab:blue", lw=0.8, ms=2.0, alpha=0.8,
                 label="MAP position")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False,
-                  fontsize="small", borderaxespad=0.2)
+        ax.legend(loc="upper right", fontsize="small")
     seconds, label = _seconds(posterior["time"])
     which = "summed over states" if state is None else f"state {state!r}"
     ax.set_title(f"{variable}, {which}\n{_span(seconds, label)}", loc="left",
                  fontsize="medium")
     ax.set_aspect("equal")
     if colorbar:
-        ax.figure.colorbar(drawn, ax=ax, label="probability", pad=0.01, extend="max")
+        ax.figure.colorbar(drawn, ax=ax, label=_map_scale_label(summed.shape[0]), pad=0.01,
+                           extend="max")
     return ax
+
+
+def _map_scale_label(n_steps: int) -> str:
+    return "probability" if n_steps == 1 else "probability, summed over the steps"
 
 
 def _check_positive(name: str, value) -> None:
@@ -981,7 +985,8 @@ def animate_posterior_map(
         scale = _scale(images, cmap, vmax)
         drawn = _heatmap(ax, _edges(xs), _edges(ys), images[0], scale,
                          interpolation="nearest")
-        fig.colorbar(drawn, ax=ax, label="probability", pad=0.01, extend="max")
+        fig.colorbar(drawn, ax=ax, label=_map_scale_label(steps_per_frame), pad=0.01,
+                     extend="max")
         paths = []
         if truth is not None:
             paths.append((ax.plot([], [], "o-", color="tab:orange", lw=1.0, ms=2.5,
@@ -990,8 +995,7 @@ def animate_posterior_map(
             paths.append((ax.plot([], [], "o-", color="tab:blue", lw=0.8, ms=2.0,
                                   label="MAP position")[0], best[0]))
         if paths:
-            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2,
-                      frameon=False, fontsize="small", borderaxespad=0.2)
+            ax.legend(loc="upper right", fontsize="small")
 
         def draw(frame: int) -> None:
             start = frame * steps_per_frame
