@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 import dask
@@ -55,11 +56,13 @@ _BLOCK_BYTES = 16 * 2**20
 #: Most points of a 2-D path drawn; a longer path is thinned evenly.
 _MAX_PATH_POINTS = 5_000
 
+#: A ``time=`` argument: a slice of time values, one time value (maps), or None (all).
 Window = slice | float | int | np.datetime64 | None
+#: Ground truth given to a plot: one value (or ``(x, y)`` pair) per time step.
 Truth = Sequence | np.ndarray | xr.DataArray | None
 
 
-def _matplotlib():
+def _matplotlib() -> ModuleType:
     """matplotlib with pyplot, patches and animation loaded: the module's one import of it."""
     import matplotlib.animation
     import matplotlib.patches
@@ -224,45 +227,85 @@ def _map_path(summed: da.Array, values: np.ndarray) -> da.Array:
                              chunks=(summed.chunks[0], (values.shape[1],)))
 
 
-def _reduce_rows(block: np.ndarray, factor: int, how: str) -> np.ndarray:
-    """Reduce each run of ``factor`` rows of ``block`` to one, ignoring NaN."""
+def _reduce_rows(block: np.ndarray, starts: np.ndarray, how: str) -> np.ndarray:
+    """Reduce the runs of rows of ``block`` that begin at ``starts``, ignoring NaN.
+
+    ``how`` is ``"max"``, ``"min"``, ``"sum"`` (NaN where a run is all
+    NaN) or ``"count"`` (of the values that are not NaN).
+    """
     block = np.asarray(block, dtype=np.result_type(block.dtype, np.float32))
-    starts = np.arange(0, block.shape[0], factor)
     if how == "max":
         return np.fmax.reduceat(block, starts, axis=0)
     if how == "min":
         return np.fmin.reduceat(block, starts, axis=0)
     known = ~np.isnan(block)
+    if how == "count":
+        return np.add.reduceat(known.astype(block.dtype), starts, axis=0)
     total = np.add.reduceat(np.where(known, block, 0.0), starts, axis=0)
-    count = np.add.reduceat(known.astype(np.int64), starts, axis=0)
-    total[count == 0] = np.nan
-    return total if how == "sum" else total / np.maximum(count, 1)
+    total[~np.logical_or.reduceat(known, starts, axis=0)] = np.nan
+    return total
 
 
-def _columns(data: da.Array, factor: int, how: str) -> da.Array:
-    """Lazily reduce each run of ``factor`` rows of ``data`` to one row.
+def _cuts(start: int, n_rows: int, factor: int) -> np.ndarray:
+    """Where runs begin in rows ``start:start + n_rows``: the first row and each
+    row at a multiple of ``factor``."""
+    return np.union1d([0], np.arange(-start % factor, n_rows, factor))
 
-    ``how`` is ``"max"``, ``"min"``, ``"mean"`` or ``"sum"`` over the
-    run's non-NaN values (NaN where all are NaN). The blocks are cut at
-    multiples of ``factor``, so each output row comes from one block.
+
+def _reduce_block(block: np.ndarray, factor: int, how: str, block_info=None) -> np.ndarray:
+    start = block_info[0]["array-location"][0][0]
+    return _reduce_rows(block, _cuts(start, block.shape[0], factor), how)
+
+
+class _Runs(NamedTuple):
+    """A lazy reduction of each run of ``factor`` rows (a column of the plot).
+
+    Each block of rows is reduced on its own (its first and last runs may be
+    parts of runs that continue in the next block), so every block is read,
+    reduced and dropped in turn; :meth:`finish` merges the parts of a run.
     """
-    if factor == 1:
-        return data
-    data = data.rechunk({0: factor * max(1, max(data.chunks[0]) // factor)})
-    rows = tuple(-(-n // factor) for n in data.chunks[0])
-    dtype = np.result_type(data.dtype, np.float32)
-    return data.map_blocks(_reduce_rows, factor, how, dtype=dtype,
-                           chunks=(rows, *data.chunks[1:]))
+
+    parts: tuple[da.Array, ...]
+    run: np.ndarray | None
+    how: str
+
+    @classmethod
+    def of(cls, data: da.Array, factor: int, how: str) -> _Runs:
+        """Reduce runs of ``factor`` rows of ``data`` by ``how`` (max, min, mean, sum)."""
+        if factor == 1:
+            return cls((data,), None, how)
+        bounds = np.cumsum((0, *data.chunks[0]))
+        cuts = [_cuts(int(a), int(b - a), factor) for a, b in zip(bounds[:-1], bounds[1:])]
+        run = np.concatenate([(a + c) // factor for a, c in zip(bounds[:-1], cuts)])
+        chunks = (tuple(c.size for c in cuts), *data.chunks[1:])
+        dtype = np.result_type(data.dtype, np.float32)
+        parts = tuple(data.map_blocks(_reduce_block, factor, part, dtype=dtype, chunks=chunks)
+                      for part in (("sum", "count") if how == "mean" else (how,)))
+        return cls(parts, run, how)
+
+    def finish(self, values: list[np.ndarray]) -> np.ndarray:
+        """One row per run from the computed ``parts``."""
+        if self.run is None:
+            return values[0]
+        starts = np.flatnonzero(np.r_[True, self.run[1:] != self.run[:-1]])
+        if self.how != "mean":
+            return _reduce_rows(values[0], starts, self.how)
+        total, count = (_reduce_rows(v, starts, "sum") for v in values)
+        with np.errstate(invalid="ignore"):
+            return total / count
 
 
-def _compute(*parts: da.Array) -> list[np.ndarray]:
+def _compute(*items: _Runs | da.Array) -> list[np.ndarray]:
     """Compute lazy reductions together, reading each block of the result once.
 
     One task at a time (dask's synchronous scheduler, depth first): memory
     holds about one block of rows whatever the length of the window, where
     threads would each hold blocks read ahead.
     """
-    return list(dask.compute(*parts, scheduler="synchronous"))
+    runs = [item if isinstance(item, _Runs) else _Runs((item,), None, "") for item in items]
+    values = iter(dask.compute(*(part for r in runs for part in r.parts),
+                               scheduler="synchronous"))
+    return [r.finish([next(values) for _ in r.parts]) for r in runs]
 
 
 def _seconds(time: xr.DataArray) -> tuple[np.ndarray, str]:
@@ -519,16 +562,17 @@ def plot_posterior(
     if ax is None:
         _, ax = mpl.pyplot.subplots(figsize=(10, 4), layout="constrained")
     columns = _TimeColumns.of(posterior["time"], _width_px(ax, width_px))
-    parts = [_columns(summed, columns.factor, reduce)]
+    parts = [_Runs.of(summed, columns.factor, reduce)]
     if show_map:
         best = _map_path(summed, cells.values)[:, 0]
-        parts += [_columns(best, columns.factor, "min"), _columns(best, columns.factor, "max")]
+        parts += [_Runs.of(best, columns.factor, "min"), _Runs.of(best, columns.factor, "max")]
     values, *best = _compute(*parts)
     scale = _scale(values, cmap, vmax)
     image = _heatmap(ax, columns.edges, _edges(centers), values.T, scale, aspect="auto",
                      interpolation="antialiased")
     if truth is not None:
-        low, high = (_reduce_rows(truth, columns.factor, how) for how in ("min", "max"))
+        low, high = (_reduce_rows(truth, np.arange(0, truth.size, columns.factor), how)
+                     for how in ("min", "max"))
         ax.plot(*columns.trace(low, high), color="tab:orange", lw=1.0, alpha=0.9,
                 label="true position")
     if show_map:
@@ -613,8 +657,8 @@ def plot_state_probabilities(
         _, ax = _matplotlib().pyplot.subplots(figsize=(10, 2.5), layout="constrained")
     columns = _TimeColumns.of(probs["time"], _width_px(ax, width_px))
     data = _lazy(probs)
-    x, values = columns.trace(*_compute(_columns(data, columns.factor, "min"),
-                                            _columns(data, columns.factor, "max")))
+    x, values = columns.trace(*_compute(_Runs.of(data, columns.factor, "min"),
+                                        _Runs.of(data, columns.factor, "max")))
     colors = {}
     for k, label in enumerate(probs["states"].values):
         (line,) = ax.plot(x, values[:, k], lw=1.0, label=str(label))
@@ -971,7 +1015,7 @@ def animate_posterior_map(
         )
     truth = None if true_position is None else _per_step(
         results, true_position, "true_position", np.float64, steps, tail=(2,))
-    parts = [_columns(summed, steps_per_frame, "sum")]
+    parts = [_Runs.of(summed, steps_per_frame, "sum")]
     if show_map:
         parts.append(_map_path(summed, cells.values))
     frames, *best = _compute(*parts)
