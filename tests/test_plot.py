@@ -251,11 +251,14 @@ def _column_reference(values: np.ndarray, factor: int, reduce) -> np.ndarray:
                          for a in range(0, len(values), factor)])
 
 
+@pytest.mark.parametrize("blocks", [None, 37])  # 37: runs of steps cross block edges
 @pytest.mark.parametrize("width_px, reduce, numpy_reduce",
                          [(50, "max", np.nanmax), (60, "mean", np.nanmean)])
-def test_plot_posterior_reduces_to_pixel_columns(data, width_px, reduce, numpy_reduce):
+def test_plot_posterior_reduces_to_pixel_columns(data, width_px, reduce, numpy_reduce,
+                                                 blocks):
     ds, res = data
-    ax = plot_posterior(res, width_px=width_px, reduce=reduce, show_map=False,
+    drawn_from = res if blocks is None else res.chunk({"time": blocks})
+    ax = plot_posterior(drawn_from, width_px=width_px, reduce=reduce, show_map=False,
                         colorbar=False)
     n_pos = ds.sizes["state_bins"] // 2
     post = res.acausal_posterior.values
@@ -279,9 +282,11 @@ def test_plot_posterior_map_trace_is_the_column_envelope(data):
     np.testing.assert_array_equal(line.get_ydata(), expected)
 
 
-def test_plot_state_probabilities_envelope(data):
+@pytest.mark.parametrize("blocks", [None, 37])
+def test_plot_state_probabilities_envelope(data, blocks):
     _, res = data
-    ax = plot_state_probabilities(res, width_px=40)
+    ax = plot_state_probabilities(res if blocks is None else res.chunk({"time": blocks}),
+                                  width_px=40)
     probs = res.acausal_state_probabilities.values
     factor = -(-res.sizes["time"] // 40)
     for k, line in enumerate(ax.get_lines()):
@@ -393,7 +398,7 @@ def _map_reference_per_step(res: xr.Dataset, post: np.ndarray) -> np.ndarray:
 def test_animate_posterior_map_writes_every_frame(tmp_path):
     from PIL import Image
 
-    res = _map_result()
+    res = _map_result().chunk({"time": 4})  # frames of 3 steps cross block edges
     truth = np.column_stack([np.linspace(0, 6, 12), np.linspace(0, 6, 12)])
     path = animate_posterior_map(res, tmp_path / "replay.gif", time=slice(0.5, 5.0),
                                  steps_per_frame=3, true_position=truth)
@@ -428,3 +433,20 @@ def test_animation_does_not_replace_a_file(tmp_path):
     with pytest.raises(xhmm.StorageError, match="exists; pass overwrite=True"):
         animate_posterior_map(_map_result(), tmp_path / "a.gif")
     assert (tmp_path / "a.gif").read_text() == "mine"
+
+
+@pytest.mark.parametrize("how, numpy_reduce", [("max", np.nanmax), ("min", np.nanmin),
+                                               ("mean", np.nanmean), ("sum", np.nansum)])
+def test_runs_of_steps_merge_across_blocks(how, numpy_reduce):
+    import dask.array as da
+
+    from xhmm.plot import _compute, _Runs
+
+    values = np.random.default_rng(3).random((100, 4))
+    values[10:20, 1] = np.nan  # a run of NaN stays NaN (steps 10..19 are run 1 of 10)
+    values[33, :] = np.nan
+    lazy = da.from_array(values, chunks=((7, 30, 13, 50), (4,)))
+    (reduced,) = _compute(_Runs.of(lazy, 10, how))
+    expected = _column_reference(values, 10, numpy_reduce)
+    expected[1, 1] = np.nan  # np.nansum gives 0 for an all-NaN run
+    np.testing.assert_allclose(reduced, expected, equal_nan=True)
