@@ -448,6 +448,22 @@ def _netcdf_exists(ds, A, p0):
     return _raised(lambda: xhmm.save_results(res, "r.nc"))
 
 
+def _plot_window_empty(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    return _raised(lambda: xhmm.plot.plot_posterior(res, time=slice(100, 200)))
+
+
+def _animation_not_gif(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    return _raised(lambda: xhmm.plot.animate_posterior_map(res, "replay.mp4"))
+
+
+def _animation_exists(ds, A, p0):
+    Path("replay.gif").write_text("mine")
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    return _raised(lambda: xhmm.plot.animate_posterior_map(res, "replay.gif"))
+
+
 def _resume_other_settings(ds, A, p0):
     ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", chunk_size=16)
     return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
@@ -651,6 +667,9 @@ def documented_cases(monkeypatch) -> dict:
         "output file truncated (`open_run`, reading a result)": _open_truncated,
         "checkpoint changed on disk": _corrupt_checkpoint(monkeypatch),
         "`overwrite=True` onto a file xhmm did not write": _save_over_foreign,
+        "plot window with no time step": _plot_window_empty,
+        "animation to a file that is not a GIF": _animation_not_gif,
+        "animation onto an existing file": _animation_exists,
         "reading a result whose `memmap_dir` a later run took over": _stale,
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),

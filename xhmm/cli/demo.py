@@ -121,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
     window = slice(middle - half, middle + half)
     with open_results(nc) as back:
         fig = plot_decoding(
-            back.sel(time=window),
-            true_position=ds.true_position.sel(time=window),
-            true_state=ds.true_state.sel(time=window),
+            back,
+            time=window,
+            true_position=ds.true_position,
+            true_state=ds.true_state,
             title="xhmm: position decoded from simulated place cells "
             f"({window.start:g}–{window.stop:g} s of {duration:g} s)",
         )
