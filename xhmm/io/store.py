@@ -6,13 +6,18 @@ posteriors are written CF-packed (``scale_factor = 1/65534``,
 ``_FillValue = 65535``), so a plain ``xr.open_dataset`` / ``xr.open_zarr``
 decodes them to floats with NaN restored. The file (or Zarr folder) is
 written under a temporary name and renamed when complete: a crashed save
-never leaves a file that looks finished.
+never leaves a file that looks finished. A failed save removes its
+temporary; one a killed save left (its writer's PID is in the name) is
+removed, and a store whose replacement was interrupted is put back, by the
+next save or open of that name (:func:`recover`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +35,7 @@ from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 from ..names import TIME, TIME_DIM_ATTR
 
-__all__ = ["save_results", "open_results", "check_replaceable", "MULTIINDEX_ATTR",
+__all__ = ["save_results", "open_results", "check_replaceable", "recover", "MULTIINDEX_ATTR",
            "XHMM_ATTR"]
 
 #: Result attribute recording MultiIndexes (dim -> level names) reset for saving.
@@ -257,13 +262,16 @@ def save_results(
     time_dim = results.attrs.get(TIME_DIM_ATTR, TIME)
     ds = _prepare(results, time_chunk, time_dim)
     encoding = _encoding(ds, complevel, time_chunk, engine, time_dim)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    recover(path)
+    tmp = _sibling(path, "tmp")
+    _WRITING.add(tmp)
+    target = _GuardedFile(tmp) if engine == "h5netcdf" else tmp
     try:
-        write = _write(ds, tmp, engine, encoding)
-    except Exception:
-        _remove(tmp)
+        write = _write(ds, target, engine, encoding)
+    except BaseException:
+        _discard(target, tmp)
         raise
-    finalize = dask.delayed(_finalize)(write, tmp, path)
+    finalize = dask.delayed(_finalize)(write, target, tmp, path)
     if not compute:
         return finalize
     try:
@@ -272,32 +280,86 @@ def save_results(
         # a removed Zarr store.
         workers = dask.config.get("num_workers", None) or CPU_COUNT
         with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool):
-            return finalize.compute()
+            return finalize.compute(scheduler="threads")
     except OSError as exc:
-        _remove(tmp)
+        _discard(target, tmp)
         raise StorageError(
             f"cannot write {str(path)!r} (up to {ds.nbytes:,} bytes before "
             f"compression): {exc.strerror or exc}; nothing was written under that name"
         ) from exc
     except BaseException:
-        _remove(tmp)
+        _discard(target, tmp)
         raise
 
 
-def _write(ds: xr.Dataset, tmp: Path, engine: str, encoding: dict):
-    """Start writing ``ds`` to ``tmp``; the returned delayed writes the data."""
+class _GuardedFile(io.FileIO):
+    """The temporary NetCDF file as HDF5 writes it, through h5py's file-object driver.
+
+    The first failed write (a full disk, a file size limit) is kept in
+    :attr:`error` and every later write is dropped: HDF5 never sees a
+    failure, so it never leaves a half-closed file behind (a leaked handle,
+    tracebacks at garbage collection, a crash). Every block of data checks
+    :meth:`check` before it is written, which stops the save at the next
+    block; :func:`_finalize` raises :attr:`error` and the temporary file is
+    removed.
+    """
+
+    error: OSError | None = None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w+")
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        while view.nbytes and self.error is None:
+            try:
+                view = view[super().write(view):]
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return super().truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.tell() if size is None else size
+
+    def check(self, block: np.ndarray) -> np.ndarray:
+        """``block``, or the kept write error raised."""
+        if self.error is not None:
+            raise self.error
+        return block
+
+    def __reduce__(self):
+        raise StorageError(
+            "save_results(..., compute=False) writes through a file open in this process: "
+            "compute it here (dask's threaded or synchronous scheduler), not on a cluster"
+        )
+
+
+def _write(ds: xr.Dataset, target: Path | _GuardedFile, engine: str, encoding: dict):
+    """Start writing ``ds`` to ``target``; the returned delayed writes the data."""
     if engine == "zarr":
         # Dask blocks equal to the Zarr chunks: no two tasks write one chunk.
         ds = ds.assign({
             name: ds[name].chunk(dict(zip(ds[name].dims, enc["chunks"])))
             for name, enc in encoding.items() if "chunks" in enc
         })
-        return ds.to_zarr(tmp, encoding=encoding, compute=False, zarr_format=2,
+        return ds.to_zarr(target, encoding=encoding, compute=False, zarr_format=2,
                           consolidated=True)
     extra = {}
     if engine == "h5netcdf" and any(e.get("dtype") == "float16" for e in encoding.values()):
         extra["invalid_netcdf"] = True  # HDF5 float16: readable by h5netcdf/h5py
-    return ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=False, **extra)
+    if isinstance(target, _GuardedFile):
+        ds = ds.assign({
+            name: var.copy(data=var.data.map_blocks(
+                target.check, dtype=var.dtype, name=f"xhmm-save-{name}-{uuid.uuid4().hex}"))
+            for name, var in ds.data_vars.items() if var.chunks is not None
+        })
+    return ds.to_netcdf(target, engine=engine, encoding=encoding, compute=False, **extra)
 
 
 def _remove(path: Path) -> None:
@@ -308,20 +370,124 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _finalize(_written, tmp: Path, path: Path) -> Path:
+def _discard(target: Path | _GuardedFile, tmp: Path) -> None:
+    """After a failed save: close every handle on the temporary file, then remove it."""
+    from xarray.backends.file_manager import FILE_CACHE
+
+    # xarray keeps the file of an unfinished write open in its cache.
+    for key in list(FILE_CACHE.keys()):
+        args = key[1] if isinstance(key, (tuple, list)) and len(key) > 1 else ()
+        if any(arg is target or arg == os.path.abspath(tmp) for arg in args):
+            try:
+                FILE_CACHE.pop(key).close()
+            except Exception:  # noqa: BLE001 - the file is being thrown away
+                pass
+    if isinstance(target, _GuardedFile):
+        target.close()
+    _remove(tmp)
+    _WRITING.discard(tmp)
+
+
+#: Temporaries this process is writing now (never stale, whatever their PID says).
+_WRITING: set[Path] = set()
+#: ``.<name>.<pid>-<id>.tmp`` / ``.old``: what :func:`save_results` makes beside ``<name>``.
+_SIBLING = r"\.{name}\.(?P<pid>\d+)-[0-9a-f]{{8}}\.(?P<kind>tmp|old)"
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    """A new ``.<name>.<pid>-<id>.<kind>`` path beside ``path``: this process's PID in it."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
+
+
+def _writer_gone(pid: int, sibling: Path) -> bool:
+    """Whether the save that made ``sibling`` has ended (its process is gone)."""
+    if pid == os.getpid():
+        return sibling not in _WRITING
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process: alive
+        return False
+    return False
+
+
+def recover(path: str | os.PathLike) -> Path | None:
+    """Clean up after saves to ``path`` that were killed; nothing of the user's is lost.
+
+    A save killed between the two renames of a replacement (a Zarr store,
+    or a folder and a file replacing each other) leaves the earlier store as
+    ``.<name>.<pid>-<id>.old`` and nothing at ``path``: it is put back.
+    Temporaries (``.tmp``) and ``.old`` copies of finished replacements are
+    removed. Only names :func:`save_results` makes are touched, and only
+    when their writer's process has ended.
+
+    Parameters
+    ----------
+    path : path
+        The target of the saves.
+
+    Returns
+    -------
+    Path or None
+        The store put back at ``path``, if one was.
+
+    Raises
+    ------
+    xhmm.StorageError
+        If an earlier store cannot be put back, naming where it is.
+    """
+    path = Path(path)
+    pattern = re.compile(_SIBLING.format(name=re.escape(path.name)))
+    try:
+        found = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return None
+    stale = [(p, m["kind"]) for p in found if (m := pattern.fullmatch(p.name))
+             and _writer_gone(int(m["pid"]), p)]
+    restored = None
+    for sibling, kind in stale:
+        if kind == "old" and restored is None and not path.exists():
+            try:
+                os.replace(sibling, path)
+            except OSError as exc:
+                raise StorageError(
+                    f"nothing is at {str(path)!r}: a save replacing it was interrupted, "
+                    f"and the earlier results at {str(sibling)!r} cannot be put back "
+                    f"({exc.strerror or exc}); rename that back to {path.name!r}"
+                ) from exc
+            restored = path
+        else:
+            try:
+                _remove(sibling)
+            except OSError:  # e.g. a read-only folder: left for a later save
+                pass
+    return restored
+
+
+def _finalize(_written, target: Path | _GuardedFile, tmp: Path, path: Path) -> Path:
+    if isinstance(target, _GuardedFile):
+        target.close()
+        if target.error is not None:
+            raise target.error
     if path.is_dir() or (tmp.is_dir() and path.exists()):
         # No single rename puts a folder over anything, or anything over a
         # folder: move the old one aside, put the new one in, then delete.
-        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        # A kill in between leaves the old one as .old: recover() puts it back.
+        old = _sibling(path, "old")
+        _WRITING.add(old)
         os.replace(path, old)
         try:
             os.replace(tmp, path)
         except OSError:
             os.replace(old, path)
             raise
+        finally:
+            _WRITING.discard(old)
         _remove(old)
     else:
         os.replace(tmp, path)
+    _WRITING.discard(tmp)
     return path
 
 
@@ -352,8 +518,16 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     xhmm.StorageError
         If nothing is at ``path``, or it is a Zarr store and the ``zarr``
         package is not installed.
+
+    Notes
+    -----
+    If nothing is at ``path`` because a save replacing it was killed
+    between its two renames, the earlier results are put back first
+    (:func:`recover`).
     """
     path = Path(path)
+    if not path.exists():
+        recover(path)
     if path.is_dir():
         _require_zarr("opening")
         engine = "zarr"
