@@ -265,22 +265,23 @@ def save_results(
     recover(path)
     tmp = _sibling(path, "tmp")
     _WRITING.add(tmp)
-    target = _GuardedFile(tmp) if engine == "h5netcdf" else tmp
-    try:
-        write = _write(ds, target, engine, encoding)
-    except BaseException:
-        _discard(target, tmp)
-        raise
-    finalize = dask.delayed(_finalize)(write, target, tmp, path)
     if not compute:
-        return finalize
+        try:
+            write = _write(ds, tmp, engine, encoding, compute=False)
+        except BaseException:
+            _discard(tmp, tmp)
+            raise
+        return dask.delayed(_finalize)(write, tmp, tmp, path)
+    target = _GuardedFile(tmp) if engine == "h5netcdf" else tmp
     try:
         # A pool of our own, shut down before any clean-up: when one task
         # fails the running ones still finish, and would put files back into
-        # a removed Zarr store.
+        # a removed Zarr store. xarray closes the file, failed or not.
         workers = dask.config.get("num_workers", None) or CPU_COUNT
-        with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool):
-            return finalize.compute(scheduler="threads")
+        with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool,
+                                                                      scheduler="threads"):
+            _write(ds, target, engine, encoding, compute=True)
+        return _finalize(None, target, tmp, path)
     except OSError as exc:
         _discard(target, tmp)
         raise StorageError(
@@ -297,11 +298,11 @@ class _GuardedFile(io.FileIO):
 
     The first failed write (a full disk, a file size limit) is kept in
     :attr:`error` and every later write is dropped: HDF5 never sees a
-    failure, so it never leaves a half-closed file behind (a leaked handle,
-    tracebacks at garbage collection, a crash). Every block of data checks
-    :meth:`check` before it is written, which stops the save at the next
-    block; :func:`_finalize` raises :attr:`error` and the temporary file is
-    removed.
+    failure, so it closes the file cleanly (a failed HDF5 write leaves a
+    handle HDF5 cannot close: a leaked file, tracebacks at garbage
+    collection, a crash). Every block of data passes :meth:`check` before it
+    is written, which stops the save at the next block; :func:`_finalize`
+    raises :attr:`error`, and the temporary file is removed.
     """
 
     error: OSError | None = None
@@ -333,22 +334,17 @@ class _GuardedFile(io.FileIO):
             raise self.error
         return block
 
-    def __reduce__(self):
-        raise StorageError(
-            "save_results(..., compute=False) writes through a file open in this process: "
-            "compute it here (dask's threaded or synchronous scheduler), not on a cluster"
-        )
 
-
-def _write(ds: xr.Dataset, target: Path | _GuardedFile, engine: str, encoding: dict):
-    """Start writing ``ds`` to ``target``; the returned delayed writes the data."""
+def _write(ds: xr.Dataset, target: Path | _GuardedFile, engine: str, encoding: dict,
+           compute: bool):
+    """Write ``ds`` to ``target``; with ``compute=False`` the returned delayed writes the data."""
     if engine == "zarr":
         # Dask blocks equal to the Zarr chunks: no two tasks write one chunk.
         ds = ds.assign({
             name: ds[name].chunk(dict(zip(ds[name].dims, enc["chunks"])))
             for name, enc in encoding.items() if "chunks" in enc
         })
-        return ds.to_zarr(target, encoding=encoding, compute=False, zarr_format=2,
+        return ds.to_zarr(target, encoding=encoding, compute=compute, zarr_format=2,
                           consolidated=True)
     extra = {}
     if engine == "h5netcdf" and any(e.get("dtype") == "float16" for e in encoding.values()):
@@ -359,7 +355,7 @@ def _write(ds: xr.Dataset, target: Path | _GuardedFile, engine: str, encoding: d
                 target.check, dtype=var.dtype, name=f"xhmm-save-{name}-{uuid.uuid4().hex}"))
             for name, var in ds.data_vars.items() if var.chunks is not None
         })
-    return ds.to_netcdf(target, engine=engine, encoding=encoding, compute=False, **extra)
+    return ds.to_netcdf(target, engine=engine, encoding=encoding, compute=compute, **extra)
 
 
 def _remove(path: Path) -> None:
@@ -371,17 +367,7 @@ def _remove(path: Path) -> None:
 
 
 def _discard(target: Path | _GuardedFile, tmp: Path) -> None:
-    """After a failed save: close every handle on the temporary file, then remove it."""
-    from xarray.backends.file_manager import FILE_CACHE
-
-    # xarray keeps the file of an unfinished write open in its cache.
-    for key in list(FILE_CACHE.keys()):
-        args = key[1] if isinstance(key, (tuple, list)) and len(key) > 1 else ()
-        if any(arg is target or arg == os.path.abspath(tmp) for arg in args):
-            try:
-                FILE_CACHE.pop(key).close()
-            except Exception:  # noqa: BLE001 - the file is being thrown away
-                pass
+    """After a failed save: close the temporary file (HDF5 closed it already), remove it."""
     if isinstance(target, _GuardedFile):
         target.close()
     _remove(tmp)
