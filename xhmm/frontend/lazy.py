@@ -96,8 +96,14 @@ class StoredArray:
             return
         try:
             current = json.loads((Path(self.directory) / MANIFEST).read_text()).get("run_id")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             current = None
+        if current != self.run_id and not Path(self.directory).is_dir():
+            raise StaleResultError(
+                f"the run folder {self.directory!r} of this result was deleted: its "
+                "posteriors are gone and cannot be read; run again, and save results you "
+                "keep with xhmm.save_results"
+            )
         if current != self.run_id:
             raise StaleResultError(
                 f"this result's files in {self.directory!r} were replaced by a later run "

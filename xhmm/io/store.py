@@ -143,7 +143,7 @@ def _global_attrs(path: Path) -> dict | None:
 
         with h5py.File(path, "r") as fh:
             return dict(fh.attrs)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
 
 
@@ -531,5 +531,12 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
         })
     multi = ds.attrs.pop(MULTIINDEX_ATTR, None)
     if multi:
-        ds = ds.set_index(json.loads(multi))
+        try:
+            levels = json.loads(multi)
+        except (ValueError, RecursionError) as exc:
+            raise StorageError(
+                f"cannot open {str(path)!r}: its attribute {MULTIINDEX_ATTR!r} is not "
+                f"readable JSON ({exc})"
+            ) from exc
+        ds = ds.set_index(levels)
     return ds.assign_coords(numpy_coords(ds))
