@@ -252,6 +252,7 @@ def save_results(
     if time_chunk is not None and (not isinstance(time_chunk, int) or time_chunk <= 0):
         raise StorageError(f"time_chunk must be a positive int, got {time_chunk!r}")
     bar = dask_progress(progress, f"xhmm save {path.name}")
+    recover(path)
     if path.exists() and not overwrite:
         raise StorageError(f"{str(path)!r} exists; pass overwrite=True to replace it")
     check_replaceable(path)
@@ -262,7 +263,6 @@ def save_results(
     time_dim = results.attrs.get(TIME_DIM_ATTR, TIME)
     ds = _prepare(results, time_chunk, time_dim)
     encoding = _encoding(ds, complevel, time_chunk, engine, time_dim)
-    recover(path)
     tmp = _sibling(path, "tmp")
     _WRITING.add(tmp)
     if not compute:
