@@ -31,7 +31,6 @@ import uuid
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import dask.array as da
 import numpy as np

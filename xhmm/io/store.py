@@ -208,8 +208,10 @@ def save_results(
         A result of ``ds.hmm.smooth`` / ``filter`` (lazy or eager).
     path : path
         Destination: a NetCDF file, or a Zarr store (a folder) when it ends
-        in ``.zarr``. Written as ``.<name>.<id>.tmp`` beside it and renamed on
-        success.
+        in ``.zarr``. Written as ``.<name>.<pid>-<id>.tmp`` beside it and
+        renamed on success; a failed save removes it. Temporaries of earlier
+        saves to ``path`` that were killed are removed first, and an earlier
+        store a killed replacement left aside is put back (:func:`recover`).
     engine : {"h5netcdf", "netcdf4", "zarr"}, optional
         By default ``"zarr"`` for a ``.zarr`` path and ``"h5netcdf"``
         otherwise. Zarr stores are written in Zarr format 2 (readable by
@@ -224,8 +226,10 @@ def save_results(
         Rows run along ``time``, or the caller's time dim that the attribute
         ``xhmm_time_dim`` names (results of ``time_dim=...``).
     compute : bool, default True
-        False returns a ``dask.delayed`` object that writes (and renames)
-        when computed.
+        True writes on dask's threaded scheduler in this process, with a
+        pool of its own. False returns a ``dask.delayed`` object that writes
+        (and renames) when computed; if that compute fails, its temporary
+        stays until a save to ``path`` from another process.
     overwrite : bool, default False
         Replace an existing file or store at ``path``, if xhmm wrote it
         (:func:`check_replaceable`); anything else there is an error.
@@ -243,7 +247,9 @@ def save_results(
     xhmm.StorageError
         For a bad argument, an existing ``path`` without ``overwrite`` (or,
         with it, one xhmm did not write), a missing or read-only folder, a
-        failed write, or Zarr without the ``zarr`` package.
+        failed write (naming ``path`` and the operating system's error: no
+        space left, file too large, ...), or Zarr without the ``zarr``
+        package.
     """
     path = Path(path)
     engine = _resolve_engine(path, engine)
@@ -311,6 +317,7 @@ class _GuardedFile(io.FileIO):
         super().__init__(path, "w+")
 
     def write(self, data) -> int:
+        """Write all of ``data``, or keep the error and drop it; the size of ``data``."""
         view = memoryview(data).cast("B")
         size = view.nbytes
         while view.nbytes and self.error is None:
@@ -321,6 +328,7 @@ class _GuardedFile(io.FileIO):
         return size
 
     def truncate(self, size: int | None = None) -> int:
+        """Resize the file, or keep the error and do nothing."""
         if self.error is None:
             try:
                 return super().truncate(size)
