@@ -529,8 +529,10 @@ def _unreadable_multiindex(ds, A, p0):
 
 
 def _cannot_put_back(monkeypatch):
+    from xhmm.io.store import _HOST
+
     def run(ds, A, p0):
-        old = Path(".r.zarr.999999999-0123abcd.old")  # no such process
+        old = Path(f".r.zarr.{_HOST}-999999999-0123abcd.old")  # no such process
         old.mkdir()
 
         def fail(src, dst):

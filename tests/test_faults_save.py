@@ -26,6 +26,7 @@ import xarray as xr
 
 import xhmm
 from xhmm.cli import main
+from xhmm.io.store import _HOST
 
 from conftest import make_dataset, random_model
 
@@ -227,9 +228,10 @@ def test_a_killed_save_leaves_a_temporary_the_next_save_removes(model, tmp_path,
 def test_only_temporaries_of_ended_saves_are_removed(model, tmp_path):
     path = tmp_path / "r.nc"
     dead, alive = _dead_pid(), os.getppid()
-    ended = [f".r.nc.{dead}-0123abcd.tmp", f".r.nc.{dead}-4567abcd.tmp"]
-    kept = [f".r.nc.{alive}-89abcdef.tmp",  # a save still running
-            ".r.nc.0123abcd.tmp", ".other.nc.1-0123abcd.tmp", "notes.txt"]  # not ours
+    ended = [f".r.nc.{_HOST}-{dead}-0123abcd.tmp", f".r.nc.{_HOST}-{dead}-4567abcd.tmp"]
+    kept = [f".r.nc.{_HOST}-{alive}-89abcdef.tmp",  # a save still running
+            f".r.nc.0badc0de-{dead}-0123abcd.tmp",  # another machine's
+            ".r.nc.0123abcd.tmp", f".other.nc.{_HOST}-1-0123abcd.tmp", "notes.txt"]  # not ours
     (tmp_path / ended[0]).write_bytes(b"partial")
     (tmp_path / ended[1]).mkdir()  # a Zarr temporary is a folder
     (tmp_path / ended[1] / "chunk").write_bytes(b"partial")
@@ -269,7 +271,7 @@ def test_a_save_after_an_interrupted_replacement_keeps_the_earlier_store(model, 
 def test_an_old_copy_of_a_finished_replacement_is_removed(model, tmp_path):
     path = tmp_path / "r.zarr"
     xhmm.save_results(_smooth(model), path, progress=False)
-    stale = tmp_path / f".r.zarr.{_dead_pid()}-0123abcd.old"
+    stale = tmp_path / f".r.zarr.{_HOST}-{_dead_pid()}-0123abcd.old"
     shutil.copytree(path, stale)
     xhmm.save_results(_smooth(model), path, overwrite=True, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]

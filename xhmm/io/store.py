@@ -19,7 +19,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -208,7 +210,7 @@ def save_results(
         A result of ``ds.hmm.smooth`` / ``filter`` (lazy or eager).
     path : path
         Destination: a NetCDF file, or a Zarr store (a folder) when it ends
-        in ``.zarr``. Written as ``.<name>.<pid>-<id>.tmp`` beside it and
+        in ``.zarr``. Written as ``.<name>.<host>-<pid>-<id>.tmp`` beside it and
         renamed on success; a failed save removes it. Temporaries of earlier
         saves to ``path`` that were killed are removed first, and an earlier
         store a killed replacement left aside is put back (:func:`recover`).
@@ -384,13 +386,16 @@ def _discard(target: Path | _GuardedFile, tmp: Path) -> None:
 
 #: Temporaries this process is writing now (never stale, whatever their PID says).
 _WRITING: set[Path] = set()
-#: ``.<name>.<pid>-<id>.tmp`` / ``.old``: what :func:`save_results` makes beside ``<name>``.
-_SIBLING = r"\.{name}\.(?P<pid>\d+)-[0-9a-f]{{8}}\.(?P<kind>tmp|old)"
+#: This machine in temporary names (a CRC of its host name): a PID means
+#: something only on the machine that wrote it (a shared folder has others').
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+#: ``.<name>.<host>-<pid>-<id>.tmp`` / ``.old``: what :func:`save_results` makes beside ``<name>``.
+_SIBLING = r"\.{name}\.{host}-(?P<pid>\d+)-[0-9a-f]{{8}}\.(?P<kind>tmp|old)"
 
 
 def _sibling(path: Path, kind: str) -> Path:
-    """A new ``.<name>.<pid>-<id>.<kind>`` path beside ``path``: this process's PID in it."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
+    """A new ``.<name>.<host>-<pid>-<id>.<kind>`` path beside ``path``: this process in it."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
 
 
 def _writer_gone(pid: int, sibling: Path) -> bool:
@@ -411,9 +416,10 @@ def recover(path: str | os.PathLike) -> Path | None:
 
     A save killed between the two renames of a replacement (a Zarr store,
     or a folder and a file replacing each other) leaves the earlier store as
-    ``.<name>.<pid>-<id>.old`` and nothing at ``path``: it is put back.
-    Temporaries (``.tmp``) and ``.old`` copies of finished replacements are
-    removed. Only names :func:`save_results` makes are touched, and only
+    ``.<name>.<host>-<pid>-<id>.old`` and nothing at ``path``: it is put
+    back. Temporaries (``.tmp``) and ``.old`` copies of finished
+    replacements are removed. Only names :func:`save_results` makes on this
+    machine (``<host>``, a CRC-32 of its host name) are touched, and only
     when their writer's process has ended.
 
     Parameters
@@ -432,7 +438,7 @@ def recover(path: str | os.PathLike) -> Path | None:
         If an earlier store cannot be put back, naming where it is.
     """
     path = Path(path)
-    pattern = re.compile(_SIBLING.format(name=re.escape(path.name)))
+    pattern = re.compile(_SIBLING.format(name=re.escape(path.name), host=_HOST))
     try:
         found = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
     except OSError:
