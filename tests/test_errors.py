@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -547,6 +548,34 @@ def _stale(ds, A, p0):
     return _raised(lambda: old.acausal_posterior.values)
 
 
+def _deleted_run(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    shutil.rmtree("run")
+    return _raised(lambda: res.acausal_posterior.values)
+
+
+def _unreadable_multiindex(ds, A, p0):
+    res = ds.hmm.smooth(transition=A, initial=p0)
+    res.attrs["xhmm_multiindex"] = "{"
+    res.to_netcdf("r.nc")
+    return _raised(lambda: xhmm.open_results("r.nc"))
+
+
+def _cannot_put_back(monkeypatch):
+    from xhmm.io.store import _HOST
+
+    def run(ds, A, p0):
+        old = Path(f".r.zarr.{_HOST}-999999999-0123abcd.old")  # no such process
+        old.mkdir()
+
+        def fail(src, dst):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(os, "replace", fail)
+        return _raised(lambda: xhmm.open_results("r.zarr"))
+    return run
+
+
 def _warned(make_ll, method="smooth", **options):
     """The xhmm warning of ``ds.hmm.<method>`` (smoothing) of ``make_ll(model)``."""
     def run(ds, A, p0):
@@ -671,6 +700,9 @@ def documented_cases(monkeypatch) -> dict:
         "animation to a file that is not a GIF": _animation_not_gif,
         "animation onto an existing file": _animation_exists,
         "reading a result whose `memmap_dir` a later run took over": _stale,
+        "reading a result whose `memmap_dir` was deleted": _deleted_run,
+        "unreadable `xhmm_multiindex` attribute (`open_results`)": _unreadable_multiindex,
+        "a replaced Zarr store that cannot be put back": _cannot_put_back(monkeypatch),
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

@@ -101,7 +101,7 @@ def _config_lines(ds: xr.Dataset) -> list[str]:
         return ["config: not recorded (no 'xhmm_config' attribute; not written by xhmm?)"]
     try:
         config = Config.from_json(text)
-    except (ConfigError, TypeError, json.JSONDecodeError) as exc:
+    except (ConfigError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         return [f"config: unreadable 'xhmm_config' attribute ({exc})"]
     # The dtype the posteriors were stored in: quantize_posteriors=True stores
     # uint16 whatever posterior_dtype says.

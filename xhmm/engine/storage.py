@@ -11,6 +11,7 @@ import errno
 import fcntl
 import mmap
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -245,7 +246,8 @@ def locked_folder(path: str | os.PathLike | None, *, overwrite: bool,
     Parameters
     ----------
     path : path or None
-        The run folder; None makes a new temporary one.
+        The run folder; None makes a new temporary one (in the system temp
+        dir), removed here if the block fails.
     overwrite : bool
         A fresh run may use a folder of an earlier xhmm run
         (:func:`prepare_memmap_dir`).
@@ -282,6 +284,10 @@ def locked_folder(path: str | os.PathLike | None, *, overwrite: bool,
             raise
     try:
         yield folder
+    except BaseException:
+        if path is None:  # a temporary folder of a failed run: nothing can resume it
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         lock.release()
 

@@ -47,6 +47,7 @@ from ..engine.viterbi import ViterbiResult, run_viterbi
 from ..errors import InputError, caller_stacklevel
 from ..names import SEQUENCE, TIME
 from .inputs import resolve_inputs
+from .lazy import TemporaryFolder, owned
 from .most_likely import viterbi_dataset
 from .results import BinLayout, Part, build_result, part_of, run_metadata
 from .sequences import SequenceInputs, resolve_sequences
@@ -372,6 +373,11 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
         for category, message in caught:
             warnings.warn(message, category, stacklevel=caller_stacklevel())
     parts = [part for part, _ in outputs]
+    owner = None  # kept to the end: the result is built from the folder's files
+    if config.use_memmap and config.memmap_dir is None and (sequences or client is None):
+        # A temporary folder made in this process (a worker's own is left).
+        owner = TemporaryFolder(str(folder or getattr(parts[0], "result", parts[0]).memmap_dir))
+        parts = [_owned_part(part, owner) for part in parts]
     attrs = {} if folder is None else {"xhmm_memmap_dir": str(folder)}
     if algorithm == "viterbi":
         return viterbi_dataset(ds, shared.columns, parts, config, n_sequences=inputs.n_sequences,
@@ -379,6 +385,17 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
     layout = BinLayout(shared.mask, shared.state_labels)
     return build_result(ds, layout, parts, config, n_time=inputs.n_time,
                         sequences=sequences, attrs=attrs)
+
+
+def _owned_part(part: Part | ViterbiPart, owner: TemporaryFolder) -> Part | ViterbiPart:
+    """``part`` with memmaps that keep ``owner``'s folder alive (see :class:`TemporaryFolder`).
+
+    A Viterbi path is copied into the result, so nothing keeps the folder.
+    """
+    if isinstance(part, ViterbiPart):
+        return part
+    return replace(part, causal=owned(part.causal, owner), acausal=owned(part.acausal, owner),
+                   summaries={k: owned(v, owner) for k, v in part.summaries.items()})
 
 
 def cfg_needs_memmap(config: Config, algorithm: str) -> bool:

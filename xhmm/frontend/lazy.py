@@ -15,7 +15,10 @@ computed on any dask.distributed worker that sees the files. Each read
 checks, before and after, that the folder still holds the run that wrote
 the result (its manifest's ``run_id``): a result whose folder a later run
 took over (``overwrite=True``) raises :class:`xhmm.StaleResultError`, never
-showing the later run's rows. A RAM buffer is in the graph by reference (the
+showing the later run's rows; one whose folder was deleted says so. A run
+folder xhmm made in the system temp dir (``use_memmap=True`` without
+``memmap_dir``) is removed when no result uses it any more
+(:class:`TemporaryFolder`). A RAM buffer is in the graph by reference (the
 local schedulers do not copy it); the accessor spills it to a memmap before
 a distributed client could ship it.
 """
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dask
@@ -37,8 +42,38 @@ from ..engine.storage import MANIFEST, alloc_out, check_file
 from ..errors import StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
-__all__ = ["StoredArray", "SequenceRows", "portable", "read_rows", "block_rows",
-           "lazy_masked_posterior", "eager_masked_posterior"]
+__all__ = ["StoredArray", "TemporaryFolder", "SequenceRows", "portable", "owned", "read_rows",
+           "block_rows", "lazy_masked_posterior", "eager_masked_posterior"]
+
+
+def _remove_folder(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # never from a forked child
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _not_owned() -> None:
+    return None
+
+
+class TemporaryFolder:
+    """A run folder xhmm made in the system temp dir, removed once nothing uses it.
+
+    Every :class:`StoredArray` of the run holds it: when the last result
+    (lazy posterior, dask graph) reading the folder is gone, or at the latest
+    when the process exits, the folder is deleted. A pickled copy (sent to a
+    dask worker) owns nothing.
+
+    Parameters
+    ----------
+    path : str
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        weakref.finalize(self, _remove_folder, path, os.getpid())
+
+    def __reduce__(self):
+        return _not_owned, ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,8 @@ class StoredArray:
     run_id : str or None
         The ``run_id`` of the run that wrote the file; None skips the check
         (a run from before run ids).
+    owner : TemporaryFolder, optional
+        Keeps a temporary run folder alive while this reference is.
     """
 
     directory: str
@@ -63,6 +100,7 @@ class StoredArray:
     shape: tuple[int, ...]
     dtype: str
     run_id: str | None = None
+    owner: TemporaryFolder | None = field(default=None, compare=False, repr=False)
 
     def open(self) -> np.ndarray:
         """The buffer as a read-only ``np.memmap`` (see :meth:`read` to copy rows out).
@@ -99,8 +137,14 @@ class StoredArray:
             return
         try:
             current = json.loads((Path(self.directory) / MANIFEST).read_text()).get("run_id")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             current = None
+        if current != self.run_id and not Path(self.directory).is_dir():
+            raise StaleResultError(
+                f"the run folder {self.directory!r} of this result was deleted: its "
+                "posteriors are gone and cannot be read; run again, and save results you "
+                "keep with xhmm.save_results"
+            )
         if current != self.run_id:
             raise StaleResultError(
                 f"this result's files in {self.directory!r} were replaced by a later run "
@@ -122,6 +166,11 @@ def portable(buffer, name: str, directory: str | os.PathLike | None, run_id: str
         return StoredArray(str(directory), name, tuple(buffer.shape), buffer.dtype.name,
                            run_id)
     return buffer
+
+
+def owned(buffer, owner: TemporaryFolder):
+    """A :class:`StoredArray` that keeps ``owner``'s folder alive (other buffers pass)."""
+    return replace(buffer, owner=owner) if isinstance(buffer, StoredArray) else buffer
 
 
 def read_rows(buffer, row: int, start: int, stop: int) -> np.ndarray:

@@ -6,15 +6,22 @@ posteriors are written CF-packed (``scale_factor = 1/65534``,
 ``_FillValue = 65535``), so a plain ``xr.open_dataset`` / ``xr.open_zarr``
 decodes them to floats with NaN restored. The file (or Zarr folder) is
 written under a temporary name and renamed when complete: a crashed save
-never leaves a file that looks finished.
+never leaves a file that looks finished. A failed save removes its
+temporary; one a killed save left (its writer's PID is in the name) is
+removed, and a store whose replacement was interrupted is put back, by the
+next save or open of that name (:func:`recover`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 from ..names import TIME, TIME_DIM_ATTR
 
-__all__ = ["save_results", "open_results", "check_replaceable", "MULTIINDEX_ATTR",
+__all__ = ["save_results", "open_results", "check_replaceable", "recover", "MULTIINDEX_ATTR",
            "XHMM_ATTR"]
 
 #: Result attribute recording MultiIndexes (dim -> level names) reset for saving.
@@ -138,7 +145,7 @@ def _global_attrs(path: Path) -> dict | None:
 
         with h5py.File(path, "r") as fh:
             return dict(fh.attrs)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
 
 
@@ -204,8 +211,10 @@ def save_results(
         A result of ``ds.hmm.smooth`` / ``filter`` (lazy or eager).
     path : path
         Destination: a NetCDF file, or a Zarr store (a folder) when it ends
-        in ``.zarr``. Written as ``.<name>.<id>.tmp`` beside it and renamed on
-        success.
+        in ``.zarr``. Written as ``.<name>.<host>-<pid>-<id>.tmp`` beside it and
+        renamed on success; a failed save removes it. Temporaries of earlier
+        saves to ``path`` that were killed are removed first, and an earlier
+        store a killed replacement left aside is put back (:func:`recover`).
     engine : {"h5netcdf", "netcdf4", "zarr"}, optional
         By default ``"zarr"`` for a ``.zarr`` path and ``"h5netcdf"``
         otherwise. Zarr stores are written in Zarr format 2 (readable by
@@ -220,8 +229,10 @@ def save_results(
         Rows run along ``time``, or the caller's time dim that the attribute
         ``xhmm_time_dim`` names (results of ``time_dim=...``).
     compute : bool, default True
-        False returns a ``dask.delayed`` object that writes (and renames)
-        when computed.
+        True writes on dask's threaded scheduler in this process, with a
+        pool of its own. False returns a ``dask.delayed`` object that writes
+        (and renames) when computed; if that compute fails, its temporary
+        stays until a save to ``path`` from another process.
     overwrite : bool, default False
         Replace an existing file or store at ``path``, if xhmm wrote it
         (:func:`check_replaceable`); anything else there is an error.
@@ -239,7 +250,9 @@ def save_results(
     xhmm.StorageError
         For a bad argument, an existing ``path`` without ``overwrite`` (or,
         with it, one xhmm did not write), a missing or read-only folder, a
-        failed write, or Zarr without the ``zarr`` package.
+        failed write (naming ``path`` and the operating system's error: no
+        space left, file too large, ...), or Zarr without the ``zarr``
+        package.
     """
     path = Path(path)
     engine = _resolve_engine(path, engine)
@@ -248,6 +261,7 @@ def save_results(
     if time_chunk is not None and (not isinstance(time_chunk, int) or time_chunk <= 0):
         raise StorageError(f"time_chunk must be a positive int, got {time_chunk!r}")
     bar = dask_progress(progress, f"xhmm save {path.name}")
+    recover(path)
     if path.exists() and not overwrite:
         raise StorageError(f"{str(path)!r} exists; pass overwrite=True to replace it")
     check_replaceable(path)
@@ -258,47 +272,101 @@ def save_results(
     time_dim = results.attrs.get(TIME_DIM_ATTR, TIME)
     ds = _prepare(results, time_chunk, time_dim)
     encoding = _encoding(ds, complevel, time_chunk, engine, time_dim)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write = _write(ds, tmp, engine, encoding)
-    except Exception:
-        _remove(tmp)
-        raise
-    finalize = dask.delayed(_finalize)(write, tmp, path)
+    tmp = _sibling(path, "tmp")
+    _WRITING.add(tmp)
     if not compute:
-        return finalize
+        try:
+            write = _write(ds, tmp, engine, encoding, compute=False)
+        except BaseException:
+            _discard(tmp, tmp)
+            raise
+        return dask.delayed(_finalize)(write, tmp, tmp, path)
+    target = _GuardedFile(tmp) if engine == "h5netcdf" else tmp
     try:
         # A pool of our own, shut down before any clean-up: when one task
         # fails the running ones still finish, and would put files back into
-        # a removed Zarr store.
+        # a removed Zarr store. xarray closes the file, failed or not.
         workers = dask.config.get("num_workers", None) or CPU_COUNT
-        with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool):
-            return finalize.compute()
+        with bar, ThreadPoolExecutor(workers) as pool, dask.config.set(pool=pool,
+                                                                      scheduler="threads"):
+            _write(ds, target, engine, encoding, compute=True)
+        return _finalize(None, target, tmp, path)
     except OSError as exc:
-        _remove(tmp)
+        _discard(target, tmp)
         raise StorageError(
             f"cannot write {str(path)!r} (up to {ds.nbytes:,} bytes before "
             f"compression): {exc.strerror or exc}; nothing was written under that name"
         ) from exc
     except BaseException:
-        _remove(tmp)
+        _discard(target, tmp)
         raise
 
 
-def _write(ds: xr.Dataset, tmp: Path, engine: str, encoding: dict):
-    """Start writing ``ds`` to ``tmp``; the returned delayed writes the data."""
+class _GuardedFile(io.FileIO):
+    """The temporary NetCDF file as HDF5 writes it, through h5py's file-object driver.
+
+    The first failed write (a full disk, a file size limit) is kept in
+    :attr:`error` and every later write is dropped: HDF5 never sees a
+    failure, so it closes the file cleanly (a failed HDF5 write leaves a
+    handle HDF5 cannot close: a leaked file, tracebacks at garbage
+    collection, a crash). Every block of data passes :meth:`check` before it
+    is written, which stops the save at the next block; :func:`_finalize`
+    raises :attr:`error`, and the temporary file is removed.
+    """
+
+    error: OSError | None = None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w+")
+
+    def write(self, data) -> int:
+        """Write all of ``data``, or keep the error and drop it; the size of ``data``."""
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        while view.nbytes and self.error is None:
+            try:
+                view = view[super().write(view):]
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        """Resize the file, or keep the error and do nothing."""
+        if self.error is None:
+            try:
+                return super().truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.tell() if size is None else size
+
+    def check(self, block: np.ndarray) -> np.ndarray:
+        """``block``, or the kept write error raised."""
+        if self.error is not None:
+            raise self.error
+        return block
+
+
+def _write(ds: xr.Dataset, target: Path | _GuardedFile, engine: str, encoding: dict,
+           compute: bool):
+    """Write ``ds`` to ``target``; with ``compute=False`` the returned delayed writes the data."""
     if engine == "zarr":
         # Dask blocks equal to the Zarr chunks: no two tasks write one chunk.
         ds = ds.assign({
             name: ds[name].chunk(dict(zip(ds[name].dims, enc["chunks"])))
             for name, enc in encoding.items() if "chunks" in enc
         })
-        return ds.to_zarr(tmp, encoding=encoding, compute=False, zarr_format=2,
+        return ds.to_zarr(target, encoding=encoding, compute=compute, zarr_format=2,
                           consolidated=True)
     extra = {}
     if engine == "h5netcdf" and any(e.get("dtype") == "float16" for e in encoding.values()):
         extra["invalid_netcdf"] = True  # HDF5 float16: readable by h5netcdf/h5py
-    return ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=False, **extra)
+    if isinstance(target, _GuardedFile):
+        ds = ds.assign({
+            name: var.copy(data=var.data.map_blocks(
+                target.check, dtype=var.dtype, name=f"xhmm-save-{name}-{uuid.uuid4().hex}"))
+            for name, var in ds.data_vars.items() if var.chunks is not None
+        })
+    return ds.to_netcdf(target, engine=engine, encoding=encoding, compute=compute, **extra)
 
 
 def _remove(path: Path) -> None:
@@ -309,20 +377,118 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _finalize(_written, tmp: Path, path: Path) -> Path:
+def _discard(target: Path | _GuardedFile, tmp: Path) -> None:
+    """After a failed save: close the temporary file (HDF5 closed it already), remove it."""
+    if isinstance(target, _GuardedFile):
+        target.close()
+    _remove(tmp)
+    _WRITING.discard(tmp)
+
+
+#: Temporaries this process is writing now (never stale, whatever their PID says).
+_WRITING: set[Path] = set()
+#: This machine in temporary names (a CRC of its host name): a PID means
+#: something only on the machine that wrote it (a shared folder has others').
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+#: ``.<name>.<host>-<pid>-<id>.tmp`` / ``.old``: what :func:`save_results` makes beside ``<name>``.
+_SIBLING = r"\.{name}\.{host}-(?P<pid>\d+)-[0-9a-f]{{8}}\.(?P<kind>tmp|old)"
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    """A new ``.<name>.<host>-<pid>-<id>.<kind>`` path beside ``path``: this process in it."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
+
+
+def _writer_gone(pid: int, sibling: Path) -> bool:
+    """Whether the save that made ``sibling`` has ended (its process is gone)."""
+    if pid == os.getpid():
+        return sibling not in _WRITING
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process: alive
+        return False
+    return False
+
+
+def recover(path: str | os.PathLike) -> Path | None:
+    """Clean up after saves to ``path`` that were killed; nothing of the user's is lost.
+
+    A save killed between the two renames of a replacement (a Zarr store,
+    or a folder and a file replacing each other) leaves the earlier store as
+    ``.<name>.<host>-<pid>-<id>.old`` and nothing at ``path``: it is put
+    back. Temporaries (``.tmp``) and ``.old`` copies of finished
+    replacements are removed. Only names :func:`save_results` makes on this
+    machine (``<host>``, a CRC-32 of its host name) are touched, and only
+    when their writer's process has ended.
+
+    Parameters
+    ----------
+    path : path
+        The target of the saves.
+
+    Returns
+    -------
+    Path or None
+        The store put back at ``path``, if one was.
+
+    Raises
+    ------
+    xhmm.StorageError
+        If an earlier store cannot be put back, naming where it is.
+    """
+    path = Path(path)
+    pattern = re.compile(_SIBLING.format(name=re.escape(path.name), host=_HOST))
+    try:
+        found = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return None
+    stale = [(p, m["kind"]) for p in found if (m := pattern.fullmatch(p.name))
+             and _writer_gone(int(m["pid"]), p)]
+    restored = None
+    for sibling, kind in stale:
+        if kind == "old" and restored is None and not path.exists():
+            try:
+                os.replace(sibling, path)
+            except OSError as exc:
+                raise StorageError(
+                    f"nothing is at {str(path)!r}: a save replacing it was interrupted, "
+                    f"and the earlier results at {str(sibling)!r} cannot be put back "
+                    f"({exc.strerror or exc}); rename that back to {path.name!r}"
+                ) from exc
+            restored = path
+        else:
+            try:
+                _remove(sibling)
+            except OSError:  # e.g. a read-only folder: left for a later save
+                pass
+    return restored
+
+
+def _finalize(_written, target: Path | _GuardedFile, tmp: Path, path: Path) -> Path:
+    if isinstance(target, _GuardedFile):
+        target.close()
+        if target.error is not None:
+            raise target.error
     if path.is_dir() or (tmp.is_dir() and path.exists()):
         # No single rename puts a folder over anything, or anything over a
         # folder: move the old one aside, put the new one in, then delete.
-        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        # A kill in between leaves the old one as .old: recover() puts it back.
+        old = _sibling(path, "old")
+        _WRITING.add(old)
         os.replace(path, old)
         try:
             os.replace(tmp, path)
         except OSError:
             os.replace(old, path)
             raise
+        finally:
+            _WRITING.discard(old)
         _remove(old)
     else:
         os.replace(tmp, path)
+    _WRITING.discard(tmp)
     return path
 
 
@@ -353,8 +519,16 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     xhmm.StorageError
         If nothing is at ``path``, or it is a Zarr store and the ``zarr``
         package is not installed.
+
+    Notes
+    -----
+    If nothing is at ``path`` because a save replacing it was killed
+    between its two renames, the earlier results are put back first
+    (:func:`recover`).
     """
     path = Path(path)
+    if not path.exists():
+        recover(path)
     if path.is_dir():
         _require_zarr("opening")
         engine = "zarr"
@@ -372,5 +546,12 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
         })
     multi = ds.attrs.pop(MULTIINDEX_ATTR, None)
     if multi:
-        ds = ds.set_index(json.loads(multi))
+        try:
+            levels = json.loads(multi)
+        except (ValueError, RecursionError) as exc:
+            raise StorageError(
+                f"cannot open {str(path)!r}: its attribute {MULTIINDEX_ATTR!r} is not "
+                f"readable JSON ({exc})"
+            ) from exc
+        ds = ds.set_index(levels)
     return ds.assign_coords(numpy_coords(ds))
