@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -508,6 +509,14 @@ def _save_over_foreign(ds, A, p0):
     return _raised(lambda: xhmm.save_results(res, "data.nc", overwrite=True))
 
 
+def _zarr_missing(monkeypatch):
+    def run(ds, A, p0):
+        monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
+        res = ds.hmm.smooth(transition=A, initial=p0)
+        return _raised(lambda: xhmm.save_results(res, "r.zarr"))
+    return run
+
+
 def _stale(ds, A, p0):
     old = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
     ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", overwrite=True)
@@ -633,6 +642,7 @@ def documented_cases(monkeypatch) -> dict:
         "checkpoint changed on disk": _corrupt_checkpoint(monkeypatch),
         "`overwrite=True` onto a file xhmm did not write": _save_over_foreign,
         "reading a result whose `memmap_dir` a later run took over": _stale,
+        "saving Zarr without the `zarr` package": _zarr_missing(monkeypatch),
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

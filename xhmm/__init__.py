@@ -30,6 +30,7 @@ from .errors import (
     InputError,
     InputWarning,
     LikelihoodError,
+    MissingExtraError,
     NumericalError,
     NumericalWarning,
     ResumeError,
@@ -74,4 +75,5 @@ __all__ = [
     "ResumeError",
     "IncompleteResultError",
     "StaleResultError",
+    "MissingExtraError",
 ]

@@ -6,8 +6,10 @@ draws. Select a time window first for long recordings, e.g.
 ``plot_posterior(res.sel(time=slice(10, 20)))``: the posterior of the window
 is loaded to draw it.
 
-matplotlib is imported when a figure is drawn, not with this module, so
-``xhmm.plot`` is reachable after ``import xhmm`` at no cost.
+matplotlib (the ``plot`` extra, ``pip install "xhmm[plot]"``) is imported
+when a figure is drawn, not with this module, so ``xhmm.plot`` is reachable
+after ``import xhmm`` at no cost; drawing without it raises
+:class:`xhmm.MissingExtraError`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
+from .extras import require
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -33,6 +36,11 @@ __all__ = [
 
 #: Colour of bins outside the track interior (NaN in the posterior).
 EXTERIOR_COLOR = "#f3dfc9"
+
+
+def _pyplot():
+    """``matplotlib.pyplot``, or a :class:`xhmm.MissingExtraError` naming the extra."""
+    return require("matplotlib.pyplot", "plot", "drawing a figure")
 
 
 def _variable(results: xr.Dataset, name: str) -> xr.DataArray:
@@ -229,7 +237,7 @@ def plot_posterior(
     times, time_label = _seconds(grid["time"])
     centers = np.asarray(grid[position].values, dtype=np.float64)
     values = grid.values
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.patches import Patch
 
     if ax is None:
@@ -310,8 +318,7 @@ def plot_state_probabilities(
     probs = probs.transpose("time", "states")
     times, time_label = _seconds(probs["time"])
     if ax is None:
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         _, ax = plt.subplots(figsize=(10, 2.5), layout="constrained")
     colors = {}
     values = np.asarray(probs.values, dtype=np.float64)
@@ -372,7 +379,7 @@ def plot_decoding(
     kind = "acausal" if "acausal_posterior" in results.variables else "causal"
     states = f"{kind}_state_probabilities"
     with_states = states in results.variables
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     if with_states:
         fig, (top, bottom) = plt.subplots(

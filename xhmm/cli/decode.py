@@ -31,12 +31,11 @@ import xarray as xr
 from ..config import Config
 from ..engine.chunking import fallback_chunk_size
 from ..errors import InputError, StorageError
+from ..extras import require
 from ..transitions import Blocks, from_spec, stored_transition
 from ..transitions.spec import SPEC_ATTR
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
-
-_ZARR_HINT = "reading Zarr needs the zarr package: pip install zarr"
 
 
 def config_field_docs() -> dict[str, tuple[str, str]]:
@@ -154,16 +153,14 @@ def open_input(path: Path, chunk_size: int | str | None = None) -> xr.Dataset:
     Raises
     ------
     xhmm.InputError
-        If the path does not exist, is not a readable NetCDF/Zarr, or is a
-        Zarr store while the ``zarr`` package is missing.
+        If the path does not exist or is not a readable NetCDF/Zarr.
+    xhmm.MissingExtraError
+        If it is a Zarr store while the ``zarr`` package is missing.
     """
     if not path.exists():
         raise InputError(f"no such file or directory: {str(path)!r}")
     if _is_zarr(path):
-        try:
-            import zarr  # noqa: F401
-        except ImportError:
-            raise InputError(f"{str(path)!r} looks like a Zarr store; {_ZARR_HINT}") from None
+        require("zarr", "zarr", f"reading {str(path)!r} (a Zarr store)")
         engine = "zarr"
     else:
         engine = None

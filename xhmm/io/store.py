@@ -26,6 +26,7 @@ from dask.system import CPU_COUNT
 
 from ..engine.progress import dask_progress
 from ..errors import StorageError
+from ..extras import require
 from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 from ..names import TIME, TIME_DIM_ATTR
@@ -64,16 +65,6 @@ def _resolve_engine(path: Path, engine: str | None) -> str:
     return engine
 
 
-def _require_zarr(action: str) -> None:
-    try:
-        import zarr  # noqa: F401
-    except ImportError as exc:
-        raise StorageError(
-            f"{action} results as Zarr needs the 'zarr' package, which is not "
-            "installed: pip install 'xhmm[zarr]'"
-        ) from exc
-
-
 def _chunk_rows(var: xr.DataArray, time_chunk: int | None, time_dim: str) -> int:
     n_time = var.sizes[time_dim]
     if time_chunk is not None:
@@ -93,7 +84,7 @@ def _chunk_rows(var: xr.DataArray, time_chunk: int | None, time_dim: str) -> int
 def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: str,
               time_dim: str) -> dict:
     if engine == "zarr":
-        _require_zarr("saving")
+        require("zarr", "zarr", "saving results as Zarr")
         from numcodecs import Blosc  # a dependency of zarr
 
         compression: dict = {
@@ -238,7 +229,9 @@ def save_results(
     xhmm.StorageError
         For a bad argument, an existing ``path`` without ``overwrite`` (or,
         with it, one xhmm did not write), a missing or read-only folder, a
-        failed write, or Zarr without the ``zarr`` package.
+        failed write.
+    xhmm.MissingExtraError
+        For Zarr without the ``zarr`` package.
     """
     path = Path(path)
     engine = _resolve_engine(path, engine)
@@ -350,12 +343,13 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     Raises
     ------
     xhmm.StorageError
-        If nothing is at ``path``, or it is a Zarr store and the ``zarr``
-        package is not installed.
+        If nothing is at ``path``.
+    xhmm.MissingExtraError
+        If it is a Zarr store and the ``zarr`` package is not installed.
     """
     path = Path(path)
     if path.is_dir():
-        _require_zarr("opening")
+        require("zarr", "zarr", "opening results as Zarr")
         engine = "zarr"
     elif path.is_file():
         engine = "h5netcdf"
