@@ -75,7 +75,7 @@ from hypothesis import HealthCheck, Phase, assume, event, example, given, settin
 from hypothesis import strategies as st
 
 import xhmm
-from conftest import reference_forward_backward
+from conftest import examples, reference_forward_backward
 from tolerances import (
     EPS32,
     F32_ATOL,
@@ -88,10 +88,9 @@ from tolerances import (
 )
 from xhmm.names import STOCHASTIC_ATOL
 
-CI_EXAMPLES = 150
 settings.register_profile(
     "xhmm-fuzz-ci",
-    max_examples=int(os.environ.get("XHMM_FUZZ_EXAMPLES", CI_EXAMPLES)),
+    max_examples=int(os.environ.get("XHMM_FUZZ_EXAMPLES", examples(fast=15, full=150))),
     deadline=None,
     derandomize=True,
     database=None,
