@@ -47,14 +47,14 @@ float32 accuracy only up to likelihood spreads of about +-40 nats).
 Budget
 ------
 Profile ``xhmm-fuzz-ci`` (registered here, applied per test so other files
-keep theirs): ``CI_EXAMPLES`` = 150 examples per test (450 in all) plus the
-explicit ``@example`` cases, ``deadline=None`` (each new chunk shape compiles
-JAX kernels), ``derandomize=True`` (the same examples on every run), no
-example database, no explain phase (it reruns a failing case for up to a
-minute); the file takes about 45 s on 2 cores with the known bugs below
-fixed (simulated; 23 s as it stands, failing early), 200 per test took 53 s.
+keep theirs): ``examples(fast=15, full=150)`` examples per test (see
+``conftest.examples``: 15 under ``make test``, 150 under ``make test-all`` /
+CI, where the file takes a few minutes on 2 cores) plus the explicit
+``@example`` cases, ``deadline=None`` (each new chunk shape compiles JAX
+kernels), ``derandomize=True`` (the same examples on every run), no example
+database, no explain phase (it reruns a failing case for up to a minute).
 ``XHMM_FUZZ_EXAMPLES=2000`` runs a bigger campaign of the same tests (7 to 12
-minutes with the bugs fixed).
+minutes).
 """
 
 from __future__ import annotations
