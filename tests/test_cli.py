@@ -409,8 +409,13 @@ def test_an_interrupt_is_one_line_and_exit_130(files, tmp_path, monkeypatch, cap
     assert len(err) == 1 and err[0].startswith("xhmm: interrupted"), err
 
 
+@pytest.mark.slow
 def test_sigint_leaves_a_resumable_run(tmp_path):
-    """A real SIGINT to ``xhmm smooth``: status 130, one line, and --resume finishes it."""
+    """A real SIGINT to ``xhmm smooth``: status 130, one line, and --resume finishes it.
+
+    ``slow`` (a 600,000-step run, interrupted, then resumed to the end); the
+    fast forms are the in-process interrupt above and tests/test_memmap_resume.py.
+    """
     T, K = 600_000, 24
     x = np.arange(K)
     A = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)
