@@ -3,9 +3,9 @@
 #                  synthetic data, writes demo-output/
 #   make test      adds the test extra to .venv; the whole behaviour suite
 #                  except tests marked slow, small hypothesis searches
-#                  (about 4 min on 2 cores)
+#                  (about 5 min on 2 cores)
 #   make test-all  what CI runs (.ci/run): the test matrix below, slow tests and
-#                  full hypothesis searches included (about 20 min on 2 cores,
+#                  full hypothesis searches included (about 14 min on 2 cores,
 #                  building .venv and .venv-min included)
 PYTHON ?= python3
 VENV ?= .venv
