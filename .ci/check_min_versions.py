@@ -1,7 +1,7 @@
 """Check that .ci/min-versions.txt pins every floor of pyproject.toml exactly.
 
-Every runtime dependency must be pinned at its ">=" floor; a package of the
-test extra, where pinned, too. Otherwise the minimum-versions cell would test
+Every runtime dependency must be pinned at its ">=" floor; a package of an
+extra (plot, test, ...), where pinned, too. Otherwise the minimum-versions cell would test
 versions other than the lowest ones the ranges allow.
 """
 
@@ -32,8 +32,9 @@ def main() -> int:
             (spec,) = req.specifier
             pins[canonicalize_name(req.name)] = spec.version
     errors = []
+    extras = [t for group in project["optional-dependencies"].values() for t in group]
     for text, required in [(t, True) for t in project["dependencies"]] + [
-            (t, False) for t in project["optional-dependencies"]["test"]]:
+            (t, False) for t in extras]:
         req = Requirement(text)
         name, low = canonicalize_name(req.name), floor(req)
         if name not in pins:

@@ -50,6 +50,24 @@ def reference_forward_backward(log_lik, transition, initial):
     return filtered, smoothed, total
 
 
+#: The test budget, from the environment variable ``XHMM_TEST_BUDGET``:
+#: ``"fast"`` (the default; ``make test``) gives each hypothesis search the
+#: small example count of :func:`examples`, ``"full"`` (``make test-all``,
+#: CI) the large one. Tests marked ``slow`` are chosen with ``-m``, not here.
+BUDGET = os.environ.get("XHMM_TEST_BUDGET", "fast")
+BUDGETS = ("fast", "full")
+
+
+def examples(fast: int, full: int) -> int:
+    """``max_examples`` of a hypothesis search under the current :data:`BUDGET`."""
+    return full if BUDGET == "full" else fast
+
+
+def pytest_configure(config):
+    if BUDGET not in BUDGETS:
+        raise pytest.UsageError(f"XHMM_TEST_BUDGET must be one of {BUDGETS}, got {BUDGET!r}")
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("xhmm", "xhmm test matrix")
     group.addoption("--xhmm-memmap", action="store_true",
@@ -61,7 +79,8 @@ def pytest_addoption(parser):
 def pytest_report_header(config):
     memmap = config.getoption("--xhmm-memmap")
     eager = config.getoption("--xhmm-eager")
-    return f"xhmm matrix cell: use_memmap={memmap}, lazy_expand={not eager}"
+    return (f"xhmm matrix cell: use_memmap={memmap}, lazy_expand={not eager}; "
+            f"hypothesis budget: {BUDGET} (XHMM_TEST_BUDGET)")
 
 
 @pytest.fixture(autouse=True)

@@ -53,9 +53,11 @@ def test_bench_end_to_end(tmp_path, capsys):
     assert doc["plots"] == []  # one size: nothing to plot
 
 
+@pytest.mark.slow
 def test_bench_structured_models(tmp_path, capsys):
     """Blocks against the same model through the dense path and the NumPy loop;
-    the time-varying model against the static one."""
+    the time-varying model against the static one (four worker processes, so
+    ``slow``; test_bench_end_to_end is the fast form of a bench run)."""
     status = main([
         "bench", "--model", "nonlocal-2d,nonlocal-2d-tv", "-T", "150", "-K", "60",
         "--chunk-size", "64", "--repeats", "1", "--baselines", "numpy,xhmm-dense",

@@ -4,7 +4,10 @@ The scripts call the kernels and engine directly, so a change of a
 kernel's signature breaks them without breaking the package; this runs
 each one (in its own process, as documented in docs/benchmarks.md) on a
 problem small enough for CI and checks the line that carries its result.
-No timing is asserted.
+No timing is asserted. Each run starts Python and JAX and compiles its
+kernels (about 5-10 s on 2 cores), so the file is marked ``slow``: ``make
+test-all`` (CI) runs it, ``make test`` leaves it out (it exercises the
+benchmark scripts, not behaviour of the package).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -333,13 +333,14 @@ def test_errors_are_one_line(files, tmp_path, capsys, argv, message):
     assert not (tmp_path / "o.nc").exists()
 
 
-@pytest.mark.skipif(HAS_ZARR, reason="zarr is installed")
-def test_zarr_without_zarr_package_is_a_clear_error(tmp_path, capsys):
+def test_zarr_without_zarr_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
     store = tmp_path / "likelihood.zarr"
     store.mkdir()
     rc = main(["smooth", str(store), "--out", str(tmp_path / "o.nc")])
     assert rc == 2
-    assert "reading Zarr needs the zarr package: pip install zarr" in one_error_line(capsys)
+    assert ("(a Zarr store) needs the 'zarr' package, which is not installed: "
+            'pip install "xhmm[zarr]"') in one_error_line(capsys)
 
 
 @pytest.mark.skipif(not HAS_ZARR, reason="zarr is not installed")
@@ -519,8 +520,13 @@ def test_an_interrupt_is_one_line_and_exit_130(files, tmp_path, monkeypatch, cap
     assert len(err) == 1 and err[0].startswith("xhmm: interrupted"), err
 
 
+@pytest.mark.slow
 def test_sigint_leaves_a_resumable_run(tmp_path):
-    """A real SIGINT to ``xhmm smooth``: status 130, one line, and --resume finishes it."""
+    """A real SIGINT to ``xhmm smooth``: status 130, one line, and --resume finishes it.
+
+    ``slow`` (a 600,000-step run, interrupted, then resumed to the end); the
+    fast forms are the in-process interrupt above and tests/test_memmap_resume.py.
+    """
     T, K = 600_000, 24
     x = np.arange(K)
     A = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)

@@ -61,3 +61,24 @@ def test_reduction_under_a_local_cluster_matches_the_local_result():
         both = sequences.acausal_posterior.sum(("time", "state_bins")).compute().values
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(both, float(local.acausal_posterior.sum()), rtol=1e-6)
+
+
+def test_an_in_process_cluster_runs_batches_as_tasks_and_spills_to_memmap():
+    """The two slow tests above in brief: one in-process worker, no worker processes."""
+    distributed = pytest.importorskip("distributed")
+    ll, A, p0 = random_model(np.random.default_rng(9), 300, 6)
+    ds = make_dataset(ll)
+    sequences = xr.concat([ds, make_dataset(ll[::-1].copy())], dim="sequence")
+    kw = dict(transition=A, initial=p0, chunk_size=64, progress=False)
+    local = sequences.hmm.smooth(client=False, batch_size=1, **kw)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        one = ds.hmm.smooth(**kw)  # the active client: RAM outputs spill to a memmap
+        assert "xhmm_memmap_dir" in one.attrs
+        assert _graph_bytes(one.acausal_posterior.data) < 2**16
+        on_cluster = sequences.hmm.smooth(client=client, batch_size=1, **kw)
+        assert "xhmm_memmap_dir" in on_cluster.attrs
+        xr.testing.assert_equal(on_cluster.acausal_posterior.compute(),
+                                local.acausal_posterior)
+        np.testing.assert_array_equal(one.acausal_posterior.values,
+                                      local.acausal_posterior[0].values)

@@ -100,3 +100,15 @@ def test_migrating_example_runs_on_a_fitted_detector():
         np.testing.assert_allclose(res.acausal_posterior.values[:, ix], smoothed, rtol=0,
                                    atol=F32_ATOL)
         assert abs(float(res.marginal_log_likelihood) - mll) <= mll_atol(ll, mll, 1e-6)
+
+
+def test_readme_make_commands_are_makefile_targets_and_ci_runs_test_all():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    named = set(re.findall(r"`make ([\w-]+)", readme))
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    assert {"demo", "test", "test-all", "test-min"} <= named
+    assert named <= targets
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == ["make test-all"]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xhmm
-from conftest import make_dataset
+from conftest import examples, make_dataset
 from tolerances import F32_ATOL, mll_atol
 
 #: float64 compute stores float32 posteriors: one float32 rounding.
@@ -86,7 +86,7 @@ def tiny_models(draw):
     return ll, A, p0, chunk
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=examples(fast=15, full=60), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(model=tiny_models(), compute=st.sampled_from(["auto", "float32", "float64"]))
 def test_posteriors_and_evidence_equal_path_enumeration(model, compute):

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -542,6 +543,14 @@ def _save_over_foreign(ds, A, p0):
     return _raised(lambda: xhmm.save_results(res, "data.nc", overwrite=True))
 
 
+def _zarr_missing(monkeypatch):
+    def run(ds, A, p0):
+        monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
+        res = ds.hmm.smooth(transition=A, initial=p0)
+        return _raised(lambda: xhmm.save_results(res, "r.zarr"))
+    return run
+
+
 def _stale(ds, A, p0):
     old = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
     ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", overwrite=True)
@@ -703,6 +712,7 @@ def documented_cases(monkeypatch) -> dict:
         "reading a result whose `memmap_dir` was deleted": _deleted_run,
         "unreadable `xhmm_multiindex` attribute (`open_results`)": _unreadable_multiindex,
         "a replaced Zarr store that cannot be put back": _cannot_put_back(monkeypatch),
+        "saving Zarr without the `zarr` package": _zarr_missing(monkeypatch),
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

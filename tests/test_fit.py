@@ -147,10 +147,10 @@ def _simulated(rng, discrete, n_time, n=20):
     return ds, blocks
 
 
-@pytest.mark.slow
-def test_em_recovers_known_transitions_and_never_decreases_the_likelihood():
+@pytest.mark.parametrize("n_time", [5_000, pytest.param(50_000, marks=pytest.mark.slow)])
+def test_em_recovers_known_transitions_and_never_decreases_the_likelihood(n_time):
     true = np.array([[0.98, 0.02], [0.05, 0.95]])
-    ds, blocks = _simulated(np.random.default_rng(4), true, 50_000)
+    ds, blocks = _simulated(np.random.default_rng(4), true, n_time)
     start = Blocks([[0.7, 0.3], [0.3, 0.7]], blocks)
     p0 = np.full(40, 1 / 40)
     history = ds.hmm.fit(transition=start, initial=p0, max_iter=40, tol=1e-7,

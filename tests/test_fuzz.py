@@ -47,14 +47,14 @@ float32 accuracy only up to likelihood spreads of about +-40 nats).
 Budget
 ------
 Profile ``xhmm-fuzz-ci`` (registered here, applied per test so other files
-keep theirs): ``CI_EXAMPLES`` = 150 examples per test (450 in all) plus the
-explicit ``@example`` cases, ``deadline=None`` (each new chunk shape compiles
-JAX kernels), ``derandomize=True`` (the same examples on every run), no
-example database, no explain phase (it reruns a failing case for up to a
-minute); the file takes about 45 s on 2 cores with the known bugs below
-fixed (simulated; 23 s as it stands, failing early), 200 per test took 53 s.
+keep theirs): ``examples(fast=15, full=150)`` examples per test (see
+``conftest.examples``: 15 under ``make test``, 150 under ``make test-all`` /
+CI, where the file takes a few minutes on 2 cores) plus the explicit
+``@example`` cases, ``deadline=None`` (each new chunk shape compiles JAX
+kernels), ``derandomize=True`` (the same examples on every run), no example
+database, no explain phase (it reruns a failing case for up to a minute).
 ``XHMM_FUZZ_EXAMPLES=2000`` runs a bigger campaign of the same tests (7 to 12
-minutes with the bugs fixed).
+minutes).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from hypothesis import HealthCheck, Phase, assume, event, example, given, settin
 from hypothesis import strategies as st
 
 import xhmm
-from conftest import reference_forward_backward
+from conftest import examples, reference_forward_backward
 from tolerances import (
     EPS32,
     F32_ATOL,
@@ -88,10 +88,9 @@ from tolerances import (
 )
 from xhmm.names import STOCHASTIC_ATOL
 
-CI_EXAMPLES = 150
 settings.register_profile(
     "xhmm-fuzz-ci",
-    max_examples=int(os.environ.get("XHMM_FUZZ_EXAMPLES", CI_EXAMPLES)),
+    max_examples=int(os.environ.get("XHMM_FUZZ_EXAMPLES", examples(fast=15, full=150))),
     deadline=None,
     derandomize=True,
     database=None,

@@ -18,7 +18,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_dataset, reference_forward_backward
+from conftest import examples, make_dataset, reference_forward_backward
 from tolerances import (
     EPS32,
     F32_ATOL,
@@ -33,7 +33,7 @@ from tolerances import (
 
 settings.register_profile(
     "xhmm-properties",
-    max_examples=30,
+    max_examples=examples(fast=10, full=30),
     deadline=None,  # the first run of each shape compiles JAX kernels
     derandomize=True,  # the same examples on every CI run
     suppress_health_check=[HealthCheck.too_slow],

@@ -329,9 +329,9 @@ def test_zarr_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
     ll, A, p0 = random_model(np.random.default_rng(16), 20, 3)
     res = make_dataset(ll).hmm.smooth(transition=A, initial=p0)
     monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
-    with pytest.raises(xhmm.StorageError, match=r"needs the 'zarr' package.*xhmm\[zarr\]"):
+    with pytest.raises(xhmm.MissingExtraError, match=r"needs the 'zarr' package.*xhmm\[zarr\]"):
         xhmm.save_results(res, tmp_path / "r.zarr")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "old.zarr").mkdir()
-    with pytest.raises(xhmm.StorageError, match="opening results as Zarr needs the 'zarr'"):
+    with pytest.raises(xhmm.MissingExtraError, match="opening results as Zarr needs the 'zarr'"):
         xhmm.open_results(tmp_path / "old.zarr")

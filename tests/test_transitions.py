@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
-from conftest import make_dataset, reference_forward_backward
+from conftest import examples, make_dataset, reference_forward_backward
 from xhmm.transitions.dense_transition import DenseTransition
 from xhmm.errors import DimensionError, InputError, TransitionError
 from xhmm.kernels.operators import DenseOperator
@@ -581,7 +581,7 @@ def make_blocks(labels, mask, d, kinds, rng):
     return Blocks(d[np.ix_(order, order)], blocks), A
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(fast=5, full=25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(block_layouts())
 def test_random_block_layouts_match_dense(layout):
     labels, mask, d, kinds, seed = layout

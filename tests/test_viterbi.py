@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import xhmm
-from conftest import make_dataset, random_model, run_killed_child, underflow_model
+from conftest import examples, make_dataset, random_model, run_killed_child, underflow_model
 from test_enumeration import tiny_models
 from xhmm.kernels.operators import dense_operator
 from xhmm.transitions import Blocks, Identity, RandomWalk, Uniform, to_dense
@@ -109,7 +109,7 @@ def assert_log_probability(got, want, n_time, compute):
 # ---------------------------------------------------------------- enumeration
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
+@settings(max_examples=examples(fast=20, full=80), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(model=tiny_models(), compute=st.sampled_from(["auto", "float32", "float64"]))
 def test_path_equals_enumeration_of_all_paths(model, compute):

@@ -35,6 +35,7 @@ from .errors import (
     InputError,
     InputWarning,
     LikelihoodError,
+    MissingExtraError,
     NumericalError,
     NumericalWarning,
     ResumeError,
@@ -75,6 +76,7 @@ __all__ = [
     "ResumeError",
     "IncompleteResultError",
     "StaleResultError",
+    "MissingExtraError",
 ]
 
 #: Public names imported on first use, with their modules: these import JAX,

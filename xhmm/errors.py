@@ -24,6 +24,7 @@ __all__ = [
     "ResumeError",
     "IncompleteResultError",
     "StaleResultError",
+    "MissingExtraError",
     "XHMMWarning",
     "NumericalWarning",
     "InputWarning",
@@ -77,6 +78,10 @@ class IncompleteResultError(StorageError):
 
 class StaleResultError(StorageError):
     """A result's memmap files were replaced by a later run in the same folder."""
+
+
+class MissingExtraError(XHMMError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
 
 
 class XHMMWarning(UserWarning):

@@ -15,9 +15,10 @@ posterior map over a window or at one time (:func:`plot_posterior_map`) and
 an animation of a short window written to a GIF file
 (:func:`animate_posterior_map`).
 
-matplotlib is imported when a figure is drawn (in :func:`_matplotlib`, the
-module's one import of it), not with this module, so ``xhmm.plot`` is
-reachable after ``import xhmm`` at no cost.
+matplotlib (the ``plot`` extra, ``pip install "xhmm[plot]"``) is imported
+when a figure is drawn (in :func:`_matplotlib`, the module's one import of
+it), not with this module, so ``xhmm.plot`` is reachable after ``import
+xhmm`` at no cost; drawing without it raises :class:`xhmm.MissingExtraError`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError, StorageError
+from .extras import require
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -63,12 +65,14 @@ Truth = Sequence | np.ndarray | xr.DataArray | None
 
 
 def _matplotlib() -> ModuleType:
-    """matplotlib with pyplot, patches and animation loaded: the module's one import of it."""
-    import matplotlib.animation
-    import matplotlib.patches
-    import matplotlib.pyplot
+    """matplotlib with pyplot, patches and animation loaded: the module's one import of it.
 
-    return matplotlib
+    Raises :class:`xhmm.MissingExtraError` naming the ``plot`` extra when
+    matplotlib is not installed.
+    """
+    for module in ("matplotlib.pyplot", "matplotlib.patches", "matplotlib.animation"):
+        require(module, "plot", "drawing a figure")
+    return require("matplotlib", "plot", "drawing a figure")
 
 
 def _variable(results: xr.Dataset, name: str) -> xr.DataArray:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import require
 from .memory import combine_runs
 from .worker import DENSE_IMPL
 
@@ -234,9 +235,7 @@ def write_plots(rows: list[dict[str, Any]], stem: Path) -> list[Path]:
     list of Path
         The files written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "plot", "plotting benchmark results").use("Agg")
     import matplotlib.pyplot as plt
 
     written = []

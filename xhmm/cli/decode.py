@@ -31,6 +31,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import InputError, StorageError
+from ..extras import require
 from ..names import SPEC_ATTR
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from ..transitions import Blocks
 
 __all__ = ["add_arguments", "run", "config_field_docs", "open_input"]
-
-_ZARR_HINT = "reading Zarr needs the zarr package: pip install zarr"
 
 
 def config_field_docs() -> dict[str, tuple[str, str]]:
@@ -189,8 +188,9 @@ def open_input(path: Path, chunk_size: int | str | None = None) -> xr.Dataset:
     Raises
     ------
     xhmm.InputError
-        If the path does not exist, is not a readable NetCDF/Zarr, or is a
-        Zarr store while the ``zarr`` package is missing.
+        If the path does not exist or is not a readable NetCDF/Zarr.
+    xhmm.MissingExtraError
+        If it is a Zarr store while the ``zarr`` package is missing.
     """
     import xarray as xr
 
@@ -199,10 +199,7 @@ def open_input(path: Path, chunk_size: int | str | None = None) -> xr.Dataset:
     if not path.exists():
         raise InputError(f"no such file or directory: {str(path)!r}")
     if _is_zarr(path):
-        try:
-            import zarr  # noqa: F401
-        except ImportError:
-            raise InputError(f"{str(path)!r} looks like a Zarr store; {_ZARR_HINT}") from None
+        require("zarr", "zarr", f"reading {str(path)!r} (a Zarr store)")
         engine = "zarr"
     else:
         engine = None

@@ -71,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    import matplotlib
+    from .. import open_results, save_results
+    from ..extras import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "plot", "xhmm demo (it draws a figure)").use("Agg")
     import matplotlib.pyplot as plt
 
-    from .. import open_results, save_results
     from ..plot import plot_decoding
     from ..synthetic import simulate_decoding
 

@@ -130,12 +130,14 @@ def describe(path: Path) -> tuple[list[str], bool | None]:
     ------
     xhmm.StorageError
         If nothing is at ``path``, it cannot be opened as NetCDF (a file) or
-        Zarr (a folder), or it is a folder and the ``zarr`` package is missing.
+        Zarr (a folder).
+    xhmm.MissingExtraError
+        If it is a folder and the ``zarr`` package is missing.
     """
-    from ..io.store import _require_zarr
+    from ..extras import require
 
     if path.is_dir():
-        _require_zarr("reading")
+        require("zarr", "zarr", f"reading {str(path)!r} (a Zarr store)")
         engine, kind = "zarr", "Zarr"
     elif path.is_file():
         engine, kind = None, "NetCDF"

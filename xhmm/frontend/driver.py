@@ -45,6 +45,7 @@ from ..engine.progress import progress_bar, progress_enabled
 from ..engine.runstate import run_folder
 from ..engine.viterbi import ViterbiResult, run_viterbi
 from ..errors import InputError, caller_stacklevel
+from ..extras import require
 from ..names import SEQUENCE, TIME
 from .inputs import resolve_inputs
 from .lazy import TemporaryFolder, owned
@@ -219,7 +220,8 @@ def _run_local(specs: list[_BatchSpec], transition) -> list[tuple[Any, list]]:
 def _run_distributed(client, specs: list[_BatchSpec], transition,
                      show_progress: bool) -> list[tuple[Any, list]]:
     """One task per batch on ``client``'s cluster; outputs in batch order."""
-    from distributed import as_completed
+    as_completed = require("distributed", "distributed",
+                           "running sequences on a dask cluster").as_completed
 
     A = client.scatter(transition, broadcast=True, hash=False)
     futures = []

@@ -33,6 +33,7 @@ from dask.system import CPU_COUNT
 
 from ..engine.progress import dask_progress
 from ..errors import StorageError
+from ..extras import require
 from ..frontend.coords import numpy_coords
 from ..kernels.codec import UINT16_NAN, UINT16_SCALE
 from ..names import TIME, TIME_DIM_ATTR
@@ -71,16 +72,6 @@ def _resolve_engine(path: Path, engine: str | None) -> str:
     return engine
 
 
-def _require_zarr(action: str) -> None:
-    try:
-        import zarr  # noqa: F401
-    except ImportError as exc:
-        raise StorageError(
-            f"{action} results as Zarr needs the 'zarr' package, which is not "
-            "installed: pip install 'xhmm[zarr]'"
-        ) from exc
-
-
 def _chunk_rows(var: xr.DataArray, time_chunk: int | None, time_dim: str) -> int:
     n_time = var.sizes[time_dim]
     if time_chunk is not None:
@@ -100,7 +91,7 @@ def _chunk_rows(var: xr.DataArray, time_chunk: int | None, time_dim: str) -> int
 def _encoding(ds: xr.Dataset, complevel: int, time_chunk: int | None, engine: str,
               time_dim: str) -> dict:
     if engine == "zarr":
-        _require_zarr("saving")
+        require("zarr", "zarr", "saving results as Zarr")
         from numcodecs import Blosc  # a dependency of zarr
 
         compression: dict = {
@@ -251,8 +242,9 @@ def save_results(
         For a bad argument, an existing ``path`` without ``overwrite`` (or,
         with it, one xhmm did not write), a missing or read-only folder, a
         failed write (naming ``path`` and the operating system's error: no
-        space left, file too large, ...), or Zarr without the ``zarr``
-        package.
+        space left, file too large, ...).
+    xhmm.MissingExtraError
+        For Zarr without the ``zarr`` package.
     """
     path = Path(path)
     engine = _resolve_engine(path, engine)
@@ -517,8 +509,9 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     Raises
     ------
     xhmm.StorageError
-        If nothing is at ``path``, or it is a Zarr store and the ``zarr``
-        package is not installed.
+        If nothing is at ``path``.
+    xhmm.MissingExtraError
+        If it is a Zarr store and the ``zarr`` package is not installed.
 
     Notes
     -----
@@ -530,7 +523,7 @@ def open_results(path: str | os.PathLike, chunks: dict | str | None = None) -> x
     if not path.exists():
         recover(path)
     if path.is_dir():
-        _require_zarr("opening")
+        require("zarr", "zarr", "opening results as Zarr")
         engine = "zarr"
     elif path.is_file():
         engine = "h5netcdf"
