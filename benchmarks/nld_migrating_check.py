@@ -59,6 +59,24 @@ def simulate(n_steps: int, place_bin_size: float = 2.0, **detector_kw):
     return det, time[window], args
 
 
+def smoothed_float64(log_likelihood: np.ndarray, transition: np.ndarray,
+                     initial: np.ndarray) -> np.ndarray:
+    """Float64 NumPy forward-backward: the smoothed posterior, the reference."""
+    filtered = np.zeros(log_likelihood.shape)
+    predicted = initial / initial.sum()
+    for t, row in enumerate(log_likelihood):
+        w = predicted * np.exp(row - row.max())
+        filtered[t] = w / w.sum()
+        predicted = filtered[t] @ transition
+    smoothed = filtered.copy()
+    for t in range(len(filtered) - 2, -1, -1):
+        ahead = filtered[t] @ transition
+        ratio = np.divide(smoothed[t + 1], ahead, out=np.zeros_like(ahead), where=ahead > 0)
+        s = filtered[t] * (transition @ ratio)
+        smoothed[t] = s / s.sum()
+    return smoothed
+
+
 def interior_posterior(results: xr.Dataset, det) -> np.ndarray:
     """nld's acausal posterior over the interior bins."""
     return np.asarray(results.acausal_posterior.values)[:, det.is_track_interior_state_bins_]
@@ -195,15 +213,22 @@ def check_missing_and_float64(det, time, args) -> None:
                                                     posterior_dtype="float64")
     nld_post = interior_posterior(nld64, det)
     ix = det.is_track_interior_state_bins_
-    diff64 = float(np.abs(res64.acausal_posterior.values[:, ix] - nld_post).max())
+    rows = np.asarray(ll64, dtype=np.float64).copy()
+    rows[is_missing] = 0.0
+    reference = smoothed_float64(rows, dense, model.initial[inside])
+    diff64 = float(np.abs(res64.acausal_posterior.values[:, ix] - reference).max())
+    diff_nld = float(np.abs(res64.acausal_posterior.values[:, ix] - nld_post).max())
+    nld_ref = float(np.abs(nld_post - reference).max())
     diff32 = float(np.abs(res32.acausal_posterior.values[:, ix] - nld_post).max())
     diff_blocks = float(np.abs(blocks64.acausal_posterior.values[:, ix] - nld_post).max())
     report('compute_dtype="float64", posterior_dtype="float64" keeps float64 posteriors '
-           "(nld in 64-bit mode)",
+           "(float64 NumPy forward-backward on nld's 64-bit likelihood and matrix)",
            res64.acausal_posterior.dtype == np.float64 and diff64 < 1e-10,
-           f"dtype {res64.acausal_posterior.dtype}; max diff to nld 64-bit {diff64:.1e} "
-           f"(float32 posteriors: {diff32:.1e}; float64 with model.transition, whose "
-           f"blocks xhmm recomputes in float64: {diff_blocks:.1e})")
+           f"dtype {res64.acausal_posterior.dtype}; max diff to the float64 reference "
+           f"{diff64:.1e}; nld 64-bit's results (stored {nld64.acausal_posterior.dtype}) to "
+           f"it {nld_ref:.1e}, to xhmm {diff_nld:.1e}; xhmm float32 posteriors to nld "
+           f"{diff32:.1e}; float64 with model.transition (blocks recomputed in float64) "
+           f"to nld {diff_blocks:.1e}")
     m64 = float(np.ravel(nld64.attrs["marginal_log_likelihoods"])[-1])
     m32 = float(np.ravel(nld32.attrs["marginal_log_likelihoods"])[-1])
     x64 = float(res64.marginal_log_likelihood)
