@@ -15,8 +15,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 #: A fenced block: its language tag and its text, up to the closing fence.
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-#: Modules a block may need that this environment may lack: the block is skipped without them.
-OPTIONAL_MODULES = ("non_local_detector",)
+#: A block importing this shows non_local_detector's own code (MIGRATING.md's "The call"):
+#: not run here (the tests run on a stand-in detector);
+#: ``benchmarks/nld_migrating_check.py`` checks the page against the package itself.
+NLD_IMPORT = re.compile(r"^\s*(from|import) non_local_detector\b", re.M)
 
 
 @dataclass(frozen=True)
@@ -61,24 +63,13 @@ def xhmm_commands(code: str) -> list[list[str]]:
     return commands
 
 
-def needs_missing_module(block: CodeBlock) -> str | None:
-    """The optional module a block imports that is not installed, if any."""
-    for module in OPTIONAL_MODULES:
-        if re.search(rf"^\s*(from|import) {module}\b", block.code, re.M):
-            try:
-                __import__(module)
-            except ImportError:
-                return module
-    return None
-
-
 def run_page(page: str, folder: Path, namespace: dict | None = None) -> dict:
     """Run every block of ``page`` in order, in ``folder``, in one namespace.
 
     Python blocks are executed; the ``xhmm`` lines of bash blocks run as
     ``python -m xhmm`` in a subprocess and must exit with status 0. A block
-    importing a module of :data:`OPTIONAL_MODULES` that is not installed is
-    skipped. Returns the namespace.
+    that imports non_local_detector (:data:`NLD_IMPORT`) is skipped.
+    Returns the namespace.
     """
     namespace = {"__name__": "__docs__"} if namespace is None else namespace
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -87,7 +78,7 @@ def run_page(page: str, folder: Path, namespace: dict | None = None) -> dict:
     os.chdir(folder)
     try:
         for block in code_blocks(page):
-            if needs_missing_module(block):
+            if NLD_IMPORT.search(block.code):
                 continue
             if block.language == "python":
                 exec(compile(block.code, block.where, "exec"), namespace)
