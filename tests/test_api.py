@@ -312,3 +312,26 @@ def test_a_detectors_bin_labels_are_carried_to_the_results():
     np.testing.assert_array_equal(res.environments.values,
                                   np.array(names)[det.state_ind_])
     assert res.encoding_groups.dims == ("state_bins",)
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_open_run_gives_back_the_callers_names(sequences, tmp_path):
+    import json
+
+    data = _renamed(_canonical_dataset(sequences)).rename({"state": "kind"})
+    res = xhmm.smooth(data, _blocks(), P0, log_likelihood="ll", time_dim="t", state_dim="bin",
+                      sequence_dim="trial", state="kind", progress=False, chunk_size=16,
+                      use_memmap=True, memmap_dir=tmp_path / "run")
+    folder = tmp_path / "run" / "batch-0000" if sequences else tmp_path / "run"
+    back = xhmm.open_run(folder)
+    assert back.acausal_posterior.dims == res.acausal_posterior.dims
+    assert back.acausal_posterior.dims[-2:] == ("t", "bin")
+    assert list(back.states.values) == ["cont", "frag"]
+    assert back.attrs["xhmm_time_dim"] == "t"
+    np.testing.assert_array_equal(back.acausal_posterior.values, res.acausal_posterior.values)
+    # a folder written before the names were stored opens with the defaults
+    manifest = folder / "manifest.json"
+    text = json.loads(manifest.read_text())
+    del text["metadata"]["names"]
+    manifest.write_text(json.dumps(text))
+    assert xhmm.open_run(folder).acausal_posterior.dims[-2:] == ("time", "state_bins")

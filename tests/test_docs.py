@@ -1,6 +1,7 @@
 """The user docs stay in step with the code: Config table, figure, links, examples."""
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +9,52 @@ import pytest
 
 import xhmm
 from conftest import reference_forward_backward
-from doc_examples import run_migrating_example
+from doc_examples import code_blocks, migrating_namespace, run_migrating_example, run_page
 from fake_detector import FakeNonLocalDetector, nld_transition
 from tolerances import F32_ATOL, mll_atol
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md",
          "docs/benchmarks.md", "docs/storage.md", "benchmarks/results/HISTORY.md"]
+#: Pages whose python and bash blocks run, in page order, one namespace and folder each.
+CODE_PAGES = ["README.md", "docs/usage.md", "docs/storage.md", "docs/scale-out.md",
+              "docs/gpu.md", "docs/errors.md", "docs/cli.md", "MIGRATING.md"]
+#: Pages with blocks that are not run: benchmark commands of minutes each.
+NOT_RUN = {"docs/benchmarks.md"}
+
+
+@pytest.fixture(scope="module")
+def ran_page(tmp_path_factory):
+    """Run a page's code blocks once (:func:`doc_examples.run_page`); its namespace and folder."""
+    done: dict[str, tuple[dict, Path]] = {}
+
+    def run(page: str) -> tuple[dict, Path]:
+        if page not in done:
+            folder = tmp_path_factory.mktemp(page.replace("/", "-").replace(".", "-"))
+            namespace = None
+            if page == "MIGRATING.md":
+                namespace = migrating_namespace(FakeNonLocalDetector(n_dims=2,
+                                                                     movement_mean=0.5))
+            done[page] = (run_page(page, folder, namespace), folder)
+            if "matplotlib.pyplot" in sys.modules:
+                sys.modules["matplotlib.pyplot"].close("all")
+        return done[page]
+
+    return run
+
+
+@pytest.mark.parametrize("page", CODE_PAGES)
+def test_every_code_block_of_a_page_runs(page, ran_page):
+    """Each python block runs without raising, in page order; each ``xhmm`` line of a
+    bash block exits with status 0 (:func:`doc_examples.run_page` raises otherwise)."""
+    ran_page(page)
+
+
+def test_every_page_with_code_is_run():
+    pages = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.md"),
+                                                      *ROOT.glob("docs/*.md")]
+                   if code_blocks(str(p.relative_to(ROOT))))
+    assert sorted(set(pages) - NOT_RUN) == sorted(p for p in CODE_PAGES if code_blocks(p))
 
 
 def test_usage_documents_every_config_field():
@@ -54,22 +94,18 @@ def _section(page: str, title: str) -> str:
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_structured_transitions_example_runs(tmp_path, monkeypatch):
-    """The usage page's structured-transition code runs as written, in order."""
-    monkeypatch.chdir(tmp_path)  # it writes model.nc
-    blocks = re.findall(r"```python\n(.*?)```", _section("docs/usage.md",
-                                                         "Structured transitions"), re.S)
-    assert len(blocks) == 5
-    namespace: dict = {}
-    for code in blocks:
-        exec(compile(code, "docs/usage.md", "exec"), namespace)
+def test_structured_transitions_example_runs(ran_page):
+    """The usage page's structured-transition code gives the plan it describes."""
+    namespace, folder = ran_page("docs/usage.md")
+    assert len(re.findall(r"```python\n", _section("docs/usage.md",
+                                                   "Structured transitions"))) == 5
     plan = namespace["plan"]
     assert plan["kind"] == "blocks" and plan["n_bins"] == 770
     assert "Non-Local Continuous->Non-Local Continuous: separable 20x20" in plan["blocks"]
     track = namespace["res_track"].attrs["xhmm_transition"]
     assert "outbound->outbound: tiled 300x300 (tiles of 8 bins, up to 6 per tile) " \
            "(directional random walk, increasing)" in track
-    assert (tmp_path / "model.nc").is_file()
+    assert (folder / "model.nc").is_file()
 
 
 def test_migrating_example_runs_on_a_fitted_detector():

@@ -64,7 +64,8 @@ def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
         cfg.check_filter_output(has_states=state is not None and state.dims == (BINS,))
     res = run_job(ds, args.transition, args.initial, cfg, algorithm=algorithm,
                   is_missing=args.is_missing, client=client, batch_size=batch_size,
-                  memory_budget=memory_budget, store_acausal=store_acausal)
+                  memory_budget=memory_budget, store_acausal=store_acausal,
+                  names=renaming.back)
     return res, renaming
 
 
@@ -338,7 +339,8 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
     def run(step_transition: Any, step_initial: Any) -> xr.Dataset:
         return run_job(ds, step_transition, step_initial, cfg, algorithm="smooth",
                        is_missing=args.is_missing, client=client, batch_size=batch_size,
-                       memory_budget=memory_budget, store_acausal=False)
+                       memory_budget=memory_budget, store_acausal=False,
+                       names=renaming.back)
 
     start = args.initial if args.initial is not None else ds.get("initial")
     return renaming.restore(fit_discrete(

@@ -285,6 +285,7 @@ def run_job(
     batch_size: int | None = None,
     memory_budget: int | None = None,
     store_acausal: bool = True,
+    names: dict[str, str] | None = None,
 ) -> xr.Dataset:
     """Run ``algorithm`` over every sequence of ``ds`` and build its result.
 
@@ -307,6 +308,10 @@ def run_job(
         Bytes one batch may use on its device.
     store_acausal : bool, default True
         Keep the smoothed posteriors (False keeps only summaries and statistics).
+    names : dict, optional
+        The caller's names of the canonical dims and coordinates
+        (:attr:`xhmm.frontend.naming.Renaming.back`), kept in a memmap run's
+        manifest for :func:`xhmm.open_run`.
 
     Returns
     -------
@@ -337,15 +342,15 @@ def run_job(
     # sequences one folder a batch, in memmap_dir locked for the whole job.
     with run_folder(config) if sequences else nullcontext(None) as folder:
         return _run_batches(ds, inputs, config, algorithm, sequences, folder, client, size,
-                            store_acausal)
+                            store_acausal, names or {})
 
 
 def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorithm: Algorithm,
                  sequences: bool, folder: Path | None, client, size: int,
-                 store_acausal: bool) -> xr.Dataset:
+                 store_acausal: bool, names: dict[str, str]) -> xr.Dataset:
     """Run the batches of :func:`run_job` (memmap batches in ``folder``), build the result."""
     shared = inputs.shared
-    metadata = run_metadata(shared, sequences=sequences)
+    metadata = run_metadata(shared, sequences=sequences, names=names)
     specs = []
     for number, indices in enumerate(sequence_batches(inputs, size)):
         batch_cfg = batch_config(config, folder, number)

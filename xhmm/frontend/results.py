@@ -336,10 +336,16 @@ def build_result(
     return xr.Dataset(data, coords=coords, attrs=result_attrs)
 
 
-def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False) -> dict[str, Any]:
-    """What :func:`xhmm.open_run` needs to rebuild full-bin results (kept in the manifest)."""
+def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False,
+                 names: dict[str, str] | None = None) -> dict[str, Any]:
+    """What :func:`xhmm.open_run` needs to rebuild full-bin results (kept in the manifest).
+
+    ``names`` maps canonical dim and coordinate names to the caller's
+    (those that differ, as strings), so the reopened run carries them.
+    """
     labels = inputs.state_labels
     return {
+        "names": {k: v for k, v in (names or {}).items() if k != v and isinstance(v, str)},
         "sequences": sequences,
         "n_bins": inputs.n_bins,
         "interior_bins": inputs.columns.tolist(),

@@ -19,6 +19,7 @@ from ..config import Config
 from ..engine.manifest import load_manifest
 from ..errors import InputError
 from ..frontend.lazy import StoredArray, read_rows
+from ..frontend.naming import Renaming
 from ..frontend.results import BinLayout, Part, build_result
 
 __all__ = ["open_run"]
@@ -43,9 +44,11 @@ def open_run(memmap_dir: str | os.PathLike, *,
     xr.Dataset
         The posteriors over all ``state_bins`` (NaN outside the interior,
         lazy), ``marginal_log_likelihood`` and the stored summaries
-        (``map_state_bin`` as an index into ``state_bins``). Coordinates of the
-        original Dataset other than ``is_interior`` and ``states`` are not
-        stored in the run; assign them again if needed.
+        (``map_state_bin`` as an index into ``state_bins``), under the dim
+        and coordinate names the run was made with (``time_dim=``, ...;
+        folders written before xhmm stored them get the defaults).
+        Coordinates of the original Dataset other than ``is_interior`` and
+        ``states`` are not stored in the run; assign them again if needed.
 
     Raises
     ------
@@ -102,5 +105,6 @@ def open_run(memmap_dir: str | os.PathLike, *,
         transition_counts=(stored("transition_counts").read(slice(None))
                            if "transition_counts" in outputs else None),
     )
-    return build_result(None, layout, [part], config, n_time=n_time,
-                        sequences=meta.get("sequences", False))
+    result = build_result(None, layout, [part], config, n_time=n_time,
+                          sequences=meta.get("sequences", False))
+    return Renaming(meta.get("names", {})).restore(result)
