@@ -35,6 +35,7 @@ __all__ = [
     "fingerprint",
     "array_digest",
     "crc",
+    "rows_crc",
     "load_manifest",
     "open_run_folder",
     "result_config",
@@ -54,6 +55,10 @@ RESULT_FIELDS = (
     "compute_dtype",
 )
 _SAMPLE_ROWS = 64
+#: Outputs with one row per chunk (the rest: one row per time step, or whole).
+PER_CHUNK_OUTPUTS = ("log_scale",)
+#: The key of a checksum of a whole output file (outputs not written by chunk).
+WHOLE = "all"
 
 
 def array_digest(array: np.ndarray | None) -> str | None:
@@ -70,6 +75,18 @@ def array_digest(array: np.ndarray | None) -> str | None:
 def crc(array: np.ndarray) -> int:
     """CRC-32 of an array's bytes (checkpoint integrity)."""
     return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+def rows_crc(buffer: np.ndarray, start: int, n_valid: np.ndarray) -> int:
+    """CRC-32 of rows ``start:start + n_valid[b]`` of each sequence ``b`` of a ``(B, T, ...)`` buffer.
+
+    The bytes are those of the file a memmap buffer writes, in file order
+    (see :meth:`Manifest.check_rows`).
+    """
+    value = 0
+    for b, n in enumerate(n_valid):
+        value = zlib.crc32(np.ascontiguousarray(buffer[b, start:start + int(n)]), value)
+    return value
 
 
 def _sample_rows(n_time: int, read_rows: Callable[[int, int], np.ndarray]) -> np.ndarray:
@@ -153,6 +170,8 @@ class Manifest:
             "backward_done": 0,
             "forward_checkpoint_crc": {},
             "backward_checkpoint_crc": {},
+            "row_crc": {},
+            "input_crc": {},
             "result_config": result_config(config),
             "config": config.to_dict(),
             "inputs": inputs,
@@ -186,6 +205,53 @@ class Manifest:
                 f"cannot resume the run in {str(self.folder)!r}: it was started with "
                 "different settings or inputs:\n  " + "\n  ".join(diffs)
             )
+
+    def check_rows(self, error: type[StorageError], action: str) -> None:
+        """Read the rows the manifest holds checksums of and compare (one read of them).
+
+        ``row_crc`` holds, for each output, the CRC-32 of each committed
+        chunk's rows as written (:func:`rows_crc`: the real rows of every
+        sequence), of a per-chunk output's row (:data:`PER_CHUNK_OUTPUTS`) or
+        of the whole file (key :data:`WHOLE`). The files are read with plain
+        reads, not mapped.
+
+        Raises
+        ------
+        error
+            ``ResumeError`` (resuming) or ``StorageError`` (reading results),
+            ``"{action}: '{file}' is damaged or was changed: chunk ..."``,
+            naming the file, the chunk and its time rows.
+        """
+        size = int(self.data["result_config"]["chunk_size"])
+        lengths = np.asarray(self.data["reader"]["lengths"], dtype=np.int64)
+        for name, crcs in self.data.get("row_crc", {}).items():
+            info = self.data["outputs"][name]
+            shape, dtype = tuple(info["shape"]), np.dtype(info["dtype"])
+            path = self.folder / info["file"]
+            row_bytes = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize
+            with open(path, "rb") as fh:
+                for key, stored in crcs.items():
+                    if key == WHOLE:
+                        spans, where = [(0, int(np.prod(shape)) * dtype.itemsize)], "the file"
+                    elif name in PER_CHUNK_OUTPUTS:
+                        width = int(np.prod(shape[1:])) * dtype.itemsize
+                        spans, where = [(int(key) * width, width)], f"chunk {key}"
+                    else:
+                        start = int(key) * size
+                        n_valid = np.clip(lengths - start, 0, size)
+                        spans = [((b * shape[1] + start) * row_bytes, int(n) * row_bytes)
+                                 for b, n in enumerate(n_valid)]
+                        stop = start + int(n_valid.max()) - 1
+                        where = f"chunk {key} (time rows {start}-{stop})"
+                    value = 0
+                    for offset, length in spans:
+                        fh.seek(offset)
+                        value = zlib.crc32(fh.read(length), value)
+                    if value != stored:
+                        raise error(
+                            f"{action}: {str(path)!r} is damaged or was changed: {where} "
+                            "does not match the CRC-32 recorded when it was written"
+                        )
 
     def update(self, **changes: Any) -> None:
         """Change fields and rewrite the file atomically."""
