@@ -110,3 +110,162 @@ def test_a_batch_lost_twice_is_an_error_naming_it(model, cluster, tmp_path, monk
     while any(str(key).startswith("xhmm-batch") for key in local.scheduler.tasks):
         assert time.monotonic() < deadline, "a batch task was left on the cluster"
         time.sleep(0.05)
+
+
+# -- damaged or changed data files: per-chunk row checksums -----------------------
+
+def _smooth(model, folder, **options):
+    ds, A, p0 = model
+    return ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, memmap_dir=folder,
+                         progress=False, **options)
+
+
+def _flip_bit(path: Path, offset: int) -> None:
+    """Flip one bit of ``path`` at byte ``offset`` (a size-preserving change)."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x10]))
+
+
+def _stop_run(monkeypatch, module, name: str, at: int, run) -> None:
+    """Run ``run()`` with ``module.name`` stopping it at its ``at``-th call, as a kill
+    would (the manifest keeps what the last commit wrote)."""
+    from xhmm.engine.manifest import Manifest
+
+    original, calls = getattr(module, name), [0]
+
+    def stopping(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            raise RuntimeError("stopped")
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Manifest, "record_stop", lambda self, exc: None)
+        patch.setattr(module, name, stopping)
+        with pytest.raises(RuntimeError, match="stopped"):
+            run()
+
+
+@pytest.mark.parametrize("name", ["acausal_posterior", "log_normalizer", "causal_posterior"])
+def test_a_bit_flip_in_a_finished_run_is_found_by_open_run(model, tmp_path, name):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    rows = T if name == "log_normalizer" else T * K
+    itemsize = 8 if name == "log_normalizer" else 4
+    row = 3 * CHUNK + 5  # chunk 3
+    _flip_bit(folder / f"{name}.dat", (row * rows // T) * itemsize + 1)
+    with pytest.raises(xhmm.StorageError, match=rf"{name}.dat' is damaged or was changed: "
+                       r"chunk 3 \(time rows 48-63\) does not match"):
+        xhmm.open_run(folder)
+    xhmm.open_run(folder, verify=False)  # the caller's choice: no read of the files
+
+
+def test_a_bit_flip_in_a_committed_chunk_stops_the_resume(model, tmp_path, monkeypatch):
+    import xhmm.engine.loop as loop
+
+    folder = tmp_path / "run"
+    _stop_run(monkeypatch, loop, "backward_chunk", 6, lambda: _smooth(model, folder))
+    # chunk 14 is the last, done first by the backward pass
+    _flip_bit(folder / "acausal_posterior.dat", (14 * CHUNK + 2) * K * 4)
+    with pytest.raises(xhmm.ResumeError, match=r"acausal_posterior.dat' is damaged or was "
+                       r"changed: chunk 14 \(time rows 224-239\)"):
+        _smooth(model, folder, resume=True)
+
+
+def test_a_bit_flip_in_a_viterbi_path_stops_the_resume(model, tmp_path, monkeypatch):
+    import xhmm.engine.viterbi as viterbi
+
+    ds, A, p0 = model
+    folder = tmp_path / "run"
+
+    def decode(**options):
+        return ds.hmm.most_likely_sequence(transition=A, initial=p0, chunk_size=CHUNK,
+                                           memmap_dir=folder, progress=False, **options)
+
+    _stop_run(monkeypatch, viterbi, "viterbi_backtrack_chunk", 6, decode)
+    _flip_bit(folder / "path.dat", (13 * CHUNK + 1) * 4)
+    with pytest.raises(xhmm.ResumeError, match=r"path.dat' is damaged or was changed: "
+                       r"chunk 13 \(time rows 208-223\)"):
+        decode(resume=True)
+
+
+def test_save_results_refuses_a_run_that_is_no_longer_complete(model, tmp_path):
+    import json
+
+    folder = tmp_path / "run"
+    res = _smooth(model, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["status"] = "failed"  # e.g. a later resume of it failed
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(xhmm.IncompleteResultError, match="no longer complete"):
+        xhmm.save_results(res, tmp_path / "r.nc")
+    assert not (tmp_path / "r.nc").exists()
+
+
+# -- a likelihood changed before a resume ----------------------------------------
+
+@pytest.mark.parametrize("where", [5, 10], ids=["before-resume-point", "re-read"])
+def test_a_likelihood_changed_before_resume_is_found(model, tmp_path, monkeypatch, where):
+    """Chunk 5 is the one whose checkpoint the resumed forward pass starts from;
+    chunk 10 is read again by the backward pass (uint16 storage). Neither is
+    among the three blocks the input fingerprint samples."""
+    import xhmm.engine.loop as loop
+
+    ds, A, p0 = model
+    folder = tmp_path / "run"
+    options = dict(posterior_dtype="uint16")
+    at = 7 if where == 5 else 17  # forward: 6 chunks done; backward: 5 of 15 done
+    _stop_run(monkeypatch, loop, "forward_chunk", at, lambda: _smooth(model, folder,
+                                                                      **options))
+    changed = ds.copy(deep=True)
+    changed.log_likelihood.values[where * CHUNK + 3, 4] -= 1.0
+    with pytest.raises(xhmm.ResumeError, match=rf"log_likelihood changed since the run read "
+                       rf"it: time rows {where * CHUNK}-{where * CHUNK + CHUNK - 1} "
+                       rf"\(chunk {where}\)"):
+        _smooth((changed, A, p0), folder, resume=True, **options)
+
+
+# -- malformed manifests, another kind of run --------------------------------------
+
+@pytest.mark.parametrize("field, value", [
+    ("forward_done", "abc"), ("reader", {"lengths": "x"}), ("n_chunks", None),
+    ("result_config", 5), ("outputs", {"log_normalizer": {"shape": "zz"}}),
+    ("row_crc", {"acausal_posterior": {"3": "x"}}), ("chunk_float64", [1, 2]),
+])
+def test_a_malformed_manifest_field_is_named(model, tmp_path, field, value):
+    import json
+
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest[field] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for attempt in (lambda: _smooth(model, folder, resume=True),
+                    lambda: xhmm.open_run(folder)):
+        with pytest.raises(xhmm.ResumeError, match=rf"manifest.json' is damaged: field "
+                           rf"'{field}' is .*, expected"):
+            attempt()
+
+
+def test_a_manifest_of_bytes_is_a_resume_error(model, tmp_path):
+    folder = tmp_path / "run"
+    _smooth(model, folder)
+    (folder / "manifest.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(xhmm.ResumeError, match="cannot read .*manifest.json'.*utf-8"):
+        xhmm.open_run(folder)
+
+
+@pytest.mark.parametrize("held, asked", [("filter", "smooth"), ("smooth", "filter"),
+                                         ("smooth", "most_likely_sequence"),
+                                         ("most_likely_sequence", "filter")])
+def test_resume_into_another_kind_of_run_says_so(model, tmp_path, held, asked):
+    ds, A, p0 = model
+    options = dict(transition=A, initial=p0, chunk_size=CHUNK, progress=False,
+                   memmap_dir=tmp_path / "run")
+    getattr(ds.hmm, held)(**options)
+    with pytest.raises(xhmm.ResumeError, match=rf"it holds a {held} run, and a {asked} run "
+                       "was asked for"):
+        getattr(ds.hmm, asked)(resume=True, **options)

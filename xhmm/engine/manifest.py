@@ -188,7 +188,18 @@ class Manifest:
         return manifest
 
     def check_matches(self, config: Config, inputs: dict[str, Any]) -> None:
-        """Raise ResumeError naming every difference from the requested run."""
+        """Raise ResumeError naming every difference from the requested run.
+
+        A folder holding another kind of run (filter, smooth or
+        most_likely_sequence) is said plainly first.
+        """
+        held, asked = _run_kind(self.data.get("inputs", {})), _run_kind(inputs)
+        if held != asked:
+            raise ResumeError(
+                f"cannot resume the run in {str(self.folder)!r}: it holds a {held} run, and "
+                f"a {asked} run was asked for; resume it with {held}, or start the {asked} "
+                "run in another folder (or with overwrite=True, which replaces it)"
+            )
         diffs = []
         stored = self.data.get("result_config", {})
         for name, value in result_config(config).items():
@@ -312,6 +323,91 @@ class Manifest:
             )
 
 
+def _run_kind(inputs: dict[str, Any]) -> str:
+    """The method a run's :func:`fingerprint` is of."""
+    if inputs.get("algorithm") == "viterbi":
+        return "most_likely_sequence"
+    return "smooth" if inputs.get("smooth") else "filter"
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_dtype(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and np.dtype(value).kind in "biuf"
+    except TypeError:
+        return False
+
+
+def _crc_table(value: Any, keys: Callable[[str], bool] = str.isdigit) -> bool:
+    return isinstance(value, dict) and all(keys(k) and _is_int(v) for k, v in value.items())
+
+
+def _check_fields(data: Any, path: Path) -> None:
+    """Raise ResumeError naming the first field of a manifest that is not what xhmm wrote."""
+    if not isinstance(data, dict):
+        raise ResumeError(f"{str(path)!r} is damaged: it is not a JSON object; start the run "
+                          "again with overwrite=True")
+    n = data.get("n_chunks")
+    n = n if _is_int(n, 1) else None
+    reader, outputs = data.get("reader"), data.get("outputs")
+    chunk_key = lambda key: key == WHOLE or key.isdigit()  # noqa: E731
+    checks: list[tuple[str, Any, Callable[[Any], bool], str]] = [
+        ("status", data.get("status"),
+         lambda v: v in ("running", "complete", "interrupted", "failed"),
+         "one of 'running', 'complete', 'interrupted', 'failed'"),
+        ("run_id", data.get("run_id"), lambda v: isinstance(v, str), "a string"),
+        ("n_chunks", data.get("n_chunks"), lambda v: _is_int(v, 1), "a positive integer"),
+        ("forward_done", data.get("forward_done"),
+         lambda v: _is_int(v) and n is not None and v <= n, "an integer from 0 to n_chunks"),
+        ("backward_done", data.get("backward_done"),
+         lambda v: _is_int(v) and n is not None and v <= n, "an integer from 0 to n_chunks"),
+        ("forward_checkpoint_crc", data.get("forward_checkpoint_crc"), _crc_table,
+         "chunk numbers mapped to CRC-32 values"),
+        ("backward_checkpoint_crc", data.get("backward_checkpoint_crc"), _crc_table,
+         "chunk numbers mapped to CRC-32 values"),
+        ("input_crc", data.get("input_crc", {}), _crc_table,
+         "chunk numbers mapped to CRC-32 values"),
+        ("chunk_float64", data.get("chunk_float64"),
+         lambda v: isinstance(v, list) and len(v) == n and all(isinstance(x, bool) for x in v),
+         "a list of n_chunks booleans"),
+        ("chunk_tiny", data.get("chunk_tiny"),
+         lambda v: isinstance(v, list) and len(v) == n and all(isinstance(x, bool) for x in v),
+         "a list of n_chunks booleans"),
+        ("result_config", data.get("result_config"),
+         lambda v: isinstance(v, dict) and _is_int(v.get("chunk_size"), 1),
+         "an object with a positive chunk_size"),
+    ]
+    checks += [(name, data.get(name), lambda v: isinstance(v, dict), "an object")
+               for name in ("config", "inputs", "metadata")]
+    checks += [
+        ("reader", reader, lambda v: isinstance(v, dict)
+         and isinstance(v.get("lengths"), list) and all(_is_int(x) for x in v["lengths"])
+         and isinstance(v.get("ended"), list) and len(v["ended"]) == len(v["lengths"])
+         and all(isinstance(x, bool) for x in v["ended"]) and _is_int(v.get("scanned")),
+         "an object of lengths, ended and scanned"),
+        ("outputs", outputs, lambda v: isinstance(v, dict) and all(
+            isinstance(o, dict) and o.get("file") == f"{name}.dat"
+            and isinstance(o.get("shape"), list) and all(_is_int(x) for x in o["shape"])
+            and _is_dtype(o.get("dtype")) for name, o in v.items()),
+         "output names mapped to their file, shape and dtype"),
+        ("row_crc", data.get("row_crc", {}),
+         lambda v: isinstance(v, dict) and isinstance(outputs, dict) and all(
+             name in outputs and _crc_table(t, chunk_key) for name, t in v.items()),
+         "output names mapped to tables of CRC-32 values"),
+    ]
+    for name, value, valid, expected in checks:
+        if not valid(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ResumeError(
+                f"{str(path)!r} is damaged: field {name!r} is {shown}, expected {expected}; "
+                "start the run again with overwrite=True"
+            )
+
+
 def load_manifest(folder: str | os.PathLike) -> Manifest:
     """Read ``{folder}/manifest.json``.
 
@@ -327,13 +423,14 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         raise ResumeError(
             f"no run to resume in {str(folder)!r}: {MANIFEST} is missing"
         ) from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or UTF-8
         raise ResumeError(f"cannot read {str(path)!r}: {exc}") from exc
-    if data.get("format_version") != FORMAT_VERSION:
+    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
         raise ResumeError(
             f"{str(path)!r} has format_version {data.get('format_version')!r}; "
             f"this xhmm writes {FORMAT_VERSION}"
         )
+    _check_fields(data, path)
     return Manifest(Path(folder), data)
 
 

@@ -31,7 +31,7 @@ import dask.array as da
 import numpy as np
 
 from ..engine.storage import MANIFEST, alloc_out, check_file
-from ..errors import StaleResultError
+from ..errors import IncompleteResultError, StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
 __all__ = ["StoredArray", "SequenceRows", "portable", "read_rows", "lazy_masked_posterior",
@@ -91,13 +91,21 @@ class StoredArray:
         return rows
 
     def check_current(self) -> None:
-        """Raise ``StaleResultError`` unless the folder still holds the run ``run_id``."""
+        """Raise ``StaleResultError`` unless the folder still holds the run ``run_id``,
+        ``IncompleteResultError`` unless that run is still ``complete`` (a later
+        resume of it failed, or its manifest was edited)."""
         if self.run_id is None:
             return
         try:
-            current = json.loads((Path(self.directory) / MANIFEST).read_text()).get("run_id")
+            data = json.loads((Path(self.directory) / MANIFEST).read_text())
+            current, status = data.get("run_id"), data.get("status")
         except (OSError, ValueError, AttributeError):
-            current = None
+            current = status = None
+        if current == self.run_id and status != "complete":
+            raise IncompleteResultError(
+                f"the run in {self.directory!r} is no longer complete (status {status!r} in "
+                "its manifest): its files cannot be trusted; rerun it with resume=True"
+            )
         if current != self.run_id:
             raise StaleResultError(
                 f"this result's files in {self.directory!r} were replaced by a later run "
