@@ -269,3 +269,188 @@ def test_resume_into_another_kind_of_run_says_so(model, tmp_path, held, asked):
     with pytest.raises(xhmm.ResumeError, match=rf"it holds a {held} run, and a {asked} run "
                        "was asked for"):
         getattr(ds.hmm, asked)(resume=True, **options)
+
+
+# -- kills at seeded random instants, bit flips at seeded random places -----------
+
+def _recomputing_model():
+    """Far bins predicted below 1e-30 for three chunks (float32 keeps going), then
+    the likelihood jumps there: with chunk_size=5, compute_dtype="auto"
+    recomputes chunks 0-3 in float64 (as in tests/test_faults.py)."""
+    n_bins, n_time = 12, 40
+    A = np.full((n_bins, n_bins), 1e-35)
+    np.fill_diagonal(A, 1.0)
+    A /= A.sum(axis=1, keepdims=True)
+    x = np.arange(n_bins)
+    ll = np.repeat(-100.0 * np.abs(x - 2)[None, :].astype(float), n_time, axis=0)
+    ll[17:] = -200.0 * (x != 9)[None, :]
+    return make_dataset(ll), A, np.full(n_bins, 1 / n_bins)
+
+
+def kill_case(name: str):
+    """``(ds, method, options)`` of a run killed at random instants (also imported
+    by the child process of :func:`_killed_child`)."""
+    if name.startswith("recompute"):
+        ds, A, p0 = _recomputing_model()
+        chunk = 5
+    else:
+        ll, A, p0 = random_model(np.random.default_rng(7), T, K)
+        ds, chunk = make_dataset(ll), CHUNK
+    method = "most_likely_sequence" if name.endswith("viterbi") else "smooth"
+    options = dict(transition=A, initial=p0, chunk_size=chunk, progress=False)
+    if name == "uint16":
+        options["posterior_dtype"] = "uint16"
+    return ds, method, options
+
+
+# The child runs kill_case(name) into ``folder`` and SIGKILLs itself at the
+# ``kill_at``-th call of zlib.crc32: the checksums of every chunk's input rows,
+# output rows and checkpoints, so the instants fall between writes, flushes
+# and manifest commits, inside either pass and the float64 recomputation.
+_CHILD = """
+import os, signal, sys, zlib
+sys.path.insert(0, {tests!r})
+from test_faults_engine import kill_case
+
+ds, method, options = kill_case({name!r})
+calls, crc32 = [0], zlib.crc32
+
+def dying(*args):
+    calls[0] += 1
+    if calls[0] == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return crc32(*args)
+
+zlib.crc32 = dying
+getattr(ds.hmm, method)(memmap_dir={folder!r}, **options)
+"""
+
+
+def _count_crc_calls(monkeypatch, run) -> int:
+    import zlib
+
+    calls, crc32 = [0], zlib.crc32
+
+    def counting(*args):
+        calls[0] += 1
+        return crc32(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zlib, "crc32", counting)
+        run()
+    return calls[0]
+
+
+def _killed_then_resumed(tmp_path, monkeypatch, name: str, seed: int) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ds, method, options = kill_case(name)
+    run = getattr(ds.hmm, method)
+    n_calls = _count_crc_calls(monkeypatch, lambda: run(memmap_dir=tmp_path / "count",
+                                                        **options))
+    kill_at = int(np.random.default_rng(seed).integers(1, n_calls))
+    folder = tmp_path / "run"
+    script = _CHILD.format(tests=str(Path(__file__).parent), name=name, kill_at=kill_at,
+                           folder=str(folder))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if not (folder / "manifest.json").exists():  # killed before the run's first commit
+        resumed = run(memmap_dir=folder, overwrite=True, **options)
+    else:
+        resumed = run(memmap_dir=folder, resume=True, **options)
+    fresh = run(**options)
+    for variable in fresh.data_vars:
+        np.testing.assert_array_equal(resumed[variable].values, fresh[variable].values,
+                                      err_msg=f"{name}, killed at crc32 call {kill_at}")
+    assert resumed.attrs["xhmm_float64_chunks"] == fresh.attrs["xhmm_float64_chunks"]
+
+
+def test_a_run_killed_at_a_random_instant_resumes(tmp_path, monkeypatch):
+    _killed_then_resumed(tmp_path, monkeypatch, "recompute", 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("name", ["plain", "uint16", "viterbi", "recompute",
+                                  "recompute-viterbi"])
+def test_runs_killed_at_many_random_instants_resume(tmp_path, monkeypatch, name, seed):
+    _killed_then_resumed(tmp_path, monkeypatch, name, 100 + seed)
+
+
+def _interrupted(monkeypatch, folder: Path, name: str, at: int):
+    """Run kill_case(name) into ``folder``, stopped at crc32 call ``at`` as a kill
+    would stop it (the manifest keeps what the last commit wrote)."""
+    import zlib
+
+    from xhmm.engine.manifest import Manifest
+
+    ds, method, options = kill_case(name)
+    calls, crc32 = [0], zlib.crc32
+
+    def stopping(*args):
+        calls[0] += 1
+        if calls[0] == at:
+            raise RuntimeError("stopped")
+        return crc32(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Manifest, "record_stop", lambda self, exc: None)
+        patch.setattr(zlib, "crc32", stopping)
+        with pytest.raises(RuntimeError, match="stopped"):
+            getattr(ds.hmm, method)(memmap_dir=folder, **options)
+
+
+@pytest.mark.parametrize("name", ["plain", pytest.param("uint16", marks=pytest.mark.slow),
+                                  pytest.param("viterbi", marks=pytest.mark.slow)])
+def test_random_bit_flips_are_found_or_harmless(tmp_path, monkeypatch, name):
+    """A bit flipped anywhere in the data files of a run stopped half-way: resuming
+    either says which file is damaged or gives the uninterrupted answer."""
+    ds, method, options = kill_case(name)
+    run = getattr(ds.hmm, method)
+    fresh = run(**options)
+    rng = np.random.default_rng(11)
+    n_calls = _count_crc_calls(monkeypatch, lambda: run(memmap_dir=tmp_path / "count",
+                                                        **options))
+    outcomes = set()
+    for attempt in range(6):
+        folder = tmp_path / f"run{attempt}"
+        # stopped in the second half: most rows committed, some not
+        _interrupted(monkeypatch, folder, name, int(rng.integers(n_calls // 2, n_calls)))
+        files = sorted(folder.glob("*.dat"))
+        path = files[rng.integers(len(files))]
+        _flip_bit(path, int(rng.integers(path.stat().st_size)))
+        try:
+            resumed = run(memmap_dir=folder, resume=True, **options)
+        except xhmm.ResumeError as error:
+            assert path.name in str(error) or "checkpoint" in str(error), str(error)
+            outcomes.add("found")
+            continue
+        for variable in fresh.data_vars:
+            np.testing.assert_array_equal(resumed[variable].values, fresh[variable].values,
+                                          err_msg=f"{path.name} flipped, not found")
+        outcomes.add("harmless")
+    assert "found" in outcomes  # the seeds hit committed rows at least once
+
+
+def test_random_bit_flips_in_a_finished_run_are_found_by_open_run(model, tmp_path):
+    """Every flipped bit of a result file of a finished run is found by open_run;
+    a flipped checkpoint (not part of the results) leaves them intact."""
+    folder = tmp_path / "run"
+    want = _smooth(model, folder, emit_map=True, emit_entropy=True).compute()
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        files = sorted(folder.glob("*.dat"))
+        path = files[rng.integers(len(files))]
+        offset = int(rng.integers(path.stat().st_size))
+        _flip_bit(path, offset)
+        if "checkpoints" in path.name:
+            got = xhmm.open_run(folder)
+            np.testing.assert_array_equal(got.acausal_posterior.values,
+                                          want.acausal_posterior.values)
+        else:
+            with pytest.raises(xhmm.StorageError, match=f"{path.name}' is damaged"):
+                xhmm.open_run(folder)
+        _flip_bit(path, offset)  # back as it was
