@@ -5,7 +5,10 @@ of its outputs, the Config fields that shape its results, a fingerprint of
 its inputs and how many forward and backward chunks are complete. The forward
 carry at each completed chunk boundary lives in ``checkpoints.dat`` (and the
 backward carry in ``smooth_checkpoints.dat``); the manifest holds a CRC-32 of
-each, so a torn write is detected on resume. The manifest is rewritten
+each, so a torn write is detected on resume. It also holds a CRC-32 of each
+committed chunk's rows of every output (``row_crc``, checked by resume and
+``open_run``: :meth:`Manifest.check_rows`) and of each chunk's likelihood rows
+as first read (``input_crc``, compared by the reader at every later read). The manifest is rewritten
 atomically (temporary file, fsync, ``os.replace``, fsync of the folder) and
 only after the chunk's data have been flushed, so a run killed at any moment
 resumes from its last completed chunk.
