@@ -326,19 +326,56 @@ getattr(ds.hmm, method)(memmap_dir={folder!r}, **options)
 """
 
 
-def _count_crc_calls(monkeypatch, run) -> int:
+def _count_crc_calls(monkeypatch, run) -> tuple[int, tuple[int, int] | None]:
+    """The crc32 calls of ``run()``, and those of its first float64 recomputation
+    (from its roll-back of the manifest to the commit that ends it), if any."""
     import zlib
 
-    calls, crc32 = [0], zlib.crc32
+    from xhmm.engine.runstate import RunState
+
+    calls, crc32, marks = [0], zlib.crc32, []
 
     def counting(*args):
         calls[0] += 1
         return crc32(*args)
 
+    def mark(original):
+        def marked(self, *args, **kwargs):
+            marks.append((original.__name__, calls[0]))
+            return original(self, *args, **kwargs)
+        return marked
+
     with monkeypatch.context() as patch:
         patch.setattr(zlib, "crc32", counting)
+        patch.setattr(RunState, "roll_back_forward", mark(RunState.roll_back_forward))
+        patch.setattr(RunState, "commit", mark(RunState.commit))
         run()
-    return calls[0]
+    starts = [i for i, (name, _) in enumerate(marks) if name == "roll_back_forward"]
+    if not starts:
+        return calls[0], None
+    return calls[0], (marks[starts[0]][1] + 1, marks[starts[0] + 1][1])
+
+
+def _same_as_uninterrupted(folder: Path, name: str, what: str) -> None:
+    """Resume the run of kill_case(name) in ``folder``; assert it equals a run in RAM."""
+    ds, method, options = kill_case(name)
+    run = getattr(ds.hmm, method)
+    if not (folder / "manifest.json").exists():  # stopped before the run's first commit
+        resumed = run(memmap_dir=folder, overwrite=True, **options)
+    else:
+        resumed = run(memmap_dir=folder, resume=True, **options)
+    fresh = run(**options)
+    for variable in fresh.data_vars:
+        np.testing.assert_array_equal(resumed[variable].values, fresh[variable].values,
+                                      err_msg=f"{name}, {what}")
+    assert resumed.attrs["xhmm_float64_chunks"] == fresh.attrs["xhmm_float64_chunks"]
+
+
+def _n_crc_calls(tmp_path, monkeypatch, name: str) -> tuple[int, tuple[int, int] | None]:
+    """:func:`_count_crc_calls` of kill_case(name)."""
+    ds, method, options = kill_case(name)
+    return _count_crc_calls(monkeypatch, lambda: getattr(ds.hmm, method)(
+        memmap_dir=tmp_path / "count", **options))
 
 
 def _killed_then_resumed(tmp_path, monkeypatch, name: str, seed: int) -> None:
@@ -346,26 +383,16 @@ def _killed_then_resumed(tmp_path, monkeypatch, name: str, seed: int) -> None:
     import subprocess
     import sys
 
-    ds, method, options = kill_case(name)
-    run = getattr(ds.hmm, method)
-    n_calls = _count_crc_calls(monkeypatch, lambda: run(memmap_dir=tmp_path / "count",
-                                                        **options))
-    kill_at = int(np.random.default_rng(seed).integers(1, n_calls))
+    n_calls, redo = _n_crc_calls(tmp_path, monkeypatch, name)
+    # inside the float64 recomputation where there is one
+    kill_at = int(np.random.default_rng(seed).integers(*(redo or (1, n_calls))))
     folder = tmp_path / "run"
     script = _CHILD.format(tests=str(Path(__file__).parent), name=name, kill_at=kill_at,
                            folder=str(folder))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    if not (folder / "manifest.json").exists():  # killed before the run's first commit
-        resumed = run(memmap_dir=folder, overwrite=True, **options)
-    else:
-        resumed = run(memmap_dir=folder, resume=True, **options)
-    fresh = run(**options)
-    for variable in fresh.data_vars:
-        np.testing.assert_array_equal(resumed[variable].values, fresh[variable].values,
-                                      err_msg=f"{name}, killed at crc32 call {kill_at}")
-    assert resumed.attrs["xhmm_float64_chunks"] == fresh.attrs["xhmm_float64_chunks"]
+    _same_as_uninterrupted(folder, name, f"SIGKILL at crc32 call {kill_at}")
 
 
 def test_a_run_killed_at_a_random_instant_resumes(tmp_path, monkeypatch):
@@ -373,11 +400,36 @@ def test_a_run_killed_at_a_random_instant_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("name, seed", [("uint16", 2), ("recompute-viterbi", 3)])
+def test_runs_killed_at_other_random_instants_resume(tmp_path, monkeypatch, name, seed):
+    _killed_then_resumed(tmp_path, monkeypatch, name, seed)
+
+
+def _stopped_at_random_instants(tmp_path, monkeypatch, name: str, seed: int, n: int) -> None:
+    """Stop the run (in this process, as a kill would) at ``n`` seeded random
+    crc32 calls (the first inside the float64 recomputation where there is one),
+    each time resuming to the uninterrupted answer."""
+    n_calls, redo = _n_crc_calls(tmp_path, monkeypatch, name)
+    rng = np.random.default_rng(seed)
+    instants = rng.integers(1, n_calls, size=n)
+    if redo is not None:
+        instants[0] = rng.integers(*redo)
+    for at in instants:
+        folder = tmp_path / f"run-{at}"
+        _interrupted(monkeypatch, folder, name, int(at))
+        _same_as_uninterrupted(folder, name, f"stopped at crc32 call {at}")
+
+
+@pytest.mark.parametrize("name", ["recompute", "recompute-viterbi"])
+def test_runs_stopped_at_random_instants_resume(tmp_path, monkeypatch, name):
+    _stopped_at_random_instants(tmp_path, monkeypatch, name, 5, 3)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "uint16", "viterbi", "recompute",
                                   "recompute-viterbi"])
-def test_runs_killed_at_many_random_instants_resume(tmp_path, monkeypatch, name, seed):
-    _killed_then_resumed(tmp_path, monkeypatch, name, 100 + seed)
+def test_runs_stopped_at_many_random_instants_resume(tmp_path, monkeypatch, name):
+    _stopped_at_random_instants(tmp_path, monkeypatch, name, 6, 12)
 
 
 def _interrupted(monkeypatch, folder: Path, name: str, at: int):
@@ -412,8 +464,7 @@ def test_random_bit_flips_are_found_or_harmless(tmp_path, monkeypatch, name):
     run = getattr(ds.hmm, method)
     fresh = run(**options)
     rng = np.random.default_rng(11)
-    n_calls = _count_crc_calls(monkeypatch, lambda: run(memmap_dir=tmp_path / "count",
-                                                        **options))
+    n_calls, _ = _n_crc_calls(tmp_path, monkeypatch, name)
     outcomes = set()
     for attempt in range(6):
         folder = tmp_path / f"run{attempt}"
