@@ -41,7 +41,7 @@ def cluster():
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                      dashboard_address=None) as local, \
-            distributed.Client(local) as client:
+            distributed.Client(local, set_as_default=False) as client:
         yield local, client
 
 
@@ -414,8 +414,8 @@ def _stopped_at_random_instants(tmp_path, monkeypatch, name: str, seed: int, n: 
     instants = rng.integers(1, n_calls, size=n)
     if redo is not None:
         instants[0] = rng.integers(*redo)
-    for at in instants:
-        folder = tmp_path / f"run-{at}"
+    for number, at in enumerate(instants):
+        folder = tmp_path / f"run-{number}"
         _interrupted(monkeypatch, folder, name, int(at))
         _same_as_uninterrupted(folder, name, f"stopped at crc32 call {at}")
 

@@ -246,7 +246,8 @@ def _run_distributed(client, specs: list[_BatchSpec], transition,
     retried: set[int] = set()
     try:
         outputs: dict[int, tuple[Any, list]] = {}
-        pending = as_completed(list(futures))
+        # the client's loop: client= need not be the default client
+        pending = as_completed(list(futures), loop=client.loop)
         with progress_bar(show_progress, sum(len(s.indices) for s in specs),
                           "xhmm sequences", unit="sequence") as bar:
             for future in pending:
