@@ -81,7 +81,7 @@ def crc(array: np.ndarray) -> int:
 
 
 def rows_crc(buffer: np.ndarray, start: int, n_valid: np.ndarray) -> int:
-    """CRC-32 of rows ``start:start + n_valid[b]`` of each sequence ``b`` of a ``(B, T, ...)`` buffer.
+    """CRC-32 of rows ``start:start + n_valid[b]`` of each sequence ``b`` of a (B, T, ...) buffer.
 
     The bytes are those of the file a memmap buffer writes, in file order
     (see :meth:`Manifest.check_rows`).

@@ -183,7 +183,7 @@ class RunState:
                                                                          n_valid)
 
     def record_crc(self, name: str, array: np.ndarray, key: str = WHOLE) -> None:
-        """Keep the checksum of a whole output, or (``key``) of one of its rows, for the next commit."""
+        """Keep the checksum of a whole output (or of its row ``key``) for the next commit."""
         if self.manifest is not None:
             self._written.setdefault(name, {})[key] = crc(array)
 
