@@ -495,6 +495,28 @@ def _open_truncated(ds, A, p0):
     return _raised(lambda: xhmm.open_run("run"))
 
 
+def _open_bit_flipped(ds, A, p0):
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    with open("run/acausal_posterior.dat", "r+b") as fh:
+        byte = fh.read(1)[0]
+        fh.seek(0)
+        fh.write(bytes([byte ^ 1]))
+    return _raised(lambda: xhmm.open_run("run"))
+
+
+def _malformed_manifest(ds, A, p0):
+    ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
+    text = Path("run/manifest.json").read_text()
+    Path("run/manifest.json").write_text(text.replace('"forward_done": 1', '"forward_done": "x"'))
+    return _raised(lambda: xhmm.open_run("run"))
+
+
+def _resume_other_kind(ds, A, p0):
+    ds.hmm.filter(transition=A, initial=p0, memmap_dir="run")
+    return _raised(lambda: ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run",
+                                         resume=True))
+
+
 def _corrupt_checkpoint(monkeypatch):
     def run(ds, A, p0):
         import xhmm.engine.loop as loop
@@ -704,6 +726,9 @@ def documented_cases(monkeypatch) -> dict:
         "output file truncated (resume)": _resume_truncated,
         "output file truncated (`open_run`, reading a result)": _open_truncated,
         "checkpoint changed on disk": _corrupt_checkpoint(monkeypatch),
+        "output file changed (bit flip; `open_run`, resume)": _open_bit_flipped,
+        "manifest field edited to garbage": _malformed_manifest,
+        "resume into a folder of another kind of run": _resume_other_kind,
         "`overwrite=True` onto a file xhmm did not write": _save_over_foreign,
         "plot window with no time step": _plot_window_empty,
         "animation to a file that is not a GIF": _animation_not_gif,

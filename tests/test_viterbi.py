@@ -221,7 +221,8 @@ def test_resume_refuses_a_smoother_run(tmp_path):
     ll, A, p0 = random_model(np.random.default_rng(0), 30, 4)
     ds = make_dataset(ll)
     ds.hmm.smooth(transition=A, initial=p0, memmap_dir=tmp_path / "run", progress=False)
-    with pytest.raises(xhmm.ResumeError, match="algorithm"):
+    with pytest.raises(xhmm.ResumeError, match="it holds a smooth run, and a "
+                       "most_likely_sequence run was asked for"):
         ds.hmm.most_likely_sequence(transition=A, initial=p0, memmap_dir=tmp_path / "run",
                                     resume=True, progress=False)
 

@@ -35,7 +35,7 @@ from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from .chunking import resolve_chunk_size
-from .manifest import Manifest, fingerprint
+from .manifest import fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader, first_true
 from .runstate import RunResult, RunState, drive, precision, run_folder
@@ -127,12 +127,11 @@ class _Run(RunState):
                 self.precision.restore(self.manifest.data)
         self._allocate(mode, 0 if state_onehot is None else state_onehot.shape[1],
                        store_acausal)
+        if mode == "r+":
+            self.check_outputs()
         if config.use_memmap and not config.resume:
             metadata = {**(metadata or {}), "transition": transition.describe()}
-            self.manifest = Manifest.new(self.memmap_dir, config, inputs,
-                                         self.buffers(), n_chunks, metadata,
-                                         reader=reader.inferred_state(),
-                                         state=self.precision.state())
+            self.start_manifest(self.buffers(), inputs, metadata, self.precision.state())
         # The causal buffer holds float32 chunks' filtered rows exactly when
         # it is float32 (float64 chunks are recomputed from checkpoints).
         self.causal_exact = (self.causal is not None
@@ -191,14 +190,14 @@ class _Run(RunState):
         }
         return {name: buf for name, buf in named.items() if buf is not None}
 
-    def _row_buffers(self, kind: str) -> list:
-        rows = [self.causal if kind == "causal" else self.acausal]
-        if kind == "causal":
-            rows.append(self.log_norm)
-        rows += [buf for name, buf in self.summaries.items()
-                 if name.startswith(kind) or (name in ("map_index", "entropy")
-                                              and (kind == "acausal") == self.smooth)]
-        return [buf for buf in rows if buf is not None]
+    def _row_buffers(self, kind: str) -> dict[str, np.ndarray]:
+        """The outputs the ``kind`` pass writes one chunk of rows at a time, by name."""
+        names = [f"{kind}_posterior"] + (["log_normalizer"] if kind == "causal" else [])
+        names += [name for name in self.summaries
+                  if name.startswith(kind) or (name in ("map_index", "entropy")
+                                               and (kind == "acausal") == self.smooth)]
+        buffers = self.buffers()
+        return {name: buffers[name] for name in names if name in buffers}
 
     def _sync(self, buffers, start: int, n_valid: np.ndarray, flush: bool = True) -> None:
         """Flush each sequence's rows just written (memmap only) and drop their pages.
@@ -214,12 +213,13 @@ class _Run(RunState):
             for b, n in enumerate(n_valid):
                 sync_rows(flat, b * n_time + start, b * n_time + start + int(n), flush)
 
-    def _commit(self, start: int, n_valid: np.ndarray, buffers, **manifest_changes) -> None:
-        """Flush the rows just written, then record progress in the manifest."""
+    def _commit(self, start: int, n_valid: np.ndarray, buffers: dict[str, np.ndarray],
+                **manifest_changes) -> None:
+        """Flush the rows just written, then record progress (and their checksums)."""
         if self.manifest is None:
             return
-        self._sync(buffers, start, n_valid)
-        self.manifest.update(**manifest_changes, **self.precision.state())
+        self._sync(buffers.values(), start, n_valid)
+        self.commit(**manifest_changes)
 
     def _forward_kernel(self, prev, is_first: bool, chunk: Chunk, dtype: np.dtype):
         """Dispatch one chunk's filter in ``dtype`` (``prev`` is cast to it)."""
@@ -312,6 +312,7 @@ class _Run(RunState):
             self._write(self.causal, chunk.start, np.asarray(filtered), chunk.n_valid)
         if chunk.index + 1 < self.reader.n_chunks:
             self.store_checkpoint(self.checkpoints, chunk.index + 1, prev, crcs)
+        self.record_rows(self._row_buffers("causal"), chunk.index, chunk.start, chunk.n_valid)
 
     def _check_forward(self, chunk: Chunk, log_norm: np.ndarray, dtype: np.dtype) -> None:
         values = self.checked_log_scales(
@@ -374,6 +375,7 @@ class _Run(RunState):
                 if counted is not None:
                     self._add_counts(counted, start, n_valid)
                 del counted
+                self.record_rows(self._row_buffers("acausal"), index, start, n_valid)
                 self._commit(start, n_valid, self._row_buffers("acausal"),
                              backward_done=n_chunks - index, backward_checkpoint_crc=crcs)
                 bar.update(reader.bounds(index)[1] - start)
@@ -391,6 +393,7 @@ class _Run(RunState):
         if self.memmap_dir is not None:
             sync_rows(self.counts, 0, self.counts.shape[0])
             self._sync([out], start, stop + 1)
+            self.record_crc("transition_counts", self.counts)
 
     def _check_backward(self, rows: np.ndarray, start: int, n_valid: np.ndarray) -> None:
         valid = np.arange(rows.shape[1])[None, :] < n_valid[:, None]
@@ -468,6 +471,9 @@ class _Run(RunState):
         for b, n in enumerate(lengths):
             self.log_norm[b, n:] = np.nan
             marginal[b] = math.fsum(self.log_norm[b, :n])
+        if self.counts is not None:  # its rows are one step after their chunk's
+            name = "predictive_state_probabilities"
+            self.record_crc(name, self.summaries[name])
         self.complete(self.log_norm)
         return EngineResult(
             lengths=lengths,

@@ -55,11 +55,12 @@ them.
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputWarning, LikelihoodError, XHMMError, caller_stacklevel
+from ..errors import InputWarning, LikelihoodError, ResumeError, XHMMError, caller_stacklevel
 
 __all__ = ["LikelihoodReader", "Chunk", "BufferRing", "first_true"]
 
@@ -249,6 +250,10 @@ class LikelihoodReader:
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._recent: list[tuple[tuple[int, int], ...]] = []
         self._pinned: set[tuple[int, int]] = set()
+        #: CRC-32 of each chunk's input rows by chunk number (a memmap run's
+        #: manifest's ``input_crc``): recorded at a chunk's first read,
+        #: compared at every later one. None: not kept.
+        self.checksums: dict[str, int] | None = None
 
     def _block_edges(self) -> np.ndarray | None:
         """Row offsets of the dask blocks along time when they are kept whole, else None.
@@ -397,7 +402,9 @@ class LikelihoodReader:
         start, stop = self.bounds(index)
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         padded = self.buffers.take(dtype)
-        block = self._interior_rows(start, stop, padded)
+        source = self._source_rows(start, stop)
+        self._check_unchanged(index, source)
+        block = self._interior_rows(source, padded)
         if self.infer and index >= self._scanned:
             self._find_ends(block, start)
             self._scanned = index + 1
@@ -429,20 +436,42 @@ class LikelihoodReader:
         full_shift[:, :n_rows] = shift
         return Chunk(index, start, stop, padded, full_shift, n_valid)
 
-    def _interior_rows(self, start: int, stop: int, into: np.ndarray) -> np.ndarray:
-        """(B, stop - start, K) floating rows of the interior bins.
+    def _check_unchanged(self, index: int, source: np.ndarray) -> None:
+        """Record chunk ``index``'s input rows' CRC-32, or compare it with the recorded one.
 
-        Gathered into ``into[:, :stop - start]`` when the input's floats
-        convert exactly to its dtype and the interior bins are a few
-        contiguous runs (slice copies, no temporary); otherwise a view of
-        the input or a new array.
+        Raises
+        ------
+        ResumeError
+            The rows differ from those the run read before.
         """
-        block = self._source_rows(start, stop)
+        if self.checksums is None:
+            return
+        value = 0
+        for rows in source:  # each sequence's (rows, N) block
+            value = zlib.crc32(np.ascontiguousarray(rows), value)
+        stored = self.checksums.setdefault(str(index), value)
+        if stored != value:
+            start, stop = self.bounds(index)
+            raise ResumeError(
+                f"log_likelihood changed since the run read it: time rows {start}-{stop - 1} "
+                f"(chunk {index}) differ from the rows its earlier results were computed "
+                "from; restore the input, or start the run again with overwrite=True"
+            )
+
+    def _interior_rows(self, block: np.ndarray, into: np.ndarray) -> np.ndarray:
+        """(B, rows, K) floating rows of the interior bins of a (B, rows, N) ``block``.
+
+        Gathered into ``into[:, :rows]`` when the input's floats convert
+        exactly to its dtype and the interior bins are a few contiguous runs
+        (slice copies, no temporary); otherwise a view of the input or a new
+        array.
+        """
+        stop = block.shape[1]
         exact = (np.issubdtype(block.dtype, np.floating)
                  and np.can_cast(block.dtype, into.dtype, "safe"))
         if self.columns is not None:
             if exact and self._runs is not None:
-                out = into[:, :stop - start]
+                out = into[:, :stop]
                 for first, last, at in self._runs:
                     out[:, :, at:at + last - first] = block[:, :, first:last]
                 return out

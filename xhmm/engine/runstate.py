@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import LikelihoodError, NumericalWarning, ResumeError, caller_stacklevel
-from .manifest import Manifest, crc, open_run_folder
+from .manifest import WHOLE, Manifest, crc, open_run_folder, rows_crc
 from .progress import progress_bar, progress_enabled
 from .reader import Chunk, LikelihoodReader, first_true
 from .storage import locked_folder, sync_rows
@@ -132,6 +132,8 @@ class RunState:
         self.manifest: Manifest | None = None
         self.onehot_values = np.zeros((reader.n_bins, 0))
         self._devices: dict[str, DeviceConstants] = {}
+        #: Row checksums of chunks written since the last commit, by output.
+        self._written: dict[str, dict[str, int]] = {}
 
     def device(self, dtype: np.dtype) -> DeviceConstants:
         """Device constants in ``dtype`` (built on first use)."""
@@ -151,7 +153,55 @@ class RunState:
             return "w+"
         if self.reader.infer:
             self.reader.restore_lengths(**self.manifest.data["reader"])
+        self.reader.checksums = self.manifest.data.setdefault("input_crc", {})
+        done = self.done("forward_done")
+        if 0 < done < self.reader.n_chunks:
+            # the chunk the resumed pass's checkpoint came from: read again,
+            # its likelihood rows are checked against their checksum
+            self.reader.read(done - 1)
         return "r+"
+
+    def start_manifest(self, buffers: dict[str, np.ndarray], inputs: dict[str, Any],
+                       metadata: dict[str, Any], state: dict[str, Any]) -> None:
+        """Write the manifest of a fresh memmap run, recording its likelihood checksums."""
+        self.manifest = Manifest.new(self.memmap_dir, self.config, inputs, buffers,
+                                     self.reader.n_chunks, metadata,
+                                     reader=self.reader.inferred_state(), state=state)
+        self.reader.checksums = self.manifest.data["input_crc"]
+
+    def check_outputs(self) -> None:
+        """Check a resumed run's committed rows against their checksums (one read of them)."""
+        self.manifest.check_rows(ResumeError, f"cannot resume the run in "
+                                              f"{str(self.memmap_dir)!r}")
+
+    def record_rows(self, buffers: dict[str, np.ndarray], index: int, start: int,
+                    n_valid: np.ndarray) -> None:
+        """Keep the checksums of chunk ``index``'s rows just written, for the next commit."""
+        if self.manifest is not None:
+            for name, buffer in buffers.items():
+                self._written.setdefault(name, {})[str(index)] = rows_crc(buffer, start,
+                                                                         n_valid)
+
+    def record_crc(self, name: str, array: np.ndarray, key: str = WHOLE) -> None:
+        """Keep the checksum of a whole output (or of its row ``key``) for the next commit."""
+        if self.manifest is not None:
+            self._written.setdefault(name, {})[key] = crc(array)
+
+    def _take_written(self) -> None:
+        """Move the checksums kept since the last commit into the manifest's data."""
+        recorded = self.manifest.data.setdefault("row_crc", {})
+        for name, crcs in self._written.items():
+            recorded.setdefault(name, {}).update(crcs)
+        self._written = {}
+
+    def commit(self, **changes: Any) -> None:
+        """Record progress ``changes`` and the row checksums kept since the last commit.
+
+        Call only once the rows are flushed: the manifest vouches for them.
+        """
+        if self.manifest is not None:
+            self._take_written()
+            self.manifest.update(**changes, **self.precision.state())
 
     @property
     def run_id(self) -> str | None:
@@ -202,6 +252,9 @@ class RunState:
         for key in [key for key in crcs if int(key) > start]:
             del crcs[key]
         if self.manifest is not None:
+            for rows in self.manifest.data.get("row_crc", {}).values():
+                for key in [key for key in rows if key != WHOLE and int(key) >= start]:
+                    del rows[key]
             self.manifest.update(forward_done=start, forward_checkpoint_crc=crcs)
 
     def verified_checkpoint(self, buffer: np.ndarray, index: int, kind: str) -> np.ndarray:
@@ -261,6 +314,7 @@ class RunState:
         """Flush a memmap run's last buffer and mark the run complete."""
         if self.manifest is not None:
             buffer.flush()
+            self._take_written()
             self.manifest.record_complete(self.reader.inferred_state())
 
 

@@ -51,7 +51,7 @@ import numpy as np
 from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 from .chunking import resolve_chunk_size
-from .manifest import Manifest, fingerprint
+from .manifest import fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, RunState, drive, precision, run_folder
@@ -106,14 +106,15 @@ class _Decoder(RunState):
         self.path = alloc((B, reader.n_rows), np.int32, "path")
         self.checkpoints = alloc((n_chunks, B, K), np.float64, "max_checkpoints")
         self.log_scale = alloc((n_chunks, B), np.float64, "log_scale")
+        if mode == "r+":
+            self.check_outputs()
         if self.manifest is None and self.memmap_dir is not None:
             buffers = {"path": self.path, "max_checkpoints": self.checkpoints,
                        "log_scale": self.log_scale}
             metadata = {**(metadata or {}), "algorithm": "viterbi",
                         "transition": transition.describe()}
-            self.manifest = Manifest.new(self.memmap_dir, config, inputs, buffers, n_chunks,
-                                         metadata, reader=reader.inferred_state(),
-                                         state={**self.precision.state(), "entry": None})
+            self.start_manifest(buffers, inputs, metadata,
+                                {**self.precision.state(), "entry": None})
 
     # -- helpers -----------------------------------------------------------
     def _kernel_inputs(self, index: int, chunk: Chunk | None, dtype: np.dtype):
@@ -125,10 +126,6 @@ class _Decoder(RunState):
         prev = self.verified_checkpoint(self.checkpoints, index, "forward").astype(dtype)
         return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, consts.operator, xs,
                        consts.initial)
-
-    def _commit(self, **changes) -> None:
-        if self.manifest is not None:
-            self.manifest.update(**changes, **self.precision.state())
 
     # -- forward -----------------------------------------------------------
     def _dispatch_forward(self, index: int, chunk: Chunk | None, dtype: np.dtype):
@@ -166,7 +163,7 @@ class _Decoder(RunState):
                 dtype = self.precision.next_dtype(index + 1)
                 if next_chunk is not None:
                     chunk, out = self._dispatch_forward(index + 1, next_chunk, dtype)
-                self._commit(forward_done=index + 1, forward_checkpoint_crc=crcs,
+                self.commit(forward_done=index + 1, forward_checkpoint_crc=crcs,
                              reader=reader.inferred_state())
                 bar.update(reader.bounds(index)[1] - reader.bounds(index)[0])
                 if pending is not None:
@@ -185,6 +182,7 @@ class _Decoder(RunState):
         )
         self.log_scale[chunk.index] = [math.fsum(v[:n]) for v, n in zip(values, chunk.n_valid)]
         sync_rows(self.log_scale, chunk.index, chunk.index + 1)
+        self.record_crc("log_scale", self.log_scale[chunk.index], str(chunk.index))
         if chunk.index + 1 < self.reader.n_chunks:
             self.store_checkpoint(self.checkpoints, chunk.index + 1, last, crcs)
 
@@ -232,7 +230,7 @@ class _Decoder(RunState):
                 if before is not None:
                     chunk_before, out = self._dispatch_backtrack(index - 1, before, entry)
                 self._write_path(chunk, path)
-                self._commit(backward_done=n_chunks - index, entry=entry.tolist())
+                self.commit(backward_done=n_chunks - index, entry=entry.tolist())
                 bar.update(reader.chunk_size)
                 if before is not None:
                     chunk = chunk_before
@@ -245,6 +243,7 @@ class _Decoder(RunState):
             start = b * n_time + chunk.start
             flat[start:start + n] = path[b, :n]
             sync_rows(flat, start, start + int(n))
+        self.record_rows({"path": self.path}, chunk.index, chunk.start, chunk.n_valid)
 
     # -- results -----------------------------------------------------------
     def finish(self) -> ViterbiResult:

@@ -44,7 +44,7 @@ from ..engine.manifest import MANIFEST
 from ..engine.progress import progress_bar, progress_enabled
 from ..engine.runstate import run_folder
 from ..engine.viterbi import ViterbiResult, run_viterbi
-from ..errors import InputError, caller_stacklevel
+from ..errors import InputError, XHMMError, caller_stacklevel
 from ..extras import require
 from ..names import SEQUENCE, TIME
 from .inputs import resolve_inputs
@@ -217,35 +217,73 @@ def _run_local(specs: list[_BatchSpec], transition) -> list[tuple[Any, list]]:
     return [_run_batch_task(spec, transition) for spec in specs]
 
 
+def _submit(client, spec: _BatchSpec, transition):
+    """Submit one batch as a task (a NumPy batch's rows scattered first)."""
+    args = [spec, transition]
+    if isinstance(spec.log_likelihood, _SequenceSubset):
+        subset = spec.log_likelihood
+        args = [replace(spec, log_likelihood=None), transition, client.scatter(
+            np.ascontiguousarray(subset.source[subset.indices]), hash=False)]
+    return client.submit(_run_batch_task, *args, pure=False,
+                         key=f"xhmm-batch-{spec.number:04d}-{uuid.uuid4().hex}")
+
+
 def _run_distributed(client, specs: list[_BatchSpec], transition,
                      show_progress: bool) -> list[tuple[Any, list]]:
-    """One task per batch on ``client``'s cluster; outputs in batch order."""
-    as_completed = require("distributed", "distributed",
-                           "running sequences on a dask cluster").as_completed
+    """One task per batch on ``client``'s cluster; outputs in batch order.
+
+    A batch lost with a worker (the worker died running it, or its rows or
+    its result were lost with one) is submitted once more; lost again, the
+    other batches are cancelled and an ``XHMMError`` names the batch's
+    sequences and the cause. A batch's own error (bad input, ...) is raised
+    as it is, the other batches cancelled too.
+    """
+    from concurrent.futures import CancelledError
+
+    distributed = require("distributed", "distributed", "running sequences on a dask cluster")
+    KilledWorker, as_completed = distributed.KilledWorker, distributed.as_completed
 
     A = client.scatter(transition, broadcast=True, hash=False)
-    futures = []
+    shared = [A]
+    futures = {_submit(client, spec, A): spec for spec in specs}
+    retried: set[int] = set()
     try:
-        for spec in specs:
-            args = [spec, A]
-            if isinstance(spec.log_likelihood, _SequenceSubset):
-                subset = spec.log_likelihood
-                args = [replace(spec, log_likelihood=None), A, client.scatter(
-                    np.ascontiguousarray(subset.source[subset.indices]), hash=False)]
-            futures.append(client.submit(
-                _run_batch_task, *args, pure=False,
-                key=f"xhmm-batch-{spec.number:04d}-{uuid.uuid4().hex}",
-            ))
-            del args
-        total = sum(len(spec.indices) for spec in specs)
-        outputs: dict[str, tuple[Any, list]] = {}
-        with progress_bar(show_progress, total, "xhmm sequences", unit="sequence") as bar:
-            for future, output in as_completed(futures, with_results=True):
-                outputs[future.key] = output
-                bar.update(len(output[0].indices))
-        return [outputs[future.key] for future in futures]
+        outputs: dict[int, tuple[Any, list]] = {}
+        # the client's loop: client= need not be the default client
+        pending = as_completed(list(futures), loop=client.loop)
+        with progress_bar(show_progress, sum(len(s.indices) for s in specs),
+                          "xhmm sequences", unit="sequence") as bar:
+            for future in pending:
+                spec = futures[future]
+                try:
+                    outputs[spec.number] = future.result()
+                except (KilledWorker, CancelledError) as lost:
+                    # its worker died (KilledWorker), or its rows or its
+                    # result were lost with a worker (cancelled)
+                    if spec.number in retried:
+                        raise XHMMError(
+                            f"batch {spec.number} (sequences {_sequence_names(spec)}) was "
+                            "lost twice on the dask.distributed cluster (its worker died "
+                            f"or its data were lost): {type(lost).__name__}: {lost}"
+                        ) from lost
+                    retried.add(spec.number)
+                    if A.status != "finished":  # every copy was lost
+                        A = client.scatter(transition, broadcast=True, hash=False)
+                        shared.append(A)
+                    again = _submit(client, spec, A)
+                    futures[again] = spec
+                    pending.add(again)
+                else:
+                    bar.update(len(spec.indices))
+        return [outputs[spec.number] for spec in specs]
     finally:
-        client.cancel([*futures, A])
+        client.cancel([*futures, *shared])
+
+
+def _sequence_names(spec: _BatchSpec) -> str:
+    """The sequences of a batch, as messages name them (a few, then a count)."""
+    names = [str(v) for v in (spec.indices if spec.labels is None else spec.labels)]
+    return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
 
 
 def _is_positive_int(value) -> bool:

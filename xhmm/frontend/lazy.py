@@ -39,7 +39,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from ..engine.storage import MANIFEST, alloc_out, check_file
-from ..errors import StaleResultError
+from ..errors import IncompleteResultError, StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
 __all__ = ["StoredArray", "TemporaryFolder", "SequenceRows", "portable", "owned", "read_rows",
@@ -132,18 +132,26 @@ class StoredArray:
         return rows
 
     def check_current(self) -> None:
-        """Raise ``StaleResultError`` unless the folder still holds the run ``run_id``."""
+        """Raise ``StaleResultError`` unless the folder still holds the run ``run_id``,
+        ``IncompleteResultError`` unless that run is still ``complete`` (a later
+        resume of it failed, or its manifest was edited)."""
         if self.run_id is None:
             return
         try:
-            current = json.loads((Path(self.directory) / MANIFEST).read_text()).get("run_id")
+            data = json.loads((Path(self.directory) / MANIFEST).read_text())
+            current, status = data.get("run_id"), data.get("status")
         except (OSError, ValueError, AttributeError, RecursionError):
-            current = None
+            current = status = None
         if current != self.run_id and not Path(self.directory).is_dir():
             raise StaleResultError(
                 f"the run folder {self.directory!r} of this result was deleted: its "
                 "posteriors are gone and cannot be read; run again, and save results you "
                 "keep with xhmm.save_results"
+            )
+        if current == self.run_id and status != "complete":
+            raise IncompleteResultError(
+                f"the run in {self.directory!r} is no longer complete (status {status!r} in "
+                "its manifest): its files cannot be trusted; rerun it with resume=True"
             )
         if current != self.run_id:
             raise StaleResultError(

@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..config import Config
 from ..engine.manifest import load_manifest
-from ..errors import InputError
+from ..errors import InputError, StorageError
 from ..frontend.lazy import StoredArray, read_rows
 from ..frontend.naming import Renaming
 from ..frontend.results import BinLayout, Part, build_result
@@ -28,9 +28,14 @@ _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
               "predictive_state_probabilities", "map_index", "entropy")
 
 
-def open_run(memmap_dir: str | os.PathLike, *,
-             time_chunks: int | str | None = None) -> xr.Dataset:
+def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = None,
+             verify: bool = True) -> xr.Dataset:
     """Open the results of a finished memmap run, lazily.
+
+    The output files are first checked to be of their full size and, with
+    ``verify``, read once to compare each chunk's rows with the CRC-32 the
+    run recorded when it wrote them (a damaged or changed file is an error
+    here, never wrong numbers later).
 
     Parameters
     ----------
@@ -38,6 +43,10 @@ def open_run(memmap_dir: str | os.PathLike, *,
         Folder of a run made with ``use_memmap=True``.
     time_chunks : int or "auto", optional
         Rows per dask block (``Config.time_chunks``); defaults to the run's.
+    verify : bool, default True
+        Read the output files once to check their rows' checksums (about
+        the time of one read of the files; False skips it, for a folder
+        just checked).
 
     Returns
     -------
@@ -58,7 +67,8 @@ def open_run(memmap_dir: str | os.PathLike, *,
         If the run did not finish (killed, failed, or still running).
     xhmm.StorageError
         If an output file is missing or not of the size the manifest records
-        (truncated or replaced).
+        (truncated or replaced) or, with ``verify``, a chunk of its rows does
+        not match its checksum (naming the file and the chunk).
     xhmm.InputError
         If the folder holds a ``most_likely_sequence`` run.
     """
@@ -105,6 +115,8 @@ def open_run(memmap_dir: str | os.PathLike, *,
         transition_counts=(stored("transition_counts").read(slice(None))
                            if "transition_counts" in outputs else None),
     )
+    if verify:  # every output's size checked above
+        manifest.check_rows(StorageError, f"cannot read the results in {str(memmap_dir)!r}")
     result = build_result(None, layout, [part], config, n_time=n_time,
                           sequences=meta.get("sequences", False))
     return Renaming(meta.get("names", {})).restore(result)
