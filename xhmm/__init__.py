@@ -54,6 +54,7 @@ __all__ = [
     "map_estimate",
     "most_likely_sequence",
     "fit",
+    "events",
     "Config",
     "save_results",
     "open_results",
@@ -85,6 +86,7 @@ _LAZY = {
     **dict.fromkeys(["smooth", "filter", "fit", "map_estimate", "most_likely_sequence"],
                     ".frontend.api"),
     **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
+    "events": ".frontend.events",
     **dict.fromkeys(["to_uint16", "from_uint16"], ".kernels.codec"),
 }
 #: Subpackages reachable as attributes after ``import xhmm``, imported on first use.
