@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from numbers import Real
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -136,12 +137,13 @@ def _probabilities(result: xr.Dataset, variable: str, state, time_dim: str) -> x
             f"gives them; pass variable= to choose another)"
         )
     probs = result[variable]
-    if set(probs.dims) != {time_dim, STATES}:
-        raise DimensionError(
-            f"{variable} has dims {tuple(map(str, probs.dims))}; events needs "
-            f"({time_dim!r}, {STATES!r}) (one recording: select one with .isel(...) first; "
-            f"pass time_dim= if the time dim has another name)"
-        )
+    dims = tuple(map(str, probs.dims))
+    extra = [dim for dim in dims if dim not in (time_dim, STATES)]
+    if set(dims) != {time_dim, STATES}:
+        hint = ("; pass time_dim= naming the time dim" if time_dim not in dims else
+                f"; select one recording first, e.g. .isel({extra[0]}=0)" if extra else "")
+        raise DimensionError(f"{variable} has dims {dims}; events reads ({time_dim!r}, "
+                             f"{STATES!r}) of one recording{hint}")
     labels = (list(state) if isinstance(state, (Sequence, np.ndarray))
               and not isinstance(state, str) else [state])
     known = list(probs[STATES].values) if STATES in probs.coords else []
@@ -298,9 +300,11 @@ def events(
     offset = 0
     for rows in _blocks(probs, time_dim):
         window = {time_dim: slice(offset, offset + rows)}
-        p = probs.isel(window).values.astype(np.float64).sum(axis=1)
-        columns = [result[name].isel(window).values.astype(np.float64) for name in names]
-        runs.add(p, np.column_stack(columns) if columns else np.zeros((rows, 0)))
+        block, *columns = dask.compute(probs.isel(window).data,
+                                       *(result[name].isel(window).data for name in names))
+        runs.add(block.astype(np.float64).sum(axis=1),
+                 np.column_stack(columns).astype(np.float64) if columns
+                 else np.zeros((rows, 0)))
         offset += rows
     found = _merged(*runs.closed(), max_gap=math.floor(merge_gap / dt * (1 + STEP_RTOL)),
                     min_steps=math.ceil(min_duration / dt * (1 - STEP_RTOL)))
