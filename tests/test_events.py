@@ -167,6 +167,16 @@ def test_merge_gap_and_min_duration(rows, merge_gap, min_duration, spans):
                                   [P_A[a:b + 1].max() for a, b in spans])
 
 
+def test_a_run_across_block_edges_is_held_as_one_run():
+    """Memory of O(runs), not O(runs + blocks): a run open at a block's end is carried."""
+    runs = events_module._Runs(0.75, n_dims=0)
+    for t in range(P_A.size):
+        runs.add(P_A[t:t + 1], np.zeros((1, 0)))
+    firsts, lasts = runs.closed()
+    np.testing.assert_array_equal(firsts[:, 0], [0, 3, 6, 13])
+    np.testing.assert_array_equal(lasts[:, 0], [1, 3, 8, 13])
+
+
 def test_threshold_is_inclusive_and_a_list_of_states_is_summed():
     ds = hand_made()
     found = xhmm.events(ds, "a", threshold=0.76)
