@@ -183,7 +183,7 @@ def _positions(result: xr.Dataset, position, time_dim: str) -> list[str]:
 
 
 def _step(result: xr.Dataset, time_dim: str) -> float:
-    """The time between steps: the median spacing of the time coordinate (1 without one)."""
+    """The time between steps: the median spacing of the time coordinate (else 1)."""
     if time_dim not in result.coords or result.sizes[time_dim] < 2:
         return 1.0
     time = result[time_dim].values
