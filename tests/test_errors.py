@@ -656,6 +656,15 @@ def _two_state_blocks(ds):
                   {(s, t): Uniform() for s in "ab" for t in "ab"})
 
 
+def _events(change=lambda res: res, **kwargs):
+    """The error of ``xhmm.events`` of ``change(result)`` of the model with states a, b."""
+    def run(ds, A, p0):
+        res = change(_with_states(ds).hmm.smooth(transition=A, initial=p0))
+        return _raised(lambda: xhmm.events(res, **{"state": "a", "threshold": 0.8,
+                                                   **kwargs}))
+    return run
+
+
 def documented_cases(monkeypatch) -> dict:
     """Each documented row's label and a function of the model giving its error."""
     def set_at(index, value):
@@ -733,6 +742,12 @@ def documented_cases(monkeypatch) -> dict:
         "plot window with no time step": _plot_window_empty,
         "animation to a file that is not a GIF": _animation_not_gif,
         "animation onto an existing file": _animation_exists,
+        "`events` of a variable the result lacks": _events(variable="posterior"),
+        "`events` of a state label the result lacks": _events(state="c"),
+        "`events` with `threshold` outside (0, 1]": _events(threshold=1.5),
+        "`events` with a negative `min_duration` (or `merge_gap`)": _events(min_duration=-1),
+        "`events` of many recordings (a `sequence` dim)": _events(
+            lambda res: res.expand_dims(sequence=2)),
         "reading a result whose `memmap_dir` a later run took over": _stale,
         "reading a result whose `memmap_dir` was deleted": _deleted_run,
         "unreadable `xhmm_multiindex` attribute (`open_results`)": _unreadable_multiindex,

@@ -2,7 +2,8 @@
 
 The methods are functions on a Dataset, a log-likelihood DataArray or a
 NumPy / dask array (``xhmm.smooth``, ``xhmm.filter``, ``xhmm.map_estimate``,
-``xhmm.most_likely_sequence``, ``xhmm.fit``); importing the package also
+``xhmm.most_likely_sequence``, ``xhmm.fit``; ``xhmm.events`` cuts a result
+into events); importing the package also
 registers the ``ds.hmm`` and ``da.hmm`` accessors, which forward to them.
 ``__all__`` is the public surface (docs/usage.md, "API reference", lists it);
 ``xhmm.transitions`` (transition models) and ``xhmm.plot`` (figures; it
@@ -54,6 +55,7 @@ __all__ = [
     "map_estimate",
     "most_likely_sequence",
     "fit",
+    "events",
     "Config",
     "save_results",
     "open_results",
@@ -85,6 +87,7 @@ _LAZY = {
     **dict.fromkeys(["smooth", "filter", "fit", "map_estimate", "most_likely_sequence"],
                     ".frontend.api"),
     **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
+    "events": ".frontend.events",
     **dict.fromkeys(["to_uint16", "from_uint16"], ".kernels.codec"),
 }
 #: Subpackages reachable as attributes after ``import xhmm``, imported on first use.
