@@ -2,8 +2,9 @@
 #   make demo      .venv with xhmm and the plot extra; runs the demo on built-in
 #                  synthetic data, writes demo-output/
 #   make test      adds the test extra to .venv; the whole behaviour suite
-#                  except tests marked slow, small hypothesis searches
-#                  (about 5 min on 2 cores)
+#                  except tests marked slow, small hypothesis searches, test
+#                  files spread over the cores with pytest-xdist
+#                  (under 5 min on 2 cores)
 #   make test-all  what CI runs (.ci/run): the test matrix below, slow tests and
 #                  full hypothesis searches included (about 14 min on 2 cores,
 #                  building .venv and .venv-min included)
@@ -28,8 +29,13 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(DEMO_STAMP)
 
+# Test files are spread over the cores (pytest-xdist); a file stays on one
+# worker, so its module fixtures are built once. PYTEST_ARGS="-n 0" runs
+# everything in one process.
+XDIST := -n auto --dist loadfile
+
 test: $(TEST_STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # The CI matrix, five cells: (1) the whole suite with the default Config (RAM
 # outputs, lazy results), slow tests included, each hypothesis search with its
@@ -41,7 +47,7 @@ MATRIX_TESTS := tests/test_smoke.py tests/test_xarray_layer.py tests/test_netcdf
 
 test-all: $(TEST_STAMP)
 	@echo "=== matrix cell 1/5: use_memmap=False lazy_expand=True (whole suite, slow tests, full budgets) ==="
-	XHMM_TEST_BUDGET=full $(PY) -m pytest $(PYTEST_ARGS)
+	XHMM_TEST_BUDGET=full $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 	@echo "=== matrix cell 2/5: use_memmap=True lazy_expand=True ==="
 	$(PY) -m pytest -q $(MATRIX_TESTS) --xhmm-memmap
 	@echo "=== matrix cell 3/5: use_memmap=False lazy_expand=False ==="

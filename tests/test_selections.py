@@ -9,6 +9,7 @@ an eager (NumPy) result.
 from __future__ import annotations
 
 import importlib.util
+import ast
 import re
 import sys
 import threading
@@ -44,7 +45,16 @@ def doc_idioms() -> list[str]:
                 code = line.split("#")[0].strip()
                 if re.search(r"\.(sel|isel|groupby)\(|unstack", code):
                     idioms.append(re.sub(r"^\w+ = ", "", code))
-    return idioms
+    return [idiom for idiom in idioms if _names(idiom) <= RESULT_NAMES]
+
+
+#: The names an idiom may use to be run here: a result ``res`` and builtins.
+RESULT_NAMES = {"res", "xhmm", "slice"}
+
+
+def _names(idiom: str) -> set[str]:
+    """The variable names an expression reads (``steps`` in ``res.isel(time=steps)``)."""
+    return {node.id for node in ast.walk(ast.parse(idiom)) if isinstance(node, ast.Name)}
 
 
 #: Idioms that need a MultiIndex over state_bins.
