@@ -265,6 +265,9 @@ def test_saved_viterbi_path_keeps_only_its_own_settings(files, tmp_path, capsys)
     assert config["chunk_size"] == 300 and config["memmap_dir"] == str(tmp_path / "mm")
     assert sorted(config) == ["chunk_size", "compute_dtype", "memmap_dir", "overwrite",
                               "progress", "resume", "use_memmap"]
+    assert main(["info", str(out)]) == 0
+    listed = capsys.readouterr().out.split("config used (xhmm_config):\n", 1)[1]
+    assert sorted(line.split("=")[0].strip() for line in listed.splitlines()) == sorted(config)
 
 
 @pytest.mark.parametrize("launcher", ["console script", "python -m xhmm"])

@@ -103,9 +103,13 @@ def _config_lines(ds: xr.Dataset) -> list[str]:
         config = Config.from_json(text)
     except (ConfigError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         return [f"config: unreadable 'xhmm_config' attribute ({exc})"]
-    # The dtype the posteriors were stored in: quantize_posteriors=True stores
-    # uint16 whatever posterior_dtype says.
-    values = {**config.to_dict(), "posterior_dtype": config.storage_dtype}
+    # Only the fields the result recorded (a most_likely_sequence result leaves
+    # out the posterior settings). The dtype the posteriors were stored in:
+    # quantize_posteriors=True stores uint16 whatever posterior_dtype says.
+    recorded = json.loads(text)
+    values = {name: value for name, value in config.to_dict().items() if name in recorded}
+    if "posterior_dtype" in values:
+        values["posterior_dtype"] = config.storage_dtype
     width = max(map(len, values))
     return ["config used (xhmm_config):"] + [
         f"  {name:<{width}} = {value!r}" for name, value in values.items()
