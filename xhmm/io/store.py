@@ -273,7 +273,7 @@ def save_results(
             _discard(tmp, tmp)
             raise
         return dask.delayed(_finalize)(write, tmp, tmp, path)
-    target = _GuardedFile(tmp) if engine == "h5netcdf" else tmp
+    target = _GuardedFile(tmp) if engine == "h5netcdf" and _H5NETCDF_FILE_OBJECTS else tmp
     try:
         # A pool of our own, shut down before any clean-up: when one task
         # fails the running ones still finish, and would put files back into
@@ -292,6 +292,13 @@ def save_results(
     except BaseException:
         _discard(target, tmp)
         raise
+
+
+#: Whether xarray writes h5netcdf to a file object (from 2025.8; before it, a
+#: file object always went to the scipy backend). Older xarray writes to the
+#: path: a failed write is still a StorageError with the temporary removed, but
+#: HDF5 may keep the failed file's handle open until the process ends.
+_H5NETCDF_FILE_OBJECTS = tuple(map(int, xr.__version__.split(".")[:2])) >= (2025, 8)
 
 
 class _GuardedFile(io.FileIO):
