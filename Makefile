@@ -6,7 +6,7 @@
 #                  files spread over the cores with pytest-xdist
 #                  (under 5 min on 2 cores)
 #   make test-all  what CI runs (.ci/run): the test matrix below, slow tests and
-#                  full hypothesis searches included (about 14 min on 2 cores,
+#                  full hypothesis searches included (about 11 min on 2 cores,
 #                  building .venv and .venv-min included)
 PYTHON ?= python3
 VENV ?= .venv
