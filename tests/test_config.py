@@ -101,3 +101,20 @@ def test_filter_without_causal_posterior_keeping_a_summary(model, options, kept)
         ds = ds.assign_coords(state=("state_bins", ["a", "a", "b", "b"]))
     res = ds.hmm.filter(transition=A, initial=p0, **options)
     assert kept in res and "causal_posterior" not in res
+
+
+def test_each_result_records_only_its_own_config_fields(model, tmp_path):
+    """A filter result's ``xhmm_config`` leaves out the smoother-only fields, fresh and
+    reopened with ``open_run``; a smooth result keeps them."""
+    import json
+
+    ds, A, p0 = model
+    smoother_only = set(xhmm.Config.field_names()) - set(xhmm.Config.field_names("filter"))
+    assert smoother_only == {"emit_transition_counts"}
+    filtered = ds.hmm.filter(transition=A, initial=p0, memmap_dir=tmp_path / "f")
+    smoothed = ds.hmm.smooth(transition=A, initial=p0, memmap_dir=tmp_path / "s")
+    for result, kept in [(filtered, False), (xhmm.open_run(tmp_path / "f"), False),
+                         (smoothed, True), (xhmm.open_run(tmp_path / "s"), True)]:
+        recorded = set(json.loads(result.attrs["xhmm_config"]))
+        assert (smoother_only <= recorded) is kept
+        assert recorded | smoother_only == set(xhmm.Config.field_names())

@@ -429,7 +429,7 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
                                n_time=inputs.n_time, sequences=sequences, attrs=attrs)
     layout = BinLayout(shared.mask, shared.state_labels)
     return build_result(ds, layout, parts, config, n_time=inputs.n_time,
-                        sequences=sequences, attrs=attrs)
+                        sequences=sequences, algorithm=algorithm, attrs=attrs)
 
 
 def _owned_part(part: Part | ViterbiPart, owner: TemporaryFolder) -> Part | ViterbiPart:

@@ -234,6 +234,7 @@ def build_result(
     *,
     n_time: int,
     sequences: bool,
+    algorithm: str = "smooth",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
     """Assemble the result Dataset (posteriors, likelihood, summaries).
@@ -252,6 +253,9 @@ def build_result(
     sequences : bool
         Keep a ``sequence`` dim; False for a single recording (the only
         sequence of a one-sequence part).
+    algorithm : {"smooth", "filter"}, default "smooth"
+        The run's method: ``xhmm_config`` records only the Config fields
+        that concern it (:meth:`xhmm.Config.field_names`).
     attrs : dict, optional
         Extra attributes of the result.
 
@@ -324,7 +328,7 @@ def build_result(
             attrs={"long_name": "posterior entropy over interior bins", "units": "nats"},
         )
     result_attrs = {**(ds.attrs if ds is not None else {}), **(attrs or {}),
-                    "xhmm_config": config.to_json(),
+                    "xhmm_config": config.to_json(algorithm),
                     "xhmm_transition": json.dumps(parts[0].transition, sort_keys=True),
                     "xhmm_float64_chunks": sum(p.float64_chunks for p in parts)}
     if not sequences and parts[0].memmap_dir is not None:

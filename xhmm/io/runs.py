@@ -117,6 +117,8 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
     )
     if verify:  # every output's size checked above
         manifest.check_rows(StorageError, f"cannot read the results in {str(memmap_dir)!r}")
+    smoothed = manifest.data.get("inputs", {}).get("smooth", True)
     result = build_result(None, layout, [part], config, n_time=n_time,
-                          sequences=meta.get("sequences", False))
+                          sequences=meta.get("sequences", False),
+                          algorithm="smooth" if smoothed else "filter")
     return Renaming(meta.get("names", {})).restore(result)
