@@ -19,8 +19,7 @@ import xarray as xr
 import xhmm
 
 from conftest import make_dataset, random_model
-
-T, K, CHUNK = 240, 9, 16
+from test_faults import CHUNK, K, T, _recomputing_model, _smooth
 
 
 @pytest.fixture
@@ -113,12 +112,6 @@ def test_a_batch_lost_twice_is_an_error_naming_it(model, cluster, tmp_path, monk
 
 
 # -- damaged or changed data files: per-chunk row checksums -----------------------
-
-def _smooth(model, folder, **options):
-    ds, A, p0 = model
-    return ds.hmm.smooth(transition=A, initial=p0, chunk_size=CHUNK, memmap_dir=folder,
-                         progress=False, **options)
-
 
 def _flip_bit(path: Path, offset: int) -> None:
     """Flip one bit of ``path`` at byte ``offset`` (a size-preserving change)."""
@@ -272,20 +265,6 @@ def test_resume_into_another_kind_of_run_says_so(model, tmp_path, held, asked):
 
 
 # -- kills at seeded random instants, bit flips at seeded random places -----------
-
-def _recomputing_model():
-    """Far bins predicted below 1e-30 for three chunks (float32 keeps going), then
-    the likelihood jumps there: with chunk_size=5, compute_dtype="auto"
-    recomputes chunks 0-3 in float64 (as in tests/test_faults.py)."""
-    n_bins, n_time = 12, 40
-    A = np.full((n_bins, n_bins), 1e-35)
-    np.fill_diagonal(A, 1.0)
-    A /= A.sum(axis=1, keepdims=True)
-    x = np.arange(n_bins)
-    ll = np.repeat(-100.0 * np.abs(x - 2)[None, :].astype(float), n_time, axis=0)
-    ll[17:] = -200.0 * (x != 9)[None, :]
-    return make_dataset(ll), A, np.full(n_bins, 1 / n_bins)
-
 
 def kill_case(name: str):
     """``(ds, method, options)`` of a run killed at random instants (also imported
