@@ -14,7 +14,6 @@ import re
 import sys
 import threading
 import time
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -28,8 +27,8 @@ from xhmm.frontend.coords import numpy_coords
 from xhmm.synthetic import simulate_decoding
 
 from conftest import make_dataset, random_model
+from doc_examples import code_blocks
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC_PAGES = ("README.md", "docs/usage.md")
 HAS_ZARR = importlib.util.find_spec("zarr") is not None
 needs_zarr = pytest.mark.skipif(not HAS_ZARR, reason="zarr is not installed")
@@ -40,8 +39,10 @@ def doc_idioms() -> list[str]:
     """The selection expressions of the docs' Python blocks, as written."""
     idioms = []
     for page in DOC_PAGES:
-        for block in re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S):
-            for line in block.splitlines():
+        for block in code_blocks(page):
+            if block.language != "python":
+                continue
+            for line in block.code.splitlines():
                 code = line.split("#")[0].strip()
                 if re.search(r"\.(sel|isel|groupby)\(|unstack", code):
                     idioms.append(re.sub(r"^\w+ = ", "", code))
