@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from ..config import Config
-from ..engine.manifest import load_manifest
-from ..errors import InputError, StorageError
+from ..engine.manifest import MANIFEST, load_manifest
+from ..errors import InputError, ResumeError, StorageError
 from ..frontend.lazy import StoredArray, read_rows
 from ..frontend.naming import Renaming
 from ..frontend.results import BinLayout, Part, build_result
@@ -72,6 +73,12 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
     xhmm.InputError
         If the folder holds a ``most_likely_sequence`` run.
     """
+    folder = Path(memmap_dir)
+    if not folder.is_dir():
+        raise ResumeError(f"no run to open in {str(memmap_dir)!r}: the folder does not exist")
+    if not (folder / MANIFEST).exists():
+        raise ResumeError(f"no run to open in {str(memmap_dir)!r}: {MANIFEST} is missing "
+                          "(not the memmap_dir of an xhmm run)")
     manifest = load_manifest(memmap_dir)
     if manifest.data["metadata"].get("algorithm") == "viterbi":
         raise InputError(
