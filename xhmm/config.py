@@ -106,8 +106,8 @@ class Config:
         coordinate, ``hpd_state_size`` / ``hpd_state_area`` (the part of the
         region in each state). None (default): not computed.
     emit_consistency : bool, default False
-        Add ``posterior_consistency_kl`` (KL divergence of the normalised
-        likelihood from the posterior, nats) and
+        Add ``posterior_consistency_kl`` (``KL(posterior || likelihood)``,
+        the likelihood normalised over the bins, nats) and
         ``posterior_consistency_hpd_overlap`` (overlap of their HPD regions,
         at ``emit_hpd`` or 0.95), computed chunk by chunk from the posterior
         and the likelihood rows.

@@ -118,7 +118,7 @@ class _Run(RunState):
         super().__init__(reader, transition, initial, config, folder)
         self.smooth = smooth
         self.bin_sizes = None if config.emit_hpd is None else bin_sizes
-        # what the HPD kernel sums (zeros: no hpd_area to keep)
+        # the sizes the HPD kernel sums (zeros when there is no hpd_area to keep)
         self.size_values = np.zeros(reader.n_bins) if bin_sizes is None else bin_sizes
         self.base = np.dtype(config.attempt_dtype)
         self.want_states = state_onehot is not None and config.emit_state_aggregates
@@ -186,13 +186,10 @@ class _Run(RunState):
         if self.config.emit_entropy:
             self.summaries["entropy"] = alloc((B, T), np.float32, "entropy")
         if self.config.emit_hpd is not None:
-            names = ["hpd_threshold", "hpd_size"]
-            names += ["hpd_area"] if self.bin_sizes is not None else []
-            for name in names:
+            area = self.bin_sizes is not None
+            for name in ["hpd_threshold", "hpd_size"] + ["hpd_area"] * area:
                 self.summaries[name] = alloc((B, T), np.float32, name)
-            names = ["hpd_state_size"] + (["hpd_state_area"] if self.bin_sizes is not None
-                                          else [])
-            for name in names if n_states else []:
+            for name in (["hpd_state_size"] + ["hpd_state_area"] * area) * bool(n_states):
                 self.summaries[name] = alloc((B, T, n_states), np.float32, name)
         if self.config.emit_consistency:
             for name in ("posterior_consistency_kl", "posterior_consistency_hpd_overlap"):

@@ -142,8 +142,8 @@ def summary_variables(summaries, gather: Callable[[str], np.ndarray], lead: tupl
         "hpd_state_area": {"long_name": f"size of each state's part of the {percent} "
                                         "highest-posterior-density region in position units",
                            **hpd, **(area or {})},
-        "posterior_consistency_kl": {"long_name": "KL divergence of the normalised likelihood "
-                                                  "from the posterior, "
+        "posterior_consistency_kl": {"long_name": "KL divergence of the posterior from the "
+                                                  "normalised likelihood, "
                                                   "KL(posterior || likelihood)",
                                      "units": "nats"},
         "posterior_consistency_hpd_overlap": {
