@@ -723,6 +723,8 @@ def documented_cases(monkeypatch) -> dict:
         "`filter` keeping nothing (`persist_causal=False`, no summary)":
             lambda ds, A, p0: _raised(lambda: ds.hmm.filter(
                 transition=A, initial=p0, persist_causal=False)),
+        "`emit_hpd` not a level in (0, 1)": lambda ds, A, p0: _raised(
+            lambda: ds.hmm.smooth(transition=A, initial=p0, emit_hpd=95)),
         "`emit_transition_counts` without a `state` coordinate": lambda ds, A, p0: _raised(
             lambda: ds.hmm.smooth(transition=A, initial=p0, emit_transition_counts=True)),
         "`fit` given a matrix": lambda ds, A, p0: _raised(

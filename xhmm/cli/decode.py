@@ -116,6 +116,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
             group.add_argument(flag, type=int, metavar="N", **options)
         elif kind == "int | str":  # chunk_size: N or auto
             group.add_argument(flag, type=_int_or_auto, metavar="N|auto", **options)
+        elif kind == "float | None":  # emit_hpd: a level
+            group.add_argument(flag, type=float, metavar="LEVEL", **options)
         else:  # memmap_dir: DIR, the dtypes: DTYPE
             group.add_argument(flag, metavar=field.name.rsplit("_", 1)[-1].upper(), **options)
 

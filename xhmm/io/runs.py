@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import Config
+from ..engine.loop import FINAL_SUMMARIES
 from ..engine.manifest import MANIFEST, load_manifest
 from ..errors import InputError, ResumeError, StorageError
 from ..frontend.lazy import StoredArray, read_rows
@@ -26,7 +27,7 @@ from ..frontend.results import BinLayout, Part, build_result
 __all__ = ["open_run"]
 
 _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
-              "predictive_state_probabilities", "map_index", "entropy")
+              "predictive_state_probabilities", *FINAL_SUMMARIES)
 
 
 def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = None,
@@ -94,7 +95,7 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
     mask = np.zeros(meta["n_bins"], dtype=bool)
     mask[np.asarray(meta["interior_bins"], dtype=np.int64)] = True
     labels = meta.get("state_labels")
-    layout = BinLayout(mask, None if labels is None else np.asarray(labels))
+    layout = BinLayout(mask, None if labels is None else np.asarray(labels), meta.get("area"))
 
     def stored(name: str) -> StoredArray | None:
         info = outputs.get(name)
