@@ -324,8 +324,8 @@ def test_launchers(tmp_path, launcher):
           "--no-emit-state-aggregates"],
          "filter with --no-persist-causal would keep nothing but the marginal "
          "log-likelihood: no causal_posterior and no summary (--emit-map, "
-         "--emit-entropy, or --emit-state-aggregates with a 'state' coordinate on "
-         "state_bins); keep --persist-causal or request a summary, e.g. --emit-map"),
+         "--emit-entropy, --emit-hpd, --emit-consistency, or --emit-state-aggregates "
+         "with a 'state' coordinate on state_bins); keep --persist-causal or request a summary, e.g. --emit-map"),
         (["smooth", "{data}/full.nc", "--out", "{data}/full.nc"],
          "exists; pass --force to replace it"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/no/such/dir/o.nc"],
