@@ -8,6 +8,9 @@ figure's width, fill the Bokeh sources) for random windows, from
 ``--min-steps`` to the longest window the viewer reads at once.
 
 Usage: python benchmarks/view_window.py [--n-time 2000000] [--windows 30] [--run DIR]
+
+With ``--run DIR`` the run is kept, and tests/test_view.py times the page on it
+in headless chromium (``XHMM_VIEW_RESULTS=DIR``, the command printed last).
 """
 
 from __future__ import annotations
@@ -44,14 +47,13 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--windows", type=int, default=30, help="random windows timed")
     parser.add_argument("--min-steps", type=int, default=1_000)
-    parser.add_argument("--run", type=Path, help="an existing memmap run folder to open "
-                        "instead of making one")
+    parser.add_argument("--run", type=Path, help="the memmap run folder: made there (and "
+                        "kept) when it holds no run, else opened")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        run = args.run
-        if run is None:
-            run = Path(scratch) / "run"
+        run = args.run or Path(scratch) / "run"
+        if not (run / "manifest.json").is_file():
             seconds = make_run(run, args.n_time, args.bin_size, args.chunk_size)
             print(f"memmap run of T={args.n_time:,}: {seconds:.1f} s")
         began = time.perf_counter()
@@ -84,6 +86,9 @@ def main() -> None:
         if longest.any():
             print(f"windows of {recording.max_steps // 2:,}+ steps: median "
                   f"{np.median(times[longest]):.0f} ms, max {times[longest].max():.0f} ms")
+        if args.run is not None:
+            print(f"in a browser: XHMM_VIEW_RESULTS={run} python -m pytest "
+                  "tests/test_view.py -k result_of_yours -s")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def test_a_long_window_is_cut_around_its_middle(line):
     window = rec.window(time[0], time[-1], WIDTH)
     middle = (res.sizes["time"] - MIN_WINDOW_STEPS) // 2
     assert (window.n_steps, window.start) == (MIN_WINDOW_STEPS, time[middle])
-    assert Recording(res).max_steps > MIN_WINDOW_STEPS  # 64 MiB of 220-bin rows
+    assert Recording(res).max_steps > MIN_WINDOW_STEPS  # 32 MiB of 220-bin rows
 
 
 def test_a_2d_map_at_the_cursor_and_the_paths_of_the_window(plane):
@@ -547,6 +547,7 @@ def test_the_1d_page_in_a_browser(browser, served, line, record_property):
     assert answered[0] < event[0] and event[1] < answered[1]
     report(record_property, "1-D, 10,000 steps", times)
     if SCREENSHOTS:
+        change_range(browser, t[2_500], t[6_499])
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(ROOT / "docs" / "images" / "view-1d.png"))
 
@@ -596,3 +597,29 @@ def test_the_2d_page_in_a_browser(browser, served, plane, record_property):
         change_range(browser, t[380], t[779])
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(ROOT / "docs" / "images" / "view-2d.png"))
+
+
+@pytest.mark.skipif("XHMM_VIEW_RESULTS" not in os.environ, reason="XHMM_VIEW_RESULTS names "
+                    "no result to time the page on (e.g. the memmap run of "
+                    "benchmarks/view_window.py --run DIR)")
+def test_the_response_on_a_result_of_yours(browser, record_property):
+    """30 random windows, from 1,000 steps to the longest the viewer reads at once."""
+    proc = launch_viewer(Path(os.environ["XHMM_VIEW_RESULTS"]))
+    try:
+        load(browser, address(proc))
+        first, last, longest, step = browser.execute_script("""
+            const range = Bokeh.documents[0].get_model_by_name("states").x_range;
+            return [...range.bounds, range.max_interval, range.min_interval / 10];""")
+        rng = np.random.default_rng(0)
+        answers = []
+        for _ in range(30):
+            span = float(np.exp(rng.uniform(np.log(1_000 * step), np.log(longest))))
+            start = float(rng.uniform(first, last - span))
+            answers.append(change_range(browser, start, start + span))
+    finally:
+        stop_viewer(proc)
+    page, server = np.array(answers).T
+    summary = {f"{stat} of 30 windows": [f(page), f(server)] for stat, f in (
+        ("median", np.median), ("90th percentile", lambda v: np.percentile(v, 90)),
+        ("max", np.max))}
+    report(record_property, os.environ["XHMM_VIEW_RESULTS"], summary)

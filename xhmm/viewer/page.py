@@ -165,9 +165,8 @@ class Page:
                          legend_label=label)
             self.path_sources[label] = source
         if labels:
-            fig.legend.location = "top_left"
             fig.legend.orientation = "horizontal"
-            fig.legend.background_fill_alpha = 0.6
+            fig.add_layout(fig.legend[0], "below")  # off the posterior
 
     def _path_labels(self) -> list[str]:
         labels = ["MAP position", *(label for label in self.rec.carried

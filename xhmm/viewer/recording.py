@@ -44,7 +44,7 @@ from ..plot import (
 __all__ = ["Recording", "Traces", "Window", "EVENT_THRESHOLD", "MAX_WINDOW_BYTES"]
 
 #: Bytes of per-step values (posterior rows) one window may read; sets :attr:`Recording.max_steps`.
-MAX_WINDOW_BYTES = 64 * 2**20
+MAX_WINDOW_BYTES = 32 * 2**20
 #: Fewest steps a window may be capped to, however wide a step's row.
 MIN_WINDOW_STEPS = 1_000
 #: Threshold of the default events (each state's runs at or above it).
