@@ -46,6 +46,8 @@ RUNS = [
       "--rounds", "1"], "median ratio most_likely_sequence / smooth: "),
     (["viterbi.py", "kernels", "-K", "8", "--chunk-size", "20", "--rounds", "1"],
      "backtrack"),
+    (["view_window.py", "--n-time", "20000", "--chunk-size", "5000", "--windows", "3",
+      "--min-steps", "200"], "update of a random window"),
 ]
 
 

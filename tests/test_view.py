@@ -220,9 +220,11 @@ def test_a_2d_result_carrying_its_map_path_draws_it_and_reads_no_posterior(plane
     rec = Recording(carried)
     assert rec.max_steps > Recording(plane).max_steps
     time = plane.time.values
-    x, y = rec.window(time[10], time[19], WIDTH).paths["MAP position"]
-    np.testing.assert_array_equal(x, np.arange(10, 20))
-    assert "true position" not in rec.window(time[10], time[19], WIDTH).paths
+    paths = rec.window(time[10], time[19], WIDTH).paths
+    np.testing.assert_array_equal(paths["MAP position"][0], np.arange(10, 20))
+    # the result's true_position variable is drawn by default
+    np.testing.assert_array_equal(np.column_stack(paths["true position"]),
+                                  plane.true_position.values[10:20])
 
 
 def test_without_positions_the_bins_are_drawn_by_index():

@@ -63,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.results
     result = open_path(path)
-    truth = args.true_position
-    if truth is None and "true_position" in result.data_vars:
-        truth = "true_position"
-    recording = Recording(result, true_position=truth, event_states=args.event_state,
+    recording = Recording(result, true_position=args.true_position,
+                          event_states=args.event_state,
                           threshold=args.threshold, min_duration=args.min_duration)
     serve(recording, title=path.name, port=args.port, open_browser=not args.no_browser)
     return 0

@@ -130,7 +130,8 @@ def view(result: xr.Dataset, *, true_position=None,
         without either the bins are drawn by their index.
     true_position : str or array-like, optional
         The animal's position: the name of a variable of ``result``, or
-        one value (2-D: one ``(x, y)`` pair) per time step.
+        one value (2-D: one ``(x, y)`` pair) per time step; by default the
+        variable ``true_position`` when there is one.
     events : xr.Dataset or sequence of xr.Dataset, optional
         Results of :func:`xhmm.events` to list (``[]``: none); by default
         each state's events at probability 0.8.

@@ -57,6 +57,8 @@ BIN_INDEX = "state_bin"
 #: The names of the paths drawn, by the prefix of their variables.
 PATH_LABELS = {"map_": "MAP position", "most_likely_": "most likely path"}
 TRUTH_LABEL = "true position"
+#: The variable drawn as the animal's position unless told otherwise.
+TRUTH_VARIABLE = "true_position"
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,12 @@ def _carried(result: xr.Dataset, axes: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 def _truth(result: xr.Dataset, true_position, n_axes: int) -> np.ndarray | None:
-    """The true position, one value (or ``(x, y)`` pair) per step, or None."""
+    """The true position, one value (or ``(x, y)`` pair) per step (by default the
+    variable ``true_position`` when there is one), or None."""
     if true_position is None:
-        return None
+        if TRUTH_VARIABLE not in result.data_vars:
+            return None
+        true_position = TRUTH_VARIABLE
     if isinstance(true_position, str):
         if true_position not in result.data_vars:
             raise InputError(f"true_position={true_position!r}: the result has no such "
@@ -198,7 +203,8 @@ class Recording:
         ``(time, state_bins)``.
     true_position : str or array-like, optional
         The animal's position: a variable of ``result`` or one value (2-D:
-        one ``(x, y)`` pair) per time step.
+        one ``(x, y)`` pair) per time step; by default the variable
+        ``true_position`` when there is one.
     events : xr.Dataset or sequence of xr.Dataset, optional
         Results of :func:`xhmm.events` to list; by default those of each
         of ``event_states``.
