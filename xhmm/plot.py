@@ -411,12 +411,16 @@ def _heatmap(ax: Axes, x_edges: np.ndarray, y_edges: np.ndarray, values: np.ndar
     return ax.pcolormesh(x_edges, y_edges, masked, shading="flat", rasterized=True, **scale)
 
 
+def _top(values: np.ndarray) -> float:
+    """Top of a colour scale: the 99th percentile of the finite ``values`` (1 without any),
+    so a few very sharp steps do not wash out the rest."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, 99)) if finite.size else 1.0
+
+
 def _scale(values: np.ndarray, cmap: str, vmax: float | None) -> dict:
     """Colour scale from 0 to ``vmax``, by default the 99th percentile of ``values``."""
-    finite = values[np.isfinite(values)]
-    top = vmax if vmax is not None else (
-        float(np.percentile(finite, 99)) if finite.size else 1.0
-    )
+    top = vmax if vmax is not None else _top(values)
     colormap = _matplotlib().pyplot.get_cmap(cmap).with_extremes(bad=EXTERIOR_COLOR)
     return {"cmap": colormap, "vmin": 0.0, "vmax": max(top, np.finfo(np.float32).tiny)}
 

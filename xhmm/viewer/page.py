@@ -39,7 +39,7 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from ..plot import EXTERIOR_COLOR, _edges
+from ..plot import EXTERIOR_COLOR, _edges, _top
 from .recording import TRUTH_LABEL, Recording, Window
 
 __all__ = ["Page", "make_document"]
@@ -57,10 +57,9 @@ PATH_COLORS = {"MAP position": "#e377c2", "most likely path": "#17becf",
 TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 
 
-def _scale_top(values: np.ndarray) -> float:
-    """Top of the colour scale: the 99th percentile of the finite values."""
-    finite = values[np.isfinite(values)]
-    return max(float(np.percentile(finite, 99)) if finite.size else 1.0, 1e-6)
+def _color_top(values: np.ndarray) -> float:
+    """Top of the colour scale (:func:`xhmm.plot._top`), above 0."""
+    return max(_top(values), 1e-6)
 
 
 class Page:
@@ -275,7 +274,7 @@ class Page:
             x0, dw, y0, dh = window.extent
             self.image_source.data = {"image": [window.image], "x": [x0], "y": [y0],
                                       "dw": [dw], "dh": [dh]}
-            self.mapper.high = _scale_top(window.image)
+            self.mapper.high = _color_top(window.image)
         self.drawn = wanted
         elapsed = 1e3 * (time.perf_counter() - began)
         self._say(window, elapsed)
@@ -287,7 +286,7 @@ class Page:
         self.map_source.data = {"image": [image], "x": [x_edges[0]], "y": [y_edges[0]],
                                 "dw": [x_edges[-1] - x_edges[0]],
                                 "dh": [y_edges[-1] - y_edges[0]]}
-        self.mapper.high = _scale_top(image)
+        self.mapper.high = _color_top(image)
         self.cursor.location = when
         best = np.unravel_index(np.nanargmax(np.nan_to_num(image, nan=-1.0)), image.shape)
         self.cursor_source.data = {"x": [xs[best[1]]], "y": [ys[best[0]]]}
