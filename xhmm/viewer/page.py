@@ -175,7 +175,7 @@ class Page:
     def _line(self) -> figure:
         """1-D: the posterior over position against time."""
         (axis,) = self.rec.axes
-        fig = self._time_figure(330, x_range=self.x_range, name="posterior",
+        fig = self._time_figure(380, x_range=self.x_range, name="posterior",
                                 title=f"{self.rec.variable} over {axis}, summed over states "
                                 "(max per pixel column)")
         fig.yaxis.axis_label = axis
