@@ -7,8 +7,10 @@ screenshot that the posterior, the state probabilities and the event list
 are drawn, pan and zoom, click an event and the state figure, and measure
 how long the server takes to answer a range change (printed and recorded as
 a property of the test; never asserted). They are skipped where no browser
-is installed. With ``XHMM_UPDATE_SCREENSHOTS=1`` they also write the
-screenshots shown in docs/view.md (docs/images/view-1d.png, view-2d.png).
+is installed, and marked slow (a browser and two viewer processes take about
+20 s on 2 cores): ``make test-all`` (CI) runs them. With
+``XHMM_UPDATE_SCREENSHOTS=1`` they also write the screenshots shown in
+docs/view.md (docs/images/view-1d.png, view-2d.png).
 """
 
 from __future__ import annotations
@@ -504,6 +506,7 @@ def table_rows(driver) -> list[str]:
         return [...view.shadow_el.querySelectorAll(".slick-row")].map(r => r.innerText);""")
 
 
+@pytest.mark.slow  # a browser and two viewers: about 20 s
 def test_the_1d_page_in_a_browser(browser, served, line, record_property):
     _, res = line
     load(browser, served["line"])
@@ -553,6 +556,7 @@ def test_the_1d_page_in_a_browser(browser, served, line, record_property):
         browser.save_screenshot(str(ROOT / "docs" / "images" / "view-1d.png"))
 
 
+@pytest.mark.slow  # a browser and two viewers: about 20 s
 def test_the_2d_page_in_a_browser(browser, served, plane, record_property):
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -600,6 +604,7 @@ def test_the_2d_page_in_a_browser(browser, served, plane, record_property):
         browser.save_screenshot(str(ROOT / "docs" / "images" / "view-2d.png"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("XHMM_VIEW_RESULTS" not in os.environ, reason="XHMM_VIEW_RESULTS names "
                     "no result to time the page on (e.g. the memmap run of "
                     "benchmarks/view_window.py --run DIR)")
