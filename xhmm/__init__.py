@@ -56,6 +56,7 @@ __all__ = [
     "most_likely_sequence",
     "fit",
     "events",
+    "view",
     "Config",
     "save_results",
     "open_results",
@@ -88,6 +89,7 @@ _LAZY = {
                     ".frontend.api"),
     **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
     "events": ".frontend.events",
+    "view": ".viewer",
     **dict.fromkeys(["to_uint16", "from_uint16"], ".kernels.codec"),
 }
 #: Subpackages reachable as attributes after ``import xhmm``, imported on first use.
