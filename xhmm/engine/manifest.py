@@ -55,6 +55,7 @@ RESULT_FIELDS = (
     "emit_entropy",
     "emit_state_aggregates",
     "emit_transition_counts",
+    "emit_step_transition_counts",
     "compute_dtype",
 )
 _SAMPLE_ROWS = 64

@@ -25,7 +25,8 @@ from ..frontend.results import BinLayout, Part, build_result
 __all__ = ["open_run"]
 
 _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
-              "predictive_state_probabilities", "map_index", "entropy")
+              "predictive_state_probabilities", "map_index", "entropy",
+              "step_transition_counts")
 
 
 def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = None,
