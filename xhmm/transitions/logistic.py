@@ -113,7 +113,10 @@ class MoveRegression:
 
     def log_probabilities(self, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """``log p(s' | s, x_t)``, (C, S, S); ``-inf`` where a move is not allowed."""
-        logits = np.where(self.allowed, np.einsum("tp,spa->tsa", x, coefficients), -np.inf)
+        n_states = coefficients.shape[0]
+        linear = (x @ coefficients.transpose(1, 0, 2).reshape(x.shape[1], -1)).reshape(
+            len(x), n_states, n_states)
+        logits = np.where(self.allowed, linear, -np.inf)
         peak = logits.max(axis=-1, keepdims=True)
         return logits - peak - np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True))
 
@@ -142,7 +145,10 @@ class MoveRegression:
                 if second:
                     weight = total[:, s, None, None] * (
                         p_free[:, :, None] * np.eye(free.size) - p_free[:, :, None] * p_free[:, None, :])
-                    hessians[s] -= np.einsum("tp,tab,tq->paqb", x, weight, x, optimize=True)
+                    # sum_t x[t, p] weight[t, a, b] x[t, q] as one matrix product
+                    rows = (x[:, :, None] * weight.reshape(len(x), 1, -1)).reshape(len(x), -1)
+                    product = (x.T @ rows).reshape(n_cov, n_cov, free.size, free.size)
+                    hessians[s] -= product.transpose(0, 2, 1, 3)
         penalty = self.l2_penalty * self.penalized
         for s, free in enumerate(self.free):
             own = coefficients[s][:, free]
