@@ -33,8 +33,9 @@ add the Dirichlet pseudo-counts ``alpha - 1`` of each row (as in the static
 fit), spread evenly over all moves. non_local_detector 0.6.9 minimises the
 average over its ``n`` steps, ``-(1/n) sum_t (xi_t + (alpha - 1)/n) log p_t +
 r ||W[1:]||^2`` (``r = transition_regularization``, 1e-5 by default, not on
-its first design column, the intercept): the same optimum as xhmm's with
-``l2_penalty = 2 n r`` and the pseudo-counts ``(alpha - 1)/n`` in total.
+its first design column, the intercept; its reference to-state is the last
+state): ``n`` times it is ``-Q`` with ``l2_penalty = 2 n r`` and the same
+pseudo-counts, but for the reference column the penalty is measured from.
 
 Sequences are fitted jointly (their moves summed in the regression), each
 with its own design rows; the engine runs one time-varying transition per
@@ -135,7 +136,7 @@ def design_matrix(covariates: Any, ds: xr.Dataset, intercept: bool = True
     if TIME in array.coords and TIME in ds.coords and not np.array_equal(
             array[TIME].values, ds[TIME].values):
         raise DimensionError("covariates' time coordinate differs from the log-likelihood's")
-    labels = (list(array[COVARIATE].values) if COVARIATE in array.coords
+    labels = (array[COVARIATE].values.tolist() if COVARIATE in array.coords
               else [f"x{i}" for i in range(array.sizes[COVARIATE])])
     if intercept and INTERCEPT in labels:
         raise InputError(
@@ -232,9 +233,10 @@ def covariate_discrete(coefficients: xr.DataArray, covariates: Any) -> xr.DataAr
         covariates = xr.DataArray(values, dims=(TIME, COVARIATE)[2 - values.ndim:])
     if COVARIATE not in covariates.dims:
         raise DimensionError(f"covariates has dims {covariates.dims}; no {COVARIATE!r} dim")
-    names = list(coefficients[COVARIATE].values) if COVARIATE in coefficients.coords else None
+    names = (coefficients[COVARIATE].values.tolist() if COVARIATE in coefficients.coords
+             else None)
     if COVARIATE in covariates.coords and names is not None:
-        given = list(covariates[COVARIATE].values)
+        given = covariates[COVARIATE].values.tolist()
         if INTERCEPT in names and INTERCEPT not in given:
             ones = xr.ones_like(covariates.isel({COVARIATE: [0]}))
             covariates = xr.concat([ones.assign_coords({COVARIATE: [INTERCEPT]}), covariates],
@@ -247,7 +249,7 @@ def covariate_discrete(coefficients: xr.DataArray, covariates: Any) -> xr.DataAr
         covariates = covariates.sel({COVARIATE: names})
     elif covariates.sizes[COVARIATE] != coefficients.sizes[COVARIATE]:
         raise DimensionError(
-            f"covariates has {covariates.sizes[COVARIATE]} columns; the coefficients have "
+            f"covariates has {covariates.sizes[COVARIATE]} column(s); the coefficients have "
             f"{coefficients.sizes[COVARIATE]} ({', '.join(map(str, names or []))}), in "
             "that order"
         )
