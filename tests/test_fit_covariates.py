@@ -111,6 +111,32 @@ def test_step_counts_in_memmap_of_a_dense_matrix_and_per_sequence(tmp_path):
         ds.hmm.filter(transition=transition, initial=p0, emit_step_transition_counts=True)
 
 
+def test_step_counts_resume_bit_identical(tmp_path, monkeypatch):
+    """A memmap run stopped in its backward pass resumes to the counts of a fresh run
+    (their rows are checksummed per chunk, see docs/storage.md)."""
+    import xhmm.engine.loop as loop
+
+    ds, transition, p0, _ = _model(np.random.default_rng(2))
+    kernel, calls = loop.backward_chunk, [0]
+
+    def stopping(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return kernel(*args, **kwargs)
+
+    kw = dict(transition=transition, initial=p0, chunk_size=16,
+              emit_step_transition_counts=True, progress=False)
+    monkeypatch.setattr(loop, "backward_chunk", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        ds.hmm.smooth(memmap_dir=tmp_path / "r", **kw)
+    monkeypatch.setattr(loop, "backward_chunk", kernel)
+    resumed = ds.hmm.smooth(memmap_dir=tmp_path / "r", resume=True, **kw)
+    fresh = ds.hmm.smooth(**kw)
+    np.testing.assert_array_equal(resumed.step_transition_counts, fresh.step_transition_counts)
+    np.testing.assert_array_equal(resumed.transition_counts, fresh.transition_counts)
+
+
 # -- the M-step (multinomial logistic regression) ------------------------------------
 
 def _binary_moves(rng, n_time):
