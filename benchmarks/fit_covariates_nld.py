@@ -27,6 +27,7 @@ Options: ``--iterations N`` (default 8).
 from __future__ import annotations
 
 import argparse
+import os
 import time as clock
 
 import numpy as np
@@ -89,7 +90,8 @@ def main() -> int:
     import non_local_detector
 
     print(f"non_local_detector {non_local_detector.__version__}, jax {jax.__version__}, "
-          f"backend {jax.default_backend()}", flush=True)
+          f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     np.random.seed(0)
     speed, position, spike_times, time, *_ = make_simulated_data(sampling_frequency=500)
     covariate_data = pd.DataFrame({"speed": speed})
@@ -228,6 +230,8 @@ def main() -> int:
           .replace("\n", "\n        "))
     print("  xhmm:", np.array2string(exact, precision=1, suppress_small=True)
           .replace("\n", "\n        "))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (timings on a shared "
+          "machine are rough)")
     return 0
 
 

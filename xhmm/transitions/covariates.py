@@ -99,7 +99,7 @@ def design_matrix(covariates: Any, ds: xr.Dataset, intercept: bool = True
     ------
     DimensionError
         Missing, extra or wrongly sized dims, an empty covariate dim, or a
-        time coordinate other than the log-likelihood's.
+        time (or sequence) coordinate other than the log-likelihood's.
     InputError
         Not real-valued; a non-finite value followed by finite rows; a column
         named ``intercept``, or a constant column, with ``intercept=True``.
@@ -133,9 +133,11 @@ def design_matrix(covariates: Any, ds: xr.Dataset, intercept: bool = True
             )
     if array.sizes[COVARIATE] == 0:
         raise DimensionError(f"covariates has an empty {COVARIATE!r} dimension (size 0)")
-    if TIME in array.coords and TIME in ds.coords and not np.array_equal(
-            array[TIME].values, ds[TIME].values):
-        raise DimensionError("covariates' time coordinate differs from the log-likelihood's")
+    for dim in want[:-1]:
+        if dim in array.coords and dim in ds.coords and not np.array_equal(
+                array[dim].values, ds[dim].values):
+            raise DimensionError(
+                f"covariates' {dim} coordinate differs from the log-likelihood's")
     labels = (array[COVARIATE].values.tolist() if COVARIATE in array.coords
               else [f"x{i}" for i in range(array.sizes[COVARIATE])])
     if intercept and INTERCEPT in labels:
