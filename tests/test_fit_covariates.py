@@ -206,7 +206,9 @@ def test_em_recovers_the_coefficients_and_never_decreases_the_likelihood(n_time)
     fit = ds.hmm.fit(transition=_start(), initial=P0, covariates=covariates, max_iter=20,
                      tol=1e-7, chunk_size=5_000, progress=False)
     mll = fit.marginal_log_likelihood.values
-    assert (np.diff(mll) >= -1e-9 * np.abs(mll[1:])).all(), np.diff(mll)
+    # float32 E-steps: non-decreasing up to their rounding
+    assert (np.diff(mll) >= -1e-7 * np.abs(mll[1:])).all(), np.diff(mll)
+    assert mll[-1] - mll[0] > 100
     assert fit.coefficients.dims == ("from_state", "covariate", "to_state")
     assert fit.covariate.values.tolist() == ["intercept", "x"]
     z = (fit.coefficients.values - TRUE) / fit.coefficients_se.values
@@ -214,7 +216,7 @@ def test_em_recovers_the_coefficients_and_never_decreases_the_likelihood(n_time)
     fitted = stored_transition(fit)
     assert fitted.discrete.dims == ("time", "from_state", "to_state")
     again = xhmm.smooth(ds, fitted, fit.initial, progress=False, persist_causal=False)
-    assert float(again.marginal_log_likelihood) >= mll[-1] - 1e-9 * abs(mll[-1])
+    assert float(again.marginal_log_likelihood) >= mll[-1] - 1e-7 * abs(mll[-1])
     np.testing.assert_allclose(covariate_discrete(fit.coefficients, covariates),
                                fitted.discrete, rtol=0, atol=1e-15)
 

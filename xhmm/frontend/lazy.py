@@ -189,7 +189,7 @@ def read_rows(buffer, row: int, start: int, stop: int) -> np.ndarray:
 
 
 class SequenceRows:
-    """One sequence's ``(n_time, K, ...)`` rows of a ``(B, T, K, ...)`` buffer, NaN past its length.
+    """One sequence's ``(n_time, K, ...)`` rows of a ``(B, T, K, ...)`` buffer, NaN past its end.
 
     Exposes only ``shape``, ``dtype``, ``ndim`` and slicing, so
     ``dask.array.from_array`` neither copies nor hashes it, and each block

@@ -57,7 +57,7 @@ from ..errors import ConfigError, DimensionError, InputError
 from ..names import SEQUENCE, TIME
 from .blocks import Blocks
 from .discrete import resolve_discrete
-from .fit import fitted_history, state_labels
+from .fit import fitted_history, has_converged, state_labels
 from .logistic import MoveRegression, reference_states
 
 __all__ = ["COVARIATE", "INTERCEPT", "design_matrix", "covariate_discrete", "fit_covariates",
@@ -131,13 +131,12 @@ def design_matrix(covariates: Any, ds: xr.Dataset, intercept: bool = True
                 f"covariates has {array.sizes[dim]} entries along {dim!r}; the "
                 f"log-likelihood has {ds.sizes[dim]}"
             )
-    if array.sizes[COVARIATE] == 0:
-        raise DimensionError(f"covariates has an empty {COVARIATE!r} dimension (size 0)")
-    for dim in want[:-1]:
         if dim in array.coords and dim in ds.coords and not np.array_equal(
                 array[dim].values, ds[dim].values):
             raise DimensionError(
                 f"covariates' {dim} coordinate differs from the log-likelihood's")
+    if array.sizes[COVARIATE] == 0:
+        raise DimensionError(f"covariates has an empty {COVARIATE!r} dimension (size 0)")
     labels = (array[COVARIATE].values.tolist() if COVARIATE in array.coords
               else [f"x{i}" for i in range(array.sizes[COVARIATE])])
     if intercept and INTERCEPT in labels:
@@ -177,7 +176,7 @@ def _check_values(array: xr.DataArray, labels: list, intercept: bool, sequences:
         if first < n_time and (not sequences or not bad_rows[b, first:].all()):
             row = np.asarray(data[b, first])
             column = labels[int(np.argmax(~np.isfinite(row)))]
-            where = f"sequence index {b}, time index {first}" if sequences else f"time index {first}"
+            where = (f"sequence index {b}, " if sequences else "") + f"time index {first}"
             raise InputError(
                 f"covariates is not finite at {where} (covariate {column!r})"
                 + ("; only the rows past a sequence's end may be NaN" if sequences else "")
@@ -388,7 +387,8 @@ def fit_covariates(
     converged = False
     with progress_bar(progress_enabled(progress), max_iter, "xhmm fit", unit="iteration") as bar:
         for iteration in range(max_iter):
-            results = [run(model, sequence_row(initial, b), b) for model, b in zip(models, sequences)]
+            results = [run(model, sequence_row(initial, b), b)
+                       for model, b in zip(models, sequences)]
             if sequences[0] is not None:
                 results = [res.isel({SEQUENCE: 0}) for res in results]
             lengths = [int(res.get("sequence_length", ds.sizes[TIME])) for res in results]
@@ -414,8 +414,7 @@ def fit_covariates(
                 first = [np.nan_to_num(res.initial_posterior.values) for res in results]
                 initial = np.mean(first, axis=0)
             bar.update(1)
-            converged = len(mlls) > 1 and abs(mlls[-1] - mlls[-2]) <= tol * max(1.0,
-                                                                               abs(mlls[-2]))
+            converged = has_converged(mlls, tol)
             if converged:
                 break
     fitted.coefficients.attrs["long_name"] = (

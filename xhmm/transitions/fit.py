@@ -33,7 +33,7 @@ from ..names import BINS, SEQUENCE
 from .blocks import Blocks
 from .spec import with_transition
 
-__all__ = ["fit_discrete", "dirichlet_map", "state_labels", "fitted_history"]
+__all__ = ["fit_discrete", "dirichlet_map", "state_labels", "fitted_history", "has_converged"]
 
 
 def dirichlet_map(counts: np.ndarray, concentration: float = 1.0,
@@ -190,8 +190,7 @@ def fit_discrete(
                     first = first.mean(SEQUENCE)
                 initial = np.nan_to_num(first.values)
             bar.update(1)
-            converged = len(mlls) > 1 and abs(mlls[-1] - mlls[-2]) <= tol * max(1.0,
-                                                                               abs(mlls[-2]))
+            converged = has_converged(mlls, tol)
             if converged:
                 break
     history = xr.Dataset(
@@ -234,6 +233,11 @@ def state_labels(ds: xr.Dataset, transition: Any, max_iter: Any, tol: Any,
     labels = pd.unique(pd.Series(np.asarray(ds.coords["state"].values))).tolist()
     dirichlet_map(np.zeros((len(labels),) * 2), concentration, stickiness, prior_weight)
     return labels
+
+
+def has_converged(mlls: list[float], tol: float) -> bool:
+    """Whether the last marginal log-likelihood changed by at most ``tol`` relative to its size."""
+    return len(mlls) > 1 and abs(mlls[-1] - mlls[-2]) <= tol * max(1.0, abs(mlls[-2]))
 
 
 def fitted_history(history: xr.Dataset, ds: xr.Dataset, initial: Any,

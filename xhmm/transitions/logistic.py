@@ -143,8 +143,9 @@ class MoveRegression:
                 p_free = p[:, s, free]
                 grads[s] += x.T @ (y[:, s, free] - total[:, s, None] * p_free)
                 if second:
+                    outer = p_free[:, :, None] * p_free[:, None, :]
                     weight = total[:, s, None, None] * (
-                        p_free[:, :, None] * np.eye(free.size) - p_free[:, :, None] * p_free[:, None, :])
+                        p_free[:, :, None] * np.eye(free.size) - outer)
                     # sum_t x[t, p] weight[t, a, b] x[t, q] as one matrix product
                     rows = (x[:, :, None] * weight.reshape(len(x), 1, -1)).reshape(len(x), -1)
                     product = (x.T @ rows).reshape(n_cov, n_cov, free.size, free.size)
