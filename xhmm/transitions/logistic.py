@@ -46,7 +46,7 @@ NEWTON_TOL = 1e-12
 HALVINGS = 40
 #: A damped step is taken once Q rises by this fraction of the decrement times the step.
 ARMIJO = 1e-4
-#: Values read per block of rows (design and moves), about 32 MiB of float64.
+#: Values per block of rows (the Hessian's ``C x P m`` products), about 32 MiB of float64.
 BLOCK_VALUES = 1 << 22
 
 
@@ -99,7 +99,7 @@ class MoveRegression:
         n_moves = sum(max(int(n) - 1, 0) for n in self.lengths)
         prior = np.zeros((n_states,) * 2) if self.prior is None else np.asarray(self.prior, float)
         self.share = np.where(self.allowed, prior, 0.0) / max(n_moves, 1)
-        width = len(self.penalized) * max(1, max(map(len, self.free))) ** 2
+        width = len(self.penalized) * max(1, max(map(len, self.free))) + self.allowed.size
         self.rows = max(256, BLOCK_VALUES // width)
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -126,15 +126,17 @@ class MoveRegression:
 
         The gradient and Hessian of from-state ``s`` are over
         ``coefficients[s][:, free[s]]`` flattened row-major (covariate, to-state).
+        The Hessian, ``-sum_t n_t x_t x_t' (diag(p_t) - p_t p_t')``, is formed
+        as ``Z'Z`` with ``Z = sqrt(n) x (x) p`` less one ``x' diag(n p_a) x``
+        per to-state ``a``: matrix products of ``C x P m`` values.
         """
         n_states, n_cov = coefficients.shape[:2]
         value = np.zeros(n_states)
         grads = [np.zeros((n_cov, f.size)) for f in self.free]
-        hessians = [np.zeros((n_cov, f.size, n_cov, f.size)) for f in self.free]
+        hessians = [np.zeros((n_cov * f.size,) * 2) for f in self.free]
         for x, y in self.blocks():
             log_p = self.log_probabilities(x, coefficients)
-            value += np.where(self.allowed, y * np.where(self.allowed, log_p, 0.0),
-                              0.0).sum(axis=(0, 2))
+            value += (y * np.where(self.allowed, log_p, 0.0)).sum(axis=(0, 2))
             p = np.exp(log_p)
             total = y.sum(axis=-1)  # (C, S)
             for s, free in enumerate(self.free):
@@ -143,23 +145,20 @@ class MoveRegression:
                 p_free = p[:, s, free]
                 grads[s] += x.T @ (y[:, s, free] - total[:, s, None] * p_free)
                 if second:
-                    outer = p_free[:, :, None] * p_free[:, None, :]
-                    weight = total[:, s, None, None] * (
-                        p_free[:, :, None] * np.eye(free.size) - outer)
-                    # sum_t x[t, p] weight[t, a, b] x[t, q] as one matrix product
-                    rows = (x[:, :, None] * weight.reshape(len(x), 1, -1)).reshape(len(x), -1)
-                    product = (x.T @ rows).reshape(n_cov, n_cov, free.size, free.size)
-                    hessians[s] -= product.transpose(0, 2, 1, 3)
+                    scaled = x * np.sqrt(total[:, s])[:, None]
+                    z = (scaled[:, :, None] * p_free[:, None, :]).reshape(len(x), -1)
+                    hessians[s] += z.T @ z
+                    for a in range(free.size):
+                        hessians[s][a::free.size, a::free.size] -= (
+                            (scaled * p_free[:, a, None]).T @ scaled)
         penalty = self.l2_penalty * self.penalized
         for s, free in enumerate(self.free):
             own = coefficients[s][:, free]
             value[s] -= 0.5 * float((penalty[:, None] * own ** 2).sum())
             grads[s] -= penalty[:, None] * own
             for a in range(free.size):
-                hessians[s][:, a, :, a] -= np.diag(penalty)
-        size = [n_cov * f.size for f in self.free]
-        return (value, [g.reshape(n) for g, n in zip(grads, size)],
-                [h.reshape(n, n) for h, n in zip(hessians, size)])
+                hessians[s][a::free.size, a::free.size] -= np.diag(penalty)
+        return value, [g.ravel() for g in grads], hessians
 
     def _moved(self, coefficients: np.ndarray, s: int, step: np.ndarray) -> np.ndarray:
         out = coefficients.copy()
