@@ -319,3 +319,24 @@ def test_bad_settings_and_nan_inside_a_sequence():
     ragged = xr.concat([covariates, covariates.where(covariates.time < 40)], dim="sequence")
     with pytest.raises(xhmm.InputError, match="within the sequence"):
         pair.hmm.fit(transition=_start(), initial=P0, covariates=ragged, progress=False)
+
+
+def test_covariate_discrete_reads_columns_by_label_or_in_order():
+    """The softmax of x . W written out; columns by label in any order, or in order, the
+    intercept's added when it is missing; impossible moves get 0."""
+    rng = np.random.default_rng(8)
+    table = rng.normal(size=(2, 3, 2))
+    table[1, :, 0] = np.nan  # b -> a impossible
+    coefficients = xr.DataArray(table, dims=("from_state", "covariate", "to_state"),
+                                coords={"from_state": ["a", "b"], "to_state": ["a", "b"],
+                                        "covariate": ["intercept", "x", "y"]})
+    x = rng.normal(size=(6, 2))
+    logits = np.einsum("tp,spa->tsa", np.column_stack([np.ones(6), x]), np.nan_to_num(table))
+    want = _softmax(np.where(np.isnan(table).any(axis=1), -np.inf, logits))
+    labelled = xr.DataArray(x[:, ::-1], dims=("time", "covariate"),
+                            coords={"covariate": ["y", "x"]})
+    for given in (x, np.column_stack([np.ones(6), x]), labelled):
+        got = covariate_discrete(coefficients, given)
+        assert got.dims == ("time", "from_state", "to_state")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert (covariate_discrete(coefficients, x).sel(from_state="b", to_state="a") == 0).all()

@@ -206,9 +206,9 @@ def covariate_discrete(coefficients: xr.DataArray, covariates: Any) -> xr.DataAr
     covariates : xr.DataArray or (time, covariate) array-like
         A ``covariate`` dim (or the last axis of an array) holding the
         columns of ``coefficients``: by label where both have a
-        ``covariate`` coordinate (an ``intercept`` coefficient without an
-        ``intercept`` column adds the constant one), else all of them in
-        order.
+        ``covariate`` coordinate, else in order. An ``intercept``
+        coefficient without its column (by label, or one column short) adds
+        the constant one.
 
     Returns
     -------
@@ -235,15 +235,19 @@ def covariate_discrete(coefficients: xr.DataArray, covariates: Any) -> xr.DataAr
     if COVARIATE not in covariates.dims:
         raise DimensionError(f"covariates has dims {covariates.dims}; no {COVARIATE!r} dim")
     names = (coefficients[COVARIATE].values.tolist() if COVARIATE in coefficients.coords
-             else None)
-    if COVARIATE in covariates.coords and names is not None:
-        given = covariates[COVARIATE].values.tolist()
-        if INTERCEPT in names and INTERCEPT not in given:
-            ones = xr.ones_like(covariates.isel({COVARIATE: [0]}))
-            covariates = xr.concat([ones.assign_coords({COVARIATE: [INTERCEPT]}), covariates],
-                                   dim=COVARIATE)
-            given.insert(0, INTERCEPT)
-        missing = [name for name in names if name not in given]
+             else [])
+    labelled = COVARIATE in covariates.coords and bool(names)
+    given = covariates[COVARIATE].values.tolist() if labelled else None
+    if INTERCEPT in names and (INTERCEPT not in given if labelled else
+                               covariates.sizes[COVARIATE] == len(names) - 1):
+        at = 0 if labelled else names.index(INTERCEPT)
+        ones = xr.ones_like(covariates.isel({COVARIATE: [0]}))
+        if labelled:
+            ones = ones.assign_coords({COVARIATE: [INTERCEPT]})
+        covariates = xr.concat([covariates.isel({COVARIATE: slice(0, at)}), ones,
+                                covariates.isel({COVARIATE: slice(at, None)})], dim=COVARIATE)
+    if labelled:
+        missing = [name for name in names if name not in [INTERCEPT, *given]]
         if missing:
             raise DimensionError(
                 f"covariates has no column(s) {missing} of the coefficients' {names}")
@@ -251,7 +255,7 @@ def covariate_discrete(coefficients: xr.DataArray, covariates: Any) -> xr.DataAr
     elif covariates.sizes[COVARIATE] != coefficients.sizes[COVARIATE]:
         raise DimensionError(
             f"covariates has {covariates.sizes[COVARIATE]} column(s); the coefficients have "
-            f"{coefficients.sizes[COVARIATE]} ({', '.join(map(str, names or []))}), in "
+            f"{coefficients.sizes[COVARIATE]} ({', '.join(map(str, names))}), in "
             "that order"
         )
     weights = coefficients.transpose("from_state", COVARIATE, "to_state")
