@@ -1,7 +1,8 @@
 """Covariate EM: xhmm's ``fit(covariates=...)`` next to non_local_detector 0.6.9's.
 
-Runs where non_local_detector is importable, with xhmm on the path, e.g.
-``PYTHONPATH=. /work/nld-venv/bin/python benchmarks/fit_covariates_nld.py``.
+Runs where non_local_detector 0.6.9 is importable, with xhmm on the path:
+``PYTHONPATH=. python benchmarks/fit_covariates_nld.py`` (its output of
+2026-12-05 is ``benchmarks/results/fit-covariates-nld.txt``).
 
 On nld's own simulation (``make_simulated_data``, 500 Hz) a
 ``NonLocalSortedSpikesDetector`` with ``DiscreteNonStationaryDiagonal``
