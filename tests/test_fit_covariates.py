@@ -223,8 +223,8 @@ def test_em_recovers_the_coefficients_and_never_decreases_the_likelihood(n_time)
 
 
 def test_fit_does_not_depend_on_the_chunk_size_or_the_buffer():
-    ds, covariates = _simulated(np.random.default_rng(3), 3_000)
-    kw = dict(transition=_start(), initial=P0, covariates=covariates, max_iter=3,
+    ds, covariates = _simulated(np.random.default_rng(3), 1_500)
+    kw = dict(transition=_start(), initial=P0, covariates=covariates, max_iter=2,
               compute_dtype="float64", progress=False)
     a = ds.hmm.fit(chunk_size=250, **kw)
     b = ds.hmm.fit(chunk_size=777, use_memmap=True, **kw)  # the last chunk padded
