@@ -110,7 +110,7 @@ def test_each_result_records_only_its_own_config_fields(model, tmp_path):
 
     ds, A, p0 = model
     smoother_only = set(xhmm.Config.field_names()) - set(xhmm.Config.field_names("filter"))
-    assert smoother_only == {"emit_transition_counts"}
+    assert smoother_only == {"emit_transition_counts", "emit_step_transition_counts"}
     filtered = ds.hmm.filter(transition=A, initial=p0, memmap_dir=tmp_path / "f")
     smoothed = ds.hmm.smooth(transition=A, initial=p0, memmap_dir=tmp_path / "s")
     for result, kept in [(filtered, False), (xhmm.open_run(tmp_path / "f"), False),

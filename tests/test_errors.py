@@ -686,6 +686,45 @@ def _two_state_blocks(ds):
                   {(s, t): Uniform() for s in "ab" for t in "ab"})
 
 
+def _covariate_fit(change=lambda cov: cov, sequences=False, **kwargs):
+    """The error of ``fit(covariates=change(x))`` on the model with states a, b: ``x`` a
+    (time, covariate) DataArray of one column; with ``sequences`` the model twice."""
+    def run(ds, A, p0):
+        data = _with_states(ds)
+        covariates = xr.DataArray(np.random.default_rng(0).normal(size=(T, 1)),
+                                  dims=("time", "covariate"))
+        if sequences:
+            data = xr.concat([data, data], dim="sequence")
+            covariates = xr.concat([covariates, covariates], dim="sequence")
+        return _raised(lambda: data.hmm.fit(transition=_two_state_blocks(ds), initial=p0,
+                                            covariates=change(covariates), max_iter=1,
+                                            **kwargs))
+    return run
+
+
+def _nan_at(*index):
+    def change(covariates):
+        values = covariates.values.copy()
+        values[index] = np.nan
+        return covariates.copy(data=values)
+    return change
+
+
+def _covariate_discrete(coefficients=None, covariates=None):
+    """The error of ``covariate_discrete`` for coefficients with covariates x, y."""
+    from xhmm.transitions import covariate_discrete
+
+    def run(ds, A, p0):
+        table = xr.DataArray(np.zeros((2, 3, 2)), dims=("from_state", "covariate", "to_state"),
+                             coords={"covariate": ["intercept", "x", "y"]})
+        given = xr.DataArray(np.zeros((T, 2)), dims=("time", "covariate"),
+                             coords={"covariate": ["x", "y"]})
+        return _raised(lambda: covariate_discrete(
+            table if coefficients is None else coefficients(table),
+            given if covariates is None else covariates(given)))
+    return run
+
+
 def _events(change=lambda res: res, **kwargs):
     """The error of ``xhmm.events`` of ``change(result)`` of the model with states a, b."""
     def run(ds, A, p0):
@@ -753,6 +792,35 @@ def documented_cases(monkeypatch) -> dict:
         "`fit` with a prior below 1": lambda ds, A, p0: _raised(
             lambda: _with_states(ds).hmm.fit(transition=_two_state_blocks(ds), initial=p0,
                                              concentration=0.5)),
+        "`emit_step_transition_counts` with `filter`": lambda ds, A, p0: _raised(
+            lambda: _with_states(ds).hmm.filter(transition=A, initial=p0,
+                                                emit_step_transition_counts=True)),
+        "`fit` covariates with dims of other names": _covariate_fit(
+            lambda cov: cov.rename(covariate="speed")),
+        "`fit` covariates as an array of the wrong rank": _covariate_fit(
+            lambda cov: cov.values[:, 0]),
+        "`fit` covariates of another length": _covariate_fit(lambda cov: cov[:-1]),
+        "`fit` covariates that are not numbers": _covariate_fit(lambda cov: cov.astype(str)),
+        "`fit` covariates without a column": _covariate_fit(lambda cov: cov[:, :0]),
+        "`fit` covariates on other time steps": _covariate_fit(
+            lambda cov: cov.assign_coords(time=np.arange(T) + 0.5)),
+        "`fit` covariate NaN in the recording": _covariate_fit(_nan_at(5, 0)),
+        "`fit` covariate NaN with finite rows after it (sequences)": _covariate_fit(
+            _nan_at(1, 5, 0), sequences=True),
+        "`fit` covariate NaN before a sequence's end": _covariate_fit(
+            _nan_at(1, slice(30, None)), sequences=True),
+        "`fit` covariates with a constant column (`intercept=True`)": _covariate_fit(
+            lambda cov: xr.full_like(cov, 2.0)),
+        "`fit` covariates with a column named `intercept`": _covariate_fit(
+            lambda cov: cov.assign_coords(covariate=["intercept"])),
+        "`fit` with a negative `l2_penalty`": _covariate_fit(l2_penalty=-1.0),
+        "`fit` with covariates and `prior_weight`": _covariate_fit(prior_weight=0.5),
+        "`covariate_discrete` given coefficients of other dims": _covariate_discrete(
+            coefficients=lambda table: table.rename(covariate="c")),
+        "`covariate_discrete` given covariates lacking a column": _covariate_discrete(
+            covariates=lambda given: given.sel(covariate=["x"])),
+        "`covariate_discrete` given an array of another width": _covariate_discrete(
+            covariates=lambda given: given.values[:, :1]),
         "`memmap_dir` is a file": _memmap_dir_is_a_file,
         "`memmap_dir` not writable": _not_writable(monkeypatch),
         "`memmap_dir` holds files": _not_empty,

@@ -44,8 +44,11 @@ def _model(rng, n_time=120, n=12, time_varying=False):
     return ds, Blocks(discrete, blocks), p0, labels
 
 
-def _reference_counts(ds, transition, p0, labels, time_varying):
-    """Counts, predictive state probabilities and first-step posterior, float64."""
+def _reference_counts(ds, transition, p0, labels, time_varying, per_step=False):
+    """Counts, predictive state probabilities and first-step posterior, float64.
+
+    ``per_step``: the counts of each step (T, 3, 3), 0 at the last, not summed.
+    """
     ll = ds.log_likelihood.values
     n_time = ll.shape[0]
     mats = ([to_dense(transition, ds, time_index=t) for t in range(n_time - 1)]
@@ -53,13 +56,13 @@ def _reference_counts(ds, transition, p0, labels, time_varying):
     filt, smooth, _ = reference_forward_backward(ll, mats, p0)
     preds = [p0] + [filt[t] @ mats[t] for t in range(n_time - 1)]
     onehot = (labels[:, None] == np.array(LABELS)[None, :]).astype(float)
-    counts = np.zeros((3, 3))
+    counts = np.zeros((n_time, 3, 3))
     for t in range(n_time - 1):
         ratio = np.divide(smooth[t + 1], preds[t + 1], out=np.zeros_like(p0),
                           where=preds[t + 1] > 0)
         joint = filt[t][:, None] * mats[t] * ratio[None, :]  # every pairwise joint
-        counts += onehot.T @ joint @ onehot
-    return counts, np.array(preds) @ onehot, smooth[0]
+        counts[t] = onehot.T @ joint @ onehot
+    return (counts if per_step else counts.sum(axis=0)), np.array(preds) @ onehot, smooth[0]
 
 
 @pytest.mark.parametrize("time_varying", [False, True])

@@ -24,9 +24,9 @@ OUT_DTYPES = ("float32", "float64")
 POSTERIOR_FIELDS = ("posterior_dtype", "quantize_posteriors", "lazy_expand", "time_chunks",
                     "posterior_out_dtype", "persist_causal", "emit_map", "emit_entropy",
                     "emit_hpd", "emit_consistency", "emit_transition_counts",
-                    "emit_state_aggregates")
+                    "emit_step_transition_counts", "emit_state_aggregates")
 #: Fields of a smoother run only: ``filter`` rejects them.
-SMOOTHER_FIELDS = ("emit_transition_counts",)
+SMOOTHER_FIELDS = ("emit_transition_counts", "emit_step_transition_counts")
 #: The HPD level of ``emit_consistency`` when ``emit_hpd`` is not given.
 DEFAULT_HPD_LEVEL = 0.95
 
@@ -119,6 +119,15 @@ class Config:
         ``predictive_state_probabilities`` (``time x states``: each step's
         prediction, ``p(state_t | y_1..t-1)``). Needs a ``state``
         coordinate and a smoother run; :meth:`ds.hmm.fit` uses it.
+    emit_step_transition_counts : bool, default False
+        What ``emit_transition_counts`` adds, and ``step_transition_counts``
+        (``time x from_state x to_state``, float64): the expected move of
+        each step, ``p(state_t, state_{t+1} | all data)`` (row ``t``: the
+        move from step ``t`` to ``t + 1``; 0 at each sequence's last step,
+        NaN past it), whose sum over time is ``transition_counts``. Kept in
+        a RAM or memmap buffer like the posteriors (``T * S * S * 8``
+        bytes) and presented lazily; the covariate fit of
+        :meth:`ds.hmm.fit` uses it.
     emit_state_aggregates : bool, default True
         Add ``causal_state_probabilities`` / ``acausal_state_probabilities``
         when a ``state`` coordinate labels the bins.
@@ -156,6 +165,7 @@ class Config:
     emit_hpd: float | None = None
     emit_consistency: bool = False
     emit_transition_counts: bool = False
+    emit_step_transition_counts: bool = False
     emit_state_aggregates: bool = True
     progress: bool | None = None
     resume: bool = False
@@ -187,6 +197,7 @@ class Config:
             "emit_entropy",
             "emit_consistency",
             "emit_transition_counts",
+            "emit_step_transition_counts",
             "emit_state_aggregates",
             "resume",
             "overwrite",

@@ -75,7 +75,10 @@ class EngineResult(RunResult):
         (:data:`FINAL_SUMMARIES`: ``hpd_threshold``, ``hpd_size``,
         ``hpd_area`` (B, T), ``hpd_state_size``, ``hpd_state_area`` (B, T,
         S), ``posterior_consistency_kl``,
-        ``posterior_consistency_hpd_overlap`` (B, T)), all float32.
+        ``posterior_consistency_hpd_overlap`` (B, T)), all float32;
+        ``predictive_state_probabilities`` (B, T, S) and
+        ``step_transition_counts`` (B, T, S, S) float64, each step's expected
+        move to the next (``emit_step_transition_counts``).
     transition_counts : (B, S, S) float64 ndarray or None
         Expected state-to-state transitions of each sequence
         (``emit_transition_counts``).
@@ -122,10 +125,12 @@ class _Run(RunState):
         self.size_values = np.zeros(reader.n_bins) if bin_sizes is None else bin_sizes
         self.base = np.dtype(config.attempt_dtype)
         self.want_states = state_onehot is not None and config.emit_state_aggregates
-        self.want_counts = config.emit_transition_counts
+        self.want_steps = config.emit_step_transition_counts
+        self.want_counts = config.emit_transition_counts or self.want_steps
         if self.want_counts and (state_onehot is None or not smooth):
+            field = "emit_step_transition_counts" if self.want_steps else "emit_transition_counts"
             raise ConfigError(
-                "Config.emit_transition_counts needs a smoother run (smooth, not filter) "
+                f"Config.{field} needs a smoother run (smooth, not filter) "
                 "and a 'state' coordinate along state_bins naming each bin's discrete state"
             )
         if state_onehot is not None:
@@ -199,6 +204,9 @@ class _Run(RunState):
             name = "predictive_state_probabilities"
             self.summaries[name] = alloc((B, T, n_states), np.float32, name)
             self.counts = alloc((B, n_states, n_states), np.float64, "transition_counts")
+            if self.want_steps:
+                self.summaries["step_transition_counts"] = alloc(
+                    (B, T, n_states, n_states), np.float64, "step_transition_counts")
             if mode == "w+":
                 self.counts[:] = 0
                 # the first step's prediction is the initial distribution
@@ -376,7 +384,8 @@ class _Run(RunState):
             with precision(dtype.name):
                 return backward_chunk(jax.numpy.asarray(carry, dtype), index < last_chunk,
                                       filtered, reader.n_valid(index), consts.operator, xs,
-                                      consts.onehot if self.want_counts else None)
+                                      consts.onehot if self.want_counts else None,
+                                      per_step=self.want_steps)
 
         total = reader.bounds(n_chunks - 1)[1]  # rows, not padded chunks
         with self.pass_bar("backward", total, total - reader.bounds(top)[1]) as bar:
@@ -406,7 +415,7 @@ class _Run(RunState):
                 self.store_checkpoint(self.smooth_checkpoints, index, carry, crcs)
                 del smoothed, filtered, rows
                 if counted is not None:
-                    self._add_counts(counted, start, n_valid)
+                    self._add_counts(counted, index, start, n_valid)
                 del counted
                 self.record_rows(self._row_buffers("acausal"), index, start, n_valid)
                 self._commit(start, n_valid, self._row_buffers("acausal"),
@@ -414,9 +423,20 @@ class _Run(RunState):
                 bar.update(reader.bounds(index)[1] - start)
         del carry
 
-    def _add_counts(self, counted, start: int, n_valid: np.ndarray) -> None:
-        """Add a chunk's transition counts (float64 on the host) and predictions."""
+    def _add_counts(self, counted, index: int, start: int, n_valid: np.ndarray) -> None:
+        """Add a chunk's transition counts (float64 on the host) and predictions.
+
+        Per-step counts (``emit_step_transition_counts``) are written to
+        their rows, and their sum over the real rows added.
+        """
         counts, predicted = (np.asarray(a) for a in counted)
+        if self.want_steps:
+            steps = self.summaries["step_transition_counts"]
+            self._write(steps, start, counts, n_valid)
+            counts = np.stack([counts[b, :n].sum(axis=0, dtype=np.float64)
+                               for b, n in enumerate(n_valid)])
+            self._sync([steps], start, n_valid)
+            self.record_rows({"step_transition_counts": steps}, index, start, n_valid)
         self.counts += counts
         out = self.summaries["predictive_state_probabilities"]
         # row i predicts step start + i + 1, which exists up to the length

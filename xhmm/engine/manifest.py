@@ -57,6 +57,7 @@ RESULT_FIELDS = (
     "emit_consistency",
     "emit_state_aggregates",
     "emit_transition_counts",
+    "emit_step_transition_counts",
     "compute_dtype",
 )
 _SAMPLE_ROWS = 64

@@ -13,12 +13,16 @@ functions with nothing of their own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from ..config import Config
+from ..errors import ConfigError
 from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..transitions.covariates import fit_covariates, sequence_row
 from ..transitions.fit import fit_discrete
 from .driver import run_job
 from .naming import ModelArguments, Renaming, canonical_input
@@ -283,6 +287,7 @@ def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None,
 def fit(data: Any, transition: Any = None, initial: Any = None, *,
         max_iter: int = 20, tol: float = 1e-4, concentration: float = 1.0,
         stickiness: Any = 0.0, prior_weight: Any = 0.0, fit_initial: bool = True,
+        covariates: Any = None, intercept: bool = True, l2_penalty: float = 0.0,
         is_missing: Any = None,
         dims: tuple[str, ...] | None = None, time_dim: str = TIME,
         state_dim: str = BINS, sequence_dim: str = SEQUENCE,
@@ -295,7 +300,8 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
     One smoother pass per iteration, storing no posterior (memory of about
     one chunk), with exact expected transition counts; the continuous
     blocks stay fixed; sequences are fitted jointly. See
-    :mod:`xhmm.transitions.fit` for the update.
+    :mod:`xhmm.transitions.fit` for the update, and
+    :mod:`xhmm.transitions.covariates` for the fit with ``covariates``.
 
     Parameters
     ----------
@@ -319,35 +325,73 @@ def fit(data: Any, transition: Any = None, initial: Any = None, *,
     concentration : float, default 1.0
     stickiness : float or (S,) array, default 0.0
     prior_weight : float or (S,) array, default 0.0
-        Dirichlet prior of each row, as in non_local_detector.
+        Dirichlet prior of each row, as in non_local_detector (the static
+        fit only).
     fit_initial : bool, default True
+    covariates : DataArray or array-like, optional
+        A design matrix: fit a covariate-dependent (time-varying) discrete
+        transition, a multinomial logistic regression per from-state. Dims
+        ``(time_dim, "covariate")``, or ``(sequence_dim, time_dim,
+        "covariate")`` for many recordings (a plain array in that order);
+        row ``t`` drives the move from step ``t`` to ``t + 1``. NaN only
+        past a sequence's end.
+    intercept : bool, default True
+        With ``covariates``: add a constant column ``"intercept"`` (do not
+        include one yourself; with ``intercept=False`` every column is
+        yours, and penalised).
+    l2_penalty : float, default 0.0
+        With ``covariates``: ``lambda`` of ``-(lambda / 2) ||W||^2`` over
+        every coefficient but the intercept's.
 
     Returns
     -------
     xr.Dataset
         The history per ``iteration`` (``marginal_log_likelihood``,
-        ``discrete_transition``, ``transition_counts``), the fitted model's
-        ``initial`` (along the state bins) and its transition stored with
+        ``discrete_transition`` (not with ``covariates``),
+        ``transition_counts``), the fitted model's ``initial`` (along the
+        state bins) and its transition stored with
         :func:`xhmm.transitions.with_transition`: read it back with
         :func:`xhmm.transitions.stored_transition`, after
-        :func:`xhmm.save_results` / :func:`xhmm.open_results` too.
+        :func:`xhmm.save_results` / :func:`xhmm.open_results` too. With
+        ``covariates`` also ``coefficients`` and ``coefficients_se`` (dims
+        ``from_state``, ``covariate``, ``to_state``), and the transition's
+        discrete part varies along time (and sequence).
     """
     naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
                      state, sequence_length)
     progress = overrides.pop("progress", None)
-    cfg = _config(config, None, {**overrides, "emit_transition_counts": True,
+    counts = "emit_transition_counts" if covariates is None else "emit_step_transition_counts"
+    cfg = _config(config, None, {**overrides, counts: True,
                                  "persist_causal": False, "emit_state_aggregates": False,
                                  "progress": False})
     ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
 
-    def run(step_transition: Any, step_initial: Any) -> xr.Dataset:
-        return run_job(ds, step_transition, step_initial, cfg, algorithm="smooth",
-                       is_missing=args.is_missing, client=client, batch_size=batch_size,
+    def run(step_transition: Any, step_initial: Any, sequence: int | None = None
+            ) -> xr.Dataset:
+        part, missing, part_cfg = ds, args.is_missing, cfg
+        if sequence is not None:  # one sequence (the covariate fit's own transition)
+            part = ds.isel({SEQUENCE: [sequence]})
+            missing = sequence_row(missing, sequence)
+            if cfg.memmap_dir is not None:
+                part_cfg = cfg.replace(memmap_dir=Path(cfg.memmap_dir) / f"sequence_{sequence}")
+        return run_job(part, step_transition, step_initial, part_cfg, algorithm="smooth",
+                       is_missing=missing, client=client, batch_size=batch_size,
                        memory_budget=memory_budget, store_acausal=False,
                        names=renaming.back)
 
     start = args.initial if args.initial is not None else ds.get("initial")
-    return renaming.restore(fit_discrete(
-        ds, run, args.transition, start, max_iter=max_iter, tol=tol,
-        concentration=concentration, stickiness=stickiness, prior_weight=prior_weight,
-        fit_initial=fit_initial, progress=progress))
+    if covariates is None:
+        return renaming.restore(fit_discrete(
+            ds, run, args.transition, start, max_iter=max_iter, tol=tol,
+            concentration=concentration, stickiness=stickiness, prior_weight=prior_weight,
+            fit_initial=fit_initial, progress=progress))
+    if np.any(np.asarray(prior_weight) != 0):
+        raise ConfigError(
+            f"prior_weight ({prior_weight!r}) applies to the static fit; with covariates "
+            "use concentration and stickiness (pseudo-counts) or l2_penalty"
+        )
+    return renaming.restore(fit_covariates(
+        ds, run, args.transition, start, renaming.dims(covariates), intercept=intercept,
+        l2_penalty=l2_penalty, max_iter=max_iter, tol=tol, concentration=concentration,
+        stickiness=stickiness, fit_initial=fit_initial, progress=progress))
+

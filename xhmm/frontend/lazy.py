@@ -43,7 +43,7 @@ from ..errors import IncompleteResultError, StaleResultError
 from ..kernels.codec import UINT16_NAN, expand_interior
 
 __all__ = ["StoredArray", "TemporaryFolder", "SequenceRows", "portable", "owned", "read_rows",
-           "block_rows", "lazy_masked_posterior", "eager_masked_posterior"]
+           "block_rows", "lazy_rows", "lazy_masked_posterior", "eager_masked_posterior"]
 
 
 def _remove_folder(path: str, pid: int) -> None:
@@ -189,16 +189,16 @@ def read_rows(buffer, row: int, start: int, stop: int) -> np.ndarray:
 
 
 class SequenceRows:
-    """One sequence's ``(n_time, K)`` rows of a ``(B, T, K)`` buffer, NaN past its length.
+    """One sequence's ``(n_time, K, ...)`` rows of a ``(B, T, K, ...)`` buffer, NaN past its end.
 
-    Exposes only ``shape``, ``dtype``, ``ndim`` and 2-D slicing, so
+    Exposes only ``shape``, ``dtype``, ``ndim`` and slicing, so
     ``dask.array.from_array`` neither copies nor hashes it, and each block
     reads just its rows (the uint16 NaN code past the length for uint16
     storage).
 
     Parameters
     ----------
-    buffer : (B, T, K) ndarray or StoredArray
+    buffer : (B, T, K, ...) ndarray or StoredArray
     row : int
         The sequence's index ``b`` in the buffer.
     length : int
@@ -212,20 +212,20 @@ class SequenceRows:
         self.row = int(row)
         self.length = int(length)
         self.dtype = np.dtype(buffer.dtype)
-        self.shape = (int(n_time), int(buffer.shape[2]))
-        self.ndim = 2
+        self.shape = (int(n_time), *map(int, buffer.shape[2:]))
+        self.ndim = len(self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
-        rows, columns = key
+        rows, *rest = key
         start, stop, _ = rows.indices(self.shape[0])
         real = max(0, min(stop, self.length) - start)
         values = read_rows(self.buffer, self.row, start, start + real)
         if real == stop - start:
-            return values[:, columns]
+            return values[(slice(None), *rest)]
         fill = UINT16_NAN if self.dtype == np.uint16 else np.nan
-        out = np.full((stop - start, self.shape[1]), fill, dtype=self.dtype)
+        out = np.full((stop - start, *self.shape[1:]), fill, dtype=self.dtype)
         out[:real] = values
-        return out[:, columns]
+        return out[(slice(None), *rest)]
 
 
 def _expand_block(block: np.ndarray, columns: np.ndarray, n_total: int, dtype) -> np.ndarray:
@@ -254,6 +254,22 @@ def block_rows(time_chunks: int | str, n_bins: int, dtype: np.dtype | str) -> in
         return int(time_chunks)
     target = parse_bytes(dask.config.get("array.chunk-size"))
     return max(1, target // (max(1, n_bins) * np.dtype(dtype).itemsize))
+
+
+def lazy_rows(rows: SequenceRows, step: int) -> da.Array:
+    """``rows`` as a dask array of ``step`` rows a block (whole along the other axes).
+
+    Each block reads its rows of the buffer when computed; nothing is copied
+    into the graph.
+    """
+    return da.from_array(
+        rows,
+        chunks=(max(1, min(step, rows.shape[0])), *rows.shape[1:]),
+        name=f"xhmm-rows-{uuid.uuid4().hex}",
+        asarray=False,
+        lock=False,
+        meta=np.empty((0,) * rows.ndim, dtype=rows.dtype),
+    )
 
 
 def lazy_masked_posterior(
@@ -285,16 +301,7 @@ def lazy_masked_posterior(
     dtype = np.dtype(dtype)
     columns = np.flatnonzero(mask).astype(np.int64)
     n_total = int(mask.size)
-    n_time = rows.shape[0]
-    step = max(1, min(block_rows(time_chunks, n_total, dtype), n_time))
-    source = da.from_array(
-        rows,
-        chunks=(step, rows.shape[1]),
-        name=f"xhmm-interior-{uuid.uuid4().hex}",
-        asarray=False,
-        lock=False,
-        meta=np.empty((0, 0), dtype=rows.dtype),
-    )
+    source = lazy_rows(rows, block_rows(time_chunks, n_total, dtype))
     return source.map_blocks(
         _expand_block,
         columns,

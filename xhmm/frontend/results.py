@@ -23,8 +23,8 @@ from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .coords import numpy_coords
 from .hpd import summary_variables
 from .inputs import ResolvedInputs
-from .lazy import (SequenceRows, eager_masked_posterior, lazy_masked_posterior, portable,
-                   read_rows)
+from .lazy import (SequenceRows, block_rows, eager_masked_posterior, lazy_masked_posterior,
+                   lazy_rows, portable, read_rows)
 
 __all__ = ["Part", "BinLayout", "part_of", "build_result", "result_coords", "bin_variables",
            "run_metadata"]
@@ -206,6 +206,18 @@ class _Layout:
         return [SequenceRows(getattr(part, kind), row, self.lengths[s], self.n_time)
                 for s, (part, row) in enumerate(self.places)]
 
+    def stacked_rows(self, name: str, config: Config):
+        """One summary of every sequence, ``(S, n_time, ...)`` NaN past lengths, as
+        dask (read block by block from its buffer) or, without ``lazy_expand``, NumPy."""
+        import dask.array as da
+
+        first = self.parts[0].summaries[name]
+        step = block_rows(config.time_chunks, int(np.prod(first.shape[2:])), first.dtype)
+        stacked = da.stack([lazy_rows(SequenceRows(part.summaries[name], row,
+                                                   self.lengths[s], self.n_time), step)
+                            for s, (part, row) in enumerate(self.places)])
+        return stacked if config.lazy_expand else stacked.compute()
+
     def gather(self, name: str, fill, dtype) -> np.ndarray:
         """One summary of every sequence, ``(S, n_time, ...)``, filled past lengths."""
         first = self.parts[0].summaries[name]
@@ -310,6 +322,14 @@ def build_result(
             coords={"from_state": layout.state_labels, "to_state": layout.state_labels},
             attrs={"long_name": "expected number of moves between discrete states, "
                                 "sum_t p(state_t, state_t+1 | all data)"},
+        )
+    if "step_transition_counts" in summaries:
+        data["step_transition_counts"] = xr.DataArray(
+            pick(where.stacked_rows("step_transition_counts", config)),
+            dims=(*lead, TIME, "from_state", "to_state"),
+            coords={"from_state": layout.state_labels, "to_state": layout.state_labels},
+            attrs={"long_name": "expected move of each step, p(state_t, state_t+1 | all "
+                                "data); 0 at the last step"},
         )
     if parts[0].initial_posterior is not None:
         first = np.full((n_seq, layout.mask.size), np.nan)

@@ -27,7 +27,8 @@ from ..frontend.results import BinLayout, Part, build_result
 __all__ = ["open_run"]
 
 _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
-              "predictive_state_probabilities", *FINAL_SUMMARIES)
+              "predictive_state_probabilities", "step_transition_counts",
+              *FINAL_SUMMARIES)
 
 
 def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = None,

@@ -165,9 +165,9 @@ def forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial):
     return _time_major(filtered), jnp.swapaxes(log_norm, 0, 1), last, _time_major(flags)
 
 
-@partial(jax.jit, static_argnames=("block",))
+@partial(jax.jit, static_argnames=("block", "per_step"))
 def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
-                   count_states=None, block=BACKWARD_BLOCK):
+                   count_states=None, block=BACKWARD_BLOCK, per_step=False):
     """Smooth one chunk of ``B`` sequences, walking its rows backwards.
 
     Parameters
@@ -190,6 +190,9 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     block : int, default :data:`BACKWARD_BLOCK`
         Rows per block of the walk (static): the rows are smoothed in
         blocks of at most this many, last block first.
+    per_step : bool, default False
+        With ``count_states``, the counts of each row (B, C, S, S) instead
+        of their sum over the chunk (static).
 
     Returns
     -------
@@ -201,7 +204,8 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     counts : tuple or None
         None without ``count_states``; else ``(counts, predicted_states)``:
         ``counts`` (B, S, S) is ``sum_t p(state_t = s, state_{t+1} = s' |
-        all data)`` over the chunk's rows ``t`` that have a next step (the
+        all data)`` over the chunk's rows ``t`` that have a next step
+        (``per_step``: (B, C, S, S), row ``t``'s alone, 0 without one; the
         pair posterior ``filtered_t[i] A[i, j] smoothed_{t+1}[j] /
         predicted_{t+1}[j]`` summed over the bins of each pair of states,
         block by block: see the operators' ``transition_counts``), and
@@ -257,7 +261,7 @@ def backward_chunk(next_smoothed, has_next, filtered, n_valid, operator, xs,
     counts = None
     if count_states is not None:
         counts = (operator.transition_counts(filtered, _time_major(rows_of(ratios)), after,
-                                             count_states),
+                                             count_states, per_step=per_step),
                   _time_major(rows_of(states)))
     smoothed = rows_of(smoothed)
     return _time_major(smoothed), first, counts

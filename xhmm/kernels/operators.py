@@ -70,13 +70,14 @@ class TransitionOperator(Protocol):
         """``rows[:, i] @ A_i`` for a (B, C, K) chunk, ``xs`` with leading C."""
 
     def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
-                          states: jax.Array) -> jax.Array:
+                          states: jax.Array, per_step: bool = False) -> jax.Array:
         """Expected state-to-state transitions of a chunk, (B, S, S).
 
         ``sum_c sum_{i in s, j in s'} filtered[b, c, i] A_c[i, j] ratios[b, c, j]``
         for (B, C, K) ``filtered`` and ``ratios`` (smoothed over predicted of
         the next step, zero where there is none) and ``states`` (K, S) the
-        bins' state membership.
+        bins' state membership. ``per_step``: each row's, (B, C, S, S), not
+        summed over ``c``.
         """
 
     def max_predict(self, p: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
@@ -134,13 +135,14 @@ class DenseOperator:
         return jnp.matmul(flat, self.matrix, precision=HIGHEST).reshape(rows.shape)
 
     def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any,
-                          states: jax.Array) -> jax.Array:
+                          states: jax.Array, per_step: bool = False) -> jax.Array:
         # One pullback of the whole chunk per to-state: A @ (ratios on s').
         columns = []
         for target in range(states.shape[1]):
             pulled = jnp.einsum("ij,bcj->bci", self.matrix, ratios * states[:, target],
                                 precision=HIGHEST)
-            columns.append(jnp.matmul(jnp.sum(filtered * pulled, axis=1), states,
+            joint = filtered * pulled
+            columns.append(jnp.matmul(joint if per_step else jnp.sum(joint, axis=1), states,
                                       precision=HIGHEST))
         return jnp.stack(columns, axis=-1)
 

@@ -105,12 +105,13 @@ class BlocksOperator:
         return self._apply(rows, lambda s, t: xs[:, s, t][:, None], forward=True)
 
     def transition_counts(self, filtered: jax.Array, ratios: jax.Array, xs: Any = None,
-                          states: Any = None) -> jax.Array:
+                          states: Any = None, per_step: bool = False) -> jax.Array:
         """Expected state-to-state transitions of a (B, C, K) chunk, (B, S, S).
 
         Block by block: ``discrete[s, s'] * sum_c filtered_s . (block @ ratios_s')``,
         one backward block product per pair (the states are the operator's
         own, in the order of ``offsets``; ``states`` is not needed).
+        ``per_step``: each row's, (B, C, S, S), not summed over ``c``.
         """
         def parts(values):
             arranged = self._ordered(values)
@@ -118,11 +119,13 @@ class BlocksOperator:
 
         f_parts, r_parts = parts(filtered), parts(ratios)
         n_states = len(self.offsets) - 1
-        counts = jnp.zeros(filtered.shape[:1] + (n_states, n_states), filtered.dtype)
+        lead = filtered.shape[:2] if per_step else filtered.shape[:1]
+        counts = jnp.zeros(lead + (n_states, n_states), filtered.dtype)
         for (s, t), block in zip(self.pairs, self.blocks):
             per_row = jnp.sum(f_parts[s] * block.backward(r_parts[t]), axis=-1)  # (B, C)
             coef = self.discrete[s, t] if xs is None else xs[:, s, t][None, :]
-            counts = counts.at[:, s, t].set(jnp.sum(coef * per_row, axis=-1))
+            moves = coef * per_row
+            counts = counts.at[..., s, t].set(moves if per_step else jnp.sum(moves, axis=-1))
         return counts
 
     def max_predict(self, p: jax.Array, x: Any = None) -> tuple[jax.Array, jax.Array]:

@@ -14,7 +14,9 @@ kind (:func:`xhmm.transitions.plan.plan_transition`, an
 :class:`xhmm.engine.transition.EngineTransition`) is internal. :func:`to_spec`,
 :func:`from_spec`, :func:`with_transition` and
 :func:`stored_transition` write and read a transition as a JSON spec plus
-named arrays (:mod:`xhmm.transitions.spec`).
+named arrays (:mod:`xhmm.transitions.spec`). :func:`covariate_discrete` is
+the time-varying discrete transition of coefficients fitted by
+``xhmm.fit(covariates=...)`` on a design matrix.
 :func:`from_non_local_detector` builds the transition (and the initial
 distribution, interior and ``state_bins``) of a fitted non_local_detector
 detector.
@@ -25,6 +27,7 @@ import pkgutil
 
 from .block import TransitionBlock, block_kinds
 from .blocks import Blocks
+from .covariates import covariate_discrete
 from .dense import to_dense
 from .detector import DetectorModel, from_non_local_detector
 from .spec import from_spec, stored_transition, to_spec, with_transition
@@ -45,6 +48,7 @@ __all__ = [
     "from_spec",
     "with_transition",
     "stored_transition",
+    "covariate_discrete",
     "DetectorModel",
     "from_non_local_detector",
 ]

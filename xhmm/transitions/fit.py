@@ -33,7 +33,7 @@ from ..names import BINS, SEQUENCE
 from .blocks import Blocks
 from .spec import with_transition
 
-__all__ = ["fit_discrete", "dirichlet_map"]
+__all__ = ["fit_discrete", "dirichlet_map", "state_labels", "fitted_history", "has_converged"]
 
 
 def dirichlet_map(counts: np.ndarray, concentration: float = 1.0,
@@ -163,19 +163,7 @@ def fit_discrete(
         :func:`~xhmm.transitions.with_transition` (read it back with
         :func:`~xhmm.transitions.stored_transition`); attribute ``converged``.
     """
-    if not isinstance(transition, Blocks):
-        raise TransitionError(
-            f"fit needs a Blocks transition (its discrete part is what is fitted), got "
-            f"{type(transition).__name__}"
-        )
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ConfigError(f"max_iter must be a positive int, got {max_iter!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ConfigError(f"tol must be a non-negative number, got {tol!r}")
-    if "state" not in ds.coords:
-        raise TransitionError("fit needs a 'state' coordinate along state_bins")
-    n_states = pd.unique(pd.Series(np.asarray(ds.coords["state"].values))).size
-    dirichlet_map(np.zeros((n_states, n_states)), concentration, stickiness, prior_weight)
+    state_labels(ds, transition, max_iter, tol, concentration, stickiness, prior_weight)
     mlls, discretes, counts_seen = [], [], []
     labels, converged = None, False
     with progress_bar(progress_enabled(progress), max_iter, "xhmm fit", unit="iteration") as bar:
@@ -202,8 +190,7 @@ def fit_discrete(
                     first = first.mean(SEQUENCE)
                 initial = np.nan_to_num(first.values)
             bar.update(1)
-            converged = len(mlls) > 1 and abs(mlls[-1] - mlls[-2]) <= tol * max(1.0,
-                                                                               abs(mlls[-2]))
+            converged = has_converged(mlls, tol)
             if converged:
                 break
     history = xr.Dataset(
@@ -218,6 +205,44 @@ def fit_discrete(
                 "to_state": labels},
         attrs={"converged": int(converged)},
     )
+    return fitted_history(history, ds, initial, transition)
+
+
+def state_labels(ds: xr.Dataset, transition: Any, max_iter: Any, tol: Any,
+                 concentration: float, stickiness: Any, prior_weight: Any = 0.0) -> list:
+    """Check what every fit takes; the state labels in order of first appearance.
+
+    Raises
+    ------
+    TransitionError
+        Not a :class:`Blocks`, or no ``state`` coordinate.
+    ConfigError
+        A bad ``max_iter``, ``tol`` or prior (:func:`dirichlet_map`).
+    """
+    if not isinstance(transition, Blocks):
+        raise TransitionError(
+            f"fit needs a Blocks transition (its discrete part is what is fitted), got "
+            f"{type(transition).__name__}"
+        )
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ConfigError(f"max_iter must be a positive int, got {max_iter!r}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ConfigError(f"tol must be a non-negative number, got {tol!r}")
+    if "state" not in ds.coords:
+        raise TransitionError("fit needs a 'state' coordinate along state_bins")
+    labels = pd.unique(pd.Series(np.asarray(ds.coords["state"].values))).tolist()
+    dirichlet_map(np.zeros((len(labels),) * 2), concentration, stickiness, prior_weight)
+    return labels
+
+
+def has_converged(mlls: list[float], tol: float) -> bool:
+    """Whether the last marginal log-likelihood changed by at most ``tol`` relative to its size."""
+    return len(mlls) > 1 and abs(mlls[-1] - mlls[-2]) <= tol * max(1.0, abs(mlls[-2]))
+
+
+def fitted_history(history: xr.Dataset, ds: xr.Dataset, initial: Any,
+                   transition: Blocks) -> xr.Dataset:
+    """A fit's history with the fitted ``initial`` (over the state bins) and transition."""
     start = _over_bins(ds, initial)
     history["initial"] = xr.DataArray(start, dims=(SEQUENCE, BINS)[2 - start.ndim:])
     return with_transition(history, transition)
