@@ -191,9 +191,11 @@ def _check_kind(ll, p0, dense, sample):
         assert (dense[t][drawn[:, t], drawn[:, t + 1]] > 0).all()
 
 
-@pytest.mark.parametrize("kind", ["dense", "dense block", "banded", "separable", "rank-one",
-                                  "uniform", "identity", "identity into more bins",
-                                  "time-varying"])
+# The device kinds the tests above do not run: the dense operator, dense,
+# uniform and identity blocks and a time-varying discrete run in the tiny
+# models, the separable random walk in the grid model, tiled blocks in the
+# movement kinds below.
+@pytest.mark.parametrize("kind", ["banded", "rank-one", "identity into more bins"])
 def test_every_operator_kind_samples_the_posterior(kind):
     """Each device operator samples through its pullback: marginals within the
     binomial bound, no step of probability zero."""
@@ -204,18 +206,22 @@ def test_every_operator_kind_samples_the_posterior(kind):
 
     def sample(ll, p0):
         res = run_sampler(ll[None], engine, p0, Config(chunk_size=3, progress=False),
-                          n_samples=3_000, seed=1)
+                          n_samples=2_000, seed=1)
         return res.paths[0].T
 
     _check_kind(np.random.default_rng(7).normal(size=(T, K)) * 2, np.full(K, 1 / K), dense,
                 sample)
 
 
-@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_2d",
-                                  "empirical_1d"])
-def test_every_movement_kind_samples_the_posterior(name):
+@pytest.fixture(scope="module")
+def movement_blocks():
+    return _kernel_cases()
+
+
+@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_1d"])
+def test_every_movement_kind_samples_the_posterior(movement_blocks, name):
     """non_local_detector's movement blocks (banded and tiled products) through the API."""
-    block, interior = _kernel_cases()[name]
+    block, interior = movement_blocks[name]
     n, T = interior.size, 4
     ds = make_dataset(np.random.default_rng(8).normal(size=(T, n)) * 2, interior,
                       state=("state_bins", ["s"] * n))
@@ -226,7 +232,7 @@ def test_every_movement_kind_samples_the_posterior(name):
 
     def sample(ll, p0):
         res = ds.hmm.sample_paths(transition=transition, initial=np.where(mask, 1.0, 0) /
-                                  mask.sum(), n_samples=3_000, seed=2, chunk_size=3,
+                                  mask.sum(), n_samples=2_000, seed=2, chunk_size=3,
                                   progress=False)
         return np.searchsorted(columns, res.sampled_state_bin.values)
 

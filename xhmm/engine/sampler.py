@@ -28,8 +28,9 @@ draws that fall within rounding of a boundary between two bins.
 Precision follows :class:`xhmm.engine.precision.Precision` as the
 smoother's does (float32 chunks recomputed in float64 where float32 may have
 lost the posterior); each chunk's filtered rows are recomputed in the dtype
-its forward pass used, and every draw's weights, cumulative sums and
-comparison are float64.
+its forward pass used, and every draw's weights (those rows times the
+float64 transition's columns), cumulative sums and comparison are float64.
+The float64 operator is on the device besides the compute dtype's.
 
 Memmap runs resume as the decoder's do: each chunk's paths are flushed
 before the manifest records it, with the states handed to the chunk before
@@ -43,11 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
-from ..errors import NumericalError
 from ..kernels.hmm import forward_chunk
 from ..kernels.sampling import sample_chunk, sequence_keys
 from .chunking import resolve_chunk_size
-from .reader import Chunk, LikelihoodReader, first_true
+from .precision import FLOAT64
+from .reader import Chunk, LikelihoodReader
 from .runstate import RunResult, drive, precision, run_folder
 from .transition import EngineTransition
 from .viterbi import PathDecoder
@@ -102,21 +103,11 @@ class _Sampler(PathDecoder):
 
     def _backtrack_kernel(self, chunk: Chunk, args: tuple, dtype: np.dtype,
                           entry: np.ndarray, has_next: np.ndarray):
+        operator64 = self.device(FLOAT64).operator
+        xs64 = self.transition.step_inputs(chunk.start, self.reader.chunk_size + 1, FLOAT64)
         with precision("float64"):  # float64 draws, whatever the chunk's dtype
-            return sample_chunk(*args, entry, has_next, self.keys, np.int64(chunk.start))
-
-    def _backtrack_outputs(self, chunk: Chunk, out) -> tuple[np.ndarray, np.ndarray]:
-        paths, exit_state, empty = (np.asarray(a) for a in out)
-        found = first_true(empty)
-        if found is not None:
-            b, row = found
-            raise NumericalError(
-                f"sampling paths at {self.reader.where(b, chunk.start + row)}: a path's "
-                "next state cannot be reached from any bin of the filtered posterior "
-                f"({self.precision.dtype_of(chunk.index).name} underflow); retry with "
-                "compute_dtype='float64'"
-            )
-        return paths, exit_state
+            return sample_chunk(*args, entry, has_next, self.keys, np.int64(chunk.start),
+                                operator64, xs64)
 
     def finish(self) -> SampleResult:
         """Mark a memmap run complete and hand over the paths."""
@@ -161,8 +152,6 @@ def run_sampler(
     ------
     LikelihoodError
         Bad likelihood rows, or a step where no bin is possible.
-    NumericalError
-        A draw with zero total weight (float32 underflow).
     ResumeError, StorageError
         As for the smoother's memmap runs.
     """

@@ -177,11 +177,6 @@ class PathDecoder(RunState):
         with precision(dtype.name):
             return viterbi_backtrack_chunk(*args, entry, has_next)
 
-    def _backtrack_outputs(self, chunk: Chunk, out) -> tuple[np.ndarray, np.ndarray]:
-        """The path rows and entry of a chunk's finished backward pass, on the host."""
-        path, entry = (np.asarray(a) for a in out)
-        return path, entry
-
     # -- forward -----------------------------------------------------------
     def _dispatch_forward(self, index: int, chunk: Chunk | None, dtype: np.dtype):
         chunk, args = self._kernel_inputs(index, chunk, dtype)
@@ -194,7 +189,8 @@ class PathDecoder(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
-        with self.pass_bar(f"{self.algorithm} forward", reader.n_rows, reader.bounds(first)[0]) as bar:
+        with self.pass_bar(f"{self.algorithm} forward", reader.n_rows,
+                           reader.bounds(first)[0]) as bar:
             dtype = self.precision.next_dtype(first)
             chunk, out = self._dispatch_forward(first, reader.read(first), dtype)
             for index in range(first, reader.n_chunks):
@@ -274,7 +270,7 @@ class PathDecoder(RunState):
             for index in range(top, -1, -1):
                 before = (reader.read(index - 1, self.precision.dtype_of(index - 1)) if index
                           else None)
-                path, entry = self._backtrack_outputs(chunk, jax.block_until_ready(out))
+                path, entry = (np.asarray(a) for a in jax.block_until_ready(out))
                 if before is not None:
                     chunk_before, out = self._dispatch_backtrack(index - 1, before, entry)
                 self._write_path(chunk, path)

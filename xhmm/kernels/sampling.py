@@ -15,10 +15,15 @@ smoother applies to its ratios, so every transition kind (dense, blocks,
 time-varying, ...) samples through the same code.
 
 Each draw is an inverse-CDF lookup in float64 whatever the chunk's compute
-dtype: the weights ``filtered_t(i) * A_t(i, j)`` are taken to float64,
-cumulated, and the draw is the first bin whose cumulative weight exceeds
-``u`` times the total. The uniforms ``u`` are counter based: those of time
-step ``t`` of a sequence come from ``fold_in(key, t)`` of the sequence's key
+dtype: the columns come from the float64 operator, the weights
+``filtered_t(i) * A_t(i, j)`` are float64 products, cumulated, and the draw
+is the first bin whose cumulative weight exceeds ``u`` times the total. The
+weights of a drawn state never all vanish: the state was drawn because the
+filter predicted it from some ``filtered_t(i) > 0`` with ``A_t(i, j) > 0``
+(products that are positive in the chunk's dtype are in float64).
+
+The uniforms ``u`` are counter based: those of time step ``t`` of a
+sequence come from ``fold_in(key, t)`` of the sequence's key
 (:func:`sequence_keys`), so they do not depend on how the recording is cut
 into chunks.
 
@@ -72,7 +77,7 @@ def _uniforms(keys: jax.Array, t: jax.Array, n_samples: int) -> jax.Array:
 
 @jax.jit
 def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
-                 entry, has_next, keys, start):
+                 entry, has_next, keys, start, operator64, xs64):
     """Filter one chunk again and draw each path's states over its rows, last row first.
 
     Parameters
@@ -90,6 +95,8 @@ def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
         Each sequence's key (:func:`sequence_keys`).
     start : int64 scalar
         Time index of the chunk's first row.
+    operator64, xs64
+        The operator and its per-step inputs in float64, for the columns.
 
     Returns
     -------
@@ -98,33 +105,29 @@ def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
     exit : (B, N) int32 array
         Each path's state at the chunk's first real row (the previous
         chunk's ``entry``).
-    empty : (B, C) bool array
-        Real rows where a path's weights summed to zero (a state the
-        filtered posterior cannot reach: lost to underflow).
     """
     filtered, _, _, _ = forward_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial)
     n_seq, n_rows, n_bins = filtered.shape
     n_samples = entry.shape[1]
-    after = step_slice(xs, 1, n_rows + 1)
+    after = step_slice(xs64, 1, n_rows + 1)
 
     def step(state, inputs):
         filt, i, x = inputs  # filt: (B, K) row i of every sequence
         valid = i < n_valid
         is_end = (i == n_valid - 1) & ~has_next
-        onehot = jax.nn.one_hot(state.reshape(-1), n_bins, dtype=filt.dtype)
-        column = operator.pullback(onehot, x).reshape(n_seq, n_samples, n_bins)
+        onehot = jax.nn.one_hot(state.reshape(-1), n_bins, dtype=jnp.float64)
+        column = operator64.pullback(onehot, x).reshape(n_seq, n_samples, n_bins)
         weights = filt.astype(jnp.float64)[:, None, :] * jnp.where(
-            is_end[:, None, None], 1.0, column.astype(jnp.float64))
+            is_end[:, None, None], 1.0, column)
         cdf = jnp.cumsum(weights, axis=-1)
         total = cdf[..., -1:]
         target = _uniforms(keys, start + i, n_samples)[..., None] * total
         # below the total, so the draw is a bin of positive weight
         target = jnp.minimum(target, jnp.nextafter(total, 0))
         draw = jnp.sum(cdf <= target, axis=-1).astype(jnp.int32)
-        empty = valid & jnp.any(~(total[..., 0] > 0), axis=1)
         new_state = jnp.where(valid[:, None], draw, state)
-        return new_state, (jnp.where(valid[:, None], draw, -1), empty)
+        return new_state, jnp.where(valid[:, None], draw, -1)
 
-    exit_state, (paths, empty) = jax.lax.scan(
+    exit_state, paths = jax.lax.scan(
         step, entry, (jnp.swapaxes(filtered, 0, 1), jnp.arange(n_rows), after), reverse=True)
-    return jnp.swapaxes(paths, 0, 1), exit_state, jnp.swapaxes(empty, 0, 1)
+    return jnp.swapaxes(paths, 0, 1), exit_state
