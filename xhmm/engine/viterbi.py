@@ -280,15 +280,19 @@ class PathDecoder(RunState):
                     chunk = chunk_before
 
     def _write_path(self, chunk: Chunk, path: np.ndarray) -> None:
-        """Write (and in a memmap run flush) the real rows of one chunk's path."""
+        """Write (and in a memmap run flush) the real rows of one chunk's path.
+
+        Their checksum is taken before the flush, which drops their pages:
+        reading them after it would map them again.
+        """
         # one row per step: memmap rows by offset
         flat = self.path.reshape(-1, *self.samples)
-        n_time = self.path.shape[1]
-        for b, n in enumerate(chunk.n_valid):
-            start = b * n_time + chunk.start
-            flat[start:start + n] = path[b, :n]
-            sync_rows(flat, start, start + int(n))
+        starts = np.arange(len(chunk.n_valid)) * self.path.shape[1] + chunk.start
+        for start, n, rows in zip(starts, chunk.n_valid, path):
+            flat[start:start + n] = rows[:n]
         self.record_rows({"path": self.path}, chunk.index, chunk.start, chunk.n_valid)
+        for start, n in zip(starts, chunk.n_valid):
+            sync_rows(flat, int(start), int(start + n))
 
     # -- results -----------------------------------------------------------
     def complete_paths(self) -> tuple[dict, np.ndarray]:
