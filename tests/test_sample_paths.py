@@ -257,6 +257,8 @@ def test_a_seed_gives_the_same_paths_for_any_chunk_size_and_storage(tmp_path):
     assert (tmp_path / "run" / "path.dat").stat().st_size == 40 * 200 * 4
     xr.testing.assert_identical(disk.compute().drop_attrs(), want.drop_attrs())
     assert disk.attrs["xhmm_seed"] == 3
+    with pytest.raises(xhmm.InputError, match="holds a sample_paths run"):
+        xhmm.open_run(tmp_path / "run")
     other = ds.hmm.sample_paths(seed=4, chunk_size=40, **kw).sampled_state_bin.values
     assert (other != want.sampled_state_bin.values).mean() > 0.3
     # the paths are different draws, not copies of one path
