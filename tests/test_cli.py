@@ -105,6 +105,24 @@ def test_every_config_field_is_a_documented_flag(capsys):
         assert "--" + name.replace("_", "-") in usage
 
 
+@pytest.mark.parametrize("command, given, takers", [
+    ("viterbi", ["--emit-entropy"], "xhmm smooth and xhmm filter"),
+    ("viterbi", ["--no-persist-causal"], "xhmm smooth and xhmm filter"),
+    ("viterbi", ["--posterior-dtype", "uint16"], "xhmm smooth and xhmm filter"),
+    ("filter", ["--emit-transition-counts"], "xhmm smooth"),
+])
+def test_another_commands_flag_is_named_as_such(command, given, takers, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "in.nc", "--out", "out.nc", *given])
+    assert exit_info.value.code == 2
+    flag = given[0]
+    assert (f"xhmm {command}: error: {flag} is an option of {takers}, not of xhmm {command}"
+            in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert flag not in capsys.readouterr().out
+
+
 def test_info_reports_a_complete_file(files, tmp_path, capsys):
     folder, _ = files
     out = tmp_path / "results.nc"
@@ -306,8 +324,8 @@ def test_launchers(tmp_path, launcher):
           "--no-emit-state-aggregates"],
          "filter with --no-persist-causal would keep nothing but the marginal "
          "log-likelihood: no causal_posterior and no summary (--emit-map, "
-         "--emit-entropy, or --emit-state-aggregates with a 'state' coordinate on "
-         "state_bins); keep --persist-causal or request a summary, e.g. --emit-map"),
+         "--emit-entropy, --emit-hpd, --emit-consistency, or --emit-state-aggregates "
+         "with a 'state' coordinate on state_bins); keep --persist-causal or request a summary, e.g. --emit-map"),
         (["smooth", "{data}/full.nc", "--out", "{data}/full.nc"],
          "exists; pass --force to replace it"),
         (["smooth", "{data}/full.nc", "--out", "{tmp}/no/such/dir/o.nc"],

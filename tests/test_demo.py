@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from xhmm.cli import main
@@ -21,8 +22,17 @@ def test_demo_writes_outputs_and_decodes(tmp_path, capsys):
         assert res.sizes["time"] == 3_000  # 6 s at 2 ms
         assert {"acausal_posterior", "causal_posterior", "map_position",
                 "acausal_state_probabilities"} <= set(res.data_vars)
-    for path in (out / "demo_results.nc", out / "demo.png", out / "memmap"):
+    for path in (out / "demo_results.nc", out / "demo.png", out / "memmap",
+                 out / "demo_events.csv"):
         assert str(path) in text
+
+    # the events of the reopened results, in the CSV and the line counting them
+    events = pd.read_csv(out / "demo_events.csv")
+    counted = re.search(r"events: (\d+) with P\(fragmented\) >= 0.8 for >= 20 ms; "
+                        r"(\d+) of (\d+) simulated fragmented epochs overlap one", text)
+    assert int(counted.group(1)) == len(events) > 0
+    assert 0 < int(counted.group(2)) <= int(counted.group(3))
+    assert (events.peak_probability >= 0.8).all() and (events.duration >= 0.02 - 1e-9).all()
 
     error = float(re.search(r"median \|MAP - true position\| = ([\d.]+) cm", text).group(1))
     # 40 place cells at 2 ms bins locate the animal within a few 2 cm bins

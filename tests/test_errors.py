@@ -559,6 +559,15 @@ def _resume_no_folder(ds, A, p0):
                                          resume=True))
 
 
+def _open_no_folder(ds, A, p0):
+    return _raised(lambda: xhmm.open_run("run"))
+
+
+def _open_no_manifest(ds, A, p0):
+    Path("run").mkdir()
+    return _raised(lambda: xhmm.open_run("run"))
+
+
 def _save_over_foreign(ds, A, p0):
     res = ds.hmm.smooth(transition=A, initial=p0)
     ds.to_netcdf("data.nc", engine="h5netcdf")
@@ -714,6 +723,8 @@ def documented_cases(monkeypatch) -> dict:
         "`filter` keeping nothing (`persist_causal=False`, no summary)":
             lambda ds, A, p0: _raised(lambda: ds.hmm.filter(
                 transition=A, initial=p0, persist_causal=False)),
+        "`emit_hpd` not a level in (0, 1)": lambda ds, A, p0: _raised(
+            lambda: ds.hmm.smooth(transition=A, initial=p0, emit_hpd=95)),
         "`emit_transition_counts` without a `state` coordinate": lambda ds, A, p0: _raised(
             lambda: ds.hmm.smooth(transition=A, initial=p0, emit_transition_counts=True)),
         "`fit` given a matrix": lambda ds, A, p0: _raised(
@@ -735,6 +746,8 @@ def documented_cases(monkeypatch) -> dict:
         "resume with other settings": _resume_other_settings,
         "resume with no manifest": _resume_no_manifest,
         "resume in a folder that does not exist": _resume_no_folder,
+        "`open_run` of a folder that does not exist": _open_no_folder,
+        "`open_run` of a folder with no manifest": _open_no_manifest,
         "`memmap_dir` holds an earlier run": _earlier_run,
         "`memmap_dir` in use by another run": _locked,
         "output file truncated (resume)": _resume_truncated,

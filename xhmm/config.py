@@ -14,7 +14,7 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = ["Config", "POSTERIOR_DTYPES", "COMPUTE_DTYPES", "OUT_DTYPES", "POSTERIOR_FIELDS",
-           "SMOOTHER_FIELDS"]
+           "SMOOTHER_FIELDS", "DEFAULT_HPD_LEVEL"]
 
 POSTERIOR_DTYPES = ("float32", "float16", "uint16", "float64")
 COMPUTE_DTYPES = ("auto", "float32", "float64")
@@ -23,9 +23,12 @@ OUT_DTYPES = ("float32", "float64")
 #: path) ignores them.
 POSTERIOR_FIELDS = ("posterior_dtype", "quantize_posteriors", "lazy_expand", "time_chunks",
                     "posterior_out_dtype", "persist_causal", "emit_map", "emit_entropy",
-                    "emit_transition_counts", "emit_state_aggregates")
+                    "emit_hpd", "emit_consistency", "emit_transition_counts",
+                    "emit_state_aggregates")
 #: Fields of a smoother run only: ``filter`` rejects them.
 SMOOTHER_FIELDS = ("emit_transition_counts",)
+#: The HPD level of ``emit_consistency`` when ``emit_hpd`` is not given.
+DEFAULT_HPD_LEVEL = 0.95
 
 
 def _is_int(value: Any) -> bool:
@@ -94,6 +97,20 @@ class Config:
         ``state_bins``), computed chunk by chunk.
     emit_entropy : bool, default False
         Add ``entropy`` (nats, over interior bins), computed chunk by chunk.
+    emit_hpd : float, optional
+        A level in (0, 1), e.g. 0.95: add the highest-posterior-density
+        (HPD) region of each step, computed chunk by chunk: ``hpd_threshold``
+        (the smallest posterior value in the region), ``hpd_size`` (its
+        bins), ``hpd_area`` (its size in the units of the ``position`` or
+        ``*_position`` coordinates of ``state_bins``) and, with a ``state``
+        coordinate, ``hpd_state_size`` / ``hpd_state_area`` (the part of the
+        region in each state). None (default): not computed.
+    emit_consistency : bool, default False
+        Add ``posterior_consistency_kl`` (``KL(posterior || likelihood)``,
+        the likelihood normalised over the bins, nats) and
+        ``posterior_consistency_hpd_overlap`` (overlap of their HPD regions,
+        at ``emit_hpd`` or 0.95), computed chunk by chunk from the posterior
+        and the likelihood rows.
     emit_transition_counts : bool, default False
         Add ``transition_counts`` (dims ``from_state``, ``to_state``): the
         expected number of moves between discrete states, ``sum_t
@@ -136,6 +153,8 @@ class Config:
     persist_causal: bool = True
     emit_map: bool = False
     emit_entropy: bool = False
+    emit_hpd: float | None = None
+    emit_consistency: bool = False
     emit_transition_counts: bool = False
     emit_state_aggregates: bool = True
     progress: bool | None = None
@@ -166,6 +185,7 @@ class Config:
             "persist_causal",
             "emit_map",
             "emit_entropy",
+            "emit_consistency",
             "emit_transition_counts",
             "emit_state_aggregates",
             "resume",
@@ -178,6 +198,7 @@ class Config:
             raise ConfigError(
                 f"Config.progress must be True, False or None, got {self.progress!r}"
             )
+        self._check_level()
         self._check_choice("posterior_dtype", POSTERIOR_DTYPES)
         self._check_choice("posterior_out_dtype", OUT_DTYPES)
         self._check_choice("compute_dtype", COMPUTE_DTYPES)
@@ -206,6 +227,27 @@ class Config:
             raise ConfigError(
                 "Config.resume=True needs memmap_dir (the folder of the run to continue)"
             )
+
+    def _check_level(self) -> None:
+        """``emit_hpd``: None or a real number strictly between 0 and 1 (kept as float)."""
+        value = self.emit_hpd
+        if value is None:
+            return
+        if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+                or not 0 < value < 1):
+            raise ConfigError(
+                f"Config.emit_hpd must be a level strictly between 0 and 1 (e.g. 0.95), or "
+                f"None; got {value!r}"
+            )
+        object.__setattr__(self, "emit_hpd", float(value))
+
+    @property
+    def hpd_level(self) -> float:
+        """The HPD level of the HPD summaries and of ``emit_consistency``'s overlap.
+
+        ``emit_hpd``, or :data:`DEFAULT_HPD_LEVEL` when it is None.
+        """
+        return DEFAULT_HPD_LEVEL if self.emit_hpd is None else self.emit_hpd
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
@@ -281,16 +323,19 @@ class Config:
         ------
         xhmm.ConfigError
             With ``persist_causal=False`` and no ``emit_map``,
-            ``emit_entropy`` or per-state probabilities requested.
+            ``emit_entropy``, ``emit_hpd``, ``emit_consistency`` or per-state
+            probabilities requested.
         """
         if (self.persist_causal or self.emit_map or self.emit_entropy
+                or self.emit_hpd is not None or self.emit_consistency
                 or (has_states and self.emit_state_aggregates)):
             return
         raise ConfigError(
             "filter with persist_causal=False would keep nothing but the marginal "
             "log-likelihood: no causal_posterior and no summary (emit_map, emit_entropy, "
-            "or emit_state_aggregates with a 'state' coordinate on state_bins); keep "
-            "persist_causal=True or request a summary, e.g. emit_map=True"
+            "emit_hpd, emit_consistency, or emit_state_aggregates with a 'state' "
+            "coordinate on state_bins); keep persist_causal=True or request a summary, "
+            "e.g. emit_map=True"
         )
 
     def to_dict(self, algorithm: str | None = None) -> dict[str, Any]:

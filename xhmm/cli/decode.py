@@ -98,6 +98,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
     names = Config.field_names(_ALGORITHMS.get(command, command))
     for field in dataclasses.fields(Config):
         if field.name not in names:
+            if not field.name.startswith("_"):  # another command's: named in the error
+                flags = ["--" + field.name.replace("_", "-")]
+                if str(field.type).startswith("bool"):
+                    flags.append("--no-" + field.name.replace("_", "-"))
+                parser.add_argument(*flags, nargs="?", action=_OtherCommandsFlag,
+                                    help=argparse.SUPPRESS)
             continue
         spec, description = docs.get(field.name, ("", ""))
         flag = "--" + field.name.replace("_", "-")
@@ -111,8 +117,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
             group.add_argument(flag, type=int, metavar="N", **options)
         elif kind == "int | str":  # chunk_size: N or auto
             group.add_argument(flag, type=_int_or_auto, metavar="N|auto", **options)
+        elif kind == "float | None":  # emit_hpd: a level
+            group.add_argument(flag, type=float, metavar="LEVEL", **options)
         else:  # memmap_dir: DIR, the dtypes: DTYPE
             group.add_argument(flag, metavar=field.name.rsplit("_", 1)[-1].upper(), **options)
+
+
+class _OtherCommandsFlag(argparse.Action):
+    """A Config flag of another command: a usage error saying which commands take it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        field = self.option_strings[0][2:].replace("-", "_")
+        takers = [name for name in ("smooth", "filter")
+                  if field in Config.field_names(name)]
+        parser.error(f"{option_string} is an option of xhmm {' and xhmm '.join(takers)}, "
+                     f"not of xhmm {parser.get_default('command')}")
 
 
 def _int_or_auto(text: str) -> int | str:

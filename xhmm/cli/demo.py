@@ -21,6 +21,11 @@ __all__ = ["add_arguments", "run"]
 
 #: Duration in seconds of ``--long``: a 40-minute recording.
 LONG_DURATION = 2_400.0
+#: The demo's events: P(fragmented) at or above this ...
+EVENT_THRESHOLD = 0.8
+#: ... for at least this long (seconds), runs closer than the gap merged.
+EVENT_MIN_DURATION = 0.02
+EVENT_MERGE_GAP = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +68,20 @@ class _Clock:
         return time.perf_counter() - self.start
 
 
+def _events_line(found, fragmented: np.ndarray) -> str:
+    """How the events found match the simulation's fragmented epochs."""
+    spans = list(zip(found.start_index.values, found.stop_index.values + 1))
+    in_event = np.zeros(fragmented.size, bool)
+    for start, stop in spans:
+        in_event[start:stop] = True
+    epoch = np.cumsum(np.diff(fragmented.astype(np.int8), prepend=0) == 1) * fragmented
+    caught = np.unique(epoch[in_event & fragmented]).size
+    outside = sum(not fragmented[start:stop].any() for start, stop in spans)
+    return (f"events: {len(spans)} with P(fragmented) >= {EVENT_THRESHOLD:g} for "
+            f">= {EVENT_MIN_DURATION * 1e3:g} ms; {caught} of {epoch.max()} simulated "
+            f"fragmented epochs overlap one, {outside} events lie outside every epoch")
+
+
 def run(args: argparse.Namespace) -> int:
     """Simulate, smooth (memmap + lazy), save NetCDF, reopen and plot.
 
@@ -71,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    from .. import open_results, save_results
+    from .. import events, open_results, save_results
     from ..extras import require
 
     require("matplotlib", "plot", "xhmm demo (it draws a figure)").use("Agg")
@@ -128,16 +147,22 @@ def run(args: argparse.Namespace) -> int:
             title="xhmm: position decoded from simulated place cells "
             f"({window.start:g}–{window.stop:g} s of {duration:g} s)",
         )
+        found = events(back, "fragmented", threshold=EVENT_THRESHOLD,
+                       merge_gap=EVENT_MERGE_GAP, min_duration=EVENT_MIN_DURATION)
     png = out / "demo.png"
     fig.savefig(png, dpi=120)
     plt.close(fig)
     clock.lap("plot", f"{png} (from the reopened NetCDF)")
+    csv = out / "demo_events.csv"
+    found.to_dataframe().to_csv(csv)
+    clock.lap("events", f"{csv} (xhmm.events of the reopened NetCDF)")
 
     print(f"decoding error: median |MAP - true position| = {np.median(error):.1f} cm "
           f"(track {ds.attrs['track_length_cm']:g} cm, bins {ds.attrs['bin_size_cm']:g} cm)")
     if fragmented.any():
         print(f"fragmented epochs: {detected[fragmented].mean():.0%} of their steps "
               f"detected (P > 0.5), {detected[~fragmented].mean():.1%} false alarms")
+    print(_events_line(found, fragmented))
     print(f"marginal log-likelihood: {float(res.marginal_log_likelihood):,.1f}")
     print(f"total time: {clock.total():.1f} s")
     return 0

@@ -34,15 +34,22 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
+from ..kernels.hpd import consistency_chunk, hpd_chunk
 from .chunking import resolve_chunk_size
-from .manifest import fingerprint
+from .manifest import array_digest, fingerprint
 from .precision import FLOAT64, Precision
 from .reader import Chunk, LikelihoodReader, first_true
 from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import EngineTransition
 
-__all__ = ["EngineResult", "run_engine"]
+__all__ = ["EngineResult", "run_engine", "FINAL_SUMMARIES"]
+
+#: Summaries of the posterior a run ends with (the smoothed one, or the
+#: filtered one of a filter run), each ``(B, T)`` or ``(B, T, S)``.
+FINAL_SUMMARIES = ("map_index", "entropy", "hpd_threshold", "hpd_size", "hpd_area",
+                   "hpd_state_size", "hpd_state_area", "posterior_consistency_kl",
+                   "posterior_consistency_hpd_overlap")
 
 
 @dataclass(kw_only=True)
@@ -64,7 +71,11 @@ class EngineResult(RunResult):
     summaries : dict of str to ndarray
         Any of ``causal_state_probabilities``, ``acausal_state_probabilities``
         (B, T, S), ``map_index`` (B, T) index into the interior bins,
-        ``entropy`` (B, T).
+        ``entropy`` (B, T), and the HPD and consistency summaries
+        (:data:`FINAL_SUMMARIES`: ``hpd_threshold``, ``hpd_size``,
+        ``hpd_area`` (B, T), ``hpd_state_size``, ``hpd_state_area`` (B, T,
+        S), ``posterior_consistency_kl``,
+        ``posterior_consistency_hpd_overlap`` (B, T)), all float32.
     transition_counts : (B, S, S) float64 ndarray or None
         Expected state-to-state transitions of each sequence
         (``emit_transition_counts``).
@@ -88,7 +99,9 @@ CARRY_DTYPE = np.float64
 #: Reused host buffers per dtype for chunks going to the device (read, or
 #: filtered rows taken back for the backward pass). Two are enough: each
 #: pass waits for a chunk's kernels to finish before it reads (or takes
-#: back) the chunk after the next one.
+#: back) the chunk after the next one. A smoother with ``emit_consistency``
+#: also reads each chunk's likelihood rows in the backward pass, two takes a
+#: chunk: it gets one more.
 HOST_BUFFERS = 2
 
 
@@ -100,9 +113,13 @@ class _Run(RunState):
     """
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 folder, smooth: bool, state_onehot, store_acausal: bool, metadata) -> None:
+                 folder, smooth: bool, state_onehot, store_acausal: bool, metadata,
+                 bin_sizes) -> None:
         super().__init__(reader, transition, initial, config, folder)
         self.smooth = smooth
+        self.bin_sizes = None if config.emit_hpd is None else bin_sizes
+        # the sizes the HPD kernel sums (zeros when there is no hpd_area to keep)
+        self.size_values = np.zeros(reader.n_bins) if bin_sizes is None else bin_sizes
         self.base = np.dtype(config.attempt_dtype)
         self.want_states = state_onehot is not None and config.emit_state_aggregates
         self.want_counts = config.emit_transition_counts
@@ -122,6 +139,8 @@ class _Run(RunState):
                                  store_acausal=store_acausal,
                                  read_rows=partial(reader.sample, keep=not config.resume),
                                  lengths=None if reader.infer else reader.lengths)
+            if self.bin_sizes is not None:
+                inputs["bin_sizes"] = array_digest(np.asarray(self.bin_sizes, np.float64))
             mode = self.open_folder(inputs)
             if self.manifest is not None:
                 self.precision.restore(self.manifest.data)
@@ -166,6 +185,15 @@ class _Run(RunState):
             self.summaries["map_index"] = alloc((B, T), np.int32, "map_index")
         if self.config.emit_entropy:
             self.summaries["entropy"] = alloc((B, T), np.float32, "entropy")
+        if self.config.emit_hpd is not None:
+            area = self.bin_sizes is not None
+            for name in ["hpd_threshold", "hpd_size"] + ["hpd_area"] * area:
+                self.summaries[name] = alloc((B, T), np.float32, name)
+            for name in (["hpd_state_size"] + ["hpd_state_area"] * area) * bool(n_states):
+                self.summaries[name] = alloc((B, T, n_states), np.float32, name)
+        if self.config.emit_consistency:
+            for name in ("posterior_consistency_kl", "posterior_consistency_hpd_overlap"):
+                self.summaries[name] = alloc((B, T), np.float32, name)
         self.counts = None
         if self.want_counts:
             name = "predictive_state_probabilities"
@@ -194,7 +222,7 @@ class _Run(RunState):
         """The outputs the ``kind`` pass writes one chunk of rows at a time, by name."""
         names = [f"{kind}_posterior"] + (["log_normalizer"] if kind == "causal" else [])
         names += [name for name in self.summaries
-                  if name.startswith(kind) or (name in ("map_index", "entropy")
+                  if name.startswith(kind) or (name in FINAL_SUMMARIES
                                                and (kind == "acausal") == self.smooth)]
         buffers = self.buffers()
         return {name: buffers[name] for name in names if name in buffers}
@@ -266,7 +294,8 @@ class _Run(RunState):
                     del rows, exact
                 else:
                     self.precision.record(index, dtype, flags)
-                    summaries = self._summaries(filtered, "causal", not self.smooth, dtype)
+                    summaries = self._summaries(filtered, "causal", not self.smooth, dtype,
+                                                chunk.log_lik)
                 dtype = self.precision.next_dtype(index + 1)
                 if next_chunk is not None:
                     out = self._forward_kernel(prev, False, next_chunk, dtype)
@@ -297,7 +326,7 @@ class _Run(RunState):
             self.precision.record(index, FLOAT64, flags)
             self._forward_outputs(chunk, filtered, np.asarray(log_norm), prev, crcs, FLOAT64,
                                   self._summaries(filtered, "causal", not self.smooth,
-                                                  FLOAT64))
+                                                  FLOAT64, chunk.log_lik))
         return prev, np.asarray(filtered)
 
     def _forward_outputs(self, chunk: Chunk, filtered, log_norm: np.ndarray, prev, crcs,
@@ -355,17 +384,21 @@ class _Run(RunState):
             for index in range(top, -1, -1):
                 start = reader.bounds(index)[0]
                 n_valid = reader.n_valid(index)
-                # The previous chunk's filtered rows, prepared while the device
-                # smooths this one.
+                dtype = self.precision.dtype_of(index)
+                # This chunk's likelihood rows (read before the previous chunk's,
+                # so a dask block is computed once), then the previous chunk's
+                # filtered rows, prepared while the device smooths this one.
+                log_lik = (reader.read(index, dtype).log_lik if self.config.emit_consistency
+                           else None)
                 filtered = self._filtered(index - 1) if index > 0 else None
                 smoothed, carry, counted = jax.block_until_ready(out)
                 # The device runs computations in order: summaries first, then
                 # the previous chunk, whose device work overlaps the host work below.
-                summaries = self._summaries(smoothed, "acausal", True, self.precision.dtype_of(index))
+                summaries = self._summaries(smoothed, "acausal", True, dtype, log_lik)
                 if filtered is not None:
                     out = dispatch(carry, index - 1, filtered)
                 self._store_summaries(summaries, start, n_valid)
-                del summaries
+                del summaries, log_lik
                 rows = np.asarray(smoothed)
                 self._check_backward(rows, start, n_valid)
                 if self.acausal is not None:
@@ -432,28 +465,50 @@ class _Run(RunState):
         return filtered
 
     # -- summaries ---------------------------------------------------------
-    def _summaries(self, posterior, kind: str, final: bool, dtype: np.dtype) -> list:
+    def _summaries(self, posterior, kind: str, final: bool, dtype: np.dtype,
+                   log_lik=None) -> list:
         """Dispatch the summaries of a chunk of ``kind`` posteriors.
 
         Returns ``(buffer, device values)`` pairs for :meth:`_store_summaries`;
         only the summaries wanted are computed (``final``: the posterior the
-        MAP and entropy are taken of).
+        :data:`FINAL_SUMMARIES` are taken of). ``log_lik`` is the chunk's
+        likelihood rows, for ``emit_consistency`` (final only).
         """
         want_map = final and self.config.emit_map
         want_entropy = final and self.config.emit_entropy
+        outputs = []
+        if final:
+            outputs += self._region_summaries(posterior, dtype, log_lik)
         if not (self.want_states or want_map or want_entropy):
-            return []
+            return outputs
         with precision(dtype.name):
             argmax, entropy, states = summarize_chunk(
                 posterior, self.device(dtype).onehot, argmax=want_map,
                 entropy=want_entropy, states=self.want_states)
-        outputs = []
         if self.want_states:
             outputs.append((self.summaries[f"{kind}_state_probabilities"], states))
         if want_map:
             outputs.append((self.summaries["map_index"], argmax))
         if want_entropy:
             outputs.append((self.summaries["entropy"], entropy))
+        return outputs
+
+    def _region_summaries(self, posterior, dtype: np.dtype, log_lik) -> list:
+        """Dispatch the HPD and consistency summaries of a chunk (those asked for)."""
+        level = self.config.hpd_level
+        outputs = []
+        with precision(dtype.name):
+            if self.config.emit_hpd is not None:
+                values = hpd_chunk(posterior, level, jax.numpy.asarray(self.size_values, dtype),
+                                   self.device(dtype).onehot)
+                names = ("hpd_threshold", "hpd_size", "hpd_area", "hpd_state_size",
+                         "hpd_state_area")
+                outputs += [(self.summaries[name], value) for name, value in zip(names, values)
+                            if name in self.summaries]
+            if self.config.emit_consistency:
+                values = consistency_chunk(posterior, log_lik, level)
+                names = ("posterior_consistency_kl", "posterior_consistency_hpd_overlap")
+                outputs += [(self.summaries[name], value) for name, value in zip(names, values)]
         return outputs
 
     @staticmethod
@@ -507,6 +562,7 @@ def run_engine(
     metadata: dict | None = None,
     sequence_ids=None,
     scheduler: str | None = None,
+    bin_sizes: np.ndarray | None = None,
 ) -> EngineResult:
     """Run the chunked filter (and smoother) over ``B`` sequences at once.
 
@@ -547,6 +603,9 @@ def run_engine(
     scheduler : str, optional
         dask scheduler for reading a dask input ("sync" inside a
         dask.distributed task computes the chunks in that task).
+    bin_sizes : (K,) ndarray, optional
+        Size of each interior bin (0 for a bin without a position), for
+        ``hpd_area`` and ``hpd_state_area`` (``emit_hpd``); None leaves them out.
 
     Returns
     -------
@@ -557,9 +616,9 @@ def run_engine(
         chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler,
-                              buffers=HOST_BUFFERS)
+                              buffers=HOST_BUFFERS + int(smooth and config.emit_consistency))
     with precision(config.attempt_dtype), run_folder(config) as folder:
         run = _Run(reader, transition, initial, config, folder, smooth,
-                   state_onehot, store_acausal, metadata)
+                   state_onehot, store_acausal, metadata, bin_sizes)
         passes = (run.forward, run.backward) if smooth else (run.forward,)
         return drive(run, *passes, finish=run.finish)

@@ -53,6 +53,8 @@ RESULT_FIELDS = (
     "persist_causal",
     "emit_map",
     "emit_entropy",
+    "emit_hpd",
+    "emit_consistency",
     "emit_state_aggregates",
     "emit_transition_counts",
     "compute_dtype",
@@ -205,10 +207,11 @@ class Manifest:
             )
         diffs = []
         stored = self.data.get("result_config", {})
+        defaults = result_config(Config())  # of fields a folder's xhmm did not have
         for name, value in result_config(config).items():
-            if stored.get(name) != value:
-                diffs.append(f"Config.{name}: {stored.get(name)!r} in the manifest, "
-                             f"{value!r} now")
+            held = stored.get(name, defaults[name])
+            if held != value:
+                diffs.append(f"Config.{name}: {held!r} in the manifest, {value!r} now")
         stored_inputs = self.data.get("inputs", {})
         for name, value in inputs.items():
             if stored_inputs.get(name) != value:

@@ -174,8 +174,9 @@ def filter(data: Any, transition: Any = None, initial: Any = None, *,  # noqa: A
     ------
     xhmm.ConfigError
         With ``persist_causal=False`` and no summary requested (``emit_map``,
-        ``emit_entropy``, or ``emit_state_aggregates`` with a ``state``
-        coordinate): the run would keep nothing.
+        ``emit_entropy``, ``emit_hpd``, ``emit_consistency``, or
+        ``emit_state_aggregates`` with a ``state`` coordinate): the run would
+        keep nothing.
     """
     naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
                      state, sequence_length)
@@ -207,7 +208,9 @@ def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
     xr.Dataset
         ``map_state_bin`` (index into the state bins), ``map_state`` when a
         ``state`` coordinate labels the bins, ``map_<coord>`` for each
-        numeric coordinate of the bins, and ``marginal_log_likelihood``.
+        numeric coordinate of the bins, ``marginal_log_likelihood``, and the
+        other per-step summaries asked for (``emit_entropy``, ``emit_hpd``,
+        ``emit_consistency``): the way to have them with no stored posterior.
     """
     naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
                      state, sequence_length)
@@ -215,7 +218,8 @@ def map_estimate(data: Any, transition: Any = None, initial: Any = None, *,
     res, renaming = _run(data, transition, initial, is_missing, cfg, "smooth", naming,
                          client, batch_size, memory_budget, store_acausal=False)
     keep = [name for name in res.data_vars
-            if name.startswith("map_") or name in ("marginal_log_likelihood", SEQUENCE_LENGTH)]
+            if name.startswith(("map_", "hpd_", "posterior_consistency_"))
+            or name in ("marginal_log_likelihood", SEQUENCE_LENGTH, "entropy")]
     res = res[keep]
     return renaming.restore(res.drop_vars(
         [name for name, c in res.coords.items() if TIME not in c.dims and name not in res.dims]))

@@ -134,6 +134,7 @@ class _BatchSpec:
     metadata: dict
     store_acausal: bool = True
     scheduler: str | None = None
+    bin_sizes: np.ndarray | None = None
     sampling: tuple[int, int] | None = None
 
 
@@ -173,7 +174,8 @@ def _run_batch_task(spec: _BatchSpec, transition, log_likelihood=None
             part = part_of(run_engine(data, transition, spec.initial, spec.config,
                                       smooth=spec.algorithm == "smooth",
                                       store_acausal=spec.store_acausal,
-                                      state_onehot=spec.state_onehot, **common),
+                                      state_onehot=spec.state_onehot,
+                                      bin_sizes=spec.bin_sizes, **common),
                            spec.indices)
     return part, [(w.category, str(w.message)) for w in caught]
 
@@ -437,6 +439,7 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
             metadata=metadata,
             store_acausal=store_acausal,
             scheduler=None if client is None else "sync",
+            bin_sizes=None if shared.bin_sizes is None else shared.bin_sizes.values,
             sampling=sampling,
         ))
     if client is None:
@@ -461,7 +464,8 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
         return samples_dataset(ds, shared.columns, parts, config,
                                n_sequences=inputs.n_sequences, n_time=inputs.n_time,
                                sequences=sequences, seed=sampling[1], attrs=attrs)
-    layout = BinLayout(shared.mask, shared.state_labels)
+    layout = BinLayout(shared.mask, shared.state_labels,
+                       None if shared.bin_sizes is None else shared.bin_sizes.attrs)
     return build_result(ds, layout, parts, config, n_time=inputs.n_time,
                         sequences=sequences, algorithm=algorithm, attrs=attrs)
 

@@ -18,6 +18,7 @@ from ..errors import DimensionError, InitialError, InputError, TransitionError
 from ..names import BINS, STOCHASTIC_ATOL, TIME
 from ..transitions.blocks import Blocks
 from ..transitions.plan import plan_transition
+from .hpd import BinSizes, bin_sizes
 from .missing import flat_where_missing, resolve_is_missing
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "check_initial"]
@@ -46,6 +47,9 @@ class ResolvedInputs:
     state_onehot : (K, S) ndarray or None
     missing : (T,) bool ndarray or None
         ``is_missing``; None when no step is missing.
+    bin_sizes : BinSizes or None
+        Size of each interior bin from the position coordinates
+        (:func:`xhmm.frontend.hpd.bin_sizes`), for ``hpd_area``.
     """
 
     log_likelihood: xr.DataArray
@@ -56,6 +60,7 @@ class ResolvedInputs:
     state_labels: np.ndarray | None
     state_onehot: np.ndarray | None
     missing: np.ndarray | None = None
+    bin_sizes: BinSizes | None = None
 
     @property
     def n_bins(self) -> int:
@@ -95,7 +100,8 @@ def resolve_inputs(ds: xr.Dataset, transition, initial, is_missing=None) -> Reso
     state = ds.coords["state"].values if labels is not None else None
     plan = plan_transition(A, state_labels=state, is_interior=mask, n_time=ll.sizes[TIME])
     missing = resolve_is_missing(ds, is_missing, ll.sizes[TIME])
-    return ResolvedInputs(ll, columns, mask, plan, p0, labels, onehot, missing)
+    return ResolvedInputs(ll, columns, mask, plan, p0, labels, onehot, missing,
+                          bin_sizes(ds, columns))
 
 
 def _interior(ds: xr.Dataset, n_bins: int) -> np.ndarray:

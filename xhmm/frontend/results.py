@@ -21,6 +21,7 @@ from ..config import Config
 from ..engine.loop import EngineResult
 from ..names import BINS, SEQUENCE, SEQUENCE_LENGTH, STATES, TIME
 from .coords import numpy_coords
+from .hpd import summary_variables
 from .inputs import ResolvedInputs
 from .lazy import (SequenceRows, eager_masked_posterior, lazy_masked_posterior, portable,
                    read_rows)
@@ -46,10 +47,14 @@ class BinLayout:
     state_labels : ndarray or None
         Labels of the discrete states (the ``states`` dim), in order of
         first appearance.
+    area : dict or None
+        How the bins' sizes were found (:attr:`xhmm.frontend.hpd.BinSizes.attrs`),
+        for ``hpd_area``; None without position coordinates.
     """
 
     mask: np.ndarray
     state_labels: np.ndarray | None = None
+    area: dict[str, Any] | None = None
 
     @property
     def columns(self) -> np.ndarray:
@@ -327,6 +332,9 @@ def build_result(
             pick(where.gather("entropy", np.nan, np.float32)), dims=(*lead, TIME),
             attrs={"long_name": "posterior entropy over interior bins", "units": "nats"},
         )
+    data.update(summary_variables(
+        summaries, lambda name: pick(where.gather(name, np.nan, np.float32)), lead,
+        config.hpd_level, layout.state_labels, layout.area))
     result_attrs = {**(ds.attrs if ds is not None else {}), **(attrs or {}),
                     "xhmm_config": config.to_json(algorithm),
                     "xhmm_transition": json.dumps(parts[0].transition, sort_keys=True),
@@ -354,4 +362,5 @@ def run_metadata(inputs: ResolvedInputs, *, sequences: bool = False,
         "n_bins": inputs.n_bins,
         "interior_bins": inputs.columns.tolist(),
         "state_labels": None if labels is None else [str(x) for x in labels],
+        "area": None if inputs.bin_sizes is None else inputs.bin_sizes.attrs,
     }

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from ..config import Config
-from ..engine.manifest import load_manifest
-from ..errors import InputError, StorageError
+from ..engine.loop import FINAL_SUMMARIES
+from ..engine.manifest import MANIFEST, load_manifest
+from ..errors import InputError, ResumeError, StorageError
 from ..frontend.lazy import StoredArray, read_rows
 from ..frontend.naming import Renaming
 from ..frontend.results import BinLayout, Part, build_result
@@ -25,7 +27,7 @@ from ..frontend.results import BinLayout, Part, build_result
 __all__ = ["open_run"]
 
 _SUMMARIES = ("causal_state_probabilities", "acausal_state_probabilities",
-              "predictive_state_probabilities", "map_index", "entropy")
+              "predictive_state_probabilities", *FINAL_SUMMARIES)
 
 
 def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = None,
@@ -72,6 +74,12 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
     xhmm.InputError
         If the folder holds a ``most_likely_sequence`` or ``sample_paths`` run.
     """
+    folder = Path(memmap_dir)
+    if not folder.is_dir():
+        raise ResumeError(f"no run to open in {str(memmap_dir)!r}: the folder does not exist")
+    if not (folder / MANIFEST).exists():
+        raise ResumeError(f"no run to open in {str(memmap_dir)!r}: {MANIFEST} is missing "
+                          "(not the memmap_dir of an xhmm run)")
     manifest = load_manifest(memmap_dir)
     algorithm = manifest.data["metadata"].get("algorithm")
     if algorithm in ("viterbi", "sample_paths"):
@@ -90,7 +98,7 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
     mask = np.zeros(meta["n_bins"], dtype=bool)
     mask[np.asarray(meta["interior_bins"], dtype=np.int64)] = True
     labels = meta.get("state_labels")
-    layout = BinLayout(mask, None if labels is None else np.asarray(labels))
+    layout = BinLayout(mask, None if labels is None else np.asarray(labels), meta.get("area"))
 
     def stored(name: str) -> StoredArray | None:
         info = outputs.get(name)
