@@ -300,6 +300,22 @@ def test_sequences_batches_and_ragged_lengths():
     xr.testing.assert_identical(via_dataarray.drop_attrs(), res.drop_attrs())
 
 
+def test_batches_as_dask_distributed_tasks_draw_the_same_paths(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    ll, A, p0 = random_model(np.random.default_rng(9), 50, 4)
+    many = xr.concat([make_dataset(ll), make_dataset(ll[::-1].copy())], dim="sequence")
+    kw = dict(transition=A, initial=p0, n_samples=20, seed=4, chunk_size=16,
+              batch_size=1, progress=False)
+    local = many.hmm.sample_paths(client=False, **kw).sampled_state_bin.values
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        in_ram = many.hmm.sample_paths(client=client, **kw)
+        on_disk = many.hmm.sample_paths(client=client, memmap_dir=tmp_path / "run", **kw)
+        np.testing.assert_array_equal(in_ram.sampled_state_bin.values, local)
+        np.testing.assert_array_equal(on_disk.sampled_state_bin.values, local)
+    assert (tmp_path / "run" / "batch-0001" / "path.dat").is_file()
+
+
 def test_callers_names_are_kept():
     ll, A, p0 = random_model(np.random.default_rng(6), 12, 3)
     res = xhmm.sample_paths(ll, A, p0, dims=("t", "bins"), time_dim="t", state_dim="bins",
