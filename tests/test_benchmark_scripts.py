@@ -50,6 +50,8 @@ RUNS = [
       "8", "--chunk-size", "20", "--rounds", "1"], "median time per sample path / smooth"),
     (["summaries_memory.py", "-K", "8", "--sweep-T", "100,400", "--chunk-size", "40"],
      "anonymous peak T=400 / T=100: "),
+    (["view_window.py", "--n-time", "20000", "--chunk-size", "5000", "--windows", "3",
+      "--min-steps", "200"], "update of a random window"),
 ]
 
 

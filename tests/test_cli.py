@@ -181,7 +181,7 @@ def test_info_reports_an_unfinished_save(files, tmp_path, capsys):
 # xhmm.smooth, which must import JAX (so the check can see an import).
 _IMPORT_PROBE = """
 import json, runpy, sys
-heavy = ("jax", "numba", "dask")
+heavy = ("jax", "numba", "dask", "bokeh")
 codes, loaded = [], []
 for args in json.loads(sys.argv[1]):
     sys.argv = ["xhmm", *args]
@@ -200,14 +200,14 @@ print(json.dumps([codes, loaded, registered, before, "jax" in sys.modules]))
 
 def test_help_version_and_argument_errors_do_not_import_jax(tmp_path):
     calls = [["--help"], ["--version"], ["smooth", "--help"], ["info", "--help"],
-             ["bench", "--help"], ["smooth"], ["nonsense"],
+             ["bench", "--help"], ["view", "--help"], ["smooth"], ["nonsense"],
              ["viterbi", str(tmp_path / "l.nc"), "--out", str(tmp_path / "o.nc"), "--emit-map"],
              ["smooth", str(tmp_path / "l.nc"), "--out", str(tmp_path / "o.nc"),
               "--chunk-size", "ten"]]
     proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, json.dumps(calls)],
                           capture_output=True, text=True, timeout=120)
     codes, loaded, registered, before, after = json.loads(proc.stdout.splitlines()[-1])
-    assert codes == [0, 0, 0, 0, 0, 2, 2, 2, 2], proc.stderr
+    assert codes == [0, 0, 0, 0, 0, 0, 2, 2, 2, 2], proc.stderr
     assert loaded == [[]] * len(calls)
     assert registered and not before  # import xhmm registers ds.hmm / da.hmm, lazily
     assert after  # the probe sees JAX once a method is reached
@@ -227,7 +227,7 @@ def _help(capsys, *argv: str) -> str:
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["bench"], ["smooth"], ["filter"],
-                                     ["viterbi"], ["info"]], ids=" ".join)
+                                     ["viterbi"], ["info"], ["view"]], ids=" ".join)
 def test_help_is_plain_text_with_named_metavars(capsys, command):
     text = _help(capsys, *command)
     assert text.startswith(f"usage: xhmm {' '.join(command)}".rstrip())

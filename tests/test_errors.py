@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import re
 import shutil
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -582,6 +584,25 @@ def _zarr_missing(monkeypatch):
     return run
 
 
+def _view(monkeypatch, change=lambda res: res, missing=None, busy=False):
+    """The error of ``xhmm.view`` of ``change(result)``, without the package ``missing``,
+    or on a port in use. Called in an event loop, where a viewer that starts returns
+    (rather than serving until Ctrl-C)."""
+    async def view(res, port):
+        return xhmm.view(res, port=port, open_browser=False)
+
+    def run(ds, A, p0):
+        if missing:
+            monkeypatch.setitem(sys.modules, missing, None)  # importing it raises ImportError
+        res = change(ds.hmm.smooth(transition=A, initial=p0))
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1] if busy else 0
+            return _raised(lambda: asyncio.run(view(res, port)))
+    return run
+
+
 def _stale(ds, A, p0):
     old = ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run")
     ds.hmm.smooth(transition=A, initial=p0, memmap_dir="run", overwrite=True)
@@ -771,6 +792,10 @@ def documented_cases(monkeypatch) -> dict:
         "unreadable `xhmm_multiindex` attribute (`open_results`)": _unreadable_multiindex,
         "a replaced Zarr store that cannot be put back": _cannot_put_back(monkeypatch),
         "saving Zarr without the `zarr` package": _zarr_missing(monkeypatch),
+        "viewing a result without a posterior": _view(monkeypatch, lambda res: res.drop_vars(
+            ["causal_posterior", "acausal_posterior"])),
+        "viewing on a port in use": _view(monkeypatch, busy=True),
+        "viewing without the `bokeh` package": _view(monkeypatch, missing="bokeh"),
         "float32 losing the answer (explicit `compute_dtype=\"float32\"`)":
             _raised_smoothing(_underflow, compute_dtype="float32"),
         "float64 near underflow": _warned(_float64_edge, compute_dtype="float64"),

@@ -12,7 +12,8 @@ from xhmm.extras import require
 from xhmm.synthetic import simulate_decoding
 
 #: The optional packages and the extra of xhmm that installs each.
-EXTRAS = {"matplotlib": "plot", "zarr": "zarr", "distributed": "distributed"}
+EXTRAS = {"matplotlib": "plot", "zarr": "zarr", "distributed": "distributed",
+          "bokeh": "view"}
 
 
 def test_require_returns_the_module():
@@ -50,6 +51,17 @@ def test_demo_without_matplotlib_names_the_plot_extra(tmp_path, capsys, monkeypa
     assert 'xhmm demo (it draws a figure) needs the \'matplotlib\' package' in err
     assert 'pip install "xhmm[plot]"' in err
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_viewer_without_bokeh_names_the_view_extra(result, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.setitem(sys.modules, "bokeh", None)
+    with pytest.raises(xhmm.MissingExtraError, match=r'pip install "xhmm\[view\]"'):
+        xhmm.view(result)
+    xhmm.save_results(result, tmp_path / "r.nc")
+    assert main(["view", str(tmp_path / "r.nc"), "--no-browser"]) == 2
+    assert ("xhmm view needs the 'bokeh' package, which is not installed: "
+            'pip install "xhmm[view]"') in capsys.readouterr().err
 
 
 def test_import_and_smooth_without_any_extra(tmp_path):

@@ -57,6 +57,7 @@ __all__ = [
     "sample_paths",
     "fit",
     "events",
+    "view",
     "Config",
     "save_results",
     "open_results",
@@ -89,6 +90,7 @@ _LAZY = {
                      "sample_paths"], ".frontend.api"),
     **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
     "events": ".frontend.events",
+    "view": ".viewer",
     **dict.fromkeys(["to_uint16", "from_uint16"], ".kernels.codec"),
 }
 #: Subpackages reachable as attributes after ``import xhmm``, imported on first use.

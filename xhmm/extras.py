@@ -1,9 +1,10 @@
 """Optional dependencies, imported where they are used.
 
 ``pip install xhmm`` installs what smoothing and NetCDF need. Figures need
-matplotlib (the ``plot`` extra), Zarr stores the ``zarr`` extra and a dask
-cluster the ``distributed`` extra; :func:`require` imports such a module at
-the point of use, so ``import xhmm`` works without any of them.
+matplotlib (the ``plot`` extra), Zarr stores the ``zarr`` extra, a dask
+cluster the ``distributed`` extra and the viewer Bokeh (the ``view``
+extra); :func:`require` imports such a module at the point of use, so
+``import xhmm`` works without any of them.
 """
 
 from __future__ import annotations

@@ -411,12 +411,16 @@ def _heatmap(ax: Axes, x_edges: np.ndarray, y_edges: np.ndarray, values: np.ndar
     return ax.pcolormesh(x_edges, y_edges, masked, shading="flat", rasterized=True, **scale)
 
 
+def _top(values: np.ndarray) -> float:
+    """Top of a colour scale: the 99th percentile of the finite ``values`` (1 without any),
+    so a few very sharp steps do not wash out the rest."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, 99)) if finite.size else 1.0
+
+
 def _scale(values: np.ndarray, cmap: str, vmax: float | None) -> dict:
     """Colour scale from 0 to ``vmax``, by default the 99th percentile of ``values``."""
-    finite = values[np.isfinite(values)]
-    top = vmax if vmax is not None else (
-        float(np.percentile(finite, 99)) if finite.size else 1.0
-    )
+    top = vmax if vmax is not None else _top(values)
     colormap = _matplotlib().pyplot.get_cmap(cmap).with_extremes(bad=EXTERIOR_COLOR)
     return {"cmap": colormap, "vmin": 0.0, "vmax": max(top, np.finfo(np.float32).tiny)}
 
@@ -438,6 +442,17 @@ def _over_position(results: xr.Dataset, time: slice | None, variable: str, posit
     cells = _cells(posterior, (position,), state, variable,
                    "pass position= the name of a numeric coordinate of state_bins")
     return posterior, cells, _state_sum(posterior, cells)
+
+
+def _posterior_columns(summed: da.Array, cells: _Cells, factor: int, reduce: str,
+                       show_map: bool) -> list[np.ndarray]:
+    """The posterior image reduced to columns of ``factor`` steps, ``(columns, cells)``,
+    and with ``show_map`` each column's lowest and highest MAP position."""
+    parts = [_Runs.of(summed, factor, reduce)]
+    if show_map:
+        best = _map_path(summed, cells.values)[:, 0]
+        parts += [_Runs.of(best, factor, "min"), _Runs.of(best, factor, "max")]
+    return _compute(*parts)
 
 
 def posterior_over_position(
@@ -566,11 +581,7 @@ def plot_posterior(
     if ax is None:
         _, ax = mpl.pyplot.subplots(figsize=(10, 4), layout="constrained")
     columns = _TimeColumns.of(posterior["time"], _width_px(ax, width_px))
-    parts = [_Runs.of(summed, columns.factor, reduce)]
-    if show_map:
-        best = _map_path(summed, cells.values)[:, 0]
-        parts += [_Runs.of(best, columns.factor, "min"), _Runs.of(best, columns.factor, "max")]
-    values, *best = _compute(*parts)
+    values, *best = _posterior_columns(summed, cells, columns.factor, reduce, show_map)
     scale = _scale(values, cmap, vmax)
     image = _heatmap(ax, columns.edges, _edges(centers), values.T, scale, aspect="auto",
                      interpolation="antialiased")
@@ -606,6 +617,12 @@ def _runs(labels: np.ndarray) -> list[tuple[object, int, int]]:
     starts = np.concatenate([[0], change])
     stops = np.concatenate([change, [labels.size]])
     return [(labels[a], int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def _low_high(values: xr.DataArray, factor: int) -> list[np.ndarray]:
+    """The lowest and highest of ``values`` (time first) in each column of ``factor`` steps."""
+    data = _lazy(values)
+    return _compute(_Runs.of(data, factor, "min"), _Runs.of(data, factor, "max"))
 
 
 def plot_state_probabilities(
@@ -660,9 +677,7 @@ def plot_state_probabilities(
     if ax is None:
         _, ax = _matplotlib().pyplot.subplots(figsize=(10, 2.5), layout="constrained")
     columns = _TimeColumns.of(probs["time"], _width_px(ax, width_px))
-    data = _lazy(probs)
-    x, values = columns.trace(*_compute(_Runs.of(data, columns.factor, "min"),
-                                        _Runs.of(data, columns.factor, "max")))
+    x, values = columns.trace(*_low_high(probs, columns.factor))
     colors = {}
     for k, label in enumerate(probs["states"].values):
         (line,) = ax.plot(x, values[:, k], lw=1.0, label=str(label))
