@@ -1,6 +1,9 @@
-"""Time and memory of ``most_likely_sequence`` (Viterbi) against ``smooth``.
+"""Time and memory of ``most_likely_sequence`` and ``sample_paths`` against ``smooth``.
 
-Three measurements:
+``--method sample_paths --n-samples N`` measures ``ds.hmm.sample_paths``
+(``N`` paths, seed 0) instead of ``most_likely_sequence`` in ``time`` and
+``memory``; ``time`` then also prints the time per sample path over the
+smoother's. Three measurements:
 
 ``time``
     ``ds.hmm.most_likely_sequence`` and ``ds.hmm.smooth`` on the same model
@@ -21,8 +24,9 @@ Three measurements:
     transition: ``--rounds`` interleaved calls of each after a compiling
     one; prints the minimum per step and the ratio backtrack / forward.
 ``memory``
-    Peak host memory of ``most_likely_sequence`` with memmap outputs and a
-    lazy (dask) log-likelihood, at each ``--sweep-T``: each T in a fresh
+    Peak host memory of the method with memmap outputs and a lazy (dask)
+    log-likelihood of the ``--workload`` model (a
+    :class:`xhmm.bench.workload.Problem`), at each ``--sweep-T``: each T in a fresh
     process (so peaks do not carry over), one warm-up call on two chunks,
     then the measured call under :class:`xhmm.bench.memory.RssSampler`.
     Prints the peaks and the growth of the anonymous peak from the first T
@@ -34,6 +38,9 @@ Usage::
     python benchmarks/viterbi.py time --model structured --grid 22 -T 20000
     python benchmarks/viterbi.py kernels -K 1000 --chunk-size 2000
     python benchmarks/viterbi.py memory -K 256 --sweep-T 40000,320000
+    python benchmarks/viterbi.py time --method sample_paths --n-samples 100 -K 256
+    python benchmarks/viterbi.py memory --method sample_paths --n-samples 100 \
+        --workload nonlocal-2d -K 256 --sweep-T 20000,400000
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -54,7 +62,7 @@ import xarray as xr
 
 import xhmm  # noqa: F401  (registers ds.hmm)
 from xhmm.bench.memory import RssSampler
-from xhmm.bench.workload import Problem
+from xhmm.bench.workload import MODELS, Problem
 from xhmm.kernels.operators import dense_operator
 from xhmm.kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
 
@@ -64,12 +72,20 @@ from structured_step import nonlocal_model, sticky  # noqa: E402
 MIB = 2**20
 
 
-def dense_problem(n_time: int, n_bins: int, lazy: bool = False):
-    """(Dataset, transition, initial) of the benchmark harness's dense problem."""
-    problem = Problem(n_time, n_bins)
+def dense_problem(n_time: int, n_bins: int, lazy: bool = False, model: str = "dense"):
+    """(Dataset, transition, initial) of the benchmark harness's problem (dense by default)."""
+    problem = Problem(n_time, n_bins, model=model)
     data = problem.lazy() if lazy else problem.in_ram()
-    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), data)})
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), data)},
+                    coords=problem.coords())
     return ds, problem.transition, problem.initial
+
+
+def method(ds: xr.Dataset, args):
+    """The measured method of ``ds.hmm``: ``--method``, with ``--n-samples`` paths."""
+    if args.method == "sample_paths":
+        return partial(ds.hmm.sample_paths, n_samples=args.n_samples, seed=0)
+    return ds.hmm.most_likely_sequence
 
 
 def structured_problem(n_time: int, n_grid: int):
@@ -100,7 +116,7 @@ def time_both(args) -> None:
         ds, transition, initial = structured_problem(args.n_time, args.grid)
     kw = dict(transition=transition, initial=initial, chunk_size=args.chunk_size,
               progress=False)
-    calls = {"smooth": ds.hmm.smooth, "viterbi": ds.hmm.most_likely_sequence}
+    calls = {"smooth": ds.hmm.smooth, args.method: method(ds, args)}
     for call in calls.values():
         result = call(**kw)  # compile
     print(f"{args.model}: T={ds.sizes['time']}, K={ds.sizes['state_bins']} "
@@ -113,11 +129,14 @@ def time_both(args) -> None:
             start = time.perf_counter()
             call(**kw)
             seconds[name] = time.perf_counter() - start
-        ratios.append(seconds["viterbi"] / seconds["smooth"])
+        ratios.append(seconds[args.method] / seconds["smooth"])
         print(f"round {number + 1}: smooth {seconds['smooth']:.2f} s, "
-              f"most_likely_sequence {seconds['viterbi']:.2f} s, ratio {ratios[-1]:.2f}",
+              f"{args.method} {seconds[args.method]:.2f} s, ratio {ratios[-1]:.2f}",
               flush=True)
-    print(f"median ratio most_likely_sequence / smooth: {statistics.median(ratios):.2f}")
+    print(f"median ratio {args.method} / smooth: {statistics.median(ratios):.2f}")
+    if args.method == "sample_paths":
+        print(f"median time per sample path / smooth ({args.n_samples} paths): "
+              f"{statistics.median(ratios) / args.n_samples:.4f}")
 
 
 def time_kernels(args) -> None:
@@ -150,14 +169,15 @@ def time_kernels(args) -> None:
 def memory_worker(args) -> None:
     """One T: warm up on two chunks, then measure (run in a fresh process)."""
     with tempfile.TemporaryDirectory() as folder:
-        small, transition, initial = dense_problem(2 * args.chunk_size, args.n_bins, lazy=True)
+        small, transition, initial = dense_problem(2 * args.chunk_size, args.n_bins, lazy=True,
+                                                   model=args.workload)
         kw = dict(transition=transition, initial=initial, chunk_size=args.chunk_size,
                   progress=False)
-        small.hmm.most_likely_sequence(memmap_dir=f"{folder}/warm-up", **kw)
-        ds, _, _ = dense_problem(args.n_time, args.n_bins, lazy=True)
+        method(small, args)(memmap_dir=f"{folder}/warm-up", **kw)
+        ds, _, _ = dense_problem(args.n_time, args.n_bins, lazy=True, model=args.workload)
         start = time.perf_counter()
         with RssSampler() as sampler:
-            ds.hmm.most_likely_sequence(memmap_dir=f"{folder}/run", **kw)
+            method(ds, args)(memmap_dir=f"{folder}/run", **kw)
         seconds = time.perf_counter() - start
         disk = sum(path.stat().st_size for path in Path(folder, "run").iterdir())
     print(json.dumps({"n_time": args.n_time, "seconds": seconds, "memmap_bytes": disk,
@@ -169,7 +189,9 @@ def memory_sweep(args) -> None:
     rows = []
     for n_time in (int(value) for value in args.sweep_T.split(",")):
         command = [sys.executable, __file__, "memory-worker", "-T", str(n_time),
-                   "-K", str(args.n_bins), "--chunk-size", str(args.chunk_size)]
+                   "-K", str(args.n_bins), "--chunk-size", str(args.chunk_size),
+                   "--method", args.method, "--n-samples", str(args.n_samples),
+                   "--workload", args.workload]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         row = rows[-1]
@@ -200,10 +222,17 @@ def main() -> None:
     memory.add_argument("-K", "--n-bins", type=int, default=256)
     memory.add_argument("--sweep-T", default="40000,80000,160000,320000")
     memory.add_argument("--chunk-size", type=int, default=5_000)
+    memory.add_argument("--workload", choices=MODELS, default="dense")
     worker = sub.add_parser("memory-worker")
     worker.add_argument("-T", "--n-time", type=int, required=True)
     worker.add_argument("-K", "--n-bins", type=int, required=True)
     worker.add_argument("--chunk-size", type=int, required=True)
+    worker.add_argument("--workload", choices=MODELS, required=True)
+    for command in (timing, memory, worker):
+        command.add_argument("--method", choices=("most_likely_sequence", "sample_paths"),
+                             default="most_likely_sequence")
+        command.add_argument("--n-samples", type=int, default=100,
+                             help="paths of sample_paths")
     args = parser.parse_args()
     commands = {"time": time_both, "kernels": time_kernels, "memory": memory_sweep,
                 "memory-worker": memory_worker}

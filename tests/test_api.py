@@ -45,14 +45,14 @@ def _renamed(ds: xr.Dataset) -> xr.Dataset:
     return ds.rename(names)
 
 
-METHODS = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
+METHODS = ["smooth", "filter", "map_estimate", "most_likely_sequence", "sample_paths", "fit"]
 P0 = np.full(N_BINS, 1 / N_BINS)
 OPTIONS = {"progress": False, "chunk_size": 16, "compute_dtype": "float64",
            "lazy_expand": False}
 
 
 def _call(method: str, data, **kwargs) -> xr.Dataset:
-    extra = {"max_iter": 2} if method == "fit" else {}
+    extra = {"fit": {"max_iter": 2}, "sample_paths": {"n_samples": 5, "seed": 0}}.get(method, {})
     return getattr(xhmm, method)(data, _blocks(), P0, **OPTIONS, **extra, **kwargs)
 
 

@@ -46,6 +46,8 @@ RUNS = [
       "--rounds", "1"], "median ratio most_likely_sequence / smooth: "),
     (["viterbi.py", "kernels", "-K", "8", "--chunk-size", "20", "--rounds", "1"],
      "backtrack"),
+    (["viterbi.py", "time", "--method", "sample_paths", "--n-samples", "3", "-T", "60", "-K",
+      "8", "--chunk-size", "20", "--rounds", "1"], "median time per sample path / smooth"),
     (["summaries_memory.py", "-K", "8", "--sweep-T", "100,400", "--chunk-size", "40"],
      "anonymous peak T=400 / T=100: "),
     (["view_window.py", "--n-time", "20000", "--chunk-size", "5000", "--windows", "3",

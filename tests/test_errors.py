@@ -821,6 +821,11 @@ def documented_cases(monkeypatch) -> dict:
             covariates=lambda given: given.sel(covariate=["x"])),
         "`covariate_discrete` given an array of another width": _covariate_discrete(
             covariates=lambda given: given.values[:, :1]),
+        "`sample_paths` with `n_samples=0` (or 2.5)": lambda ds, A, p0: _raised(
+            lambda: ds.hmm.sample_paths(transition=A, initial=p0, n_samples=0, seed=0)),
+        "`sample_paths` with a negative `seed` (or one above `2**63 - 1`)":
+            lambda ds, A, p0: _raised(lambda: ds.hmm.sample_paths(
+                transition=A, initial=p0, n_samples=2, seed=-1)),
         "`memmap_dir` is a file": _memmap_dir_is_a_file,
         "`memmap_dir` not writable": _not_writable(monkeypatch),
         "`memmap_dir` holds files": _not_empty,

@@ -387,8 +387,8 @@ def test_a_run_stopped_inside_the_float64_recomputation_resumes(tmp_path, monkey
             patch.setattr(loop._Run, "_forward_outputs",
                           stop_after_redone_chunk(loop._Run._forward_outputs))
         else:
-            patch.setattr(viterbi._Decoder, "_outputs",
-                          stop_after_redone_chunk(viterbi._Decoder._outputs))
+            patch.setattr(viterbi.PathDecoder, "_outputs",
+                          stop_after_redone_chunk(viterbi.PathDecoder._outputs))
         with pytest.raises(RuntimeError, match="inside the recomputation"):
             getattr(ds.hmm, method)(memmap_dir=folder, **options)
     assert redone == list(range(stop_at + 1))

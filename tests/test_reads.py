@@ -57,7 +57,7 @@ def reads(monkeypatch) -> Reads:
             return method(self, *args, **kwargs)
         return wrapped
 
-    for cls, back in ((loop._Run, "backward"), (viterbi._Decoder, "backtrack")):
+    for cls, back in ((loop._Run, "backward"), (viterbi.PathDecoder, "backtrack")):
         monkeypatch.setattr(cls, "__init__", marking(cls.__init__))
         monkeypatch.setattr(cls, back, marking(getattr(cls, back)))
     return counter

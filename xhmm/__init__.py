@@ -2,7 +2,7 @@
 
 The methods are functions on a Dataset, a log-likelihood DataArray or a
 NumPy / dask array (``xhmm.smooth``, ``xhmm.filter``, ``xhmm.map_estimate``,
-``xhmm.most_likely_sequence``, ``xhmm.fit``; ``xhmm.events`` cuts a result
+``xhmm.most_likely_sequence``, ``xhmm.sample_paths``, ``xhmm.fit``; ``xhmm.events`` cuts a result
 into events); importing the package also
 registers the ``ds.hmm`` and ``da.hmm`` accessors, which forward to them.
 ``__all__`` is the public surface (docs/usage.md, "API reference", lists it);
@@ -54,6 +54,7 @@ __all__ = [
     "filter",
     "map_estimate",
     "most_likely_sequence",
+    "sample_paths",
     "fit",
     "events",
     "view",
@@ -85,8 +86,8 @@ __all__ = [
 #: Public names imported on first use, with their modules: these import JAX,
 #: numba and dask, which ``import xhmm`` (and so ``xhmm --help``) need not.
 _LAZY = {
-    **dict.fromkeys(["smooth", "filter", "fit", "map_estimate", "most_likely_sequence"],
-                    ".frontend.api"),
+    **dict.fromkeys(["smooth", "filter", "fit", "map_estimate", "most_likely_sequence",
+                     "sample_paths"], ".frontend.api"),
     **dict.fromkeys(["save_results", "open_results", "open_run"], ".io"),
     "events": ".frontend.events",
     "view": ".viewer",

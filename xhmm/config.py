@@ -296,16 +296,18 @@ class Config:
 
         Parameters
         ----------
-        algorithm : {"smooth", "filter", "viterbi"}, optional
+        algorithm : {"smooth", "filter", "viterbi", "sample_paths"}, optional
             Only the fields that concern this run's output: ``"viterbi"``
-            (``most_likely_sequence``) leaves out :data:`POSTERIOR_FIELDS`,
-            ``"filter"`` :data:`SMOOTHER_FIELDS`. None: every field.
+            (``most_likely_sequence``) and ``"sample_paths"`` leave out
+            :data:`POSTERIOR_FIELDS`, ``"filter"`` :data:`SMOOTHER_FIELDS`. None: every
+            field.
 
         Returns
         -------
         tuple of str
         """
-        left_out = {"viterbi": POSTERIOR_FIELDS, "filter": SMOOTHER_FIELDS}.get(algorithm, ())
+        left_out = {"viterbi": POSTERIOR_FIELDS, "sample_paths": POSTERIOR_FIELDS,
+                    "filter": SMOOTHER_FIELDS}.get(algorithm, ())
         return tuple(f.name for f in fields(cls)
                      if not f.name.startswith("_") and f.name not in left_out)
 

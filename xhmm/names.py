@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL",
+__all__ = ["TIME", "BINS", "STATES", "SEQUENCE", "SAMPLE", "SEQUENCE_LENGTH", "STOCHASTIC_ATOL",
            "TIME_DIM_ATTR", "SPEC_ATTR"]
 
 #: The time dimension of ``log_likelihood`` and of the results.
@@ -13,6 +13,8 @@ BINS = "state_bins"
 STATES = "states"
 #: The dimension of independent recordings.
 SEQUENCE = "sequence"
+#: The dimension of the posterior path samples (``sample_paths``).
+SAMPLE = "sample"
 #: The variable giving each sequence's number of real time steps.
 SEQUENCE_LENGTH = "sequence_length"
 #: Largest accepted |row sum - 1| of a transition and |sum - 1| of ``initial``.

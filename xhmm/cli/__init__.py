@@ -1,8 +1,8 @@
 """xhmm: out-of-core HMM filtering and smoothing, from the command line.
 
 Each sub-command lives in its own module (:mod:`xhmm.cli.decode` for
-``smooth``, ``filter`` and ``viterbi``, :mod:`xhmm.cli.info`, :mod:`xhmm.cli.demo`,
-:mod:`xhmm.cli.view`, and the
+``smooth``, ``filter``, ``viterbi`` and ``sample``, :mod:`xhmm.cli.info`,
+:mod:`xhmm.cli.demo`, :mod:`xhmm.cli.view`, and the
 benchmark harness :mod:`xhmm.bench`), which exposes ``add_arguments(parser)``
 and ``run(args) -> int``. Only the module of the command given is imported,
 and its heavy imports (JAX, dask, xarray's readers) wait until ``run``: help,
@@ -30,6 +30,8 @@ _COMMANDS = {
     "filter": ("xhmm.cli.decode", "filter (causal only) a log-likelihood file into results.nc"),
     "viterbi": ("xhmm.cli.decode",
                 "most likely sequence (Viterbi path) of a log-likelihood file into path.nc"),
+    "sample": ("xhmm.cli.decode",
+               "paths drawn from the posterior of a log-likelihood file into samples.nc"),
     "info": ("xhmm.cli.info", "describe a results file or Zarr store: sizes, dtypes, Config, "
                                 "completeness"),
     "view": ("xhmm.cli.view", "browse results in a web page on this machine (needs the view "

@@ -1,7 +1,8 @@
-"""``xhmm smooth``, ``xhmm filter`` and ``xhmm viterbi``: decode a likelihood file.
+"""``xhmm smooth``, ``filter``, ``viterbi`` and ``sample``: decode a likelihood file.
 
 ``viterbi`` writes the most likely path (``ds.hmm.most_likely_sequence``),
-the others the posteriors.
+``sample`` paths drawn from the posterior (``ds.hmm.sample_paths``), the
+others the posteriors.
 
 The log-likelihood is read lazily (dask, one engine chunk of rows at a time)
 from NetCDF or Zarr; the results are streamed to compressed NetCDF with
@@ -94,7 +95,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
         "run settings (xhmm.Config fields; unset flags keep the Config default)"
     )
     docs = config_field_docs()
-    names = Config.field_names(command)
+    names = Config.field_names(_ALGORITHMS.get(command, command))
     for field in dataclasses.fields(Config):
         if field.name not in names:
             if not field.name.startswith("_"):  # another command's: named in the error
@@ -143,8 +144,12 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an int or auto, got {text!r}") from None
 
 
+#: The algorithm (:meth:`xhmm.Config.field_names`) of a command named otherwise.
+_ALGORITHMS = {"sample": "sample_paths"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``xhmm smooth``, ``xhmm filter`` or ``xhmm viterbi``.
+    """Options of ``xhmm smooth``, ``xhmm filter``, ``xhmm viterbi`` or ``xhmm sample``.
 
     The command is ``parser.get_default("command")``; it gets the flags of
     the Config fields that concern its output (:meth:`xhmm.Config.field_names`).
@@ -179,6 +184,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace RESULTS.nc if it exists")
     parser.add_argument("--complevel", type=int, default=4, metavar="0-9",
                         help="compression level of the results file (default: 4)")
+    if command == "sample":
+        parser.add_argument("--n-samples", type=int, required=True, metavar="N",
+                            help="paths to draw from the posterior")
+        parser.add_argument("--seed", type=int, required=True, metavar="SEED",
+                            help="seed of the draws (0 to 2**63 - 1): the same seed draws "
+                            "the same paths")
     _add_config_flags(parser, command)
 
 
@@ -318,8 +329,11 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     method = {"smooth": ds.hmm.smooth, "filter": ds.hmm.filter,
-              "viterbi": ds.hmm.most_likely_sequence}[args.command]
-    results = method(transition=transition, initial=initial, config=config)
+              "viterbi": ds.hmm.most_likely_sequence, "sample": ds.hmm.sample_paths
+              }[args.command]
+    sampling = ({"n_samples": args.n_samples, "seed": args.seed}
+                if args.command == "sample" else {})
+    results = method(transition=transition, initial=initial, config=config, **sampling)
     decoded = time.perf_counter() - start
     save_results(results, out, complevel=args.complevel, overwrite=args.force,
                  progress=config.progress)
@@ -331,6 +345,9 @@ def run(args: argparse.Namespace) -> int:
           f"in {decoded:.1f} s; saved {out} ({size:,.1f} MB) in {saved:.1f} s")
     if args.command == "viterbi":
         print(f"path log-probability: {float(results.path_log_probability):,.3f}")
+    elif args.command == "sample":
+        print(f"{args.n_samples:,} paths, seed {args.seed}; marginal log-likelihood: "
+              f"{float(results.marginal_log_likelihood):,.3f}")
     else:
         print(f"marginal log-likelihood: {float(results.marginal_log_likelihood):,.3f}")
     if "xhmm_memmap_dir" in results.attrs:

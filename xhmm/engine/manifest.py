@@ -334,6 +334,8 @@ def _run_kind(inputs: dict[str, Any]) -> str:
     """The method a run's :func:`fingerprint` is of."""
     if inputs.get("algorithm") == "viterbi":
         return "most_likely_sequence"
+    if inputs.get("algorithm") == "sample_paths":
+        return "sample_paths"
     return "smooth" if inputs.get("smooth") else "filter"
 
 

@@ -58,7 +58,7 @@ from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows
 from .transition import EngineTransition
 
-__all__ = ["ViterbiResult", "run_viterbi"]
+__all__ = ["ViterbiResult", "PathDecoder", "run_viterbi"]
 
 @dataclass(kw_only=True)
 class ViterbiResult(RunResult):
@@ -78,14 +78,49 @@ class ViterbiResult(RunResult):
     path_log_probability: np.ndarray
 
 
-class _Decoder(RunState):
-    """State of one decoder run: buffers, device constants, manifest, precision."""
+class PathDecoder(RunState):
+    """State of one decoder run: buffers, device constants, manifest, precision.
+
+    The forward pass keeps checkpoints and per-chunk log-scale sums, the
+    backward pass walks the chunks in reverse order handing each chunk's
+    ``entry`` state(s) to the chunk before it; the kernels are
+    :meth:`_forward_kernel` and :meth:`_backtrack_kernel`. The posterior
+    path sampler (:mod:`xhmm.engine.sampler`) is this run with the filter's
+    kernels and ``samples`` paths per sequence.
+
+    Parameters
+    ----------
+    reader, transition, initial, config, folder
+        As for :class:`~xhmm.engine.runstate.RunState`.
+    metadata : dict or None
+        Kept in a memmap run's manifest.
+    inputs : dict, optional
+        More entries of the resume fingerprint (the sampler's ``n_samples``
+        and ``seed``).
+    samples : tuple of int, default ()
+        Trailing shape of the path rows: ``(n_samples,)`` for the sampler.
+    """
+
+    #: The manifest's ``algorithm``, the progress bars' and buffers' names.
+    algorithm = "viterbi"
+    checkpoint_name = "max_checkpoints"
+    #: Messages of a step no path reaches and of a float64 step near underflow
+    #: (see :meth:`~xhmm.engine.runstate.RunState.checked_log_scales`), and
+    #: what the ``"float32"`` check compares.
+    impossible = ("every path has probability zero at {where}: the likelihood is zero "
+                  "(-inf) wherever the model's prediction is non-zero")
+    near_underflow = ("at {where} the best path's prediction of the observed likelihood "
+                      "was about exp({log:.0f}), near the float64 underflow limit: the "
+                      "most likely path may have lost precision")
+    compared = "the max-product message (rescaled to a maximum of 1)"
 
     def __init__(self, reader: LikelihoodReader, transition, initial, config: Config,
-                 folder, metadata: dict | None) -> None:
+                 folder, metadata: dict | None, inputs: dict | None = None,
+                 samples: tuple[int, ...] = ()) -> None:
         super().__init__(reader, transition, initial, config, folder)
         n_chunks = reader.n_chunks
         self.precision = Precision(config.compute_dtype, n_chunks)
+        self.samples = samples
         mode = "w+"
         if config.use_memmap:
             inputs = {
@@ -93,7 +128,8 @@ class _Decoder(RunState):
                               None, smooth=False, store_acausal=False,
                               read_rows=partial(reader.sample, keep=not config.resume),
                               lengths=None if reader.infer else reader.lengths),
-                "algorithm": "viterbi",
+                "algorithm": self.algorithm,
+                **(inputs or {}),
             }
             mode = self.open_folder(inputs)
             if self.manifest is not None:
@@ -103,15 +139,15 @@ class _Decoder(RunState):
         def alloc(shape, dtype, name):
             return alloc_out(shape, dtype, name, self.memmap_dir, mode)
 
-        self.path = alloc((B, reader.n_rows), np.int32, "path")
-        self.checkpoints = alloc((n_chunks, B, K), np.float64, "max_checkpoints")
+        self.path = alloc((B, reader.n_rows, *samples), np.int32, "path")
+        self.checkpoints = alloc((n_chunks, B, K), np.float64, self.checkpoint_name)
         self.log_scale = alloc((n_chunks, B), np.float64, "log_scale")
         if mode == "r+":
             self.check_outputs()
         if self.manifest is None and self.memmap_dir is not None:
-            buffers = {"path": self.path, "max_checkpoints": self.checkpoints,
+            buffers = {"path": self.path, self.checkpoint_name: self.checkpoints,
                        "log_scale": self.log_scale}
-            metadata = {**(metadata or {}), "algorithm": "viterbi",
+            metadata = {**(metadata or {}), "algorithm": self.algorithm,
                         "transition": transition.describe()}
             self.start_manifest(buffers, inputs, metadata,
                                 {**self.precision.state(), "entry": None})
@@ -127,11 +163,25 @@ class _Decoder(RunState):
         return chunk, (prev, index == 0, chunk.log_lik, chunk.n_valid, consts.operator, xs,
                        consts.initial)
 
+    # -- kernels -----------------------------------------------------------
+    def _forward_kernel(self, args: tuple):
+        """Dispatch a chunk's forward pass: ``(last carry, log scales, flags)``."""
+        return viterbi_forward_chunk(*args)
+
+    def _backtrack_kernel(self, chunk: Chunk, args: tuple, dtype: np.dtype,
+                          entry: np.ndarray, has_next: np.ndarray):
+        """Dispatch a chunk's backward pass: ``(path rows, entry of the chunk before)``.
+
+        ``args`` are :meth:`_kernel_inputs`'s, in ``dtype``.
+        """
+        with precision(dtype.name):
+            return viterbi_backtrack_chunk(*args, entry, has_next)
+
     # -- forward -----------------------------------------------------------
     def _dispatch_forward(self, index: int, chunk: Chunk | None, dtype: np.dtype):
         chunk, args = self._kernel_inputs(index, chunk, dtype)
         with precision(dtype.name):
-            return chunk, viterbi_forward_chunk(*args)
+            return chunk, self._forward_kernel(args)
 
     def forward(self) -> None:
         """Carry the max-message through every chunk, keeping the checkpoints."""
@@ -139,7 +189,8 @@ class _Decoder(RunState):
         first, crcs, prev = self.start_forward(self.checkpoints)
         if prev is None:
             return
-        with self.pass_bar("viterbi forward", reader.n_rows, reader.bounds(first)[0]) as bar:
+        with self.pass_bar(f"{self.algorithm} forward", reader.n_rows,
+                           reader.bounds(first)[0]) as bar:
             dtype = self.precision.next_dtype(first)
             chunk, out = self._dispatch_forward(first, reader.read(first), dtype)
             for index in range(first, reader.n_chunks):
@@ -172,14 +223,8 @@ class _Decoder(RunState):
     def _outputs(self, chunk: Chunk, log_scale: np.ndarray, last: np.ndarray,
                  crcs: dict) -> None:
         """Check one chunk's log scales, keep their sum and the next checkpoint."""
-        values = self.checked_log_scales(
-            chunk, log_scale, self.precision.dtype_of(chunk.index),
-            impossible="every path has probability zero at {where}: the likelihood is zero "
-                       "(-inf) wherever the model's prediction is non-zero",
-            near_underflow="at {where} the best path's prediction of the observed likelihood "
-                           "was about exp({log:.0f}), near the float64 underflow limit: the "
-                           "most likely path may have lost precision",
-        )
+        values = self.checked_log_scales(chunk, log_scale, self.precision.dtype_of(chunk.index),
+                                         self.impossible, self.near_underflow)
         self.log_scale[chunk.index] = [math.fsum(v[:n]) for v, n in zip(values, chunk.n_valid)]
         sync_rows(self.log_scale, chunk.index, chunk.index + 1)
         self.record_crc("log_scale", self.log_scale[chunk.index], str(chunk.index))
@@ -200,15 +245,14 @@ class _Decoder(RunState):
         last = np.maximum(chunk.n_valid - 1, 0)
         self.precision.verify(rescaled(approximate), rescaled(exact), chunk.n_valid[:, None] > 0,
                               lambda b, _: self.reader.where(b, chunk.start + int(last[b])),
-                              "the max-product message (rescaled to a maximum of 1)")
+                              self.compared)
 
     # -- backtrack ---------------------------------------------------------
     def _dispatch_backtrack(self, index: int, chunk: Chunk | None, entry: np.ndarray):
         dtype = self.precision.dtype_of(index)
         chunk, args = self._kernel_inputs(index, chunk, dtype)
-        has_next = index < self.reader.last_chunk()
-        with precision(dtype.name):
-            return chunk, viterbi_backtrack_chunk(*args, entry, has_next)
+        return chunk, self._backtrack_kernel(chunk, args, dtype, entry,
+                                             index < self.reader.last_chunk())
 
     def backtrack(self) -> None:
         """Trace the path back through the chunks in reverse order."""
@@ -217,11 +261,11 @@ class _Decoder(RunState):
         top = n_chunks - 1 - done
         if top < 0:
             return
-        entry = np.zeros(reader.n_seq, np.int32)
+        entry = np.zeros((reader.n_seq, *self.samples), np.int32)
         if done:
             entry[:] = self.manifest.data["entry"]
         total = n_chunks * reader.chunk_size
-        with self.pass_bar("viterbi backtrack", total, done * reader.chunk_size) as bar:
+        with self.pass_bar(f"{self.algorithm} backtrack", total, done * reader.chunk_size) as bar:
             chunk, out = self._dispatch_backtrack(top, None, entry)
             for index in range(top, -1, -1):
                 before = (reader.read(index - 1, self.precision.dtype_of(index - 1)) if index
@@ -236,34 +280,43 @@ class _Decoder(RunState):
                     chunk = chunk_before
 
     def _write_path(self, chunk: Chunk, path: np.ndarray) -> None:
-        """Write (and in a memmap run flush) the real rows of one chunk's path."""
-        flat = self.path.reshape(-1)  # one row per step: memmap rows by offset
-        n_time = self.path.shape[1]
-        for b, n in enumerate(chunk.n_valid):
-            start = b * n_time + chunk.start
-            flat[start:start + n] = path[b, :n]
-            sync_rows(flat, start, start + int(n))
+        """Write (and in a memmap run flush) the real rows of one chunk's path.
+
+        Their checksum is taken before the flush, which drops their pages:
+        reading them after it would map them again.
+        """
+        # one row per step: memmap rows by offset
+        flat = self.path.reshape(-1, *self.samples)
+        starts = np.arange(len(chunk.n_valid)) * self.path.shape[1] + chunk.start
+        for start, n, rows in zip(starts, chunk.n_valid, path):
+            flat[start:start + n] = rows[:n]
         self.record_rows({"path": self.path}, chunk.index, chunk.start, chunk.n_valid)
+        for start, n in zip(starts, chunk.n_valid):
+            sync_rows(flat, int(start), int(start + n))
 
     # -- results -----------------------------------------------------------
-    def finish(self) -> ViterbiResult:
-        """Mark a memmap run complete and hand over the path."""
+    def complete_paths(self) -> tuple[dict, np.ndarray]:
+        """Fill the rows past each length with -1 and mark a memmap run complete.
+
+        Returns the :class:`~xhmm.engine.runstate.RunResult` fields and each
+        sequence's ``math.fsum`` of its chunks' log scales.
+        """
         lengths = self.reader.lengths.copy()
         last_chunk = self.reader.last_chunk()
-        log_probability = np.empty(len(lengths))
+        log_sums = np.empty(len(lengths))
         for b, n in enumerate(lengths):
             self.path[b, n:] = -1
-            log_probability[b] = math.fsum(self.log_scale[:last_chunk[b] + 1, b])
+            log_sums[b] = math.fsum(self.log_scale[:last_chunk[b] + 1, b])
         self.complete(self.path)
-        return ViterbiResult(
-            lengths=lengths,
-            path=self.path,
-            path_log_probability=log_probability,
-            memmap_dir=self.memmap_dir,
-            run_id=self.run_id,
-            transition=self.transition.describe(),
-            float64_chunks=self.precision.float64_chunks,
-        )
+        fields = dict(lengths=lengths, memmap_dir=self.memmap_dir, run_id=self.run_id,
+                      transition=self.transition.describe(),
+                      float64_chunks=self.precision.float64_chunks)
+        return fields, log_sums
+
+    def finish(self) -> ViterbiResult:
+        """Mark a memmap run complete and hand over the path."""
+        fields, log_probability = self.complete_paths()
+        return ViterbiResult(path=self.path, path_log_probability=log_probability, **fields)
 
 
 def run_viterbi(
@@ -304,5 +357,5 @@ def run_viterbi(
     reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
                               config.attempt_dtype, lengths, sequence_ids, scheduler)
     with run_folder(config) as folder:
-        decoder = _Decoder(reader, transition, initial, config, folder, metadata)
+        decoder = PathDecoder(reader, transition, initial, config, folder, metadata)
         return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

@@ -1,7 +1,7 @@
 """The ``ds.hmm`` Dataset accessor: each method is the public function of that name.
 
 ``ds.hmm.smooth(...)`` is ``xhmm.smooth(ds, ...)``, and so on for
-``filter``, ``map_estimate``, ``most_likely_sequence`` and ``fit``
+``filter``, ``map_estimate``, ``most_likely_sequence``, ``sample_paths`` and ``fit``
 (:mod:`xhmm.frontend.api`); the ``da.hmm`` DataArray accessor
 (:mod:`xhmm.frontend.dataarray_accessor`) forwards the same way.
 """
@@ -63,4 +63,5 @@ class HMMAccessor:
     filter = _Forward()
     map_estimate = _Forward()
     most_likely_sequence = _Forward()
+    sample_paths = _Forward()
     fit = _Forward()

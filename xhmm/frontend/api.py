@@ -1,4 +1,4 @@
-"""The public functions: smooth, filter, map_estimate, most_likely_sequence and fit.
+"""The public functions: smooth, filter, map_estimate, most_likely_sequence, sample_paths, fit.
 
 Each takes ``data``: a Dataset holding the log-likelihood (and optionally
 the model), a log-likelihood DataArray, or a NumPy / dask array, with dims
@@ -27,7 +27,7 @@ from ..transitions.fit import fit_discrete
 from .driver import run_job
 from .naming import ModelArguments, Renaming, canonical_input
 
-__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "fit"]
+__all__ = ["smooth", "filter", "map_estimate", "most_likely_sequence", "sample_paths", "fit"]
 
 
 def _config(config: Config | None, lazy: bool | None, overrides: dict[str, Any]) -> Config:
@@ -59,8 +59,8 @@ def _canonical(data: Any, transition: Any, initial: Any, is_missing: Any,
 
 def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
          algorithm: str, naming: dict[str, Any], client: Any, batch_size: int | None,
-         memory_budget: int | None, store_acausal: bool = True
-         ) -> tuple[xr.Dataset, Renaming]:
+         memory_budget: int | None, store_acausal: bool = True,
+         sampling: tuple[Any, Any] | None = None) -> tuple[xr.Dataset, Renaming]:
     """Run ``algorithm``; the result has canonical names, ``Renaming`` gives them back."""
     ds, args, renaming = _canonical(data, transition, initial, is_missing, naming)
     if algorithm == "filter":
@@ -69,7 +69,7 @@ def _run(data: Any, transition: Any, initial: Any, is_missing: Any, cfg: Config,
     res = run_job(ds, args.transition, args.initial, cfg, algorithm=algorithm,
                   is_missing=args.is_missing, client=client, batch_size=batch_size,
                   memory_budget=memory_budget, store_acausal=store_acausal,
-                  names=renaming.back)
+                  names=renaming.back, sampling=sampling)
     return res, renaming
 
 
@@ -281,6 +281,72 @@ def most_likely_sequence(data: Any, transition: Any = None, initial: Any = None,
     res, renaming = _run(data, transition, initial, is_missing,
                          Config.resolve(config, overrides), "viterbi", naming, client,
                          batch_size, memory_budget)
+    return renaming.restore(res)
+
+
+def sample_paths(data: Any, transition: Any = None, initial: Any = None, *,
+                 n_samples: int, seed: int, is_missing: Any = None,
+                 dims: tuple[str, ...] | None = None, time_dim: str = TIME,
+                 state_dim: str = BINS, sequence_dim: str = SEQUENCE,
+                 log_likelihood: str = "log_likelihood", is_interior: Any = None,
+                 state: Any = None, sequence_length: Any = None,
+                 config: Config | None = None, client: Any = None,
+                 batch_size: int | None = None, memory_budget: int | None = None,
+                 **overrides: Any) -> xr.Dataset:
+    """Paths of state bins drawn from their posterior ``p(state_1..T | y_1..T)``.
+
+    Exact forward filtering, backward sampling, out of core: a forward
+    filter keeps the filtered distribution at each chunk boundary, then in
+    reverse chunk order each chunk is filtered again from its checkpoint and
+    the paths' states are drawn over its rows, last row first: the last step
+    from its filtered posterior, each earlier step ``t`` from
+    ``filtered_t(i) * A_t(i, j)`` normalised, given the path's state ``j``
+    at ``t + 1``. Every draw is an inverse-CDF lookup in float64 with a
+    uniform keyed on ``(seed, sequence, time index)``, so a seed gives the
+    same paths whatever ``chunk_size``, ``batch_size`` or a resume. Memmap
+    runs (``memmap_dir``) keep the paths on disk and resume with
+    ``resume=True``. Parameters as :func:`smooth` (the posterior settings
+    do not apply), and:
+
+    Parameters
+    ----------
+    n_samples : int
+        Paths drawn per recording (positive).
+    seed : int
+        From 0 to ``2**63 - 1``.
+
+    Returns
+    -------
+    xr.Dataset
+        ``sampled_state_bin`` (int32 index into the state bins) with dims
+        ``(sample, time)``, ``sampled_state`` when a ``state`` coordinate
+        labels the bins, ``sampled_<coord>`` for each numeric coordinate of
+        the bins, and ``marginal_log_likelihood``; attribute ``xhmm_seed``.
+        With a sequence dim every variable has it first, with -1 / NaN / ""
+        past each sequence's length, and ``sequence_length`` is added. In a
+        memmap run the variables are dask arrays reading the paths' file.
+
+    Raises
+    ------
+    xhmm.InputError
+        ``n_samples`` not a positive int, ``seed`` not an int in range.
+    xhmm.LikelihoodError
+        Bad likelihood values, or a step where no bin is possible.
+
+    Examples
+    --------
+    >>> import numpy as np, xhmm
+    >>> ll = np.log([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]])
+    >>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
+    >>> res = xhmm.sample_paths(ll, A, [0.5, 0.5], n_samples=4, seed=0, progress=False)
+    >>> res.sampled_state_bin.dims
+    ('sample', 'time')
+    """
+    naming = _naming(dims, time_dim, state_dim, sequence_dim, log_likelihood, is_interior,
+                     state, sequence_length)
+    res, renaming = _run(data, transition, initial, is_missing,
+                         Config.resolve(config, overrides), "sample_paths", naming, client,
+                         batch_size, memory_budget, sampling=(n_samples, seed))
     return renaming.restore(res)
 
 

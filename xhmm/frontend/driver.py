@@ -1,15 +1,16 @@
 """The one driver: every method runs one or many sequences through here.
 
-``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence`` and ``fit``
-(the public functions of :mod:`xhmm.frontend.api`, which the accessors
+``smooth``, ``filter``, ``map_estimate``, ``most_likely_sequence``,
+``sample_paths`` and ``fit`` (the public functions of :mod:`xhmm.frontend.api`, which the accessors
 are) all call :func:`run_job`. It resolves the inputs (a
 single recording is a sequence dim of length 1: the same
 :class:`~xhmm.frontend.sequences.SequenceInputs`, ``is_missing`` applied the same
 way), picks the batch size, runs each batch as a task (here, one after
 another, or on a dask.distributed cluster), and builds the result Dataset.
-A batch runs the smoother (:func:`xhmm.engine.loop.run_engine`) or the
-Viterbi decoder (:func:`xhmm.engine.viterbi.run_viterbi`) on a ``(B, T, N)``
-view of its sequences.
+A batch runs the smoother (:func:`xhmm.engine.loop.run_engine`), the
+Viterbi decoder (:func:`xhmm.engine.viterbi.run_viterbi`) or the path
+sampler (:func:`xhmm.engine.sampler.run_sampler`) on a ``(B, T, N)`` view of
+its sequences.
 
 Memmap runs: a single recording writes its buffers straight into
 ``memmap_dir`` (``xhmm.open_run`` reopens it); sequences write each batch
@@ -43,6 +44,7 @@ from ..engine.loop import run_engine
 from ..engine.manifest import MANIFEST
 from ..engine.progress import progress_bar, progress_enabled
 from ..engine.runstate import run_folder
+from ..engine.sampler import run_sampler
 from ..engine.viterbi import ViterbiResult, run_viterbi
 from ..errors import InputError, XHMMError, caller_stacklevel
 from ..extras import require
@@ -51,13 +53,15 @@ from .inputs import resolve_inputs
 from .lazy import TemporaryFolder, owned
 from .most_likely import viterbi_dataset
 from .results import BinLayout, Part, build_result, part_of, run_metadata
+from .samples import SamplePart, sample_part, samples_dataset
 from .sequences import SequenceInputs, resolve_sequences
 
 __all__ = ["Algorithm", "run_job", "active_client", "has_sequences", "sequence_batches",
            "batch_config"]
 
-#: What a job computes: forward-backward, forward only, or the Viterbi path.
-Algorithm = Literal["smooth", "filter", "viterbi"]
+#: What a job computes: forward-backward, forward only, the Viterbi path, or
+#: posterior path samples.
+Algorithm = Literal["smooth", "filter", "viterbi", "sample_paths"]
 
 
 def has_sequences(ds: xr.Dataset) -> bool:
@@ -113,7 +117,8 @@ class _BatchSpec:
     chunk inside the task) or a :class:`_SequenceSubset` of a NumPy array
     (None in a distributed task, which receives the batch's rows separately).
     ``labels`` is None for a single recording (messages then name the time
-    step alone).
+    step alone). ``sampling`` is ``(n_samples, seed)`` of a ``sample_paths``
+    job.
     """
 
     algorithm: str
@@ -130,6 +135,7 @@ class _BatchSpec:
     store_acausal: bool = True
     scheduler: str | None = None
     bin_sizes: np.ndarray | None = None
+    sampling: tuple[int, int] | None = None
 
 
 @dataclass
@@ -141,7 +147,8 @@ class ViterbiPart:
 
 
 def _run_batch_task(spec: _BatchSpec, transition, log_likelihood=None
-                    ) -> tuple[Part | ViterbiPart, list[tuple[type[Warning], str]]]:
+                    ) -> tuple[Part | ViterbiPart | SamplePart,
+                               list[tuple[type[Warning], str]]]:
     """Run one batch (in this process or as a dask task).
 
     ``log_likelihood``, when given, replaces ``spec.log_likelihood`` (a NumPy
@@ -158,6 +165,11 @@ def _run_batch_task(spec: _BatchSpec, transition, log_likelihood=None
         if spec.algorithm == "viterbi":
             part = ViterbiPart(spec.indices, run_viterbi(data, transition, spec.initial,
                                                          spec.config, **common))
+        elif spec.algorithm == "sample_paths":
+            n_samples, seed = spec.sampling
+            part = sample_part(spec.indices, run_sampler(
+                data, transition, spec.initial, spec.config, n_samples=n_samples, seed=seed,
+                sequences=spec.indices, **common))
         else:
             part = part_of(run_engine(data, transition, spec.initial, spec.config,
                                       smooth=spec.algorithm == "smooth",
@@ -292,6 +304,16 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
 
 
+def _checked_sampling(n_samples, seed) -> tuple[int, int]:
+    """``(n_samples, seed)`` as ints, or an InputError naming the bad one."""
+    if not _is_positive_int(n_samples):
+        raise InputError(f"n_samples must be a positive int, got {n_samples!r}")
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+            and 0 <= seed < 2 ** 63):
+        raise InputError(f"seed must be an int from 0 to 2**63 - 1, got {seed!r}")
+    return int(n_samples), int(seed)
+
+
 def _batch_size(cfg: Config, inputs: SequenceInputs, client, batch_size: int | None,
                 memory_budget: int | None) -> int:
     """``batch_size`` if given, else the largest that fits the device budget."""
@@ -326,6 +348,7 @@ def run_job(
     memory_budget: int | None = None,
     store_acausal: bool = True,
     names: dict[str, str] | None = None,
+    sampling: tuple[int, int] | None = None,
 ) -> xr.Dataset:
     """Run ``algorithm`` over every sequence of ``ds`` and build its result.
 
@@ -337,7 +360,7 @@ def run_job(
     transition, initial, is_missing : optional
         As for ``ds.hmm.smooth`` (defaults: the Dataset's variables).
     config : Config
-    algorithm : {"smooth", "filter", "viterbi"}
+    algorithm : {"smooth", "filter", "viterbi", "sample_paths"}
     client : dask.distributed.Client or False, optional
         Run the batches as tasks on this client's cluster. None uses the
         active client if there is one, else runs here; False always runs here.
@@ -352,12 +375,15 @@ def run_job(
         The caller's names of the canonical dims and coordinates
         (:attr:`xhmm.frontend.naming.Renaming.back`), kept in a memmap run's
         manifest for :func:`xhmm.open_run`.
+    sampling : (int, int), optional
+        ``(n_samples, seed)`` of ``sample_paths``.
 
     Returns
     -------
     xr.Dataset
-        :func:`xhmm.frontend.results.build_result`'s Dataset (smooth, filter) or
-        :func:`xhmm.frontend.most_likely.viterbi_dataset`'s (viterbi).
+        :func:`xhmm.frontend.results.build_result`'s Dataset (smooth, filter),
+        :func:`xhmm.frontend.most_likely.viterbi_dataset`'s (viterbi) or
+        :func:`xhmm.frontend.samples.samples_dataset`'s (sample_paths).
 
     Raises
     ------
@@ -370,6 +396,8 @@ def run_job(
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not _is_positive_int(value):
             raise InputError(f"{name} must be a positive int, got {value!r}")
+    if algorithm == "sample_paths":
+        sampling = _checked_sampling(*sampling)
     sequences = has_sequences(ds)
     inputs = resolve_job_inputs(ds, transition, initial, is_missing)
     client = active_client(client)
@@ -382,12 +410,13 @@ def run_job(
     # sequences one folder a batch, in memmap_dir locked for the whole job.
     with run_folder(config) if sequences else nullcontext(None) as folder:
         return _run_batches(ds, inputs, config, algorithm, sequences, folder, client, size,
-                            store_acausal, names or {})
+                            store_acausal, names or {}, sampling)
 
 
 def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorithm: Algorithm,
                  sequences: bool, folder: Path | None, client, size: int,
-                 store_acausal: bool, names: dict[str, str]) -> xr.Dataset:
+                 store_acausal: bool, names: dict[str, str],
+                 sampling: tuple[int, int] | None) -> xr.Dataset:
     """Run the batches of :func:`run_job` (memmap batches in ``folder``), build the result."""
     shared = inputs.shared
     metadata = run_metadata(shared, sequences=sequences, names=names)
@@ -411,6 +440,7 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
             store_acausal=store_acausal,
             scheduler=None if client is None else "sync",
             bin_sizes=None if shared.bin_sizes is None else shared.bin_sizes.values,
+            sampling=sampling,
         ))
     if client is None:
         outputs = _run_local(specs, shared.transition)
@@ -430,19 +460,26 @@ def _run_batches(ds: xr.Dataset, inputs: SequenceInputs, config: Config, algorit
     if algorithm == "viterbi":
         return viterbi_dataset(ds, shared.columns, parts, config, n_sequences=inputs.n_sequences,
                                n_time=inputs.n_time, sequences=sequences, attrs=attrs)
+    if algorithm == "sample_paths":
+        return samples_dataset(ds, shared.columns, parts, config,
+                               n_sequences=inputs.n_sequences, n_time=inputs.n_time,
+                               sequences=sequences, seed=sampling[1], attrs=attrs)
     layout = BinLayout(shared.mask, shared.state_labels,
                        None if shared.bin_sizes is None else shared.bin_sizes.attrs)
     return build_result(ds, layout, parts, config, n_time=inputs.n_time,
                         sequences=sequences, algorithm=algorithm, attrs=attrs)
 
 
-def _owned_part(part: Part | ViterbiPart, owner: TemporaryFolder) -> Part | ViterbiPart:
+def _owned_part(part: Part | ViterbiPart | SamplePart, owner: TemporaryFolder
+                ) -> Part | ViterbiPart | SamplePart:
     """``part`` with memmaps that keep ``owner``'s folder alive (see :class:`TemporaryFolder`).
 
     A Viterbi path is copied into the result, so nothing keeps the folder.
     """
     if isinstance(part, ViterbiPart):
         return part
+    if isinstance(part, SamplePart):
+        return part.owned_by(owner)
     return replace(part, causal=owned(part.causal, owner), acausal=owned(part.acausal, owner),
                    summaries={k: owned(v, owner) for k, v in part.summaries.items()})
 
@@ -451,7 +488,8 @@ def cfg_needs_memmap(config: Config, algorithm: str) -> bool:
     """Whether a run on a cluster must keep its outputs in memmap files.
 
     Lazy posteriors read their buffers by path; a RAM buffer would travel
-    inside every graph computed on the cluster. A Viterbi path is small and
-    comes back with its task.
+    inside every graph computed on the cluster. A Viterbi path and sampled
+    paths in RAM come back with their task.
     """
-    return algorithm != "viterbi" and config.lazy_expand and not config.use_memmap
+    return (algorithm not in ("viterbi", "sample_paths") and config.lazy_expand
+            and not config.use_memmap)

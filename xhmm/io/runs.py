@@ -73,7 +73,7 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
         (truncated or replaced) or, with ``verify``, a chunk of its rows does
         not match its checksum (naming the file and the chunk).
     xhmm.InputError
-        If the folder holds a ``most_likely_sequence`` run.
+        If the folder holds a ``most_likely_sequence`` or ``sample_paths`` run.
     """
     folder = Path(memmap_dir)
     if not folder.is_dir():
@@ -82,10 +82,13 @@ def open_run(memmap_dir: str | os.PathLike, *, time_chunks: int | str | None = N
         raise ResumeError(f"no run to open in {str(memmap_dir)!r}: {MANIFEST} is missing "
                           "(not the memmap_dir of an xhmm run)")
     manifest = load_manifest(memmap_dir)
-    if manifest.data["metadata"].get("algorithm") == "viterbi":
+    algorithm = manifest.data["metadata"].get("algorithm")
+    if algorithm in ("viterbi", "sample_paths"):
+        held = ("a most_likely_sequence run (its path is" if algorithm == "viterbi"
+                else "a sample_paths run (its paths are")
         raise InputError(
-            f"{str(memmap_dir)!r} holds a most_likely_sequence run (its path is in "
-            "path.dat); open_run reopens smooth and filter runs"
+            f"{str(memmap_dir)!r} holds {held} in path.dat); open_run reopens smooth and "
+            "filter runs"
         )
     manifest.require_complete()
     config = Config(**manifest.data["config"])
