@@ -778,7 +778,7 @@ def _summaries(res: xr.Dataset, exp: Expected, compare: bool) -> None:
     final = exp.filtered if exp.method == "filter" else exp.smoothed
     bound = entry_bound(final, accuracy_dtype(cfg["compute_dtype"]))
     assert ("map_state_bin" in res) == cfg["emit_map"]
-    want_entropy = cfg["emit_entropy"] and exp.method != "map_estimate"
+    want_entropy = cfg["emit_entropy"]
     assert ("entropy" in res) == want_entropy
     if cfg["emit_map"]:
         bins = res["map_state_bin"].values

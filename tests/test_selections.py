@@ -84,15 +84,16 @@ def _problem(layout: str) -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """{(layout, variant): result} and {layout: eager result}."""
+    """{(layout, variant): result} and {layout: eager result}, with the HPD summaries."""
     folder = tmp_path_factory.mktemp("selections")
     out, eager = {}, {}
     for layout in LAYOUTS:
         ds = _problem(layout)
-        eager[layout] = ds.hmm.smooth(lazy=False)
-        fresh = ds.hmm.smooth(lazy=True, time_chunks=60)
+        eager[layout] = ds.hmm.smooth(lazy=False, emit_hpd=0.95)
+        fresh = ds.hmm.smooth(lazy=True, time_chunks=60, emit_hpd=0.95)
         out[layout, "fresh"] = fresh
-        out[layout, "dask input"] = ds.chunk(time=60).hmm.smooth(lazy=True, time_chunks=60)
+        out[layout, "dask input"] = ds.chunk(time=60).hmm.smooth(lazy=True, time_chunks=60,
+                                                                  emit_hpd=0.95)
         nc = xhmm.save_results(fresh, folder / f"{layout}.nc")
         out[layout, "reopened netcdf"] = xhmm.open_results(nc)
         if HAS_ZARR:
