@@ -194,8 +194,15 @@ def _numpy_max(p: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return values, np.where(values > 0, source, 0)
 
 
-@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_2d", "empirical_1d",
-                                  "rectangular"])
+#: The 2-D movement kinds' products take longest; `make test` checks them end to end
+#: (test_smooth_with_block_matches_dense_smooth), `make test-all` product by product too.
+_SLOW_KINDS = ("directional", "empirical_2d")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in _SLOW_KINDS else name
+    for name in ("directional", "track_graph", "empirical_2d", "empirical_1d", "rectangular")
+])
 @pytest.mark.parametrize("dtype, rtol", [
     (np.float32, 1e-5),
     # the same products and code path in float64: left to `make test-all`
@@ -436,7 +443,8 @@ def _numpy_viterbi(ll: np.ndarray, matrix: np.ndarray, p0: np.ndarray) -> np.nda
     return path
 
 
-@pytest.mark.parametrize("name", ["track_graph", "empirical_2d"])
+@pytest.mark.parametrize("name", ["track_graph",
+                                  pytest.param("empirical_2d", marks=pytest.mark.slow)])
 def test_most_likely_sequence_with_block_matches_dense_viterbi(name):
     """max_forward (the decoder's forward pass) and max_column (its backtrack) end to end."""
     ds, transition, p0, dense = _two_state_model(name)
