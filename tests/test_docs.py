@@ -15,11 +15,12 @@ from tolerances import F32_ATOL, mll_atol
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "MIGRATING.md", "docs/usage.md", "docs/cli.md", "docs/design.md",
-         "docs/benchmarks.md", "docs/storage.md", "docs/view.md",
+         "docs/benchmarks.md", "docs/storage.md", "docs/view.md", "docs/after-the-decode.md",
          "benchmarks/results/HISTORY.md"]
 #: Pages whose python and bash blocks run, in page order, one namespace and folder each.
 CODE_PAGES = ["README.md", "docs/usage.md", "docs/storage.md", "docs/scale-out.md",
-              "docs/gpu.md", "docs/errors.md", "docs/cli.md", "docs/view.md", "MIGRATING.md"]
+              "docs/gpu.md", "docs/errors.md", "docs/cli.md", "docs/view.md",
+              "docs/after-the-decode.md", "MIGRATING.md"]
 #: Pages with blocks that are not run: benchmark commands of minutes each.
 NOT_RUN = {"docs/benchmarks.md"}
 

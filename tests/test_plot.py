@@ -450,3 +450,104 @@ def test_runs_of_steps_merge_across_blocks(how, numpy_reduce):
     expected = _column_reference(values, 10, numpy_reduce)
     expected[1, 1] = np.nan  # np.nansum gives 0 for an all-NaN run
     np.testing.assert_allclose(reduced, expected, equal_nan=True)
+
+
+def _fake_paths(res: xr.Dataset, names: tuple[str, ...], n_samples: int = 30,
+                n_time: int | None = None) -> xr.Dataset:
+    """Random ``sampled_<name>`` (sample, time) values, as sample_paths names them."""
+    rng = np.random.default_rng(5)
+    n_time = res.sizes["time"] if n_time is None else n_time
+    return xr.Dataset({f"sampled_{name}": (("sample", "time"),
+                                           rng.uniform(0, 10, (n_samples, n_time)))
+                       for name in names})
+
+
+def _sampled_lines(ax) -> list:
+    lines = [line for line in ax.get_lines() if line.get_color() == "tab:green"]
+    labels = [line.get_label() for line in lines if not line.get_label().startswith("_")]
+    assert labels == [f"sampled paths ({len(lines)})"]
+    return lines
+
+
+def test_paths_are_drawn_over_the_window(data):
+    ds, res = data
+    paths = _fake_paths(res, ("position",))
+    ax = plot_posterior(res, time=slice(0.2, 0.4), paths=paths, max_paths=7)
+    inside = (res.time.values >= 0.2) & (res.time.values <= 0.4)
+    lines = _sampled_lines(ax)
+    assert len(lines) == 7
+    for line, row in zip(lines, paths.sampled_position.values[:7], strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), res.time.values[inside])
+        np.testing.assert_array_equal(line.get_ydata(), row[inside])
+
+
+def test_paths_on_a_map_are_the_windows_xy():
+    res = _map_result(n_time=12)
+    paths = _fake_paths(res, ("x_position", "y_position"), n_samples=3)
+    ax = plot_posterior_map(res, time=slice(1.0, 3.5), paths=paths)
+    lines = _sampled_lines(ax)
+    assert len(lines) == 3
+    for b, line in enumerate(lines):
+        np.testing.assert_array_equal(line.get_xdata(), paths.sampled_x_position[b, 2:8])
+        np.testing.assert_array_equal(line.get_ydata(), paths.sampled_y_position[b, 2:8])
+
+
+def test_paths_of_another_recording_or_name_are_refused(data):
+    ds, res = data
+    with pytest.raises(xhmm.InputError, match=r"paths' 'sampled_position' has dims .* "
+                       r"expected \('sample', 'time'\) over the 500 time steps"):
+        plot_posterior(res, paths=_fake_paths(res, ("position",), n_time=499))
+    with pytest.raises(xhmm.InputError, match="no variable 'sampled_position'"):
+        plot_posterior(res, paths=_fake_paths(res, ("x",)))
+    with pytest.raises(xhmm.InputError, match="max_paths must be a positive int, got 0"):
+        plot_posterior(res, paths=_fake_paths(res, ("position",)), max_paths=0)
+
+
+def test_plot_event_draws_the_event_with_its_margin(data):
+    ds, res = data
+    events = xhmm.events(res, "continuous", threshold=0.5)
+    fig = xhmm.plot.plot_event(res, events, 0, paths=_fake_paths(res, ("position",)),
+                               pad=0.1, true_position=ds.true_position)
+    heat, states = [ax for ax in fig.axes if ax.get_visible()][:2]
+    start, stop = float(events.start[0]), float(events.stop[0])
+    times = res.time.values
+    shown = times[(times >= start - 0.1) & (times <= stop + 0.1)]
+    np.testing.assert_allclose(heat.get_xlim(), shown[[0, -1]])
+    assert len(_sampled_lines(heat)) == 20
+    edges = [line.get_xdata()[0] for line in states.get_lines() if line.get_linestyle() == "--"]
+    np.testing.assert_allclose(edges, [start, stop])
+    assert fig._suptitle.get_text().startswith(f"event 0: {start:g} to {stop:g}")
+
+
+def test_plot_event_on_a_map_sums_the_events_steps():
+    res = _map_result(n_time=12)
+    probability = np.r_[np.zeros(4), np.ones(3), np.zeros(5)]
+    res["acausal_state_probabilities"] = (("time", "states"),
+                                          np.c_[1 - probability, probability])
+    res = res.assign_coords(states=["Continuous", "Fragmented"])
+    events = xhmm.events(res, "Fragmented", threshold=0.5)
+    assert events.sizes["event"] == 1
+    fig = xhmm.plot.plot_event(res, events, 0)
+    drawn = fig.axes[0].get_images()[0].get_array().filled(np.nan)
+    np.testing.assert_allclose(drawn, _map_reference(res, slice(4, 7)), rtol=1e-5,
+                               equal_nan=True)
+    assert "3 steps" in fig.axes[0].get_title(loc="left")
+
+
+@pytest.mark.parametrize("event, message", [
+    (5, "event must be an int position along the 1 events, got 5"),
+    (True, "event must be an int position along the 1 events, got True"),
+])
+def test_plot_event_refuses_a_bad_event(data, event, message):
+    ds, res = data
+    events = xhmm.events(res, "continuous", threshold=0.5).isel(event=[0])
+    with pytest.raises(xhmm.InputError, match=message):
+        xhmm.plot.plot_event(res, events, event)
+
+
+def test_plot_event_needs_position_coordinates(data):
+    ds, res = data
+    events = xhmm.events(res, "continuous", threshold=0.5)
+    with pytest.raises(xhmm.InputError, match="no 'place' coordinate, nor 'x_position' and "
+                       "'y_position' ones"):
+        xhmm.plot.plot_event(res, events, 0, position="place")

@@ -48,6 +48,7 @@ __all__ = [
     "plot_state_probabilities",
     "plot_decoding",
     "plot_posterior_map",
+    "plot_event",
     "animate_posterior_map",
 ]
 
@@ -512,6 +513,8 @@ def plot_posterior(
     state: str | None = None,
     true_position: Truth = None,
     show_map: bool = True,
+    paths: xr.Dataset | None = None,
+    max_paths: int = 20,
     ax: Axes | None = None,
     cmap: str = "bone_r",
     vmax: float | None = None,
@@ -546,6 +549,11 @@ def plot_posterior(
     show_map : bool, default True
         Overlay the most probable position of each step (each column's
         lowest and highest).
+    paths : xr.Dataset, optional
+        Paths drawn from the posterior (:func:`xhmm.sample_paths` of the
+        same recording): the window's part of the first ``max_paths`` of
+        their ``sampled_<position>`` is drawn as thin lines.
+    max_paths : int, default 20
     ax : matplotlib Axes, optional
         Axes to draw in; a new figure is made by default.
     cmap : str, default "bone_r"
@@ -568,13 +576,15 @@ def plot_posterior(
     ------
     xhmm.InputError
         As :func:`posterior_over_position`, or if ``true_position`` does not
-        have one value per time step, or for a bad ``width_px`` or ``reduce``.
+        have one value per time step, for a bad ``width_px`` or ``reduce``,
+        or ``paths`` of another recording.
     """
     _check_reduce(reduce)
     steps = _window(results, time)
     truth = None if true_position is None else _per_step(
         results, true_position, "true_position", np.float64, steps
     )
+    sampled = _sampled_paths(results, paths, (position,), steps, max_paths)
     posterior, cells, summed = _over_position(results, time, variable, position, state)
     centers = cells.values[:, 0]
     mpl = _matplotlib()
@@ -590,6 +600,9 @@ def plot_posterior(
                      for how in ("min", "max"))
         ax.plot(*columns.trace(low, high), color="tab:orange", lw=1.0, alpha=0.9,
                 label="true position")
+    if sampled is not None:
+        seconds, _ = _seconds(posterior["time"])
+        _draw_paths(ax, seconds[::_path_stride(steps)], sampled[..., 0].T)
     if show_map:
         ax.plot(*columns.trace(*best), ".", color="tab:blue", ms=1.0, alpha=0.5,
                 label="MAP position", rasterized=True)
@@ -760,6 +773,96 @@ def plot_decoding(
     return fig
 
 
+def plot_event(
+    results: xr.Dataset,
+    events: xr.Dataset,
+    event: int,
+    *,
+    paths: xr.Dataset | None = None,
+    max_paths: int = 20,
+    pad: float | None = None,
+    position: str = "position",
+    x: str = "x_position",
+    y: str = "y_position",
+    true_position: Truth = None,
+) -> Figure:
+    """One event of :func:`xhmm.events`: its posterior, sampled paths and state probabilities.
+
+    A 1-D model (a ``position`` coordinate on ``state_bins``) gets the
+    posterior over position against time (:func:`plot_posterior`); a 2-D one
+    (``x`` and ``y`` coordinates) the map of the posterior summed over the
+    event's steps (:func:`plot_posterior_map`). Both overlay ``paths`` (the
+    draws of :func:`xhmm.sample_paths` of the same recording) and sit above
+    the state probabilities, over the event and ``pad`` on either side.
+
+    Parameters
+    ----------
+    results : xr.Dataset
+        The result the events were found in.
+    events : xr.Dataset
+        Output of :func:`xhmm.events`.
+    event : int
+        Position along the ``event`` dim.
+    paths : xr.Dataset, optional
+    max_paths : int, default 20
+    pad : float, optional
+        Time drawn before and after the event (the time coordinate's
+        units; for the 2-D map the event's steps only); by default half
+        the event's duration.
+    position, x, y : str
+        Names of the position coordinates (1-D; 2-D).
+    true_position : array-like, optional
+        One value (1-D) or ``(x, y)`` pair (2-D) per time step of ``results``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    xhmm.InputError
+        If ``event`` is not a position along ``events``' ``event`` dim, or
+        the results have neither ``position`` nor ``x`` and ``y``
+        coordinates, or as the plots it draws.
+    """
+    n_events = events.sizes.get("event", 0)
+    if isinstance(event, bool) or not isinstance(event, int | np.integer) \
+            or not -n_events <= event < n_events:
+        raise InputError(f"event must be an int position along the {n_events} events, "
+                         f"got {event!r}")
+    row = events.isel(event=event)
+    start, stop = row["start"].item(), row["stop"].item()
+    pad = 0.5 * row["duration"].item() if pad is None else pad
+    around = slice(start - pad, stop + pad)
+    kind = "acausal" if "acausal_posterior" in results.variables else "causal"
+    states = f"{kind}_state_probabilities"
+    plt = _matplotlib().pyplot
+    if position in results.coords:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
+                                          height_ratios=(3, 1), layout="constrained")
+        plot_posterior(results, time=around, variable=f"{kind}_posterior", position=position,
+                       true_position=true_position, paths=paths, max_paths=max_paths, ax=top)
+        top.set_xlabel("")
+    elif x in results.coords and y in results.coords:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 8), height_ratios=(3, 1),
+                                          layout="constrained")
+        plot_posterior_map(results, time=slice(start, stop), variable=f"{kind}_posterior",
+                           x=x, y=y, true_position=true_position, paths=paths,
+                           max_paths=max_paths, ax=top)
+    else:
+        raise InputError(f"the results have no {position!r} coordinate, nor {x!r} and {y!r} "
+                         "ones, on state_bins: pass position= (1-D) or x= and y= (2-D)")
+    if states in results.variables:
+        plot_state_probabilities(results, time=around, variable=states, ax=bottom)
+        for edge in (start, stop):  # events have a numeric time coordinate
+            bottom.axvline(edge, color="k", lw=0.8, ls="--")
+    else:
+        bottom.set_visible(False)
+    fig.suptitle(f"event {event}: {start:g} to {stop:g} "
+                 f"(peak probability {row['peak_probability'].item():.3f})")
+    return fig
+
+
 def _map_inputs(results: xr.Dataset, time: Window, variable: str, x: str, y: str,
                 state: str | None, one_time: bool) -> tuple[slice, xr.DataArray, _Cells, da.Array]:
     """Window, posterior, cells and the lazy ``(time, cell)`` posterior of a 2-D map."""
@@ -864,6 +967,8 @@ def plot_posterior_map(
     state: str | None = None,
     true_position: Truth = None,
     show_map: bool = True,
+    paths: xr.Dataset | None = None,
+    max_paths: int = 20,
     ax: Axes | None = None,
     cmap: str = "bone_r",
     vmax: float | None = None,
@@ -888,6 +993,11 @@ def plot_posterior_map(
     show_map : bool, default True
         Draw the path of each step's most probable position (the posterior
         summed over states).
+    paths : xr.Dataset, optional
+        Paths drawn from the posterior (:func:`xhmm.sample_paths` of the
+        same recording): the window's part of the first ``max_paths`` of
+        ``sampled_<x>`` and ``sampled_<y>`` is drawn as thin lines.
+    max_paths : int, default 20
     ax : matplotlib Axes, optional
     cmap : str, default "bone_r"
     vmax : float, optional
@@ -902,12 +1012,13 @@ def plot_posterior_map(
     ------
     xhmm.InputError
         As :func:`posterior_map`, or if ``true_position`` is not one
-        ``(x, y)`` pair per time step.
+        ``(x, y)`` pair per time step, or ``paths`` of another recording.
     """
     steps, posterior, cells, summed = _map_inputs(results, time, variable, x, y, state,
                                                   one_time=True)
     truth = None if true_position is None else _per_step(
         results, true_position, "true_position", np.float64, steps, tail=(2,))
+    sampled = _sampled_paths(results, paths, (x, y), steps, max_paths)
     stride = -(-summed.shape[0] // _MAX_PATH_POINTS)
     parts = [*_window_total(summed)]
     if show_map:
@@ -920,6 +1031,8 @@ def plot_posterior_map(
     if truth is not None:
         ax.plot(*truth[::stride].T, "o-", color="tab:orange", lw=1.0, ms=2.5,
                 label="true position")
+    if sampled is not None:
+        _draw_paths(ax, sampled[..., 0].T, sampled[..., 1].T)
     if show_map:
         ax.plot(*best[0].T, "o-", color="tab:blue", lw=0.8, ms=2.0, alpha=0.8,
                 label="MAP position")
@@ -934,6 +1047,38 @@ def plot_posterior_map(
         ax.figure.colorbar(drawn, ax=ax, label=_map_scale_label(summed.shape[0]), pad=0.01,
                            extend="max")
     return ax
+
+
+def _sampled_paths(results: xr.Dataset, paths: xr.Dataset | None, names: tuple[str, ...],
+                   steps: slice, max_paths: int) -> np.ndarray | None:
+    """``(paths, steps, len(names))``: the window's part of the first ``max_paths``
+    paths' ``sampled_<name>``, thinned evenly to at most ``_MAX_PATH_POINTS`` steps."""
+    if paths is None:
+        return None
+    _check_positive("max_paths", max_paths)
+    variables = [_variable(paths, f"sampled_{name}") for name in names]
+    n_time = results.sizes["time"]
+    for variable in variables:
+        if set(variable.dims) != {"sample", "time"} or variable.sizes["time"] != n_time:
+            raise InputError(
+                f"paths' {variable.name!r} has dims {dict(variable.sizes)}; expected "
+                f"('sample', 'time') over the {n_time} time steps of the results (the "
+                "sample_paths of the same recording)")
+    window = {"sample": slice(0, max_paths),
+              "time": slice(steps.start, steps.stop, _path_stride(steps))}
+    return np.stack([np.asarray(v.transpose("sample", "time").isel(window), dtype=float)
+                     for v in variables], axis=-1)
+
+
+def _path_stride(steps: slice) -> int:
+    """Every how many steps a path of the window ``steps`` is drawn."""
+    return -(-(steps.stop - steps.start) // _MAX_PATH_POINTS)
+
+
+def _draw_paths(ax: Axes, xs: np.ndarray, ys: np.ndarray) -> None:
+    """Thin lines of sampled paths (one per column of ``xs``/``ys``), labelled once."""
+    lines = ax.plot(xs, ys, "-", color="tab:green", lw=0.6, alpha=0.45)
+    lines[0].set_label(f"sampled paths ({len(lines)})")
 
 
 def _map_scale_label(n_steps: int) -> str:
