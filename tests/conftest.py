@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -66,6 +67,11 @@ def examples(fast: int, full: int) -> int:
 def pytest_configure(config):
     if BUDGET not in BUDGETS:
         raise pytest.UsageError(f"XHMM_TEST_BUDGET must be one of {BUDGETS}, got {BUDGET!r}")
+    # A shell starting the tests in the background (`make test &`) ignores SIGINT, and
+    # the children the tests Ctrl-C (xhmm smooth, xhmm view) would inherit that; restore
+    # Python's handler so that they start with the default disposition.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):
