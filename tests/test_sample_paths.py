@@ -148,6 +148,26 @@ def test_path_distribution_matches_enumeration(name):
                                       ds.position.values[drawn])
 
 
+@pytest.mark.parametrize("n_sequences", [1, 2])  # with and without the stored transpose
+def test_dense_columns_are_the_pullback_of_one_hot_rows(n_sequences):
+    """The sampler reads a dense matrix's columns instead of multiplying one-hot rows."""
+    import jax
+    import jax.numpy as jnp
+
+    from xhmm.engine.runstate import precision
+    from xhmm.kernels.operators import dense_operator
+
+    rng = np.random.default_rng(3)
+    matrix = rng.dirichlet(np.ones(9), size=9)
+    j = np.array([4, 0, 8, 4])
+    with precision("float64"):
+        operator = dense_operator(matrix, np.float64, n_sequences)
+        read = np.asarray(operator.columns(jnp.asarray(j)))
+        pulled = np.asarray(operator.pullback(jax.nn.one_hot(j, 9, dtype=jnp.float64)))
+    np.testing.assert_array_equal(read, matrix[:, j].T)
+    np.testing.assert_array_equal(read, pulled)
+
+
 def test_a_wrong_backward_step_fails_the_bound():
     """The bound can fail: paths drawn step by step from the smoothed marginals (each
     marginal right, the joint wrong) are far from the path posterior."""

@@ -86,6 +86,10 @@ class TransitionOperator(Protocol):
     def max_column(self, p: jax.Array, j: jax.Array, x: Any) -> tuple[jax.Array, jax.Array]:
         """Entry ``j[b]`` of ``max_predict(p, x)`` for each row ``b``, each (B,)."""
 
+    # Optional: ``columns(j, x)``, the columns ``A[:, j[m]]`` as (M, K) rows, where
+    # reading them is cheaper than ``pullback`` of one-hot rows (the path sampler
+    # falls back to that).
+
 
 def step_slice(xs: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of per-step operator inputs (``None`` stays ``None``)."""
@@ -128,6 +132,12 @@ class DenseOperator:
         if r.shape[0] == 1:
             return jnp.matmul(self.matrix, r[0], precision=HIGHEST)[None]
         return jnp.einsum("ij,bj->bi", self.matrix, r, precision=HIGHEST)
+
+    def columns(self, j: jax.Array, x: Any = None) -> jax.Array:
+        """The columns ``A[:, j[m]]`` as (M, K) rows (read, not multiplied)."""
+        if self.matrix_t is not None:
+            return self.matrix_t[j]
+        return jnp.take(self.matrix, j, axis=1).T
 
     def predict_chunk(self, rows: jax.Array, xs: Any = None) -> jax.Array:
         n_seq, n_rows, n_bins = rows.shape

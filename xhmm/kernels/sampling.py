@@ -12,7 +12,8 @@ backwards, drawing ``N`` paths of each sequence at once. The column
 ``A_t(:, j)`` of each path's next state ``j`` is the operator's
 ``pullback`` of the one-hot row of ``j`` (``A @ e_j``), the product the
 smoother applies to its ratios, so every transition kind (dense, blocks,
-time-varying, ...) samples through the same code.
+time-varying, ...) samples through the same code; a dense matrix's columns
+are read instead (``DenseOperator.columns``, the same numbers).
 
 Each draw is an inverse-CDF lookup in float64 whatever the chunk's compute
 dtype: the columns come from the float64 operator, the weights
@@ -75,6 +76,16 @@ def _uniforms(keys: jax.Array, t: jax.Array, n_samples: int) -> jax.Array:
     return jax.vmap(draw)(keys)
 
 
+def _columns(operator, j: jax.Array, x, n_bins: int) -> jax.Array:
+    """``A[:, j[m]]`` as (M, K) rows: read where the operator can (``columns``), else
+    its ``pullback`` of one-hot rows (the same numbers: a product with a one-hot row
+    adds one term)."""
+    read = getattr(operator, "columns", None)
+    if read is not None:
+        return read(j, x)
+    return operator.pullback(jax.nn.one_hot(j, n_bins, dtype=jnp.float64), x)
+
+
 @jax.jit
 def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
                  entry, has_next, keys, start, operator64, xs64):
@@ -111,17 +122,20 @@ def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
     n_samples = entry.shape[1]
     after = step_slice(xs64, 1, n_rows + 1)
 
+    # every row's uniforms at once (the same numbers as one row at a time)
+    uniforms = jax.vmap(lambda i: _uniforms(keys, start + i, n_samples))(jnp.arange(n_rows))
+
     def step(state, inputs):
-        filt, i, x = inputs  # filt: (B, K) row i of every sequence
+        filt, i, x, u = inputs  # filt: (B, K) row i of every sequence; u: (B, N)
         valid = i < n_valid
         is_end = (i == n_valid - 1) & ~has_next
-        onehot = jax.nn.one_hot(state.reshape(-1), n_bins, dtype=jnp.float64)
-        column = operator64.pullback(onehot, x).reshape(n_seq, n_samples, n_bins)
+        column = _columns(operator64, state.reshape(-1), x, n_bins).reshape(
+            n_seq, n_samples, n_bins)
         weights = filt.astype(jnp.float64)[:, None, :] * jnp.where(
             is_end[:, None, None], 1.0, column)
         cdf = jnp.cumsum(weights, axis=-1)
         total = cdf[..., -1:]
-        target = _uniforms(keys, start + i, n_samples)[..., None] * total
+        target = u[..., None] * total
         # below the total, so the draw is a bin of positive weight
         target = jnp.minimum(target, jnp.nextafter(total, 0))
         draw = jnp.sum(cdf <= target, axis=-1).astype(jnp.int32)
@@ -129,5 +143,6 @@ def sample_chunk(prev, is_first, log_lik, n_valid, operator, xs, initial,
         return new_state, jnp.where(valid[:, None], draw, -1)
 
     exit_state, paths = jax.lax.scan(
-        step, entry, (jnp.swapaxes(filtered, 0, 1), jnp.arange(n_rows), after), reverse=True)
+        step, entry, (jnp.swapaxes(filtered, 0, 1), jnp.arange(n_rows), after, uniforms),
+        reverse=True)
     return jnp.swapaxes(paths, 0, 1), exit_state
