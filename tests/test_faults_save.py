@@ -114,7 +114,7 @@ def _smooth(model, **options):
 
 # -- 7. a full disk during a save ----------------------------------------------
 
-@pytest.mark.parametrize("name", ["r.nc", "r.zarr"])
+@pytest.mark.parametrize("name", ["r.nc", pytest.param("r.zarr", marks=pytest.mark.slow)])
 def test_a_file_size_limit_fails_the_save_cleanly(tmp_path, name):
     """A real EFBIG inside HDF5 (or Zarr): StorageError, old file kept, nothing left open."""
     folder = tmp_path / "out"
@@ -215,7 +215,7 @@ def _killed_save(path: Path, where: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("name", ["r.nc", "r.zarr"])
+@pytest.mark.parametrize("name", ["r.nc", pytest.param("r.zarr", marks=pytest.mark.slow)])
 def test_a_killed_save_leaves_a_temporary_the_next_save_removes(model, tmp_path, name):
     path = tmp_path / name
     _killed_save(path, "write")

@@ -222,6 +222,7 @@ def test_em_recovers_the_coefficients_and_never_decreases_the_likelihood(n_time)
                                fitted.discrete, rtol=0, atol=1e-15)
 
 
+@pytest.mark.slow  # make test: the per-step counts at chunks 1, 17 and 120 (above)
 def test_fit_does_not_depend_on_the_chunk_size_or_the_buffer():
     ds, covariates = _simulated(np.random.default_rng(3), 1_500)
     kw = dict(transition=_start(), initial=P0, covariates=covariates, max_iter=2,

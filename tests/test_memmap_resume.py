@@ -44,12 +44,15 @@ def _run_child(tmp_path, folder, kill_at, options, setup=""):
 
 @pytest.mark.parametrize(
     "kill_at, options, setup",
-    [(1, {}, ""),  # first read of block 10: during the forward pass
+    [  # first read of block 10: during the forward pass (make test: forward-uint16)
+     pytest.param(1, {}, "", marks=pytest.mark.slow),
      # second read: the backward pass filters the input again
      (2, {"persist_causal": False}, ""),
      # uint16 storage: the backward pass filters every chunk again
      (1, {"posterior_dtype": "uint16"}, ""),
-     (0, {"posterior_dtype": "uint16"}, KILL_IN_BACKWARD)],
+     # make test: backward-recomputing kills the backward pass
+     pytest.param(0, {"posterior_dtype": "uint16"}, KILL_IN_BACKWARD,
+                  marks=pytest.mark.slow)],
     ids=["forward", "backward-recomputing", "forward-uint16", "backward-uint16"],
 )
 def test_killed_run_resumes_bit_identical(tmp_path, kill_at, options, setup):

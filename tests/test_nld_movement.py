@@ -194,9 +194,9 @@ def _numpy_max(p: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return values, np.where(values > 0, source, 0)
 
 
-#: The 2-D movement kinds' products take longest; `make test` checks them end to end
-#: (test_smooth_with_block_matches_dense_smooth), `make test-all` product by product too.
-_SLOW_KINDS = ("directional", "empirical_2d")
+#: `make test` checks these kinds end to end (test_smooth_with_block_matches_dense_smooth)
+#: and track_graph product by product; `make test-all` every kind product by product.
+_SLOW_KINDS = ("directional", "empirical_2d", "empirical_1d", "rectangular")
 
 
 @pytest.mark.parametrize("name", [

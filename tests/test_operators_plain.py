@@ -90,7 +90,7 @@ def _rows(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_sequences", [1, 3])
+@pytest.mark.parametrize("n_sequences", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_vmap_over_a_leading_batch_equals_row_by_row(n_sequences):
     rng = np.random.default_rng(n_sequences)
     for name, operator, A in _operators(n_sequences):
@@ -183,7 +183,9 @@ def _check_batched_against_alone(ds: xr.Dataset, K: int, kw: dict, dtype: np.dty
     return res
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32",
+                                   # the same comparison in float64: `make test-all`
+                                   pytest.param("float64", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("K", [176, 1000])
 def test_dense_batched_agrees_with_alone(K, dtype):
     rng = np.random.default_rng(K)
@@ -196,7 +198,9 @@ def test_dense_batched_agrees_with_alone(K, dtype):
     _check_batched_against_alone(ds, K, kw, np.dtype(dtype))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32",
+                                   # the same comparison in float64: `make test-all`
+                                   pytest.param("float64", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("model,K", [("contfrag-1d", 200), ("contfrag-1d", 1000),
                                      ("nonlocal-2d", 202), ("contfrag-1d-tv", 200)])
 def test_structured_batched_agrees_with_alone(model, K, dtype):

@@ -238,7 +238,9 @@ def movement_blocks():
     return _kernel_cases()
 
 
-@pytest.mark.parametrize("name", ["directional", "track_graph", "empirical_1d"])
+@pytest.mark.parametrize("name", [  # make test: track_graph; make test-all: every kind
+    pytest.param("directional", marks=pytest.mark.slow), "track_graph",
+    pytest.param("empirical_1d", marks=pytest.mark.slow)])
 def test_every_movement_kind_samples_the_posterior(movement_blocks, name):
     """non_local_detector's movement blocks (banded and tiled products) through the API."""
     block, interior = movement_blocks[name]
@@ -347,7 +349,9 @@ def test_callers_names_are_kept():
 T_KILL, K_KILL, CHUNK_KILL = 240, 9, 16
 
 
-@pytest.mark.parametrize("kill_at, passes", [(1, "forward"), (2, "sampling")])
+@pytest.mark.parametrize("kill_at, passes", [
+    # the forward pass is the decoder's, resumed in test_viterbi too: `make test-all`
+    pytest.param(1, "forward", marks=pytest.mark.slow), (2, "sampling")])
 def test_killed_run_resumes_with_the_identical_paths(tmp_path, kill_at, passes):
     """The first read of block 10 is the forward pass, the second the sampling pass's."""
     folder = tmp_path / "run"

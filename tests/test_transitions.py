@@ -219,7 +219,9 @@ def _runs(op, kind):
     return wanted[kind]()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32,
+                                   # the same in float64: `make test-all`
+                                   pytest.param(np.float64, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["dense", "dense block", "banded", "separable", "rank-one",
                                   "uniform", "identity", "identity into more bins",
                                   "time-varying"])
