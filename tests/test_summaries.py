@@ -22,6 +22,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import pytest
 import xarray as xr
 
 import xhmm
+from conftest import underflow_model
 from xhmm.engine.manifest import Manifest
 from xhmm.frontend.hpd import bin_sizes
 
@@ -356,3 +358,23 @@ def test_summaries_equal_non_local_detector_functions():
     lines = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert lines and not [line for line in lines if line.startswith("FAIL")], done.stdout
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_auto_precision_chunks_recomputed_in_float64_give_their_summaries():
+    """compute_dtype="auto": the chunks float32 loses are run again in float64, and their
+    summaries are those of the float64 rows (the other chunks' of float32 rows)."""
+    jumps, A = underflow_model(K=40, T=30)
+    K = A.shape[0]
+    mild = -np.abs(np.arange(K)[None, :] - (20 + 5 * np.sin(np.arange(30) / 4))[:, None]) / 4
+    ll = np.concatenate([mild, jumps])  # float32 keeps the first chunks, loses later ones
+    ds = xr.Dataset({"log_likelihood": (("time", "state_bins"), ll)},
+                    coords={"position": ("state_bins", np.arange(K) * STEP, {"units": "cm"})})
+    p0 = np.full(K, 1 / K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xhmm.NumericalWarning)
+        res = ds.hmm.smooth(transition=A, initial=p0, chunk_size=10, compute_dtype="auto",
+                            posterior_dtype="float64", emit_hpd=LEVEL, emit_consistency=True,
+                            progress=False)
+    assert 0 < res.attrs["xhmm_float64_chunks"] < 6  # some chunks, not all, in float64
+    check(res, reference_summaries(res.acausal_posterior.values, ll, LEVEL,
+                                   np.full(K, STEP), ["s"] * K))
