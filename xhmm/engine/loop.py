@@ -35,10 +35,9 @@ from ..config import Config
 from ..errors import ConfigError, NumericalError
 from ..kernels.hmm import backward_chunk, forward_chunk, summarize_chunk
 from ..kernels.hpd import consistency_chunk, hpd_chunk
-from .chunking import resolve_chunk_size
 from .manifest import array_digest, fingerprint
 from .precision import FLOAT64, Precision
-from .reader import Chunk, LikelihoodReader, first_true
+from .reader import Chunk, LikelihoodReader, first_true, run_reader
 from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows, write_rows
 from .transition import EngineTransition
@@ -631,12 +630,9 @@ def run_engine(
     -------
     EngineResult
     """
-    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
-    config = config.replace(
-        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.attempt_dtype, lengths, sequence_ids, scheduler,
-                              buffers=HOST_BUFFERS + int(smooth and config.emit_consistency))
+    config, reader = run_reader(
+        log_likelihood, columns, config, lengths, sequence_ids, scheduler,
+        buffers=HOST_BUFFERS + int(smooth and config.emit_consistency))
     with precision(config.attempt_dtype), run_folder(config) as folder:
         run = _Run(reader, transition, initial, config, folder, smooth,
                    state_onehot, store_acausal, metadata, bin_sizes)

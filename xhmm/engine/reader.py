@@ -61,8 +61,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputWarning, LikelihoodError, ResumeError, XHMMError, caller_stacklevel
+from .chunking import resolve_chunk_size
 
-__all__ = ["LikelihoodReader", "Chunk", "BufferRing", "first_true"]
+__all__ = ["LikelihoodReader", "Chunk", "BufferRing", "first_true", "run_reader"]
 
 #: Alignment of reused buffers: JAX on CPU aliases host arrays aligned to
 #: 64 bytes and copies others.
@@ -590,3 +591,23 @@ def _column_runs(columns: np.ndarray | None) -> list[tuple[int, int, int]] | Non
     starts = np.concatenate([[0], breaks])
     stops = np.concatenate([breaks, [len(columns)]])
     return [(int(columns[a]), int(columns[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
+def run_reader(log_likelihood, columns: np.ndarray | None, config, lengths=None,
+               sequence_ids=None, scheduler: str | None = None, buffers: int = 0):
+    """The run's ``config`` with ``chunk_size="auto"`` resolved, and its reader.
+
+    What every engine entry point (smoother, Viterbi, sampler) starts with:
+    :func:`xhmm.engine.chunking.resolve_chunk_size` for the input, then a
+    :class:`LikelihoodReader` of ``config.attempt_dtype`` chunks.
+
+    Returns
+    -------
+    (Config, LikelihoodReader)
+    """
+    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
+    config = config.replace(
+        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
+    return config, LikelihoodReader(log_likelihood, columns, config.chunk_size,
+                                    config.attempt_dtype, lengths, sequence_ids, scheduler,
+                                    buffers=buffers)

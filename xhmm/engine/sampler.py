@@ -46,9 +46,8 @@ import numpy as np
 from ..config import Config
 from ..kernels.hmm import forward_chunk
 from ..kernels.sampling import sample_chunk, sequence_keys
-from .chunking import resolve_chunk_size
 from .precision import FLOAT64
-from .reader import Chunk, LikelihoodReader
+from .reader import Chunk, LikelihoodReader, run_reader
 from .runstate import RunResult, drive, precision, run_folder
 from .transition import EngineTransition
 from .viterbi import PathDecoder
@@ -155,11 +154,8 @@ def run_sampler(
     ResumeError, StorageError
         As for the smoother's memmap runs.
     """
-    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
-    config = config.replace(
-        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.attempt_dtype, lengths, sequence_ids, scheduler)
+    config, reader = run_reader(log_likelihood, columns, config, lengths, sequence_ids,
+                                scheduler)
     if sequences is None:
         sequences = np.arange(reader.n_seq)
     with run_folder(config) as folder:

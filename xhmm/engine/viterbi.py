@@ -50,10 +50,9 @@ import numpy as np
 
 from ..config import Config
 from ..kernels.viterbi import viterbi_backtrack_chunk, viterbi_forward_chunk
-from .chunking import resolve_chunk_size
 from .manifest import fingerprint
 from .precision import FLOAT64, Precision
-from .reader import Chunk, LikelihoodReader
+from .reader import Chunk, LikelihoodReader, run_reader
 from .runstate import RunResult, RunState, drive, precision, run_folder
 from .storage import alloc_out, sync_rows
 from .transition import EngineTransition
@@ -351,11 +350,8 @@ def run_viterbi(
     ResumeError, StorageError
         As for the smoother's memmap runs.
     """
-    n_bins = int(log_likelihood.shape[2]) if columns is None else len(columns)
-    config = config.replace(
-        chunk_size=resolve_chunk_size(config.chunk_size, log_likelihood, n_bins))
-    reader = LikelihoodReader(log_likelihood, columns, config.chunk_size,
-                              config.attempt_dtype, lengths, sequence_ids, scheduler)
+    config, reader = run_reader(log_likelihood, columns, config, lengths, sequence_ids,
+                                scheduler)
     with run_folder(config) as folder:
         decoder = PathDecoder(reader, transition, initial, config, folder, metadata)
         return drive(decoder, decoder.forward, decoder.backtrack, finish=decoder.finish)

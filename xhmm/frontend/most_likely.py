@@ -18,7 +18,7 @@ from ..config import Config
 from ..names import SEQUENCE, SEQUENCE_LENGTH, TIME
 from .results import bin_variables, result_coords
 
-__all__ = ["viterbi_dataset"]
+__all__ = ["viterbi_dataset", "path_job_dataset"]
 
 PREFIX = "most_likely"
 
@@ -71,12 +71,41 @@ def viterbi_dataset(ds: xr.Dataset, columns: np.ndarray, parts: list, cfg: Confi
     data["path_log_probability"] = xr.DataArray(
         pick(log_probability), dims=lead,
         attrs={"long_name": "log p(most likely path, y_1..T)", "units": "nats"})
+    return path_job_dataset(ds, data, parts, cfg, "viterbi", lengths=lengths,
+                            sequences=sequences, attrs=attrs)
+
+
+def path_job_dataset(ds: xr.Dataset, data: dict, parts: list, cfg: Config, algorithm: str,
+                     *, lengths: np.ndarray, sequences: bool,
+                     attrs: dict[str, Any]) -> xr.Dataset:
+    """The Dataset of a path job's variables (Viterbi, sampled paths).
+
+    Adds each sequence's length (with a ``sequence`` dim), the run's
+    attributes (config of ``algorithm``, transition, float64 chunks, the
+    memmap folder of one recording) and the coordinates of ``ds``.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        The input.
+    data : dict of str to xr.DataArray
+        The job's variables.
+    parts : list
+        Each batch's part, with its engine ``result``.
+    cfg : Config
+    algorithm : {"viterbi", "sample_paths"}
+    lengths : (B,) int ndarray
+    sequences : bool
+        Keep a ``sequence`` dim.
+    attrs : dict
+        Extra attributes of the result.
+    """
     if sequences:
         data[SEQUENCE_LENGTH] = xr.DataArray(
             lengths, dims=(SEQUENCE,),
             attrs={"long_name": "real time steps of each sequence"})
     first = parts[0].result
-    attrs = {**ds.attrs, **attrs, "xhmm_config": cfg.to_json("viterbi"),
+    attrs = {**ds.attrs, **attrs, "xhmm_config": cfg.to_json(algorithm),
              "xhmm_transition": json.dumps(first.transition, sort_keys=True),
              "xhmm_float64_chunks": sum(part.result.float64_chunks for part in parts)}
     if not sequences and first.memmap_dir is not None:

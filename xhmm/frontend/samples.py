@@ -14,7 +14,6 @@ in memory until asked for.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,9 +24,10 @@ import xarray as xr
 
 from ..config import Config
 from ..engine.sampler import SampleResult
-from ..names import BINS, SAMPLE, SEQUENCE, SEQUENCE_LENGTH, TIME
+from ..names import BINS, SAMPLE, SEQUENCE, TIME
 from .lazy import StoredArray, TemporaryFolder, block_rows, owned, portable, read_rows
-from .results import _numeric_bin_coords, result_coords
+from .most_likely import path_job_dataset
+from .results import _numeric_bin_coords
 
 __all__ = ["SamplePart", "sample_part", "samples_dataset"]
 
@@ -182,15 +182,5 @@ def samples_dataset(ds: xr.Dataset, columns: np.ndarray, parts: list[SamplePart]
     data["marginal_log_likelihood"] = xr.DataArray(
         marginal if sequences else marginal[0], dims=lead,
         attrs={"long_name": "log p(y_1..T)", "units": "nats"})
-    if sequences:
-        data[SEQUENCE_LENGTH] = xr.DataArray(
-            lengths, dims=(SEQUENCE,), attrs={"long_name": "real time steps of each sequence"})
-    first = parts[0].result
-    attrs = {**ds.attrs, **attrs, "xhmm_config": cfg.to_json("sample_paths"),
-             "xhmm_transition": json.dumps(first.transition, sort_keys=True),
-             "xhmm_float64_chunks": sum(part.result.float64_chunks for part in parts),
-             "xhmm_seed": seed}
-    if not sequences and first.memmap_dir is not None:
-        attrs["xhmm_memmap_dir"] = str(first.memmap_dir)
-    coords = result_coords(ds, (SEQUENCE, TIME) if sequences else (TIME,))
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return path_job_dataset(ds, data, parts, cfg, "sample_paths", lengths=lengths,
+                            sequences=sequences, attrs={**attrs, "xhmm_seed": seed})
