@@ -179,36 +179,35 @@ class Page:
                                 title=f"{self.rec.variable} over {axis}, summed over states "
                                 "(max per pixel column)")
         fig.yaxis.axis_label = axis
-        centers = np.unique(self.rec.result[axis].values)
-        centers = centers[np.isfinite(centers)]
-        edges = _edges(centers)
+        edges = self._finite_edges(axis)
         fig.y_range = Range1d(edges[0], edges[-1])
-        self.image_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [],
-                                              "dh": []})
-        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_source,
+        self.image_source = self._image(fig)
+        return fig
+
+    def _finite_edges(self, axis: str) -> np.ndarray:
+        """Bin edges around the distinct finite values of the result's ``axis`` coordinate."""
+        centers = np.unique(self.rec.result[axis].values)
+        return _edges(centers[np.isfinite(centers)])
+
+    def _image(self, fig):
+        """An image glyph with its colour bar and the paths over it; its source."""
+        source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=source,
                   color_mapper=self.mapper)
         fig.add_layout(ColorBar(color_mapper=self.mapper, width=10, title="probability"),
                        "right")
         self._paths(fig, self._path_labels(), scatter="MAP position")
-        return fig
+        return source
 
     def _plane(self):
         """2-D: the map at the cursor with the paths of the window."""
         x, y = self.rec.axes
-        xs = np.unique(self.rec.result[x].values)
-        ys = np.unique(self.rec.result[y].values)
-        x_edges, y_edges = _edges(xs[np.isfinite(xs)]), _edges(ys[np.isfinite(ys)])
+        x_edges, y_edges = self._finite_edges(x), self._finite_edges(y)
         fig = figure(width=460, height=430, x_range=(x_edges[0], x_edges[-1]),
                      y_range=(y_edges[0], y_edges[-1]), match_aspect=True, name="map",
                      tools="pan,wheel_zoom,reset,save", x_axis_label=x, y_axis_label=y)
         fig.toolbar.logo = None
-        self.map_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [],
-                                            "dh": []})
-        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.map_source,
-                  color_mapper=self.mapper)
-        fig.add_layout(ColorBar(color_mapper=self.mapper, width=10, title="probability"),
-                       "right")
-        self._paths(fig, self._path_labels(), scatter="MAP position")
+        self.map_source = self._image(fig)
         self.cursor_source = ColumnDataSource({"x": [], "y": []})
         fig.scatter("x", "y", source=self.cursor_source, marker="circle", size=10,
                     fill_color=None, line_color="#ffffff", line_width=2)
